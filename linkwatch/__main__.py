@@ -1,0 +1,3 @@
+from linkwatch.cli import main
+
+raise SystemExit(main())

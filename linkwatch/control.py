@@ -1,0 +1,157 @@
+"""The control socket: a unix stream socket speaking JSON lines.
+
+Each request is one JSON object on one line, ``{"cmd": "status"}``; each answer is one line,
+``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. The CLI, the web UI and the lab talk
+to the engine only through it. Bad input of any kind gets an error answer; it never reaches the
+engine's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import stat
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+MAX_LINE = 64 * 1024
+MAX_CLIENTS = 32
+IDLE_TIMEOUT = 30.0
+
+Handler = Callable[[dict], Awaitable[dict]]
+
+
+class ControlError(Exception):
+    """The engine could not be asked (not running, socket missing, bad answer) or said no."""
+
+
+def call(path: str, request: dict, timeout: float = 2.0) -> dict:
+    """Send one request to the engine and return its answer (``ok`` checked by the caller)."""
+    data = (json.dumps(request) + "\n").encode()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(path)
+            s.sendall(data)
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+                if len(buf) > 16 * MAX_LINE:
+                    raise ControlError(f"answer from {path} is too large")
+    except FileNotFoundError:
+        raise ControlError(f"no engine socket at {path} (is `linkwatch run` running?)") from None
+    except ConnectionRefusedError:
+        raise ControlError(f"engine socket {path} refuses connections (stale socket? engine not running)") from None
+    except PermissionError:
+        raise ControlError(f"permission denied on {path} (need to be in the socket's group, or root)") from None
+    except socket.timeout:
+        raise ControlError(f"engine at {path} did not answer within {timeout:g}s") from None
+    except OSError as e:
+        raise ControlError(f"cannot talk to engine at {path}: {e.strerror or e}") from None
+    try:
+        answer = json.loads(buf)
+    except ValueError:
+        raise ControlError(f"engine at {path} sent a malformed answer") from None
+    if not isinstance(answer, dict):
+        raise ControlError(f"engine at {path} sent a malformed answer")
+    return answer
+
+
+def _socket_alive(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        try:
+            s.connect(path)
+            return True
+        except OSError:
+            return False
+
+
+class ControlServer:
+    def __init__(self, path: str, handler: Handler, mode: int = 0o660):
+        self.path = path
+        self.handler = handler
+        self.mode = mode
+        self._server: asyncio.base_events.Server | None = None
+        self._clients: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        directory = os.path.dirname(self.path) or "."
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            pass
+        else:
+            if not stat.S_ISSOCK(st.st_mode):
+                raise ControlError(f"{self.path} exists and is not a socket; refusing to replace it")
+            if _socket_alive(self.path):
+                raise ControlError(f"another engine answers on {self.path}; refusing to start a second one")
+            os.unlink(self.path)  # stale socket of a dead engine
+        self._server = await asyncio.start_unix_server(self._serve, path=self.path, limit=MAX_LINE)
+        os.chmod(self.path, self.mode)
+        log.info("control socket listening on %s", self.path)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+        for task in list(self._clients):
+            task.cancel()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if len(self._clients) >= MAX_CLIENTS:
+            await self._send(writer, {"ok": False, "error": "too many clients"})
+            writer.close()
+            return
+        self._clients.add(task)
+        try:
+            while True:
+                try:
+                    line = await asyncio.wait_for(reader.readline(), IDLE_TIMEOUT)
+                except (asyncio.TimeoutError, ConnectionError):
+                    break
+                except (asyncio.LimitOverrunError, ValueError):
+                    await self._send(writer, {"ok": False, "error": f"request longer than {MAX_LINE} bytes"})
+                    break
+                if not line:
+                    break
+                await self._send(writer, await self.answer(line))
+        finally:
+            self._clients.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def answer(self, line: bytes) -> dict:
+        try:
+            request = json.loads(line)
+        except ValueError as e:
+            return {"ok": False, "error": f"request is not valid JSON: {e}"}
+        if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+            return {"ok": False, "error": 'request must be a JSON object with a "cmd" string'}
+        try:
+            return await self.handler(request)
+        except Exception as e:  # the engine must survive any request
+            log.exception("control request %r failed", request.get("cmd"))
+            return {"ok": False, "error": f"internal error: {e}"}
+
+    @staticmethod
+    async def _send(writer: asyncio.StreamWriter, answer: dict) -> None:
+        try:
+            writer.write((json.dumps(answer) + "\n").encode())
+            await writer.drain()
+        except ConnectionError:
+            pass

@@ -1,0 +1,142 @@
+"""Policy: uplink states + config -> which uplinks carry traffic. Pure: no clock, no I/O.
+
+Rules, in order:
+
+1. An admin-forced uplink carries all traffic while it can (usable and routable); if it cannot,
+   the automatic choice below applies and the reason says so (never a router with no way out).
+2. Healthy uplinks (UP, or FALLING: not yet proven down) beat DEGRADED ones; among them, the lowest
+   ``priority`` tier wins (``failover``), or every one of them carries traffic (``balance``).
+3. Failback: an uplink that recovered less than ``failback_hold`` ago does not take traffic from a
+   current active set that still works. If the current set no longer works, the best uplink takes
+   over at once, recovered or not.
+4. While an uplink that would be preferred is still INIT (the engine just started), keep what the
+   kernel already has: a restart never causes a failover.
+5. If no uplink works, keep the current active set if it can still be routed (fail-static: the
+   probes may be wrong, the kernel route may not), else every routable uplink of the best tier;
+   when nothing is routable, the active table is empty and the main table's default remains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from linkwatch.health import State
+
+HEALTHY = frozenset({State.UP, State.FALLING})
+WORKING = HEALTHY | {State.DEGRADED}
+
+
+@dataclass(frozen=True)
+class UplinkView:
+    name: str
+    state: State
+    priority: int
+    weight: int = 1
+    routable: bool = True  # carrier + address + gateway: a route through it can exist
+    working_since: float = 0.0  # when it last became working (UP/DEGRADED) from a non-working state
+
+
+@dataclass(frozen=True)
+class PolicyParams:
+    mode: str = "failover"  # or "balance"
+    failback_hold: float = 10.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    active: tuple[str, ...]
+    weights: tuple[tuple[str, int], ...]
+    reason: str
+    recheck_at: float | None = None  # a held failback becomes due then: decide again at that time
+
+    def routes(self) -> list[tuple[str, int]]:
+        return list(self.weights)
+
+
+def _rank(v: UplinkView) -> tuple[int, int]:
+    return (0 if v.state in HEALTHY else 1, v.priority)
+
+
+def _decision(chosen: Sequence[UplinkView], reason: str, recheck_at: float | None = None) -> Decision:
+    chosen = sorted(chosen, key=lambda v: (v.priority, v.name))
+    return Decision(tuple(v.name for v in chosen), tuple((v.name, v.weight) for v in chosen), reason, recheck_at)
+
+
+def _best_set(candidates: Sequence[UplinkView], mode: str) -> list[UplinkView]:
+    best = min(_rank(v) for v in candidates)
+    if mode == "balance":
+        return [v for v in candidates if _rank(v)[0] == best[0]]
+    return [v for v in candidates if _rank(v) == best]
+
+
+def decide(
+    uplinks: Sequence[UplinkView],
+    params: PolicyParams,
+    current: Sequence[str],
+    now: float,
+    forced: str | None = None,
+) -> Decision:
+    by_name = {v.name: v for v in uplinks}
+    working = [v for v in uplinks if v.state in WORKING and v.routable]
+    note = ""
+
+    if forced is not None:
+        f = by_name.get(forced)
+        if f is not None and f in working:
+            return _decision([f], f"forced by admin to {forced}")
+        note = f"forced uplink {forced} is not usable ({f.state if f else 'unknown'}); "
+
+    cur = [by_name[n] for n in current if n in by_name]
+    cur_working = [v for v in cur if v in working]
+
+    if not working:
+        return _all_down(uplinks, cur, params, note)
+
+    # A restart must not fail over: while a better-or-equal uplink is still INIT, keep the kernel's choice.
+    best_known = min(_rank(v) for v in working)
+    undecided = [v for v in uplinks if v.state == State.INIT and v.routable and (0, v.priority) < best_known]
+    if undecided and (not cur or all(v.state == State.INIT or v in working for v in cur)):
+        keep = [v for v in cur if v.routable]
+        if keep or not cur:
+            names = ", ".join(v.name for v in undecided)
+            return _decision(keep, note + f"waiting for {names} to be probed")
+
+    target = _best_set(working, params.mode)
+    if cur_working and set(v.name for v in target) != set(v.name for v in cur_working):
+        # A change is due. Recovered uplinks wait out failback_hold while the current set still works.
+        held = [v for v in target if v not in cur_working and now - v.working_since < params.failback_hold]
+        cur_rank = min(_rank(v) for v in cur_working)
+        if held and len(cur_working) == len(cur):
+            due = min(v.working_since + params.failback_hold for v in held)
+            if params.mode == "balance":
+                ready = [v for v in target if v not in held]
+                if ready:
+                    return _decision(ready, note + f"failback of {_names(held)} held until stable",
+                                     recheck_at=due)
+            elif cur_rank[0] == 0 or _rank(held[0])[0] != 0:
+                # The current uplink is healthy (or the newcomer is no better in kind): wait out the hold.
+                return _decision(cur_working, note + f"failback to {_names(held)} in {due - now:.1f}s",
+                                 recheck_at=due)
+    return _decision(target, note + _why(target))
+
+
+def _names(vs: Sequence[UplinkView]) -> str:
+    return ",".join(v.name for v in vs)
+
+
+def _why(target: Sequence[UplinkView]) -> str:
+    kind = "healthy" if target[0].state in HEALTHY else "degraded (no healthy uplink)"
+    return f"{_names(target)} {kind}, priority {target[0].priority}"
+
+
+def _all_down(uplinks: Sequence[UplinkView], cur: Sequence[UplinkView], params: PolicyParams, note: str) -> Decision:
+    keep = [v for v in cur if v.routable]
+    if keep:
+        return _decision(keep, note + f"no uplink works; keeping {_names(keep)} (fail-static)")
+    routable = [v for v in uplinks if v.routable and v.state != State.DISABLED]
+    if routable:
+        best = min(v.priority for v in routable)
+        tier = [v for v in routable if v.priority == best]
+        return _decision(tier, note + f"no uplink works; last resort {_names(tier)}")
+    return _decision([], note + "no uplink works or can be routed; main table default remains")
