@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install what linkwatch's lab, tests and benchmarks need on a fresh Debian/Ubuntu machine (root):
+# system tools (iproute2, nftables, conntrack) and a virtualenv in .venv with the package and pytest.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v nft >/dev/null || need_apt+=(nftables)
+command -v conntrack >/dev/null || need_apt+=(conntrack)
+command -v pgrep >/dev/null || need_apt+=(procps)
+PY=${PYTHON:-python3}
+if ! command -v "$PY" >/dev/null; then need_apt+=(python3 python3-venv python3-pip); fi
+if command -v "$PY" >/dev/null && ! "$PY" -c 'import venv, ensurepip' 2>/dev/null; then
+    need_apt+=(python3-venv python3-pip)
+fi
+if ((${#need_apt[@]})); then
+    if [ "$(id -u)" != 0 ]; then echo "bootstrap: need root to install ${need_apt[*]}" >&2; exit 1; fi
+    echo "bootstrap: installing ${need_apt[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+"$PY" - <<'PYEOF'
+import sys
+if sys.version_info < (3, 11):
+    sys.exit(f"bootstrap: linkwatch needs Python 3.11 or newer, found {sys.version.split()[0]}")
+PYEOF
+
+stamp=.venv/.linkwatch-installed
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+    .venv/bin/python -m pip install -q -e '.[test]'
+    touch "$stamp"
+fi
