@@ -1,0 +1,467 @@
+"""Unit tests for linkwatch.config: TOML -> frozen dataclasses, every error reported at once."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+
+from linkwatch.config import (
+    Config,
+    ConfigError,
+    ConfigIssue,
+    ControlConfig,
+    HealthConfig,
+    HooksConfig,
+    LogConfig,
+    PolicyConfig,
+    ProbeConfig,
+    RoutingConfig,
+    UplinkConfig,
+    describe_keys,
+    format_duration,
+    load,
+    loads,
+    parse_duration,
+)
+
+PROBES = """
+[[uplinks.fibre.probes]]
+type = "icmp"
+target = "198.51.100.10"
+
+[[uplinks.fibre.probes]]
+type = "dns"
+target = "203.0.113.53"
+"""
+
+
+def doc(*, top: str = "", health: str = "", uplink: str = "", probes: str = PROBES, more: str = "") -> str:
+    """A small valid config with pieces swapped in; each piece is plain TOML text."""
+    return f"""
+{top}
+[health]
+{health}
+
+[uplinks.fibre]
+interface = "eth1"
+{uplink}
+{probes}
+{more}
+"""
+
+
+def probe(kind: str = "icmp", target: str = "198.51.100.10", extra: str = "", uplink: str = "fibre") -> str:
+    """One [[uplinks.UPLINK.probes]] entry."""
+    return f'[[uplinks.{uplink}.probes]]\ntype = "{kind}"\ntarget = "{target}"\n{extra}\n'
+
+
+def lte(extra: str = 'interface = "wwan0"') -> str:
+    """A second uplink "lte" with one probe."""
+    return f"[uplinks.lte]\n{extra}\n" + probe(uplink="lte")
+
+
+def errors(text: str) -> list[ConfigIssue]:
+    with pytest.raises(ConfigError) as caught:
+        loads(text)
+    return caught.value.issues
+
+
+def only_issue(text: str) -> ConfigIssue:
+    issues = errors(text)
+    assert len(issues) == 1, "\n".join(map(str, issues))
+    return issues[0]
+
+
+FULL = """
+[control]
+socket = "/run/lw/ctl.sock"
+mode = "0640"
+
+[health]
+interval = "200ms"
+fast_interval = "50ms"
+standby_interval = "2s"
+timeout = "180ms"
+attempts = 3
+down_after = 4
+up_after = 6
+min_targets = 2
+quality_window = "30s"
+loss_degraded = "35%"
+loss_recovered = 15.5
+rtt_degraded = "300ms"
+rtt_recovered = 0.2
+quality_hold = "1.5s"
+
+[policy]
+mode = "balance"
+failback_hold = "1m"
+flush_conntrack = false
+on_stop = "withdraw"
+
+[routing]
+protocol = 99
+active_table = 200
+rule_priority = 2000
+
+[hooks]
+directory = "/etc/linkwatch/hooks.d"
+timeout = "5s"
+
+[log]
+level = "debug"
+
+[uplinks.fibre]
+interface = "eth1"
+gateway = "198.51.100.1"
+priority = 1
+weight = 3
+table = 150
+
+[[uplinks.fibre.probes]]
+type = "icmp"
+target = "198.51.100.10"
+
+[[uplinks.fibre.probes]]
+type = "dns"
+target = "203.0.113.53"
+query = "probe.example.net"
+
+[uplinks.lte]
+interface = "wwan0"
+gateway = "auto"
+priority = 2
+
+[uplinks.lte.health]
+standby_interval = "5s"
+min_targets = 1
+
+[[uplinks.lte.probes]]
+type = "icmp"
+target = "203.0.113.10"
+"""
+
+
+def test_full_config_round_trips_into_the_dataclasses():
+    cfg = loads(FULL, source="full.toml")
+    health = HealthConfig(
+        interval=0.2, fast_interval=0.05, standby_interval=2.0, timeout=0.18, attempts=3,
+        down_after=4, up_after=6, min_targets=2, quality_window=30.0, loss_degraded=35.0,
+        loss_recovered=15.5, rtt_degraded=0.3, rtt_recovered=0.2, quality_hold=1.5,
+    )
+    expected = Config(
+        control=ControlConfig(socket="/run/lw/ctl.sock", mode=0o640),
+        health=health,
+        policy=PolicyConfig(mode="balance", failback_hold=60.0, flush_conntrack=False, on_stop="withdraw"),
+        routing=RoutingConfig(protocol=99, active_table=200, rule_priority=2000),
+        hooks=HooksConfig(directory="/etc/linkwatch/hooks.d", timeout=5.0),
+        log=LogConfig(level="debug"),
+        uplinks=(
+            UplinkConfig(
+                "fibre", "eth1", "198.51.100.1", priority=1, weight=3, table=150, rule_priority=2001,
+                health=health,
+                probes=(ProbeConfig("icmp", "198.51.100.10"),
+                        ProbeConfig("dns", "203.0.113.53", "probe.example.net")),
+            ),
+            UplinkConfig(
+                "lte", "wwan0", None, priority=2, weight=1, table=101, rule_priority=2002,
+                health=dataclasses.replace(health, standby_interval=5.0, min_targets=1),
+                probes=(ProbeConfig("icmp", "203.0.113.10"),),
+            ),
+        ),
+        source="full.toml",
+    )
+    assert cfg == expected
+    assert cfg.uplink("lte").table == 101
+    with pytest.raises(KeyError):
+        cfg.uplink("dsl")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.health.interval = 1.0  # type: ignore[misc]
+
+
+def test_minimal_config_gets_every_default():
+    cfg = loads(doc())
+    assert (cfg.control, cfg.health, cfg.policy, cfg.routing, cfg.hooks, cfg.log) == (
+        ControlConfig(), HealthConfig(), PolicyConfig(), RoutingConfig(), HooksConfig(), LogConfig())
+    assert cfg.control.mode == 0o660 and cfg.health.interval == 0.25 and cfg.hooks.directory is None
+    fibre = cfg.uplink("fibre")
+    assert (fibre.gateway, fibre.priority, fibre.weight, fibre.table, fibre.rule_priority) == (
+        None, 1, 1, 101, 1001)
+    assert fibre.health == cfg.health
+    assert fibre.probes[1] == ProbeConfig("dns", "203.0.113.53", "example.com")
+    assert cfg.source == "<string>"
+
+
+def test_per_uplink_health_overrides_only_its_keys():
+    cfg = loads(doc(
+        health='interval = "500ms"\ndown_after = 4\nquality_window = "20s"',
+        more='[uplinks.fibre.health]\ninterval = "100ms"\nloss_degraded = "60%"\nrtt_degraded = "400ms"\n'
+             'rtt_recovered = "250ms"',
+    ))
+    fibre = cfg.uplink("fibre").health
+    assert (fibre.interval, fibre.loss_degraded) == (0.1, 60.0)
+    assert (fibre.rtt_degraded, fibre.rtt_recovered) == (0.4, 0.25)
+    assert (fibre.down_after, fibre.quality_window) == (4, 20.0)  # inherited from [health]
+    assert cfg.health.interval == 0.5 and cfg.health.rtt_degraded is None  # the global one is untouched
+
+
+def test_auto_tables_skip_explicit_tables_and_the_active_table():
+    more = ""
+    for name, iface, table in [("b", "eth2", "table = 102"), ("c", "eth3", ""), ("d", "eth4", ""),
+                               ("e", "eth5", "table = 101")]:
+        more += f'[uplinks.{name}]\ninterface = "{iface}"\n{table}\n' + probe(uplink=name)
+    cfg = loads(doc(top="[routing]\nactive_table = 103\nrule_priority = 500", more=more))
+    tables = {u.name: u.table for u in cfg.uplinks}
+    assert tables == {"fibre": 104, "b": 102, "c": 105, "d": 106, "e": 101}
+    assert [u.rule_priority for u in cfg.uplinks] == [501, 502, 503, 504, 505]
+    assert [u.name for u in cfg.uplinks] == ["fibre", "b", "c", "d", "e"]  # file order
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("200ms", 0.2), ("1s", 1.0), ("2m", 120.0), ("1.5s", 1.5), ("1h", 3600.0), ("1m30s", 90.0),
+    (" 250 ms ", 0.25), (".5s", 0.5), (3, 3.0), (0.25, 0.25),
+])
+def test_parse_duration_accepts(text, seconds):
+    assert math.isclose(parse_duration(text), seconds)
+
+
+@pytest.mark.parametrize("text", ["fast", "1.5", "", "-1s", "1d", "1 s s", "ms", True, -1, math.inf, math.nan,
+                                  None, [1]])
+def test_parse_duration_rejects(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (0.2, "200ms"), (0.1, "100ms"), (0.0005, "0.5ms"), (1.0, "1s"), (1.5, "1.5s"), (90, "90s"),
+    (120.0, "2m"), (3600, "1h"), (0, "0s"),
+])
+def test_format_duration(seconds, text):
+    assert format_duration(seconds) == text
+    assert math.isclose(parse_duration(text), seconds)
+
+
+@pytest.mark.parametrize("raw, value", [("40", 40.0), ("40.0", 40.0), ('"40%"', 40.0), ('"12.5%"', 12.5)])
+def test_percent_forms(raw, value):
+    cfg = loads(doc(health=f"loss_degraded = {raw}\nloss_recovered = 0"))
+    assert cfg.health.loss_degraded == value
+
+
+@pytest.mark.parametrize("raw, mode", [('"0660"', 0o660), ('"600"', 0o600), ('"0o640"', 0o640)])
+def test_control_mode_is_an_octal_string(raw, mode):
+    assert loads(doc(top=f"[control]\nmode = {raw}")).control.mode == mode
+
+
+# One case per error class: (TOML, path, fragments that must all appear in the message).
+ERROR_CASES = {
+    "unknown top-level key": (doc(top="[uplink]\nx = 1"), "uplink", ['"uplink"', "uplinks", "policy"]),
+    "unknown section key": (doc(health="intervall = 1"), "health.intervall",
+                            ['"intervall"', "fast_interval", 'did you mean "interval"']),
+    "unknown uplink key": (doc(uplink="iface = 1"), "uplinks.fibre.iface", ["interface", "gateway", "probes"]),
+    "unknown per-uplink health key": (doc(more="[uplinks.fibre.health]\nmode = 1"), "uplinks.fibre.health.mode",
+                                      ['"mode"', "interval", "quality_hold"]),
+    "unknown probe key": (doc(probes=PROBES + 'port = 53'), "uplinks.fibre.probes[1].port",
+                          ['"port"', "query", "target", "type"]),
+    "section is not a table": (doc(top='policy = "balance"'), "policy", ['got "balance"', "a table [policy]"]),
+    "duration unparsable": (doc(more='[uplinks.fibre.health]\ninterval = "fast"'),
+                            "uplinks.fibre.health.interval",
+                            ['got "fast", expected a duration like "200ms", "1s" or "2m"']),
+    "duration not positive": (doc(top='[policy]\nfailback_hold = "0s"'), "policy.failback_hold",
+                              ['got "0s"', "greater than 0"]),
+    "interval below 10ms": (doc(health='interval = "5ms"'), "health.interval", ['got "5ms"', "at least 10ms"]),
+    "wrong type for integer": (doc(health='attempts = "2"'), "health.attempts", ['got "2"', "an integer 1..5"]),
+    "float for integer": (doc(health="down_after = 2.0"), "health.down_after",
+                          ["got 2.0", "an integer 1..100"]),
+    "attempts out of range": (doc(health="attempts = 6"), "health.attempts", ["got 6", "1..5"]),
+    "up_after out of range": (doc(health="up_after = 101"), "health.up_after", ["got 101", "1..100"]),
+    "min_targets below 1": (doc(health="min_targets = 0"), "health.min_targets", ["got 0", "1.."]),
+    "min_targets above the probes of an uplink": (
+        doc(health="min_targets = 3"), "uplinks.fibre.health.min_targets",
+        ["got 3", "inherited from health.min_targets", "at most 2", "2 probes"]),
+    "min_targets override above the probes": (
+        doc(more="[uplinks.fibre.health]\nmin_targets = 5"), "uplinks.fibre.health.min_targets",
+        ["got 5", "at most 2"]),
+    "percentage out of range": (doc(health="loss_degraded = 140"), "health.loss_degraded",
+                                ["got 140", "a percentage 0..100"]),
+    "percentage bad string": (doc(health='loss_degraded = "forty"'), "health.loss_degraded",
+                              ['got "forty"', '"40%"']),
+    "weight out of range": (doc(uplink="weight = 257"), "uplinks.fibre.weight", ["got 257", "1..256"]),
+    "boolean": (doc(top='[policy]\nflush_conntrack = "yes"'), "policy.flush_conntrack",
+                ['got "yes"', "true or false"]),
+    "policy mode": (doc(top='[policy]\nmode = "roundrobin"'), "policy.mode",
+                    ['got "roundrobin"', '"failover"', '"balance"']),
+    "on_stop": (doc(top='[policy]\non_stop = "kill"'), "policy.on_stop",
+                ['got "kill"', '"keep"', '"withdraw"']),
+    "log level": (doc(top='[log]\nlevel = "verbose"'), "log.level", ['got "verbose"', '"debug"', '"error"']),
+    "control mode integer": (doc(top="[control]\nmode = 660"), "control.mode", ["got 660", '"0660"', "quote"]),
+    "control mode not octal": (doc(top='[control]\nmode = "0689"'), "control.mode", ['got "0689"', "octal"]),
+    "control socket relative": (doc(top='[control]\nsocket = "ctl.sock"'), "control.socket",
+                                ['got "ctl.sock"', "absolute path"]),
+    "control socket too long": (doc(top=f'[control]\nsocket = "/{"s" * 110}"'), "control.socket",
+                                ["107 bytes"]),
+    "hooks directory relative": (doc(top='[hooks]\ndirectory = "hooks.d"'), "hooks.directory",
+                                 ['got "hooks.d"', "absolute path"]),
+    "routing protocol reserved": (doc(top="[routing]\nprotocol = 4"), "routing.protocol",
+                                  ["got 4", "5..255", "reserved by the kernel"]),
+    "active table reserved": (doc(top="[routing]\nactive_table = 254"), "routing.active_table",
+                              ["got 254", "254 (main)"]),
+    "rule priority after main": (doc(top="[routing]\nrule_priority = 32700"), "routing.rule_priority",
+                                 ["got 32700", "1..32665"]),
+    "fast_interval above interval": (doc(health='fast_interval = "500ms"'), "health.fast_interval",
+                                     ["got 500ms", "at most health.interval (250ms)"]),
+    "interval above standby_interval": (
+        doc(health='interval = "2s"\nfast_interval = "1s"\nquality_window = "1m"\ntimeout = "1s"'),
+        "health.standby_interval", ["got 1s", "at least health.interval (2s)"]),
+    "loss_recovered not below loss_degraded": (doc(health="loss_degraded = 30\nloss_recovered = 30"),
+                                               "health.loss_recovered",
+                                               ["got 30%", "less than health.loss_degraded (30%)", "flap"]),
+    "rtt_recovered not below rtt_degraded": (
+        doc(health='rtt_degraded = "200ms"\nrtt_recovered = "300ms"'), "health.rtt_recovered",
+        ["got 300ms", "less than health.rtt_degraded (200ms)"]),
+    "rtt only one set": (doc(health='rtt_degraded = "200ms"'), "health.rtt_recovered",
+                         ['got "off"', "health.rtt_degraded (200ms)", "both"]),
+    "rtt only recovered set": (doc(health='rtt_recovered = "200ms"'), "health.rtt_degraded",
+                               ['got "off"', "health.rtt_recovered (200ms)", "both"]),
+    "rtt bad value": (doc(health='rtt_degraded = "slow"'), "health.rtt_degraded", ['got "slow"', '"off"']),
+    "quality_window below 4 intervals": (doc(health='quality_window = "900ms"'), "health.quality_window",
+                                         ["got 900ms", "4 × health.interval = 1s", "250ms", "too few rounds"]),
+    "timeout above 10 intervals": (doc(health='timeout = "3s"'), "health.timeout",
+                                   ["got 3s", "10 × health.interval = 2.5s", "detection"]),
+    "retransmits too close": (doc(health='timeout = "20ms"\nattempts = 3'), "health.attempts",
+                              ["got 3", "at most 2", "20ms"]),
+    "cross check of an override names both sources": (
+        doc(more='[uplinks.fibre.health]\ninterval = "50ms"'), "uplinks.fibre.health.fast_interval",
+        ["got 100ms (inherited from health.fast_interval)", "at most uplinks.fibre.health.interval (50ms)"]),
+    "uplink name": (doc(more='[uplinks."my link"]\ninterface = "eth2"\n' + probe(uplink='"my link"')),
+                    'uplinks."my link"', ['got "my link"', "1..32 letters"]),
+    "uplink not a table": (doc(more='[uplinks]\nlte = "wwan0"'), "uplinks.lte", ['got "wwan0"', "a table"]),
+    "interface name with slash": (doc(uplink="").replace('"eth1"', '"eth/1"'), "uplinks.fibre.interface",
+                                  ['got "eth/1"', "Linux interface name"]),
+    "interface name too long": (doc().replace('"eth1"', '"enp0s31f6-uplink"'), "uplinks.fibre.interface",
+                                ['got "enp0s31f6-uplink"', "1..15 characters"]),
+    "interface name dots": (doc().replace('"eth1"', '".."'), "uplinks.fibre.interface", ['got ".."']),
+    "interface missing": (doc().replace('interface = "eth1"', ""), "uplinks.fibre.interface",
+                          ["missing", "interface name"]),
+    "interface shared": (doc(more=lte('interface = "eth1"')),
+                         "uplinks.lte.interface", ['got "eth1"', "uplinks.fibre.interface"]),
+    "table shared": (doc(uplink="table = 120", more=lte('interface = "wwan0"\ntable = 120')),
+                     "uplinks.lte.table", ["got 120", "uplinks.fibre.table is 120"]),
+    "table reserved": (doc(uplink="table = 255"), "uplinks.fibre.table", ["got 255", "255 (local)"]),
+    "table zero": (doc(uplink="table = 0"), "uplinks.fibre.table", ["got 0", "1..4294967295"]),
+    "table too big": (doc(uplink="table = 4294967296"), "uplinks.fibre.table",
+                      ["got 4294967296", "4294967295"]),
+    "table is the active table": (doc(uplink="table = 100"), "uplinks.fibre.table",
+                                  ["got 100", "routing.active_table (100)"]),
+    "no uplinks": ("[health]\ninterval = 1", "uplinks", ["missing", "at least one [uplinks.NAME]"]),
+    "empty uplinks": ("[uplinks]", "uplinks", ["got no uplinks", "at least one"]),
+    "no probes": (doc(probes=""), "uplinks.fibre.probes", ["missing", "[[uplinks.fibre.probes]]"]),
+    "probes not an array of tables": (doc(probes='[uplinks.fibre.probes]\ntype = "icmp"'),
+                                      "uplinks.fibre.probes",
+                                      ["got a table", "an array of tables [[uplinks.fibre.probes]]"]),
+    "probe type": (doc(probes=probe("http", "198.51.100.10")),
+                   "uplinks.fibre.probes[0].type", ['got "http"', '"icmp"', '"dns"']),
+    "probe target missing": (doc(probes='[[uplinks.fibre.probes]]\ntype = "icmp"'),
+                             "uplinks.fibre.probes[0].target", ["missing", "IPv4 address"]),
+    "probe target hostname": (doc(probes=probe("icmp", "dns.quad9.net")),
+                              "uplinks.fibre.probes[0].target", ['got "dns.quad9.net"', "IPv4 address", "DNS"]),
+    "probe target unspecified": (doc(probes=probe("icmp", "0.0.0.0")),
+                                 "uplinks.fibre.probes[0].target", ['got "0.0.0.0"', "unspecified"]),
+    "probe target multicast": (doc(probes=probe("icmp", "239.1.2.3")),
+                               "uplinks.fibre.probes[0].target", ['got "239.1.2.3"', "multicast"]),
+    "probe target broadcast": (doc(probes=probe("icmp", "255.255.255.255")),
+                               "uplinks.fibre.probes[0].target", ['got "255.255.255.255"', "broadcast"]),
+    "probe target IPv6": (doc(probes=probe("icmp", "2001:db8::1")),
+                          "uplinks.fibre.probes[0].target", ['got "2001:db8::1"', "IPv4 address"]),
+    "query on icmp probe": (doc(probes=probe("icmp", "198.51.100.10", 'query = "example.org"')),
+                            "uplinks.fibre.probes[0].query",
+                            ['got "example.org"', "only to dns probes", '"icmp"']),
+    "query not a DNS name": (doc(probes=probe("dns", "198.51.100.10", 'query = "a..example"')),
+                             "uplinks.fibre.probes[0].query", ['got "a..example"', "a DNS name"]),
+    "query label too long": (doc(probes=probe("dns", "198.51.100.10", f'query = "{"a" * 64}.example"')),
+                             "uplinks.fibre.probes[0].query", ["a DNS name"]),
+    "duplicate probe": (doc(probes=PROBES + probe("icmp", "198.51.100.10")),
+                        "uplinks.fibre.probes[2]", ["198.51.100.10", "uplinks.fibre.probes[0]"]),
+    "gateway hostname": (doc(uplink='gateway = "router.lan"'), "uplinks.fibre.gateway",
+                         ['got "router.lan"', '"auto" or a unicast IPv4 address']),
+    "gateway broadcast": (doc(uplink='gateway = "255.255.255.255"'), "uplinks.fibre.gateway",
+                          ['got "255.255.255.255"', "broadcast"]),
+    "priority negative": (doc(uplink="priority = -1"), "uplinks.fibre.priority", ["got -1", "an integer 0.."]),
+}
+
+
+@pytest.mark.parametrize("text, path, fragments", ERROR_CASES.values(), ids=list(ERROR_CASES))
+def test_each_error_class_names_path_value_and_expectation(text, path, fragments):
+    issue = only_issue(text)
+    assert issue.path == path, str(issue)
+    for fragment in fragments:
+        assert fragment in issue.message, f"{fragment!r} not in {issue}"
+
+
+def test_every_error_is_reported_at_once_in_file_order():
+    text = doc(
+        top='[policy]\nmode = "roundrobin"\n[control]\nmode = 660\n[log]\nlevel = "INFO"',
+        health='interval = "fast"\nattempts = 0\nloss_degraded = 10\nloss_recovered = 50\nbogus = 1',
+        uplink='weight = 0\ngateway = "gw"\ntable = 254',
+        probes=probe("icmp", "example.com", 'query = "x"'),
+        more='[uplinks.lte]\ninterface = "eth1"\n[uplinks."bad name!"]\ninterface = "a b"',
+    )
+    with pytest.raises(ConfigError) as caught:
+        loads(text, source="many.toml")
+    err = caught.value
+    paths = [issue.path for issue in err.issues]
+    assert paths == [
+        "control.mode", "health.bogus", "health.interval", "health.attempts", "policy.mode", "log.level",
+        "health.loss_recovered",
+        "uplinks.fibre.gateway", "uplinks.fibre.weight", "uplinks.fibre.table",
+        "uplinks.fibre.probes[0].target", "uplinks.fibre.probes[0].query",
+        "uplinks.lte.probes", "uplinks.lte.interface",
+        'uplinks."bad name!"', 'uplinks."bad name!".interface', 'uplinks."bad name!".probes',
+    ]
+    assert err.source == "many.toml"
+    assert str(err).splitlines() == [f"{issue.path}: {issue.message}" for issue in err.issues]
+
+
+def test_toml_syntax_error_names_line_and_column():
+    with pytest.raises(ConfigError) as caught:
+        loads('[health]\ninterval = "1s"\ntimeout = \n', source="broken.toml")
+    (issue,) = caught.value.issues
+    assert issue.path == "line 3, column 11"
+    assert "invalid TOML" in issue.message
+    assert caught.value.source == "broken.toml"
+
+
+def test_load_reads_a_file_and_names_it(tmp_path):
+    path = tmp_path / "linkwatch.toml"
+    path.write_text(doc(health="down_after = 7"))
+    cfg = load(str(path))
+    assert cfg.health.down_after == 7 and cfg.source == str(path)
+    path.write_text(doc(health="down_after = 0"))
+    with pytest.raises(ConfigError) as caught:
+        load(str(path))
+    assert caught.value.source == str(path) and caught.value.issues[0].path == "health.down_after"
+
+
+def test_load_turns_os_and_encoding_errors_into_config_errors(tmp_path):
+    missing = tmp_path / "absent.toml"
+    with pytest.raises(ConfigError) as caught:
+        load(str(missing))
+    assert caught.value.issues == [ConfigIssue(str(missing), "cannot read the file: No such file or directory")]
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"[health]\ninterval = \"\xff\"\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load(str(binary))
+
+
+def test_describe_keys_follows_the_dataclasses():
+    keys = describe_keys()
+    for cls, section in [(HealthConfig, "health"), (PolicyConfig, "policy"), (RoutingConfig, "routing"),
+                         (ControlConfig, "control"), (HooksConfig, "hooks"), (LogConfig, "log")]:
+        assert [k for k in keys if k.startswith(section + ".")] == [
+            f"{section}.{f.name}" for f in dataclasses.fields(cls)]
+    assert [k for k in keys if k.startswith("uplinks.")] == [
+        "uplinks.*.interface", "uplinks.*.gateway", "uplinks.*.priority", "uplinks.*.weight", "uplinks.*.table",
+        "uplinks.*.probes.*.type", "uplinks.*.probes.*.target", "uplinks.*.probes.*.query"]
+    overrides = set(describe_keys(per_uplink_health=True)) - set(keys)
+    assert overrides == {f"uplinks.*.health.{f.name}" for f in dataclasses.fields(HealthConfig)}
