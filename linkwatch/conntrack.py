@@ -1,0 +1,119 @@
+"""Delete the conntrack entries NATed through one uplink, so their flows re-NAT elsewhere.
+
+With ``snat to <addr>`` a long-lived flow keeps its conntrack entry (every packet refreshes it)
+and stays stuck on the dead uplink's address after a failover; deleting the entries makes the
+next packet create a new entry NATed through the new uplink. Only entries whose reply
+direction goes to the uplink's address (``reply.daddr == address``) and that did not start
+on the router itself from that address (``orig.saddr != address``) are deleted.
+
+The work is blocking (dump + one delete per entry): call :func:`flush_nat` from a worker thread
+(``asyncio.to_thread``), never in the way of a route switch. Each call opens its own socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2.conntrack import AsyncConntrack, ConntrackEntry
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
+
+log = logging.getLogger(__name__)
+
+DELETE_BATCH = 64  # deletes in flight at once on the one socket
+_GONE = frozenset({errno.ENOENT, errno.ESRCH})
+
+
+class ConntrackError(Exception):
+    """A bad address, or the conntrack table could not be read."""
+
+
+@dataclass(frozen=True)
+class FlowKey:
+    """The addresses of one entry that decide whether it was NATed to an address."""
+
+    orig_src: str
+    reply_dst: str
+
+
+def is_natted_to(key: FlowKey, address: str) -> bool:
+    """True if the entry was source-NATed to ``address`` (and did not start from it)."""
+    return key.reply_dst == address and key.orig_src != address
+
+
+def _key(entry: ConntrackEntry) -> FlowKey:
+    return FlowKey(orig_src=entry.tuple_orig.saddr, reply_dst=entry.tuple_reply.daddr)
+
+
+async def _delete(ct: AsyncConntrack, entry: ConntrackEntry) -> bool:
+    try:
+        await ct.entry("del", tuple_orig=entry.tuple_orig)
+    except NetlinkError as err:
+        if err.code in _GONE:  # expired or deleted meanwhile: not an error
+            return False
+        raise
+    return True
+
+
+async def _flush(address: str, netns: str | None) -> int:
+    kwargs: dict[str, Any] = {} if netns is None else {"netns": netns, "flags": 0}
+    try:
+        ct = AsyncConntrack(**kwargs)
+    except OSError as err:
+        raise ConntrackError(f"cannot open conntrack netlink in netns={netns!r}: {err}") from err
+    try:
+        try:
+            # kernel-side filter on the reply tuple (kernel >= 5.8); re-checked below anyway
+            selector = NFCTAttrTuple(daddr=address)
+            victims = [
+                e async for e in await ct.dump_entries(tuple_reply=selector) if is_natted_to(_key(e), address)
+            ]
+        except (NetlinkError, OSError) as err:
+            where = "" if netns is None else f" in netns={netns!r}"
+            raise ConntrackError(f"cannot dump conntrack entries for {address}{where}: {err}") from err
+        deleted = 0
+        for start in range(0, len(victims), DELETE_BATCH):
+            chunk = victims[start : start + DELETE_BATCH]
+            results = await asyncio.gather(*(_delete(ct, e) for e in chunk), return_exceptions=True)
+            for entry, result in zip(chunk, results):
+                if isinstance(result, BaseException):
+                    log.warning("conntrack: cannot delete %s: %s", entry, result)
+                elif result:
+                    deleted += 1
+        return deleted
+    finally:
+        ct.close()
+
+
+def flush_nat(address: str, netns: str | None = None) -> int:
+    """Delete the conntrack entries NATed to ``address``; return how many were deleted.
+
+    Blocking; safe in any thread (own socket and event loop). Called from a thread that runs
+    an asyncio loop it still works, on a private thread, but then it blocks that loop.
+    """
+    try:
+        ipaddress.IPv4Address(address)
+    except ValueError:
+        raise ConntrackError(f"address={address!r}: not an IPv4 address") from None
+    started = time.perf_counter()
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        deleted = asyncio.run(_flush(address, netns))
+    else:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lw-conntrack") as pool:
+            deleted = pool.submit(asyncio.run, _flush(address, netns)).result()
+    log.debug(
+        "conntrack: deleted %d entries NATed to %s in %.1f ms",
+        deleted,
+        address,
+        (time.perf_counter() - started) * 1000.0,
+    )
+    return deleted

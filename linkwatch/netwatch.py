@@ -1,0 +1,340 @@
+"""What the kernel says about each uplink interface: carrier, address, DHCP gateway.
+
+:func:`facts_from_kernel` is the pure part: it turns dumped links, IPv4 addresses and main-table
+routes into one :class:`LinkFacts` per watched interface name. :func:`read_facts` dumps once;
+:class:`LinkMonitor` listens to rtnetlink multicast groups (link, IPv4 address, IPv4 route) on an
+asyncio socket and calls back as soon as any fact changes -- no polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from pyroute2 import AsyncIPRoute, IPRoute
+from pyroute2.netlink.exceptions import NetlinkDumpInterrupted, NetlinkError
+from pyroute2.netlink.rtnl import (
+    RTMGRP_IPV4_IFADDR,
+    RTMGRP_IPV4_ROUTE,
+    RTMGRP_LINK,
+)
+
+log = logging.getLogger(__name__)
+
+IFF_UP = 0x1
+IFF_LOWER_UP = 0x10000
+IFA_F_SECONDARY = 0x01
+MAIN_TABLE = 254
+RTN_UNICAST = 1
+EVENT_GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE
+_LINK_EVENTS = ("RTM_NEWLINK", "RTM_DELLINK")
+_ADDR_EVENTS = ("RTM_NEWADDR", "RTM_DELADDR")
+_ROUTE_EVENTS = ("RTM_NEWROUTE", "RTM_DELROUTE")
+
+
+class NetwatchError(Exception):
+    """The kernel could not be asked (e.g. the network namespace does not exist)."""
+
+
+@dataclass(frozen=True)
+class LinkFacts:
+    ifname: str
+    ifindex: int | None  # None: no such interface
+    carrier: bool  # IFF_UP and IFF_LOWER_UP
+    address: str | None  # first IPv4 address on it (primary)
+    prefixlen: int | None
+    gateway: str | None  # lowest-metric main-table default route via it (not ours)
+
+
+# --------------------------------------------------------------------------- pure part
+
+
+@dataclass(frozen=True)
+class Link:
+    index: int
+    ifname: str
+    flags: int
+
+
+@dataclass(frozen=True)
+class Addr:
+    index: int
+    address: str
+    prefixlen: int
+    secondary: bool
+
+
+@dataclass(frozen=True)
+class DefaultRoute:
+    """A main-table IPv4 default route; ``hops`` = (gateway, oif) of each nexthop."""
+
+    proto: int
+    metric: int
+    hops: tuple[tuple[str | None, int | None], ...]
+
+
+def missing(ifname: str) -> LinkFacts:
+    return LinkFacts(ifname=ifname, ifindex=None, carrier=False, address=None, prefixlen=None, gateway=None)
+
+
+def _gateway_for(index: int, routes: Iterable[DefaultRoute], protocol: int) -> str | None:
+    best: tuple[int, str] | None = None
+    for route in routes:
+        if route.proto == protocol:
+            continue
+        for gateway, oif in route.hops:
+            if oif == index and gateway and (best is None or route.metric < best[0]):
+                best = (route.metric, gateway)
+    return best[1] if best else None
+
+
+def facts_from_kernel(
+    ifnames: Sequence[str],
+    links: Iterable[Link],
+    addrs: Iterable[Addr],
+    routes: Iterable[DefaultRoute],
+    protocol: int,
+) -> dict[str, LinkFacts]:
+    """One LinkFacts per name in ``ifnames`` from dumped kernel state (pure)."""
+    by_name = {link.ifname: link for link in links}
+    addrs = list(addrs)
+    routes = list(routes)
+    facts: dict[str, LinkFacts] = {}
+    for name in ifnames:
+        link = by_name.get(name)
+        if link is None:
+            facts[name] = missing(name)
+            continue
+        primary = next((a for a in addrs if a.index == link.index and not a.secondary), None)
+        facts[name] = LinkFacts(
+            ifname=name,
+            ifindex=link.index,
+            carrier=bool(link.flags & IFF_UP) and bool(link.flags & IFF_LOWER_UP),
+            address=primary.address if primary else None,
+            prefixlen=primary.prefixlen if primary else None,
+            gateway=_gateway_for(link.index, routes, protocol),
+        )
+    return facts
+
+
+# --------------------------------------------------------------------------- message parsing
+
+
+def link_from_msg(msg: Any) -> Link:
+    return Link(index=msg["index"], ifname=msg.get_attr("IFLA_IFNAME"), flags=msg["flags"])
+
+
+def addr_from_msg(msg: Any) -> Addr:
+    flags = msg.get_attr("IFA_FLAGS", msg["flags"]) or 0
+    return Addr(
+        index=msg["index"],
+        address=msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS"),
+        prefixlen=msg["prefixlen"],
+        secondary=bool(flags & IFA_F_SECONDARY),
+    )
+
+
+def default_route_from_msg(msg: Any) -> DefaultRoute | None:
+    """The message as a main-table IPv4 default route, or None if it is not one."""
+    table = msg.get_attr("RTA_TABLE", msg["table"])
+    if msg["family"] != socket.AF_INET or table != MAIN_TABLE:
+        return None
+    if msg["dst_len"] != 0 or msg["type"] != RTN_UNICAST:
+        return None
+    multipath = msg.get_attr("RTA_MULTIPATH")
+    if multipath:
+        hops = tuple((nh.get_attr("RTA_GATEWAY"), nh["oif"]) for nh in multipath)
+    else:
+        hops = ((msg.get_attr("RTA_GATEWAY"), msg.get_attr("RTA_OIF")),)
+    return DefaultRoute(proto=msg["proto"], metric=msg.get_attr("RTA_PRIORITY", 0) or 0, hops=hops)
+
+
+def _facts_from_msgs(
+    ifnames: Sequence[str], links: Iterable[Any], addrs: Iterable[Any], routes: Iterable[Any], protocol: int
+) -> dict[str, LinkFacts]:
+    defaults = [r for r in (default_route_from_msg(m) for m in routes) if r is not None]
+    return facts_from_kernel(
+        ifnames,
+        (link_from_msg(m) for m in links),
+        (addr_from_msg(m) for m in addrs if m["family"] == socket.AF_INET),
+        defaults,
+        protocol,
+    )
+
+
+# --------------------------------------------------------------------------- one-shot read
+
+
+def _open_sync(netns: str | None) -> IPRoute:
+    try:
+        return IPRoute() if netns is None else IPRoute(netns=netns, flags=0)
+    except OSError as err:
+        raise NetwatchError(f"cannot open netlink in netns={netns!r}: {err}") from err
+
+
+def _read_facts_sync(ifnames: Sequence[str], netns: str | None, protocol: int) -> dict[str, LinkFacts]:
+    ipr = _open_sync(netns)
+    try:
+        for _ in range(5):
+            try:
+                links = list(ipr.link("dump"))
+                addrs = list(ipr.addr("dump", family=socket.AF_INET))
+                routes = list(ipr.route("dump", family=socket.AF_INET))
+                return _facts_from_msgs(ifnames, links, addrs, routes, protocol)
+            except NetlinkDumpInterrupted:
+                continue
+        raise NetwatchError("netlink dump kept being interrupted (5 tries)")
+    finally:
+        ipr.close()
+
+
+def read_facts(ifnames: Sequence[str], netns: str | None = None, protocol: int = 77) -> dict[str, LinkFacts]:
+    """Dump the kernel once; interfaces that do not exist get ``ifindex=None``.
+
+    Safe to call from inside a running asyncio loop (the blocking part then runs in a thread).
+    """
+    names = list(ifnames)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _read_facts_sync(names, netns, protocol)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lw-netwatch") as pool:
+        return pool.submit(_read_facts_sync, names, netns, protocol).result()
+
+
+# --------------------------------------------------------------------------- monitor
+
+
+class LinkMonitor:
+    """Calls ``on_change(snapshot)`` whenever a watched interface's LinkFacts change.
+
+    Two netlink sockets on the running loop: one bound to the link, IPv4 address and IPv4 route
+    multicast groups, one for dumps. A relevant event triggers a re-dump (about 1-3 ms) and the
+    callback runs only if the snapshot differs from the last one delivered.
+    """
+
+    def __init__(self, ifnames: Sequence[str], netns: str | None = None, protocol: int = 77):
+        self.ifnames = tuple(ifnames)
+        self.netns = netns
+        self.protocol = protocol
+        self.last: dict[str, LinkFacts] | None = None
+        self.last_event_latency_ms: float | None = None  # netlink message -> callback, last change
+        self._events: AsyncIPRoute | None = None
+        self._query: AsyncIPRoute | None = None
+        self._closed = False
+
+    def _open_async(self) -> AsyncIPRoute:
+        try:
+            if self.netns is None:
+                return AsyncIPRoute()
+            return AsyncIPRoute(netns=self.netns, flags=0)
+        except OSError as err:
+            raise NetwatchError(f"cannot open netlink in netns={self.netns!r}: {err}") from err
+
+    async def _snapshot(self) -> dict[str, LinkFacts]:
+        query = self._query
+        assert query is not None
+        for _ in range(5):
+            try:
+                links = [m async for m in await query.link("dump")]
+                addrs = [m async for m in await query.addr("dump", family=socket.AF_INET)]
+                routes = [m async for m in await query.route("dump", family=socket.AF_INET)]
+                return _facts_from_msgs(self.ifnames, links, addrs, routes, self.protocol)
+            except NetlinkDumpInterrupted:
+                continue
+        raise NetwatchError("netlink dump kept being interrupted (5 tries)")
+
+    def _relevant(self, msg: Any) -> bool:
+        """Could this event change any LinkFacts we report?"""
+        event = msg.get("event")
+        known = {f.ifindex for f in (self.last or {}).values() if f.ifindex is not None}
+        if event in _LINK_EVENTS:
+            return msg.get_attr("IFLA_IFNAME") in self.ifnames or msg["index"] in known
+        if event in _ADDR_EVENTS:
+            return msg["index"] in known
+        if event in _ROUTE_EVENTS:
+            route = default_route_from_msg(msg)
+            return route is not None and route.proto != self.protocol
+        return False
+
+    def _deliver(self, snapshot: dict[str, LinkFacts], on_change: Callable[[dict[str, LinkFacts]], None]) -> None:
+        self.last = snapshot
+        try:
+            on_change(dict(snapshot))
+        except Exception:  # a broken callback must not kill the monitor
+            log.exception("link monitor callback failed")
+
+    async def run(self, on_change: Callable[[dict[str, LinkFacts]], None]) -> None:
+        """Deliver a first snapshot at once, then one per change, until :meth:`close`."""
+        if self._closed:
+            return
+        self._events = self._open_async()
+        self._query = self._open_async()
+        try:
+            try:
+                await self._events.bind(groups=EVENT_GROUPS)
+                first = await self._snapshot()
+            except OSError as err:
+                raise NetwatchError(f"cannot open netlink in netns={self.netns!r}: {err}") from err
+            self._deliver(first, on_change)
+            while not self._closed:
+                relevant, received_at, ended = await self._next_batch()
+                if ended or self._closed:
+                    break
+                if not relevant:
+                    continue
+                snapshot = await self._snapshot()
+                if snapshot != self.last:
+                    self.last_event_latency_ms = (time.perf_counter() - received_at) * 1000.0
+                    log.debug("link facts changed (%.2f ms after the event)", self.last_event_latency_ms)
+                    self._deliver(snapshot, on_change)
+        finally:
+            self._close_sockets()
+
+    async def _next_batch(self) -> tuple[bool, float, bool]:
+        """Wait for one batch of multicast messages: (relevant?, when it arrived, socket ended?)."""
+        events = self._events
+        assert events is not None
+        relevant = False
+        got_any = False
+        received_at = time.perf_counter()
+        try:
+            async for msg in events.get():
+                if not got_any:
+                    received_at = time.perf_counter()
+                got_any = True
+                relevant = relevant or self._relevant(msg)
+        except NetlinkError as err:
+            if self._closed:
+                return False, received_at, True
+            if err.code == errno.ENOBUFS:
+                # the kernel dropped events: we cannot know what changed, so re-dump
+                log.warning("netlink event socket overrun; re-reading link facts")
+                return True, time.perf_counter(), False
+            raise NetwatchError(f"netlink event socket failed: {err}") from err
+        return relevant, received_at, not got_any
+
+    def _close_sockets(self) -> None:
+        for sock in (self._events, self._query):
+            if sock is not None:
+                try:
+                    sock.close()
+                except Exception as err:
+                    log.debug("closing netlink socket: %s", err)
+        self._events = self._query = None
+
+    def close(self) -> None:
+        """Stop :meth:`run` (it returns promptly) and release the sockets."""
+        self._closed = True
+        self._close_sockets()
+
+    @property
+    def snapshot(self) -> Mapping[str, LinkFacts] | None:
+        """The last snapshot delivered, or None before the first."""
+        return self.last

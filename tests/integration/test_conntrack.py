@@ -1,0 +1,171 @@
+"""flush_nat against real conntrack entries, in a 3-namespace chain with nft `snat to` per uplink.
+
+    lwtA-ctc (client)            lwtA-ctr (router, nft snat)             lwtA-cts (server)
+      lan0 10.77.0.2/24 <-> lan 10.77.0.1/24
+                                 up1 198.51.100.2/24  <-> s1 198.51.100.1/24   lo 10.99.0.1
+                                 up2 203.0.113.2/24   <-> s2 203.0.113.1/24    lo 10.99.0.2
+
+The router sends 10.99.0.1 through up1 and 10.99.0.2 through up2, so the client's flows to the
+first are NATed to 198.51.100.2 and those to the second to 203.0.113.2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import nsutil  # noqa: E402
+
+from linkwatch.conntrack import ConntrackError, FlowKey, flush_nat, is_natted_to  # noqa: E402
+
+CL, RT, SV = "lwtA-ctc", "lwtA-ctr", "lwtA-cts"
+UP1, UP2 = "198.51.100.2", "203.0.113.2"
+root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
+
+NAT = """
+table ip lwtA_nat {
+    chain post {
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname "up1" snat to 198.51.100.2
+        oifname "up2" snat to 203.0.113.2
+    }
+}
+"""
+
+
+def test_is_natted_to_is_reply_destination_but_not_original_source():
+    assert is_natted_to(FlowKey(orig_src="10.77.0.2", reply_dst=UP1), UP1)
+    assert not is_natted_to(FlowKey(orig_src="10.77.0.2", reply_dst=UP2), UP1)
+    assert not is_natted_to(FlowKey(orig_src=UP1, reply_dst=UP1), UP1)  # the router's own flow
+
+
+def test_bad_address_is_a_conntrack_error():
+    with pytest.raises(ConntrackError, match="198.51.100.256"):
+        flush_nat("198.51.100.256")
+
+
+@pytest.fixture
+def chain():
+    try:
+        for ns in (CL, RT, SV):
+            nsutil.make_ns(ns)
+        nsutil.sysctl(RT, "net.ipv4.ip_forward", "1")
+        nsutil.veth(CL, "lan0", RT, "lan", "10.77.0.2/24", "10.77.0.1/24")
+        nsutil.veth(RT, "up1", SV, "s1", "198.51.100.2/24", "198.51.100.1/24")
+        nsutil.veth(RT, "up2", SV, "s2", "203.0.113.2/24", "203.0.113.1/24")
+        nsutil.ip(CL, "route", "add", "default", "via", "10.77.0.1")
+        nsutil.ip(SV, "addr", "add", "10.99.0.1/32", "dev", "lo")
+        nsutil.ip(SV, "addr", "add", "10.99.0.2/32", "dev", "lo")
+        nsutil.ip(RT, "route", "add", "10.99.0.1/32", "via", "198.51.100.1")
+        nsutil.ip(RT, "route", "add", "10.99.0.2/32", "via", "203.0.113.1")
+        nsutil.nft(RT, NAT)
+        yield
+    finally:
+        for ns in (CL, RT, SV):
+            nsutil.del_ns(ns)
+
+
+_ENTRY = re.compile(r"src=(\S+) dst=(\S+) .*?src=(\S+) dst=(\S+)")
+
+
+def udp_entries(ns):
+    """(orig src, reply dst) of every UDP conntrack entry, read with the conntrack CLI."""
+    out = nsutil.run_in(ns, "conntrack", "-L", "-p", "udp", check=False).stdout
+    found = []
+    for line in out.splitlines():
+        m = _ENTRY.search(line)
+        if m:
+            found.append((m.group(1), m.group(4)))
+    return found
+
+
+def count(entries, orig_src, reply_dst):
+    return sum(1 for e in entries if e == (orig_src, reply_dst))
+
+
+def make_flows(n_client=20, n_local=5):
+    nsutil.send_udp(CL, "10.99.0.1", 40000, n_client)  # NATed to UP1
+    nsutil.send_udp(CL, "10.99.0.2", 40000, n_client)  # NATed to UP2
+    nsutil.send_udp(RT, "10.99.0.1", 41000, n_local, src=UP1)  # the router's own flows from UP1
+    entries = udp_entries(RT)
+    assert count(entries, "10.77.0.2", UP1) == n_client
+    assert count(entries, "10.77.0.2", UP2) == n_client
+    assert count(entries, UP1, UP1) == n_local
+
+
+@root
+def test_flush_nat_deletes_only_entries_natted_to_that_address(chain):
+    make_flows()
+    t0 = time.perf_counter()
+    deleted = flush_nat(UP1, netns=RT)
+    print(f"flush_nat: {deleted} entries in {(time.perf_counter() - t0) * 1000:.1f} ms")
+    assert deleted == 20
+    entries = udp_entries(RT)
+    assert count(entries, "10.77.0.2", UP1) == 0
+    assert count(entries, "10.77.0.2", UP2) == 20  # the other uplink's flows are kept
+    assert count(entries, UP1, UP1) == 5  # the router's own flows from that address too
+    assert flush_nat(UP1, netns=RT) == 0
+
+
+@root
+def test_flush_nat_in_worker_threads_concurrently_is_safe(chain):
+    make_flows()
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def worker():
+        try:
+            results.append(flush_nat(UP2, netns=RT))
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    # entries deleted by one thread vanish under the other: that is not an error
+    assert errors == [] and sum(results) == 20
+    entries = udp_entries(RT)
+    assert count(entries, "10.77.0.2", UP2) == 0 and count(entries, "10.77.0.2", UP1) == 20
+
+
+@root
+def test_flush_nat_from_an_event_loop_thread_and_via_to_thread(chain):
+    make_flows()
+
+    async def engine_like():
+        first = await asyncio.to_thread(flush_nat, UP1, RT)  # how the engine should call it
+        second = flush_nat(UP2, netns=RT)  # called on the loop thread by mistake: still works
+        return first, second
+
+    assert asyncio.run(engine_like()) == (20, 20)
+    assert count(udp_entries(RT), UP1, UP1) == 5
+
+
+@root
+def test_flush_nat_many_entries_timing(chain):
+    n = 500
+    nsutil.send_udp(CL, "10.99.0.1", 20000, n)
+    nsutil.send_udp(CL, "10.99.0.2", 20000, 50)
+    t0 = time.perf_counter()
+    deleted = flush_nat(UP1, netns=RT)
+    ms = (time.perf_counter() - t0) * 1000
+    print(f"flush_nat: {deleted} of {n + 50} entries in {ms:.0f} ms ({ms / max(deleted, 1):.3f} ms/entry)")
+    assert deleted == n
+    assert count(udp_entries(RT), "10.77.0.2", UP2) == 50
+
+
+@root
+def test_missing_namespace_is_a_conntrack_error():
+    with pytest.raises(ConntrackError, match="lwtA-nope"):
+        flush_nat(UP1, netns="lwtA-nope")
+    assert not nsutil.ns_exists("lwtA-nope")
