@@ -1,0 +1,152 @@
+"""Typed events the engine emits and every sink receives (history, SNMP traps, hooks, log).
+
+Events are frozen dataclasses. ``at`` is the wall-clock time (``time.time()``) for humans and the
+history; ``mono`` is the ``time.monotonic()`` value the engine used for the decision, useful to
+measure intervals between events of one run. ``event_to_dict`` / ``event_from_dict`` give a
+JSON-ready form that round-trips exactly (tuples travel as lists).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+STATES: frozenset[str] = frozenset(
+    {"INIT", "UP", "FALLING", "DOWN", "RISING", "DEGRADED", "DISABLED"}
+)
+"""Uplink state names an :class:`UplinkStateChanged` may carry."""
+
+
+class EventError(ValueError):
+    """A dict does not describe a valid event (bad kind, missing or mistyped field)."""
+
+
+@dataclass(frozen=True)
+class UplinkStateChanged:
+    """One uplink moved from state ``old`` to ``new``, with the numbers that explain it."""
+
+    at: float
+    mono: float
+    uplink: str
+    interface: str
+    old: str
+    new: str
+    reason: str
+    loss_pct: float | None
+    rtt_ms: float | None
+    jitter_ms: float | None
+    kind: ClassVar[str] = "uplink_state"
+
+
+@dataclass(frozen=True)
+class ActiveChanged:
+    """The set of uplinks carrying traffic changed (names, in policy order)."""
+
+    at: float
+    mono: float
+    old: tuple[str, ...]
+    new: tuple[str, ...]
+    reason: str
+    kind: ClassVar[str] = "active_changed"
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    """Engine life cycle: ``what`` is started, stopped, reloaded or error."""
+
+    at: float
+    mono: float
+    what: str
+    detail: str = ""
+    kind: ClassVar[str] = "engine"
+
+
+Event = UplinkStateChanged | ActiveChanged | EngineEvent
+
+EVENT_TYPES: dict[str, type] = {
+    cls.kind: cls for cls in (UplinkStateChanged, ActiveChanged, EngineEvent)
+}
+
+
+def event_to_dict(ev: Event) -> dict[str, Any]:
+    """JSON-ready dict of an event, with its ``kind`` first; tuples become lists."""
+    out: dict[str, Any] = {"kind": ev.kind}
+    for f in dataclasses.fields(ev):
+        value = getattr(ev, f.name)
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+# --- parsing: one small checker per field type --------------------------------------------
+
+
+def _number(kind: str, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise EventError(f"{kind}.{name}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise EventError(f"{kind}.{name}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _opt_number(kind: str, name: str, value: Any) -> float | None:
+    return None if value is None else _number(kind, name, value)
+
+
+def _string(kind: str, name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise EventError(f"{kind}.{name}: expected a string, got {value!r}")
+    return value
+
+
+def _state(kind: str, name: str, value: Any) -> str:
+    value = _string(kind, name, value)
+    if value not in STATES:
+        raise EventError(
+            f"{kind}.{name}: unknown state {value!r}, expected one of {sorted(STATES)}"
+        )
+    return value
+
+
+def _names(kind: str, name: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise EventError(f"{kind}.{name}: expected a list of uplink names, got {value!r}")
+    return tuple(value)
+
+
+_FIELD_CHECKS: dict[str, dict[str, Any]] = {
+    "uplink_state": {
+        "at": _number, "mono": _number, "uplink": _string, "interface": _string,
+        "old": _state, "new": _state, "reason": _string,
+        "loss_pct": _opt_number, "rtt_ms": _opt_number, "jitter_ms": _opt_number,
+    },
+    "active_changed": {
+        "at": _number, "mono": _number, "old": _names, "new": _names, "reason": _string,
+    },
+    "engine": {"at": _number, "mono": _number, "what": _string, "detail": _string},
+}
+
+
+def event_from_dict(d: dict[str, Any]) -> Event:
+    """Inverse of :func:`event_to_dict`; raises :class:`EventError` (a ValueError) on bad input."""
+    if not isinstance(d, dict):
+        raise EventError(f"event: expected a dict, got {type(d).__name__}")
+    kind = d.get("kind")
+    if kind not in EVENT_TYPES:
+        raise EventError(
+            f"event.kind: unknown kind {kind!r}, expected one of {sorted(EVENT_TYPES)}"
+        )
+    cls = EVENT_TYPES[kind]
+    checks = _FIELD_CHECKS[kind]
+    unknown = sorted(set(d) - set(checks) - {"kind"})
+    if unknown:
+        raise EventError(f"{kind}: unknown field(s) {unknown}")
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in d:
+            if f.default is not dataclasses.MISSING:
+                continue
+            raise EventError(f"{kind}.{f.name}: missing")
+        values[f.name] = checks[f.name](kind, f.name, d[f.name])
+    return cls(**values)
