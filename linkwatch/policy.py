@@ -91,6 +91,8 @@ def decide(
     cur_working = [v for v in cur if v in working]
 
     if not working:
+        if any(v.state == State.INIT for v in uplinks):
+            note += "starting, not probed yet: "
         return _all_down(uplinks, cur, params, note)
 
     # A restart must not fail over: while a better-or-equal uplink is still INIT, keep the kernel's choice.

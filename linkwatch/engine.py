@@ -1,0 +1,579 @@
+"""The engine: the event loop that ties probes, health, policy, routing and sinks together.
+
+It owns the clock and every socket; the decisions are made by the pure modules (``health``,
+``policy``, ``routing.plan``). Data flows one way: netlink facts and probe results -> health ->
+policy -> routing reconciler -> events to sinks. Sinks never delay a failover: events are
+published after the routes are applied, into queues that never block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+
+from linkwatch import __version__
+from linkwatch import health as hm
+from linkwatch.config import Config, ConfigError, UplinkConfig, load
+from linkwatch.conntrack import flush_nat
+from linkwatch.control import ControlServer
+from linkwatch.events import ActiveChanged, EngineEvent, UplinkStateChanged
+from linkwatch.health import Health, HealthParams, Sample, State, Stats, window_stats
+from linkwatch.hooks import HookSink
+from linkwatch.netwatch import LinkFacts, LinkMonitor, read_facts
+from linkwatch.policy import Decision, PolicyParams, UplinkView, decide
+from linkwatch.probes import Probe, ProbeResult, ProbeSpec, make_probes
+from linkwatch.routing import Desired, Reconciler, RoutingParams, UplinkRoute, plan
+from linkwatch.sinks import LogSink, SinkRunner
+
+log = logging.getLogger("linkwatch.engine")
+
+REPAIR_INTERVAL = 2.0  # re-check the kernel for deleted/changed owned objects this often
+TRAFFIC_WINDOW = 60.0  # seconds of probe traffic the bytes/day estimate is based on
+
+
+def health_params(cfg: UplinkConfig) -> HealthParams:
+    h = cfg.health
+    return HealthParams(
+        down_after=h.down_after, up_after=h.up_after, min_targets=h.min_targets,
+        quality_window=h.quality_window, loss_degraded=h.loss_degraded, loss_recovered=h.loss_recovered,
+        rtt_degraded=h.rtt_degraded, rtt_recovered=h.rtt_recovered, quality_hold=h.quality_hold,
+    )
+
+
+def routing_params(config: Config) -> RoutingParams:
+    r = config.routing
+    return RoutingParams(protocol=r.protocol, active_table=r.active_table, suppress_priority=r.rule_priority,
+                         active_priority=r.rule_priority + 100)
+
+
+def link_verdict(cfg: UplinkConfig, facts: LinkFacts | None) -> tuple[bool, str]:
+    """Can this uplink carry traffic at all, as far as the kernel says? (ok, reason)"""
+    if facts is None or facts.ifindex is None:
+        return False, f"interface {cfg.interface} missing"
+    if not facts.carrier:
+        return False, "carrier lost"
+    if facts.address is None:
+        return False, f"no IPv4 address on {cfg.interface}"
+    if gateway_of(cfg, facts) is None:
+        return False, f"no gateway (no default route via {cfg.interface} in the main table)"
+    return True, "link up"
+
+
+def gateway_of(cfg: UplinkConfig, facts: LinkFacts | None) -> str | None:
+    if cfg.gateway is not None:
+        return cfg.gateway
+    return facts.gateway if facts else None
+
+
+@dataclass
+class Uplink:
+    """Runtime of one uplink: config, kernel facts, health and probe bookkeeping."""
+
+    cfg: UplinkConfig
+    params: HealthParams
+    health: Health = field(default_factory=Health)
+    facts: LinkFacts | None = None
+    probes: list[Probe] = field(default_factory=list)
+    probe_source: str | None = None
+    generation: int = 0  # bumped when the probes are rebuilt; results of older rounds are ignored
+    samples: deque = field(default_factory=lambda: deque(maxlen=4096))
+    last_results: dict[str, ProbeResult] = field(default_factory=dict)
+    traffic: deque = field(default_factory=lambda: deque(maxlen=4096))  # (mono, bytes)
+    working_since: float = 0.0
+    wall_since: float = field(default_factory=time.time)
+    stats: Stats = hm.EMPTY_STATS
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    last_round_start: float = 0.0
+    rounds: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    def route(self) -> UplinkRoute:
+        f = self.facts
+        ok, _ = link_verdict(self.cfg, f)
+        return UplinkRoute(
+            name=self.name, ifindex=f.ifindex if f else None, address=f.address if f else None,
+            prefixlen=f.prefixlen if f else None, gateway=gateway_of(self.cfg, f), table=self.cfg.table,
+            rule_priority=self.cfg.rule_priority, usable=ok,
+        )
+
+    def bytes_per_day(self, now: float) -> float | None:
+        recent = [(t, b) for t, b in self.traffic if now - t <= TRAFFIC_WINDOW]
+        if len(recent) < 2:
+            return None
+        span = max(now - recent[0][0], 1e-3)
+        return sum(b for _, b in recent) / span * 86400.0
+
+    def close_probes(self) -> None:
+        for p in self.probes:
+            with contextlib.suppress(Exception):
+                p.close()
+        self.probes = []
+        self.probe_source = None
+        self.generation += 1
+
+
+class Engine:
+    def __init__(self, config: Config, config_path: str | None = None, clock=time.monotonic):
+        self.clock = clock  # monotonic seconds; scenario tests pass a fake clock
+        self.flush_fn = flush_nat  # conntrack flush (runs in a worker thread)
+        self.config = config
+        self.config_path = config_path
+        self.routing_params = routing_params(config)
+        self.uplinks: dict[str, Uplink] = {u.name: Uplink(u, health_params(u)) for u in config.uplinks}
+        self.active: tuple[str, ...] = ()
+        self.decision: Decision | None = None
+        self.forced: str | None = None
+        self.reconciler: Reconciler | None = None
+        self.monitor: LinkMonitor | None = None
+        self.sinks: SinkRunner | None = None
+        self.control: ControlServer | None = None
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._round_tasks: set[asyncio.Task] = set()
+        self._stop = False
+        self._reload = False
+        self._wakeup = asyncio.Event()
+        self._pending_active_event: ActiveChanged | None = None
+        self._pending_flush: list[str] = []
+        self._last_desired: Desired | None = None
+        self._recheck: asyncio.TimerHandle | None = None
+        self.started_wall = time.time()
+        self.last_apply_ms: float | None = None
+        self.flushes: deque = deque(maxlen=20)
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig, fn in ((signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop),
+                        (signal.SIGHUP, self.request_reload)):
+            loop.add_signal_handler(sig, fn)  # handlers only set flags; the loop does the work
+        await self.start()
+        try:
+            while not self._stop:
+                self._wakeup.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), REPAIR_INTERVAL)
+                if self._reload and not self._stop:
+                    self._reload = False
+                    await self.reload()
+                if not self._stop:
+                    self.reconcile(force=True)  # repair what someone else changed
+        finally:
+            await self.shutdown()
+        return 0
+
+    def request_stop(self) -> None:
+        self._stop = True
+        self._wakeup.set()
+
+    def request_reload(self) -> None:
+        self._reload = True
+        self._wakeup.set()
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.reconciler = Reconciler(self.routing_params)
+        facts = read_facts([u.cfg.interface for u in self.uplinks.values()], protocol=cfg.routing.protocol)
+        now = self.clock()
+        for u in self.uplinks.values():
+            self._apply_facts(u, facts.get(u.cfg.interface), now, initial=True)
+        # Restart safety: adopt what the kernel already routes through, so a restart changes nothing.
+        kernel_active = self.reconciler.active_gateways()
+        by_if = {u.facts.ifindex: u.name for u in self.uplinks.values() if u.facts and u.facts.ifindex}
+        self.active = tuple(by_if[ifx] for _, ifx in kernel_active if ifx in by_if)
+        if self.active:
+            log.info("adopting active uplinks from the kernel: %s", ",".join(self.active))
+        self.sinks = SinkRunner(self._make_sinks())
+        await self.sinks.start()
+        self.control = ControlServer(cfg.control.socket, self.handle_request, cfg.control.mode)
+        await self.control.start()
+        self._decide(now, reason_prefix="start: ")
+        self.reconcile(force=True)
+        self.monitor = LinkMonitor([u.cfg.interface for u in self.uplinks.values()], protocol=cfg.routing.protocol)
+        self._tasks["monitor"] = asyncio.create_task(self._run_monitor(), name="monitor")
+        for u in self.uplinks.values():
+            self._start_prober(u)
+        self._publish(EngineEvent(time.time(), now, "started", f"linkwatch {__version__}, pid {os.getpid()}"))
+        log.info("engine started: %d uplinks, mode=%s, control=%s", len(self.uplinks), cfg.policy.mode,
+                 cfg.control.socket)
+
+    def _make_sinks(self) -> list:
+        sinks: list = [LogSink(logging.getLogger("linkwatch.events"))]
+        if self.config.hooks.directory:
+            sinks.append(HookSink(self.config.hooks.directory, self.config.hooks.timeout,
+                                  {u.name: u.interface for u in self.config.uplinks}))
+        return sinks
+
+    async def shutdown(self) -> None:
+        now = self.clock()
+        for t in list(self._tasks.values()) + list(self._round_tasks):
+            t.cancel()
+        for t in list(self._tasks.values()) + list(self._round_tasks):
+            with contextlib.suppress(BaseException):
+                await t
+        if self.monitor:
+            self.monitor.close()
+        for u in self.uplinks.values():
+            u.close_probes()
+        if self.reconciler:
+            if self.config.policy.on_stop == "withdraw":
+                report = self.reconciler.withdraw()
+                log.info("withdrew linkwatch routes and rules (%d removed)", len(report.removed))
+            else:
+                log.info("stopping; routes stay as they are (fail-static)")
+            self.reconciler.close()
+        if self.control:
+            await self.control.close()
+        if self.sinks:
+            self.sinks.publish(EngineEvent(time.time(), now, "stopped", ""))
+            await self.sinks.stop()
+
+    async def reload(self) -> None:
+        """Re-read the config. Unchanged uplinks keep their state: a reload never fails over."""
+        if not self.config_path:
+            return
+        try:
+            new = load(self.config_path)
+        except ConfigError as e:
+            log.error("reload refused, keeping the running config:\n%s", e)
+            self._publish(EngineEvent(time.time(), self.clock(), "reload_failed", str(e)))
+            return
+        if (new.control != self.config.control or new.routing != self.config.routing):
+            log.warning("reload: [control] and [routing] changes need a restart; applying the rest")
+            new = replace(new, control=self.config.control, routing=self.config.routing)
+        old = self.uplinks
+        kept, rebuilt = [], []
+        uplinks: dict[str, Uplink] = {}
+        for ucfg in new.uplinks:
+            prev = old.get(ucfg.name)
+            if prev is not None and prev.cfg == ucfg:
+                uplinks[ucfg.name] = prev
+                kept.append(ucfg.name)
+            else:
+                uplinks[ucfg.name] = Uplink(ucfg, health_params(ucfg))
+                rebuilt.append(ucfg.name)
+        for name, u in old.items():
+            if uplinks.get(name) is not u:
+                self._stop_prober(u)
+        self.config = new
+        self.uplinks = uplinks
+        if self.forced not in uplinks:
+            self.forced = None
+        if self.monitor:
+            self.monitor.close()
+        self._tasks["monitor"].cancel()
+        facts = read_facts([u.cfg.interface for u in uplinks.values()], protocol=new.routing.protocol)
+        now = self.clock()
+        for name in rebuilt:
+            self._apply_facts(uplinks[name], facts.get(uplinks[name].cfg.interface), now, initial=True)
+            self._start_prober(uplinks[name])
+        self.monitor = LinkMonitor([u.cfg.interface for u in uplinks.values()], protocol=new.routing.protocol)
+        self._tasks["monitor"] = asyncio.create_task(self._run_monitor(), name="monitor")
+        self.active = tuple(n for n in self.active if n in uplinks)
+        self._decide(now, reason_prefix="reload: ")
+        self.reconcile(force=True)
+        log.info("config reloaded: kept %s, rebuilt %s", ",".join(kept) or "-", ",".join(rebuilt) or "-")
+        self._publish(EngineEvent(time.time(), now, "reloaded", f"kept={kept} rebuilt={rebuilt}"))
+
+    # ---- netlink facts ---------------------------------------------------------------------------
+
+    async def _run_monitor(self) -> None:
+        try:
+            await self.monitor.run(self._on_facts)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("link monitor failed; routes stay, restarting it in 1s")
+            await asyncio.sleep(1.0)
+            if not self._stop:
+                self._tasks["monitor"] = asyncio.create_task(self._run_monitor(), name="monitor")
+
+    def _on_facts(self, snapshot: dict[str, LinkFacts]) -> None:
+        now = self.clock()
+        changed = False
+        for u in self.uplinks.values():
+            f = snapshot.get(u.cfg.interface)
+            if f != u.facts:
+                self._apply_facts(u, f, now)
+                changed = True
+        if changed:
+            self._decide(now)
+            self.reconcile()
+
+    def _apply_facts(self, u: Uplink, f: LinkFacts | None, now: float, initial: bool = False) -> None:
+        old = u.facts
+        u.facts = f
+        ok, reason = link_verdict(u.cfg, f)
+        if not initial and old is not None and f is not None and f.carrier and not old.carrier:
+            gw = gateway_of(u.cfg, f)
+            if gw and f.ifindex and self.reconciler:
+                # A stale FAILED neighbour entry would delay failback by a second or more.
+                self.reconciler.forget_neighbour(f.ifindex, gw)
+        if u.probes and (f is None or f.address != u.probe_source):
+            u.close_probes()  # the source address changed (DHCP): rebuild on the new one
+        self._step(u, hm.on_link(u.health, ok, reason, now), now)
+        u.wake.set()
+
+    # ---- probing ----------------------------------------------------------------------------------
+
+    def _start_prober(self, u: Uplink) -> None:
+        self._tasks[f"prober:{u.name}"] = asyncio.create_task(self._prober(u), name=f"prober:{u.name}")
+
+    def _stop_prober(self, u: Uplink) -> None:
+        task = self._tasks.pop(f"prober:{u.name}", None)
+        if task:
+            task.cancel()
+        u.close_probes()
+
+    def interval_of(self, u: Uplink) -> float:
+        h = u.cfg.health
+        return hm.round_interval(u.health.state, u.name in self.active, h.interval, h.fast_interval,
+                                     h.standby_interval)
+
+    async def _prober(self, u: Uplink) -> None:
+        """Start a round every interval; the interval follows the state (fast while pending)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            due = u.last_round_start + self.interval_of(u)
+            if now < due:
+                u.wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(u.wake.wait(), due - now)
+                continue  # recompute: the state (and so the interval) may have changed
+            u.last_round_start = now
+            log.debug("uplink=%s round start state=%s", u.name, u.health.state)
+            if u.health.state != State.DISABLED and u.health.link_ok and self._ensure_probes(u):
+                task = asyncio.create_task(self._round(u, u.probes, u.generation))
+                self._round_tasks.add(task)
+                task.add_done_callback(self._round_tasks.discard)
+
+    def _ensure_probes(self, u: Uplink) -> bool:
+        if u.probes:
+            return True
+        if not (u.facts and u.facts.address):
+            return False
+        specs = [ProbeSpec(p.type, p.target, p.query) for p in u.cfg.probes]
+        try:
+            u.probes = make_probes(specs, u.facts.address)
+        except Exception as e:  # e.g. the address is not assigned yet; retried next round
+            log.warning("uplink=%s cannot open probes from %s: %s", u.name, u.facts.address, e)
+            return False
+        u.probe_source = u.facts.address
+        return True
+
+    async def _round(self, u: Uplink, probes: list[Probe], generation: int) -> None:
+        h = u.cfg.health
+        try:
+            results = await asyncio.gather(*(p.run(h.timeout, h.attempts) for p in probes))
+        except Exception:
+            log.exception("probe round on %s failed", u.name)
+            return
+        if generation != u.generation or self.uplinks.get(u.name) is not u:
+            return  # the probes were rebuilt meanwhile (address change, reload)
+        self.on_round(u, results, self.clock())
+
+    def on_round(self, u: Uplink, results: list[ProbeResult], now: float) -> None:
+        u.rounds += 1
+        nbytes = 0
+        for r in results:
+            u.samples.append(Sample(now, r.target, r.sent, r.lost, r.rtt))
+            u.last_results[f"{r.kind}:{r.target}"] = r
+            nbytes += r.bytes_sent + r.bytes_received
+            if not r.ok:
+                log.debug("uplink=%s probe %s %s failed: %s", u.name, r.kind, r.target, r.error)
+        u.traffic.append((now, nbytes))
+        horizon = now - max(u.params.quality_window, 1.0)
+        while u.samples and u.samples[0].at < horizon:
+            u.samples.popleft()
+        u.stats = window_stats(u.samples, now, u.params.quality_window, u.health.quality_since)
+        answered = sum(1 for r in results if r.ok)
+        log.debug("uplink=%s round done %d/%d answered", u.name, answered, len(results))
+        before = u.health.state
+        self._step(u, hm.on_round(u.health, answered, len(results), u.stats, u.params, now), now)
+        if u.health.state != before:
+            u.wake.set()
+            self._decide(now)
+            self.reconcile()
+
+    # ---- decisions ----------------------------------------------------------------------------------
+
+    def _step(self, u: Uplink, result: tuple[Health, list[hm.Transition]], now: float) -> None:
+        new, transitions = result
+        u.health = new
+        for t in transitions:
+            if t.new in (State.UP, State.DEGRADED) and t.old not in hm.USABLE:
+                u.working_since = now
+            u.wall_since = time.time()
+            s = u.stats
+            self._publish(UplinkStateChanged(
+                at=time.time(), mono=now, uplink=u.name, interface=u.cfg.interface, old=t.old.value,
+                new=t.new.value, reason=t.reason, loss_pct=s.loss_pct, rtt_ms=s.rtt_ms, jitter_ms=s.jitter_ms))
+
+    def views(self) -> list[UplinkView]:
+        return [UplinkView(u.name, u.health.state, u.cfg.priority, u.cfg.weight, link_verdict(u.cfg, u.facts)[0],
+                           u.working_since) for u in self.uplinks.values()]
+
+    def _decide(self, now: float, reason_prefix: str = "") -> None:
+        p = self.config.policy
+        d = decide(self.views(), PolicyParams(p.mode, p.failback_hold), self.active, now, self.forced)
+        self.decision = d
+        if self._recheck is not None:
+            self._recheck.cancel()
+            self._recheck = None
+        if d.recheck_at is not None:
+            loop = asyncio.get_running_loop()
+            self._recheck = loop.call_later(max(d.recheck_at - now, 0.0) + 0.01, self._on_recheck)
+        if d.active != self.active:
+            old, self.active = self.active, d.active
+            log.info("active %s -> %s reason=%s", ",".join(old) or "-", ",".join(d.active) or "-", d.reason)
+            self._pending_active_event = ActiveChanged(time.time(), now, old, d.active, reason_prefix + d.reason)
+            self._pending_flush = [n for n in old if n not in d.active]
+            for n in set(old) ^ set(d.active):
+                if n in self.uplinks:
+                    self.uplinks[n].wake.set()  # its probing interval changes (active <-> standby)
+
+    def _on_recheck(self) -> None:
+        self._recheck = None
+        self.tick(self.clock())
+
+    def tick(self, now: float) -> None:
+        """Decide again (a held failback may be due) and apply."""
+        self._decide(now)
+        self.reconcile()
+
+    def reconcile(self, force: bool = False) -> None:
+        """Apply the routing plan for the current decision; publish and flush after the switch."""
+        if self.reconciler is None:
+            return
+        desired = plan([u.route() for u in self.uplinks.values()],
+                       [(n, self.uplinks[n].cfg.weight) for n in self.active if n in self.uplinks],
+                       self.routing_params)
+        if force or desired != self._last_desired:
+            t0 = time.perf_counter()
+            report = self.reconciler.apply(desired)
+            ms = (time.perf_counter() - t0) * 1000
+            if report.changed:
+                self.last_apply_ms = ms
+                log.info("routing applied in %.1fms: %s", ms,
+                         "; ".join(report.added + report.replaced + report.removed)[:500])
+            for err in report.errors:
+                log.error("routing: %s", err)
+            self._last_desired = desired if not report.errors else None
+        event = self._pending_active_event
+        if event is not None:
+            self._pending_active_event = None
+            self._publish(event)
+        flush = self._pending_flush
+        if flush:
+            self._pending_flush = []
+            if self.config.policy.flush_conntrack:
+                for name in flush:
+                    u = self.uplinks.get(name)
+                    if u and u.facts and u.facts.address:
+                        self._flush_conntrack(name, u.facts.address)
+
+    def _flush_conntrack(self, name: str, address: str) -> None:
+        """Delete the NAT entries of an uplink that lost its traffic, off the event loop."""
+        loop = asyncio.get_running_loop()
+        t0 = time.monotonic()
+
+        def done(fut: asyncio.Future) -> None:
+            try:
+                n = fut.result()
+            except Exception as e:
+                log.warning("conntrack flush for %s (%s) failed: %s", name, address, e)
+                return
+            ms = (time.monotonic() - t0) * 1000
+            self.flushes.append({"uplink": name, "address": address, "deleted": n, "ms": round(ms, 1)})
+            log.info("conntrack: deleted %d entries NATed to %s (%s) in %.0fms", n, address, name, ms)
+
+        loop.run_in_executor(None, self.flush_fn, address).add_done_callback(done)
+
+    def _publish(self, event) -> None:
+        if self.sinks is not None:
+            self.sinks.publish(event)
+
+    # ---- control -----------------------------------------------------------------------------------
+
+    async def handle_request(self, req: dict) -> dict:
+        cmd = req.get("cmd")
+        if cmd == "status":
+            return {"ok": True, "status": self.status()}
+        if cmd == "set":
+            return self.admin(req.get("uplink"), req.get("action"))
+        if cmd == "reload":
+            self.request_reload()
+            return {"ok": True, "message": "reload requested"}
+        if cmd == "ping":
+            return {"ok": True, "version": __version__}
+        return {"ok": False, "error": f"unknown command {cmd!r}; expected status, set, reload or ping"}
+
+    def admin(self, name, action) -> dict:
+        actions = ("disable", "enable", "force", "auto")
+        if not isinstance(name, str) or name not in self.uplinks:
+            return {"ok": False, "error": f"unknown uplink {name!r}; expected one of {', '.join(self.uplinks)}"}
+        if action not in actions:
+            return {"ok": False, "error": f"unknown action {action!r}; expected one of {', '.join(actions)}"}
+        u = self.uplinks[name]
+        now = self.clock()
+        if action in ("disable", "enable"):
+            self._step(u, hm.on_admin(u.health, action == "disable", now), now)
+            u.wake.set()
+        elif action == "force":
+            self.forced = name
+        elif self.forced == name or action == "auto":
+            self.forced = None
+        log.info("admin: %s %s", action, name)
+        self._decide(now, reason_prefix=f"admin {action} {name}: ")
+        self.reconcile()
+        return {"ok": True, "message": f"{action} {name}", "active": list(self.active)}
+
+    def status(self) -> dict:
+        now = self.clock()
+        out = []
+        for u in self.uplinks.values():
+            s = u.stats
+            f = u.facts
+            bpd = u.bytes_per_day(now)
+            out.append({
+                "name": u.name, "interface": u.cfg.interface, "state": u.health.state.value,
+                "reason": u.health.reason, "active": u.name in self.active, "since": u.wall_since,
+                "priority": u.cfg.priority, "weight": u.cfg.weight, "table": u.cfg.table,
+                "rtt_ms": _round(s.rtt_ms), "loss_pct": _round(s.loss_pct), "jitter_ms": _round(s.jitter_ms),
+                "carrier": bool(f and f.carrier), "address": f.address if f else None,
+                "gateway": gateway_of(u.cfg, f), "forced": self.forced == u.name,
+                "interval_ms": round(self.interval_of(u) * 1000),
+                "probe_bytes_per_day": None if bpd is None else round(bpd),
+                "rounds": u.rounds,
+                "probes": [{"kind": r.kind, "target": r.target, "ok": r.ok, "rtt_ms": _round(r.rtt and r.rtt * 1000),
+                            "error": r.error} for r in u.last_results.values()],
+            })
+        d = self.decision
+        return {
+            "version": __version__, "pid": os.getpid(), "started": self.started_wall,
+            "mode": self.config.policy.mode, "active": list(self.active), "forced": self.forced,
+            "reason": d.reason if d else "", "last_apply_ms": _round(self.last_apply_ms),
+            "conntrack_flushes": list(self.flushes), "uplinks": out,
+            "sinks": self.sinks.stats() if self.sinks else {},
+        }
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 2)
+
+
+def run_engine(config_path: str) -> int:
+    """Entry point of `linkwatch run`."""
+    config = load(config_path)
+    engine = Engine(config, config_path)
+    return asyncio.run(engine.run())
