@@ -1,0 +1,139 @@
+"""`linkwatch lab …`: build, inspect, break and tear down the namespace lab (root only).
+
+Each handler is a thin wrapper over :mod:`linkwatch.lab.topology`, :mod:`~linkwatch.lab.faults`
+and :mod:`~linkwatch.lab.demo`; domain errors become one line on stderr and exit code 1.
+Also runnable alone: ``python -m linkwatch.lab.cli up --name N --no-engine``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from linkwatch.lab.safety import NotInLabError
+from linkwatch.lab.topology import DEFAULT_NAME, DEFAULT_UPLINKS, MAX_UPLINKS, LabError
+
+ERRORS = (LabError, NotInLabError)  # FaultError and FlowError are LabErrors
+
+
+def _guard(command: str, handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except ERRORS as e:
+            print(f"linkwatch lab {command}: {e}", file=sys.stderr)
+            return 1
+    return run
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from linkwatch.lab import topology
+
+    spec = topology.up(topology.LabSpec(args.name, args.uplinks), engine=not args.no_engine)
+    print(f"lab {spec.name!r} is up: {', '.join(spec.namespaces)}")
+    for u in spec.uplink_list:
+        print(f"  {u.name}: router {u.interface} {u.address}/29 via {u.gateway} ({spec.provider_ns(u.index)})")
+    print(f"  client {topology.LAN_CLIENT} in {spec.client_ns}; echo {topology.ECHO_SERVER}:{topology.ECHO_PORT}, "
+          f"DNS {topology.DNS_SERVER}, ICMP targets 203.0.113.1-12 in {spec.inet_ns}")
+    print(f"  engine: {'control socket ' + spec.control_socket if not args.no_engine else 'not started (--no-engine)'}")
+    print(f"  tear down: linkwatch lab down --name {spec.name}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from linkwatch.lab import topology
+
+    report = topology.down(args.name)
+    if not report.stopped and not report.deleted:
+        print(f"lab {args.name!r}: nothing to tear down")
+    else:
+        print(f"lab {args.name!r} is down: stopped {', '.join(report.stopped) or 'nothing'}; "
+              f"deleted {', '.join(report.deleted) or 'no namespace'}")
+    return 0
+
+
+def format_status(st) -> str:
+    lines = [f"lab {st.spec.name!r}, {st.spec.uplinks} uplink(s), state in {st.spec.state_dir}"]
+    for ns, present in st.namespaces.items():
+        lines.append(f"  namespace {ns}: {'present' if present else 'MISSING'}")
+    for rec, alive in st.processes:
+        lines.append(f"  {rec.role}: pid {rec.pid} {'running' if alive else 'NOT RUNNING'}")
+    for name, fault in st.faults.items():
+        lines.append(f"  fault {name}: {fault}")
+    if st.engine is None:
+        lines.append(f"  engine: not answering ({st.engine_error})")
+    else:
+        for u in st.engine.get("uplinks", []):
+            rtt = u.get("rtt_ms")
+            loss = u.get("loss_pct")
+            lines.append(f"  engine {u.get('name')}: {u.get('state')}{' ACTIVE' if u.get('active') else ''} "
+                         f"rtt={'-' if rtt is None else f'{rtt:.1f}ms'} loss={'-' if loss is None else f'{loss:.0f}%'}")
+        lines.append(f"  engine active: {', '.join(st.engine.get('active', [])) or '-'}")
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from linkwatch.lab import topology
+
+    print(format_status(topology.status(args.name)))
+    return 0
+
+
+def cmd_fault(args: argparse.Namespace) -> int:
+    from linkwatch.lab import faults
+
+    print(faults.apply_fault(args.name, args.uplink, faults.parse_fault(args.fault)))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from linkwatch.lab import demo
+
+    return demo.run_demo(name=args.name, keep=args.keep, uplinks=args.uplinks)
+
+
+def register(subparsers) -> None:
+    """Add the ``lab`` command (up, down, status, fault, demo) to an argparse subparsers object."""
+    lab = subparsers.add_parser("lab", help="build and drive the network-namespace lab (root)",
+                                description="A small internet in network namespaces: the demo and the test bed.")
+    sub = lab.add_subparsers(dest="lab_command", metavar="SUBCOMMAND")
+    sub.required = True
+
+    def named(name: str, help_text: str, handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_text)
+        sp.add_argument("--name", default=DEFAULT_NAME, help=f"lab name (namespaces lw-NAME-*; default {DEFAULT_NAME})")
+        sp.set_defaults(func=_guard(name, handler))
+        return sp
+
+    def uplinks_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--uplinks", type=int, default=DEFAULT_UPLINKS,
+                        help=f"number of uplinks, 1-{MAX_UPLINKS} (default {DEFAULT_UPLINKS})")
+
+    sp = named("up", "build the lab (and start the engine in its router)", cmd_up)
+    uplinks_arg(sp)
+    sp.add_argument("--no-engine", action="store_true", help="build the network and services only")
+    named("down", "stop what the lab started and delete its namespaces", cmd_down)
+    named("status", "namespaces, processes, faults and the engine's view", cmd_status)
+    sp = named("fault", "inject or clear a fault on an uplink's provider", cmd_fault)
+    sp.add_argument("uplink", help="wanK, upK or K")
+    sp.add_argument("fault", nargs="+", metavar="FAULT", help="blackhole | loss PCT | carrier-down | clear")
+    sp = named("demo", "failover demo: blackhole, carrier loss, failback, with a live client flow", cmd_demo)
+    uplinks_arg(sp)
+    sp.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m linkwatch.lab.cli")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    register(sub)
+    args = parser.parse_args(["lab", *(argv if argv is not None else sys.argv[1:])])
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,216 @@
+"""`linkwatch lab demo`: watch a failover happen, from the engine's side and from a LAN client's.
+
+It brings the lab up with the engine (unless it is up already), starts a client flow (one UDP
+datagram every 10 ms through one NAT flow) and prints a line every 0.5 s: the time, the uplink the
+engine says is active and the uplink the client's packets really take. Then it blackholes the
+active uplink (failover by probes), clears it (failback after the engine's failback hold), cuts
+the same uplink's carrier (failover by link event), clears it, and prints what the client lived
+through. Bounded: every wait has a timeout and the whole demo a budget of ``BUDGET`` seconds.
+Unless ``keep`` is set, it tears down a lab it brought up itself.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TextIO
+
+from linkwatch.lab import faults, topology
+from linkwatch.lab.client import FlowHandle, FlowReport, start_flow
+from linkwatch.lab.topology import DEFAULT_NAME, LabError, LabSpec
+
+TICK = 0.5
+STEADY = 1.5  # seconds of steady state shown before each step
+BUDGET = 90.0  # the failback hold (10 s by default) is waited out twice
+BLACKHOLE_TARGET = 1.0  # client outage targets of DESIGN.md
+CARRIER_TARGET = 0.2
+FLOW_INTERVAL = 0.010
+
+
+class DemoError(LabError):
+    """The demo cannot run (a lab of the same name without a working engine, too few uplinks)."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    t: float  # seconds since the demo's flow started
+    active: tuple[str, ...]
+    states: tuple[tuple[str, str], ...]  # (uplink, state) as the engine reports
+    client_uplink: str | None
+    since_reply: float | None
+    engine_error: str | None = None
+
+
+def snapshot_line(s: Snapshot) -> str:
+    """One live line. Pure."""
+    if s.engine_error:
+        engine = f"engine: ({s.engine_error})"
+    else:
+        engine = f"engine active={','.join(s.active) or '-':5} " + " ".join(f"{n} {st}" for n, st in s.states)
+    if s.client_uplink is None and s.since_reply is None:
+        client = "client: starting"
+    else:
+        late = f", no reply for {s.since_reply:.2f}s" if s.since_reply and s.since_reply > 0.1 else ""
+        client = f"client via {s.client_uplink or '-'}{late}"
+    return f"{s.t:6.1f}s  {engine:40} | {client}"
+
+
+@dataclass(frozen=True)
+class Mark:
+    at: float  # time.monotonic() when the fault was applied
+    label: str
+    target_s: float | None = None  # the outage DESIGN.md allows for the failover it causes
+
+
+def label_changes(report: FlowReport, marks: list[Mark]) -> list[str]:
+    """One line per change of the client's uplink, named after the step it happened in. Pure.
+
+    Marks are on the monotonic clock, the report's times count from ``report.origin``; the first
+    change after a mark with a target is compared with it.
+    """
+    lines = []
+    judged: set[int] = set()
+    for c in report.changes:
+        step, index = None, -1
+        for i, mark in enumerate(marks):
+            if mark.at - report.origin <= c.at:
+                step, index = mark, i
+        line = (f"  {step.label if step else 'before any fault':20} client {c.before_uplink or c.before} -> "
+                f"{c.after_uplink or c.after} at {c.at:5.1f}s, outage {c.gap_s * 1000:4.0f} ms")
+        if step and step.target_s is not None and index not in judged:
+            judged.add(index)
+            verdict = "ok" if c.gap_s <= step.target_s else "MISSED"
+            line += f"  (target <= {step.target_s * 1000:.0f} ms: {verdict})"
+        lines.append(line)
+    return lines
+
+
+class Demo:
+    def __init__(self, spec: LabSpec, flow: FlowHandle, out: TextIO, deadline: float):
+        self.spec = spec
+        self.flow = flow
+        self.out = out
+        self.t0 = time.monotonic()
+        self.deadline = deadline
+        self.marks: list[Mark] = []
+        self.next_line = 0.0  # monotonic time the next live line is due
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def snap(self) -> Snapshot:
+        status, err = topology.engine_status(self.spec, timeout=0.4)
+        p = self.flow.progress() or {}
+        uplinks = (status or {}).get("uplinks", [])
+        return Snapshot(self.now(), tuple((status or {}).get("active", [])),
+                        tuple((u.get("name", "?"), str(u.get("state", "?"))) for u in uplinks),
+                        p.get("uplink"), p.get("since_reply"), err)
+
+    def watch(self, until: Callable[[Snapshot], bool], timeout: float, what: str) -> Snapshot | None:
+        """Print a line per TICK until ``until`` holds (returns that snapshot) or time runs out."""
+        end = min(time.monotonic() + timeout, self.deadline)
+        while True:
+            time.sleep(max(0.0, self.next_line - time.monotonic()))
+            s = self.snap()
+            self.say(snapshot_line(s))
+            self.next_line = time.monotonic() + TICK
+            if until(s):
+                return s
+            if time.monotonic() + TICK > end or not self.flow.running():
+                self.say(f"  ... {what}: not seen within {timeout:g}s")
+                return None
+
+    def hold(self, seconds: float) -> None:
+        """Keep printing lines for a while: the steady state between two steps."""
+        end = time.monotonic() + seconds
+        self.watch(lambda s: time.monotonic() + TICK > end, seconds + TICK, "steady state")
+
+    def fault(self, uplink: str, kind: str, target_s: float | None) -> None:
+        self.marks.append(Mark(time.monotonic(), f"{kind} {uplink}", target_s))
+        self.say(f"--- {faults.apply_fault(self.spec.name, uplink, faults.parse_fault([kind]))}")
+
+
+def _settled(s: Snapshot) -> bool:
+    return bool(s.active) and s.client_uplink == s.active[0] and (s.since_reply or 0) < 0.1
+
+
+def run_demo(name: str = DEFAULT_NAME, keep: bool = False, uplinks: int = 2, out: TextIO | None = None) -> int:
+    """Run the demo; 0 when every failover and failback was seen, 1 when one was not."""
+    out = out or sys.stdout
+    spec = LabSpec(name, uplinks)
+    if spec.uplinks < 2:
+        raise DemoError("the demo needs at least 2 uplinks")
+    created = False
+    if topology.existing_lab_namespaces(name):
+        spec = topology.discover(name)
+        _, err = topology.engine_status(spec)
+        if err:
+            raise DemoError(f"lab {name!r} is up but its engine does not answer ({err}); "
+                            f"run `linkwatch lab down --name {name}` first")
+        print(f"using the running lab {name!r}", file=out, flush=True)
+    else:
+        print(f"bringing lab {name!r} up with the engine ...", file=out, flush=True)
+        topology.up(spec, engine=True)
+        created = True
+    deadline = time.monotonic() + BUDGET
+    flow = None
+    seen_all = True
+    try:
+        flow = start_flow(name, duration=BUDGET + 10, interval=FLOW_INTERVAL, progress=TICK / 2)
+        demo = Demo(spec, flow, out, deadline)
+        demo.say("time    engine (what it routes)                   | LAN client (where its packets go)")
+        first = demo.watch(_settled, 15.0, "engine and client agreeing on an uplink")
+        if first is None:
+            raise DemoError("the engine never settled on an uplink the client uses; see "
+                            f"{spec.engine_log}")
+        primary = first.active[0]
+
+        def moved(s: Snapshot) -> bool:
+            return bool(s.active) and s.active[0] != primary and _settled(s)
+
+        def back(s: Snapshot) -> bool:
+            return bool(s.active) and s.active[0] == primary and _settled(s)
+
+        steps = [("blackhole", BLACKHOLE_TARGET, moved, 10.0, "failover after the blackhole"),
+                 ("clear", None, back, 30.0, "failback after the failback hold"),
+                 ("carrier-down", CARRIER_TARGET, moved, 10.0, "failover on carrier loss"),
+                 ("clear", None, back, 30.0, "failback after carrier returns")]
+        for kind, target, until, timeout, what in steps:
+            demo.hold(STEADY)
+            demo.fault(primary, kind, target)
+            seen_all &= demo.watch(until, timeout, what) is not None
+        demo.hold(STEADY)
+        flow.stop()
+        report = flow.result()
+        demo.say("")
+        demo.say("summary (times from the flow's start):")
+        for line in label_changes(report, demo.marks):
+            demo.say(line)
+        demo.say(f"  client: {report.sent} datagrams sent, {report.received} answered, "
+                 f"longest outage {report.longest_outage_s * 1000:.0f} ms")
+        if not seen_all:
+            demo.say("  some steps were not seen in time: see " + spec.engine_log)
+    finally:
+        if flow is not None and flow.running():
+            flow.stop()
+            try:
+                flow.result(timeout=5.0)
+            except LabError:
+                pass
+        if not created or keep:
+            for u in spec.uplink_list:  # leave a kept or borrowed lab without faults
+                try:
+                    faults.apply_fault(name, u.name, faults.Fault("clear"))
+                except LabError:
+                    pass
+        if created and not keep:
+            topology.down(name)
+            print(f"lab {name!r} torn down", file=out, flush=True)
+        elif created:
+            print(f"lab {name!r} kept: `linkwatch lab down --name {name}` removes it", file=out, flush=True)
+    return 0 if seen_all else 1

@@ -1,0 +1,481 @@
+"""The lab: its plan and checks (pure), and the real thing in network namespaces (root).
+
+Every namespace these tests make is named lw-tC…; each is deleted by name in teardown. Every
+packet stays inside them, except the client refusal test, whose target is loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # the tree is tested in place, not installed
+    sys.path.insert(0, str(REPO))
+
+from linkwatch.lab import cli, client, faults, topology  # noqa: E402
+from linkwatch.lab.client import AddressChange, FlowReport, Reply, summarize  # noqa: E402
+from linkwatch.lab.topology import LabError, LabSpec  # noqa: E402
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+root_lab = [needs_root, pytest.mark.root, pytest.mark.lab]
+
+LAB = "tC1"
+UP1 = "198.51.100.2"
+
+
+def run_py(args: list[str], ns: str | None = None, timeout: float = 30.0) -> subprocess.CompletedProcess:
+    argv = [sys.executable, *args]
+    if ns:
+        argv = ["ip", "netns", "exec", ns, *argv]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=topology.child_env())
+
+
+def lab_namespaces(name: str) -> list[str]:
+    return topology.existing_lab_namespaces(name)
+
+
+def lower_up(ns: str, ifname: str) -> bool:
+    from pyroute2 import IPRoute
+
+    with IPRoute(netns=ns) as ipr:
+        (link,) = ipr.get_links(ifname=ifname)
+        return bool(link["flags"] & 0x10000)  # IFF_LOWER_UP
+
+
+# --- pure: plan, overlap check, config, faults, flow report ------------------------------------
+
+
+def test_find_overlaps_ignores_unrelated_prefixes_and_default_routes():
+    host = ["192.0.2.2/24", "127.0.0.1/8", "0.0.0.0/0", "fd00::2/64", "10.78.0.0/16", "198.51.101.0/24"]
+    assert topology.find_overlaps(topology.LAB_RANGES, host) == []
+
+
+@pytest.mark.parametrize("existing, hits", [
+    ("203.0.113.9/24", ["203.0.113.0/24"]),  # an address counts with its whole network
+    ("198.51.100.77/32", ["198.51.100.0/24"]),  # a host route inside a lab range
+    ("10.0.0.0/8", ["10.77.0.0/24", "10.200.0.0/16"]),  # a covering route
+    ("10.200.3.0/30", ["10.200.0.0/16"]),
+])
+def test_find_overlaps_reports_each_overlapping_lab_range(existing, hits):
+    found = topology.find_overlaps(topology.LAB_RANGES, ["192.0.2.0/24", (existing, "route in table 77")])
+    assert [str(o.lab_range) for o in found] == hits
+    assert all(o.origin == "route in table 77" for o in found)
+
+
+def test_check_no_overlap_names_the_prefix_and_where_it_is():
+    topology.check_no_overlap([("192.0.2.2/24", "address on eth0")])  # the host's own: fine
+    with pytest.raises(LabError, match=r"203\.0\.113\.0/24 overlaps 203\.0\.113\.0/24 \(address on d0\)"):
+        topology.check_no_overlap([("192.0.2.2/24", "address on eth0"), ("203.0.113.9/24", "address on d0")])
+
+
+def test_lab_spec_rejects_bad_names_and_sizes():
+    for name in ("", "a-b", "x" * 17, "a b"):
+        with pytest.raises(LabError, match="lab name"):
+            LabSpec(name)
+    for n in (0, 9):
+        with pytest.raises(LabError, match=f"uplinks={n}"):
+            LabSpec("ok", n)
+
+
+def test_build_plan_addresses_and_routes_for_three_uplinks():
+    spec = LabSpec("pl", 3)
+    plan = [" ".join(c) for c in topology.build_plan(spec)]
+    assert spec.namespaces == ["lw-pl-router", "lw-pl-p1", "lw-pl-p2", "lw-pl-p3", "lw-pl-inet", "lw-pl-client"]
+    assert "ip -n lw-pl-router addr add 198.51.100.18/29 dev up3" in plan
+    assert "ip -n lw-pl-p3 addr add 198.51.100.17/29 dev dn" in plan
+    assert "ip -n lw-pl-router route add default via 198.51.100.17 dev up3 metric 300" in plan
+    assert "ip -n lw-pl-inet route add 198.51.100.16/29 via 10.200.3.1 dev p3" in plan
+    assert "ip -n lw-pl-p2 route add default via 10.200.2.2 dev in" in plan
+    assert "ip -n lw-pl-client route add default via 10.77.0.1 dev eth0" in plan
+    # every command acts on the lab's own namespaces, never the caller's
+    for cmd in topology.build_plan(spec):
+        ns = cmd[3] if cmd[1] == "netns" else cmd[2]
+        assert topology.lab_role("pl", ns) is not None, cmd
+    assert not any("192.0.2." in c for c in plan)
+
+
+def test_router_nat_uses_snat_per_uplink():
+    rules = topology.router_nat_ruleset(LabSpec("pl", 2))
+    assert 'oifname "up1" snat to 198.51.100.2' in rules
+    assert 'oifname "up2" snat to 198.51.100.10' in rules
+    assert "masquerade" not in rules
+
+
+def test_sysctls_forward_on_router_and_providers_only():
+    plan = topology.sysctl_plan(LabSpec("pl", 2))
+    assert "net.ipv4.ip_forward=1" in plan["lw-pl-router"] and "net.ipv4.ip_forward=1" in plan["lw-pl-p2"]
+    assert "net.ipv4.ip_forward=1" not in plan["lw-pl-client"]
+    assert any(s.startswith("net.ipv4.ping_group_range=0 ") for s in plan["lw-pl-router"])
+
+
+def test_engine_config_is_the_documented_toml():
+    spec = LabSpec("cf", 2)
+    cfg = tomllib.loads(topology.engine_config(spec, probe_targets=3, overrides={
+        "health": {"down_after": 3, "interval": 0.2}, "policy": {"failback_hold": 2.5}},
+        extra_toml='[log]\nlevel = "debug"'))
+    assert cfg["control"]["socket"] == "/run/linkwatch/lab-cf/control.sock"
+    assert cfg["hooks"]["directory"] == "/run/linkwatch/lab-cf/hooks.d"
+    assert cfg["uplinks"]["wan2"] == {
+        "interface": "up2", "gateway": "auto", "priority": 2, "probes": [
+            {"type": "icmp", "target": "203.0.113.1"},
+            {"type": "dns", "target": "203.0.113.53", "query": "example.com"},
+            {"type": "icmp", "target": "203.0.113.2"}]}
+    assert cfg["health"] == {"down_after": 3, "interval": 0.2}
+    assert cfg["policy"]["failback_hold"] == 2.5 and cfg["log"]["level"] == "debug"
+    one = tomllib.loads(topology.engine_config(spec, probe_targets=1))
+    assert [p["type"] for p in one["uplinks"]["wan1"]["probes"]] == ["icmp"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"probe_targets": 4}, "probe targets"),
+    ({"overrides": {"uplinks": {}}}, "reserved"),
+    ({"overrides": {"health": 3}}, "must be a table"),
+    ({"extra_toml": "[control]\nsocket = 'x'"}, "not valid TOML"),
+])
+def test_engine_config_rejects_bad_input(kwargs, message):
+    with pytest.raises(LabError, match=message):
+        topology.engine_config(LabSpec("cf", 2), **kwargs)
+
+
+def test_fault_names_parse_and_rulesets():
+    assert [faults.parse_uplink(t, 2) for t in ("wan2", "2", "up2", "UP1")] == [2, 2, 2, 1]
+    for bad in ("wan0", "eth1", "wan"):
+        with pytest.raises(faults.FaultError, match="not understood"):
+            faults.parse_uplink(bad, 2)
+    with pytest.raises(faults.FaultError, match="does not exist"):
+        faults.parse_uplink("wan3", 2)
+    assert faults.parse_fault(["loss", "30"]) == faults.Fault("loss", 30)
+    for words, msg in ((["loss"], "needs one"), (["loss", "101"], "out of range"), (["blackhole", "x"], "no argument"),
+                       (["flood"], "not understood")):
+        with pytest.raises(faults.FaultError, match=msg):
+            faults.parse_fault(words)
+    assert "numgen random mod 100 < 30 counter drop" in faults.fault_ruleset(faults.Fault("loss", 30))
+    assert "counter drop" in faults.fault_ruleset(faults.Fault("blackhole"))
+    assert "chain" not in faults.fault_ruleset(faults.Fault("clear"))
+
+
+def test_udp_listeners_parses_proc_net_udp():
+    text = ("   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+            "  1: 357100CB:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2\n"
+            "  2: 077100CB:1B5F 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2\n")
+    assert topology.udp_listeners(text) == {("203.0.113.53", 53), ("203.0.113.7", 7007)}
+
+
+def test_uplink_for_address_maps_router_addresses_only():
+    assert topology.uplink_for_address("198.51.100.10:40000").name == "wan2"
+    assert topology.uplink_for_address("198.51.100.58").name == "wan8"
+    assert topology.uplink_for_address("198.51.100.9") is None  # a gateway, not the router
+    assert topology.uplink_for_address("junk") is None
+
+
+def _replies(spec: list[tuple[int, float, str]], interval: float = 0.01) -> list[Reply]:
+    return [Reply(seq, seq * interval, t, seen) for seq, t, seen in spec]
+
+
+def test_summarize_measures_a_failover_gap_and_the_address_change():
+    sent = [i * 0.01 for i in range(100)]
+    a, b = "198.51.100.2:4000", "198.51.100.10:4000"
+    replies = _replies([(i, i * 0.01 + 0.001, a) for i in range(30)]
+                       + [(i, i * 0.01 + 0.001, b) for i in range(80, 100)])
+    r = summarize(sent, replies, 0.01)
+    assert (r.sent, r.received) == (100, 50)
+    assert r.longest_outage_s == pytest.approx(0.50)  # datagrams 30..79 lost: 50 × 10 ms
+    assert r.trailing_outage_s == 0
+    assert r.changes == (AddressChange(80, pytest.approx(0.801), "198.51.100.2", "198.51.100.10",
+                                       pytest.approx(0.50)),)
+    assert r.changes[0].before_uplink == "wan1" and r.changes[0].after_uplink == "wan2"
+    assert r.uplinks == ["wan1", "wan2"] and r.loss_pct == 50.0
+
+
+def test_summarize_edges_leading_trailing_none_and_duplicates():
+    sent = [i * 0.01 for i in range(10)]
+    a = "198.51.100.2:1"
+    r = summarize(sent, _replies([(i, i * 0.01 + 0.001, a) for i in range(3, 7)] + [(4, 0.2, a)]), 0.01)
+    assert r.received == 4  # the duplicate of 4 is ignored
+    assert r.longest_outage_s == pytest.approx(0.03)  # leading 0..2 and trailing 7..9 lost
+    assert r.trailing_outage_s == pytest.approx(0.03)
+    none = summarize(sent, [], 0.01)
+    assert (none.received, none.longest_outage_s, none.loss_pct) == (0, pytest.approx(0.10), 100.0)
+    again = FlowReport.from_dict(r.to_dict())
+    assert again.to_dict() == r.to_dict() and again.changes == r.changes
+
+
+def test_flow_bounds_are_enforced():
+    with pytest.raises(client.FlowError, match="interval 0.5 ms"):
+        client.check_bounds(1.0, 0.0005)
+    with pytest.raises(client.FlowError, match="duration 601s"):
+        client.check_bounds(601.0, 0.01)
+    with pytest.raises(client.FlowError, match="more than 200000"):
+        client.check_bounds(500.0, 0.001)
+    assert client.check_bounds(1.0, 0.01) == 100
+
+
+def test_demo_lines_and_change_labels():
+    from linkwatch.lab.demo import Mark, Snapshot, label_changes, snapshot_line
+
+    line = snapshot_line(Snapshot(3.5, ("wan2",), (("wan1", "DOWN"), ("wan2", "UP")), "wan1", 0.42))
+    assert line.startswith("   3.5s") and "active=wan2" in line and "wan1 DOWN" in line
+    assert line.endswith("client via wan1, no reply for 0.42s")
+    assert "engine: (no control socket)" in snapshot_line(Snapshot(0.0, (), (), None, None, "no control socket"))
+    report = FlowReport(10, 8, 0.01, 0.1, 1.2, 0.0, changes=(
+        AddressChange(5, 4.2, "198.51.100.2", "198.51.100.10", 0.7),
+        AddressChange(9, 20.0, "198.51.100.10", "198.51.100.2", 0.0),
+        AddressChange(12, 20.9, "198.51.100.2", "198.51.100.10", 0.3)), origin=100.0)
+    lines = label_changes(report, [Mark(103.5, "blackhole wan1", 1.0), Mark(108.0, "clear wan1"),
+                                   Mark(120.5, "carrier-down wan1", 0.2)])
+    assert "blackhole wan1" in lines[0] and "wan1 -> wan2" in lines[0] and "outage  700 ms" in lines[0]
+    assert lines[0].endswith("(target <= 1000 ms: ok)")
+    assert "clear wan1" in lines[1] and "wan2 -> wan1" in lines[1] and "target" not in lines[1]
+    assert "carrier-down wan1" in lines[2] and lines[2].endswith("(target <= 200 ms: MISSED)")
+
+
+# --- root: the lab itself ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lab():
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    topology.down(LAB)  # leftovers of an interrupted run
+    spec = topology.up(LabSpec(LAB, 2), engine=False)
+    try:
+        yield spec
+    finally:
+        topology.down(LAB)
+        assert lab_namespaces(LAB) == []
+
+
+@pytest.fixture
+def healthy(lab):
+    yield lab
+    for u in lab.uplink_list:
+        faults.apply_fault(LAB, u.name, faults.Fault("clear"))
+
+
+@pytest.mark.root
+@pytest.mark.lab
+@needs_root
+def test_up_down_leaves_no_namespace_and_no_process():
+    name = "tC2"
+    topology.down(name)
+    done = run_py(["-m", "linkwatch.lab.cli", "up", "--name", name, "--no-engine"])
+    try:
+        assert done.returncode == 0, done.stderr
+        assert len(lab_namespaces(name)) == 5
+        spec = topology.discover(name)
+        flow = client.start_flow(name, duration=30.0, interval=0.05)
+        time.sleep(0.5)
+        records = topology.read_records(spec.state_dir)
+        assert {r.role for r in records} == {"services", f"flow-{flow.pid}"}
+        assert all(r.alive for r in records)
+    finally:
+        down = run_py(["-m", "linkwatch.lab.cli", "down", "--name", name])
+    assert down.returncode == 0, down.stderr
+    assert lab_namespaces(name) == []
+    assert not any(topology.process_start_time(r.pid) == r.start_time for r in records)
+    assert not os.path.exists(spec.state_dir)
+    again = run_py(["-m", "linkwatch.lab.cli", "down", "--name", name])
+    assert again.returncode == 0 and "nothing to tear down" in again.stdout
+
+
+@pytest.mark.root
+@pytest.mark.lab
+@needs_root
+def test_up_refuses_an_existing_lab_and_down_cleans_a_partial_one():
+    name = "tC3"
+    partial = [f"lw-{name}-router", f"lw-{name}-p1"]
+    try:
+        for ns in partial:
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+        with pytest.raises(LabError, match="already exists.*lab down"):
+            topology.up(LabSpec(name, 2), engine=False)
+        assert lab_namespaces(name) == sorted(partial)  # a refusal touches nothing
+        report = topology.down(name)
+        assert sorted(report.deleted) == sorted(partial)
+        assert lab_namespaces(name) == []
+    finally:
+        topology.down(name)
+
+
+@pytest.mark.root
+@pytest.mark.lab
+@needs_root
+def test_up_starts_the_engine_in_the_router_and_down_stops_it():
+    spec = LabSpec("tC4", 2)
+    topology.down(spec.name)
+    with topology.running(spec, engine=True, options=topology.EngineOptions(probe_targets=3)):
+        with open(spec.config_path, "rb") as f:
+            assert len(tomllib.load(f)["uplinks"]["wan1"]["probes"]) == 3
+        st = topology.status(spec.name)
+        assert [u["name"] for u in st.engine["uplinks"]] == ["wan1", "wan2"], st.engine_error
+        (engine,) = [rec for rec, alive in st.processes if rec.role == "engine" and alive]
+        assert os.stat(f"/run/netns/{spec.router_ns}").st_ino == os.stat(f"/proc/{engine.pid}/ns/net").st_ino
+    assert engine.alive is False and lab_namespaces(spec.name) == []
+
+
+@pytest.mark.root
+@pytest.mark.lab
+@needs_root
+def test_client_reaches_the_echo_server_through_wan1(healthy):
+    report = client.start_flow(LAB, duration=1.0, interval=0.01).result()
+    assert report.sent == 100
+    assert report.received >= 95
+    assert report.seen_addresses == [UP1]  # the main table's metric-100 default: up1, snat to its address
+    assert report.changes == ()
+
+
+@pytest.mark.root
+@pytest.mark.lab
+@needs_root
+def test_new_socket_per_datagram_makes_new_flows(healthy):
+    report = client.start_flow(LAB, duration=0.5, interval=0.01, new_socket=True).result()
+    assert report.new_socket and report.received >= 45
+    assert len({r.seen for r in report.replies}) > 10  # a fresh source port each time
+    assert report.seen_addresses == [UP1]
+
+
+@pytest.mark.root
+@pytest.mark.lab
+@needs_root
+def test_blackhole_stops_the_flow_and_clear_restores_it(healthy):
+    flow = client.start_flow(LAB, duration=3.0, interval=0.01)
+    time.sleep(1.0)
+    faults.apply_fault(LAB, "wan1", faults.parse_fault(["blackhole"]))
+    faults.apply_fault(LAB, "wan1", faults.parse_fault(["blackhole"]))  # idempotent
+    assert faults.describe_faults(healthy) == {"wan1": "blackhole", "wan2": "none"}
+    time.sleep(1.0)
+    faults.apply_fault(LAB, "wan1", faults.Fault("clear"))
+    report = flow.result()
+    assert 0.8 <= report.longest_outage_s <= 1.5
+    assert report.trailing_outage_s < 0.05  # it came back
+    assert 60 <= report.sent - report.received <= 140
+    assert report.seen_addresses == [UP1]  # no engine: nothing moved the flow
+    assert faults.describe_faults(healthy) == {"wan1": "none", "wan2": "none"}
+
+
+@pytest.mark.root
+@pytest.mark.lab
+@needs_root
+def test_blackhole_on_the_standby_uplink_leaves_the_flow_alone(healthy):
+    faults.apply_fault(LAB, "2", faults.Fault("blackhole"))
+    report = client.start_flow(LAB, duration=0.5, interval=0.01).result()
+    assert report.received >= 47 and report.seen_addresses == [UP1]
+
+
+@pytest.mark.root
+@pytest.mark.lab
+@needs_root
+def test_loss_30_percent_each_way(healthy):
+    faults.apply_fault(LAB, "1", faults.parse_fault(["loss", "30"]))
+    faults.apply_fault(LAB, "1", faults.parse_fault(["loss", "30"]))
+    rules = topology.run_command(["ip", "netns", "exec", healthy.provider_ns(1), "nft", "list", "ruleset"])
+    assert rules.count("numgen random mod 100 < 30") == 1
+    report = client.start_flow(LAB, duration=3.0, interval=0.005).result()
+    # a round trip survives with 0.7 × 0.7 = 49 %: 51 % lost, ± ~5 standard deviations over 600
+    assert report.sent == 600
+    assert 38.0 <= report.loss_pct <= 64.0
+
+
+@pytest.mark.root
+@pytest.mark.lab
+@needs_root
+def test_carrier_down_takes_lower_up_from_the_router_uplink(healthy):
+    router = healthy.router_ns
+    assert lower_up(router, "up1")
+    faults.apply_fault(LAB, "up1", faults.Fault("carrier-down"))
+    deadline = time.monotonic() + 1.0
+    while lower_up(router, "up1") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not lower_up(router, "up1")
+    assert lower_up(router, "up2")
+    assert faults.describe_faults(healthy)["wan1"] == "carrier-down"
+    faults.apply_fault(LAB, "wan1", faults.Fault("clear"))
+    deadline = time.monotonic() + 2.0
+    while not lower_up(router, "up1") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert lower_up(router, "up1")
+
+
+@pytest.mark.root
+@pytest.mark.lab
+@needs_root
+def test_cli_status_and_fault_errors(healthy, capsys):
+    assert cli.main(["status", "--name", LAB]) == 0
+    out = capsys.readouterr().out
+    assert "namespace lw-tC1-router: present" in out and "services: pid" in out and "running" in out
+    assert cli.main(["fault", "--name", LAB, "wan3", "blackhole"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["linkwatch lab fault: uplink 'wan3' does not exist: the lab has 2 uplink(s)"]
+    assert cli.main(["status", "--name", "tCnone"]) == 1
+    assert "is not up" in capsys.readouterr().err
+
+
+@pytest.mark.root
+@pytest.mark.lab
+@needs_root
+def test_client_only_runs_in_the_named_labs_client_namespace(healthy):
+    done = run_py(["-m", "linkwatch.lab.client", "--duration", "0.2", "--lab", LAB], ns=healthy.inet_ns)
+    assert done.returncode == 2
+    assert "lw-tC1-inet" in done.stderr and "not one of" in done.stderr
+
+
+# --- root: network-safety refusals -------------------------------------------------------------
+
+
+@pytest.fixture
+def scratch_ns():
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    ns = "lw-tCo-scratch"
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        for cmd in (["link", "add", "d0", "type", "bridge"], ["addr", "add", "203.0.113.9/24", "dev", "d0"],
+                    ["link", "set", "d0", "up"]):
+            subprocess.run(["ip", "-n", ns, *cmd], check=True)
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        topology.down("tCo")
+
+
+@pytest.mark.root
+@needs_root
+def test_lab_up_refuses_inside_a_namespace_with_an_overlapping_address(scratch_ns):
+    assert ("203.0.113.9/24", "address on d0") in topology.namespace_prefixes(scratch_ns)
+    done = run_py(["-m", "linkwatch.lab.cli", "up", "--name", "tCo", "--no-engine"], ns=scratch_ns)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("linkwatch lab up: refusing to start")
+    assert "203.0.113.0/24 overlaps 203.0.113.0/24 (address on d0)" in lines[0]
+    assert lab_namespaces("tCo") == []
+
+
+@pytest.mark.root
+@needs_root
+def test_services_refuse_outside_a_lab_namespace():
+    done = run_py(["-m", "linkwatch.lab.services", "--dns", "203.0.113.53", "--echo", "203.0.113.7:7007"],
+                  timeout=15)
+    assert done.returncode != 0
+    assert "not inside a lab network namespace" in done.stderr
+
+
+@pytest.mark.root
+@needs_root
+def test_client_refuses_outside_a_lab_namespace_and_sends_nothing():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind(("127.0.0.1", 0))  # if the guard failed, the datagrams would land here, on loopback
+        port = sink.getsockname()[1]
+        done = run_py(["-m", "linkwatch.lab.client", "--duration", "0.2", "--target", f"127.0.0.1:{port}"])
+        assert done.returncode == 2
+        assert "not inside a lab network namespace" in done.stderr
+        assert select.select([sink], [], [], 0.2)[0] == []
