@@ -1,0 +1,344 @@
+"""The engine against the real kernel: a lab (network namespaces) with two uplinks, the engine
+running in the router namespace, faults injected in the provider namespaces, and a LAN client
+whose own packets show what a user would see.
+
+These tests check behaviour with generous bounds; the numbers (outage medians, worst cases) are
+measured by bench/bench.py, not asserted here. Every namespace is named lw-tF-…; the module
+fixture tears the lab down by name even when a test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pyroute2 import IPRoute
+
+from linkwatch.lab import client, faults, topology
+from linkwatch.lab.topology import EngineOptions, LabSpec
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
+    pytest.mark.root,
+    pytest.mark.lab,
+]
+
+LAB = "tF"
+PROTO = 77
+UP1, UP2 = "198.51.100.2", "198.51.100.10"
+GW1, GW2 = "198.51.100.1", "198.51.100.9"
+OPTIONS = EngineOptions(overrides={"policy": {"failback_hold": "2s"}})
+HOOK_OUT: list = [None]  # where the recording hook writes; set by the lab fixture
+HOOK = """#!/bin/sh
+echo "$LINKWATCH_EVENT|${ACTION:-}|${INTERFACE:-}|${DEVICE:-}|${LINKWATCH_STATE:-}|${LINKWATCH_ACTIVE:-}" >> {out}
+"""
+
+
+def status(spec: LabSpec) -> dict:
+    st, err = topology.engine_status(spec, timeout=2.0)
+    assert st is not None, err
+    return st
+
+
+def uplink(st: dict, name: str) -> dict:
+    return next(u for u in st["uplinks"] if u["name"] == name)
+
+
+def wait_for(pred, timeout: float, what: str, step: float = 0.05):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def active_is(spec: LabSpec, *names: str):
+    return lambda: status(spec)["active"] == list(names)
+
+
+def fault(spec: LabSpec, up: str, *words: str) -> None:
+    faults.apply_fault(spec.name, up, faults.parse_fault(list(words)))
+
+
+def owned(spec: LabSpec):
+    """(rules, routes) with linkwatch's protocol in the router namespace."""
+    with IPRoute(netns=spec.router_ns) as ipr:
+        rules = [r for r in ipr.get_rules(family=2) if r.get_attr("FRA_PROTOCOL") == PROTO]
+        routes = [r for r in ipr.route("dump", family=2) if r["proto"] == PROTO]
+    return rules, routes
+
+
+def active_route_gateways(spec: LabSpec) -> list[str]:
+    with IPRoute(netns=spec.router_ns) as ipr:
+        out = []
+        for r in ipr.get_routes(family=2, table=100):
+            if r["dst_len"] == 0 and r["type"] == 1:
+                gw = r.get_attr("RTA_GATEWAY")
+                if gw:
+                    out.append(gw)
+                for hop in r.get_attr("RTA_MULTIPATH") or []:
+                    out.append(hop.get_attr("RTA_GATEWAY"))
+        return sorted(out)
+
+
+def main_table(spec: LabSpec):
+    with IPRoute(netns=spec.router_ns) as ipr:
+        return sorted(((r.get_attr("RTA_DST"), r["dst_len"], r.get_attr("RTA_GATEWAY"), r.get_attr("RTA_PRIORITY"),
+                        r["proto"]) for r in ipr.get_routes(family=2, table=254)), key=str)
+
+
+def engine_pid(spec: LabSpec) -> int:
+    return status(spec)["pid"]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    topology.down(LAB)
+    spec = LabSpec(LAB)
+    hook_out = tmp_path_factory.mktemp("hooks") / "events.log"
+    # The hook directory is part of the lab's state dir; put our recording hook there before the engine starts.
+    os.makedirs(spec.hooks_dir, exist_ok=True)
+    hook = Path(spec.hooks_dir) / "50-record"
+    hook.write_text(HOOK.replace("{out}", str(hook_out)))
+    hook.chmod(0o755)
+    try:
+        topology.up(spec, engine=True, options=OPTIONS)
+        HOOK_OUT[0] = hook_out
+        yield spec
+    finally:
+        topology.down(LAB)
+    assert not topology.existing_lab_namespaces(LAB)
+
+
+@pytest.fixture
+def healthy(lab):
+    """Every test starts with no faults, both uplinks UP and wan1 carrying traffic."""
+    for up in ("wan1", "wan2"):
+        fault(lab, up, "clear")
+    wait_for(lambda: all(u["state"] == "UP" for u in status(lab)["uplinks"]) and status(lab)["active"] == ["wan1"],
+             20.0, "both uplinks UP and wan1 active")
+    yield lab
+    for up in ("wan1", "wan2"):
+        fault(lab, up, "clear")
+
+
+def test_routing_model_in_the_kernel(healthy):
+    main_before = main_table(healthy)
+    rules, routes = owned(healthy)
+    prios = sorted(r.get_attr("FRA_PRIORITY") for r in rules)
+    assert prios == [1000, 1001, 1002, 1100]
+    assert active_route_gateways(healthy) == [GW1]
+    by_table = {}
+    for r in routes:
+        by_table.setdefault(r.get_attr("RTA_TABLE"), []).append(r)
+    assert set(by_table) == {100, 101, 102}
+    for table in (101, 102):
+        kinds = sorted(r["type"] for r in by_table[table] if r["dst_len"] == 0)
+        assert kinds == [1, 7], "per-uplink table: default via gateway + unreachable default"
+    # The main table is the DHCP client's: linkwatch added nothing there and removed nothing.
+    assert all(m[4] != PROTO for m in main_before)
+    assert any(m[1] == 0 and m[2] == GW1 and m[3] == 100 for m in main_before), main_before
+    assert any(m[1] == 0 and m[2] == GW2 and m[3] == 200 for m in main_before), main_before
+    assert main_table(healthy) == main_before
+    # A probe from an uplink's address leaves through that uplink whatever is active.
+    with IPRoute(netns=healthy.router_ns) as ipr:
+        via2 = ipr.route("get", dst="203.0.113.1", src=UP2)[0]
+        assert via2.get_attr("RTA_GATEWAY") == GW2
+        lan = ipr.link_lookup(ifname="lan0")[0]
+        client_path = ipr.route("get", dst="203.0.113.1", src="10.77.0.2", iif=lan)[0]
+        assert client_path.get_attr("RTA_GATEWAY") == GW1
+
+
+def test_blackhole_fails_over_and_fails_back_with_the_flow(healthy):
+    flow = client.start_flow(LAB, duration=9.0, interval=0.01)
+    time.sleep(1.0)
+    fault(healthy, "wan1", "blackhole")
+    wait_for(active_is(healthy, "wan2"), 5.0, "failover to wan2")
+    assert uplink(status(healthy), "wan1")["state"] == "DOWN"
+    assert active_route_gateways(healthy) == [GW2]
+    time.sleep(1.0)
+    fault(healthy, "wan1", "clear")
+    wait_for(active_is(healthy, "wan1"), 6.0, "failback to wan1 after failback_hold")
+    report = flow.result(timeout=20)
+    seen = [c.after for c in report.changes]
+    assert seen[:2] == [UP2, UP1], f"the client's long-lived flow moved to wan2 and back: {report.summary()}"
+    assert report.trailing_outage_s == 0.0
+    assert report.longest_outage_s < 2.0, report.summary()
+
+
+def test_carrier_loss_fails_over_at_once(healthy):
+    flow = client.start_flow(LAB, duration=4.0, interval=0.01)
+    time.sleep(1.0)
+    fault(healthy, "wan1", "carrier-down")
+    wait_for(active_is(healthy, "wan2"), 2.0, "failover on carrier loss")
+    u1 = uplink(status(healthy), "wan1")
+    assert u1["state"] == "DOWN" and u1["reason"] == "carrier lost" and not u1["carrier"]
+    report = flow.result(timeout=20)
+    assert [c.after for c in report.changes] == [UP2]
+    assert report.longest_outage_s < 0.5, report.summary()
+
+
+def test_sustained_loss_degrades_and_moves_traffic(healthy):
+    fault(healthy, "wan1", "loss", "40")
+    t0 = time.monotonic()
+    wait_for(active_is(healthy, "wan2"), 15.0, "failover under 40% loss each way")
+    took = time.monotonic() - t0
+    st = uplink(status(healthy), "wan1")
+    assert st["state"] in ("DEGRADED", "DOWN", "FALLING"), st
+    assert took < 15.0
+
+
+def test_short_random_loss_causes_no_failover(healthy):
+    fault(healthy, "wan1", "loss", "10")
+    seen = set()
+    states = set()
+    deadline = time.monotonic() + 25.0
+    while time.monotonic() < deadline:
+        st = status(healthy)
+        seen.add(tuple(st["active"]))
+        states.add(uplink(st, "wan1")["state"])
+        time.sleep(0.2)
+    assert seen == {("wan1",)}, f"no failover under 10% loss each way (states seen: {states})"
+    assert "DOWN" not in states and "DEGRADED" not in states
+
+
+def test_all_uplinks_down_keeps_a_route_and_the_first_back_takes_over(healthy):
+    fault(healthy, "wan1", "blackhole")
+    fault(healthy, "wan2", "blackhole")
+    wait_for(lambda: all(u["state"] == "DOWN" for u in status(healthy)["uplinks"]), 8.0, "both DOWN")
+    assert active_route_gateways(healthy), "a default route stays in the active table"
+    with IPRoute(netns=healthy.router_ns) as ipr:
+        assert ipr.route("get", dst="203.0.113.1")[0].get_attr("RTA_GATEWAY") in (GW1, GW2)
+    fault(healthy, "wan2", "clear")
+    t0 = time.monotonic()
+    wait_for(active_is(healthy, "wan2"), 5.0, "wan2 takes traffic as soon as it is back")
+    assert time.monotonic() - t0 < 5.0
+    assert active_route_gateways(healthy) == [GW2]
+
+
+def test_deleted_route_and_rule_come_back(healthy):
+    with IPRoute(netns=healthy.router_ns) as ipr:
+        ipr.route("del", table=100, dst="0.0.0.0/0", proto=PROTO)
+        ipr.rule("del", priority=1001, table=101, src=UP1, src_len=32)
+    assert active_route_gateways(healthy) == []
+    wait_for(lambda: active_route_gateways(healthy) == [GW1], 5.0, "active route restored")
+    wait_for(lambda: 1001 in [r.get_attr("FRA_PRIORITY") for r in owned(healthy)[0]], 5.0, "uplink rule restored")
+
+
+def test_kill9_and_restart_change_nothing(healthy):
+    rules_before, routes_before = owned(healthy)
+    flow = client.start_flow(LAB, duration=6.0, interval=0.01)
+    time.sleep(1.0)
+    os.kill(engine_pid(healthy), signal.SIGKILL)
+    time.sleep(0.5)
+    assert active_route_gateways(healthy) == [GW1], "fail-static: routes stay when the engine dies"
+    topology.forget_process(healthy.state_dir, "engine")
+    topology.start_engine(healthy, OPTIONS)
+    time.sleep(2.0)
+    rules_after, routes_after = owned(healthy)
+    key = lambda r: sorted(str(a) for a in r["attrs"])  # noqa: E731
+    assert sorted(map(str, map(key, rules_after))) == sorted(map(str, map(key, rules_before))), "no duplicate rules"
+    assert len(routes_after) == len(routes_before), "no duplicate routes"
+    assert status(healthy)["active"] == ["wan1"]
+    report = flow.result(timeout=20)
+    assert report.changes == ()
+    assert report.longest_outage_s < 0.2, f"restart caused an outage: {report.summary()}"
+
+
+def test_gateway_and_address_change_like_dhcp_is_followed(healthy):
+    r, p1 = healthy.router_ns, healthy.provider_ns(1)
+    subprocess.run(["ip", "-n", p1, "addr", "add", "198.51.100.3/29", "dev", "dn"], check=True)
+    try:
+        # The DHCP client rebinds with a new address and a new gateway (old lease dropped first).
+        subprocess.run(["ip", "-n", r, "addr", "del", f"{UP1}/29", "dev", "up1"], check=True)
+        subprocess.run(["ip", "-n", r, "addr", "add", "198.51.100.4/29", "dev", "up1"], check=True)
+        subprocess.run(["ip", "-n", r, "route", "replace", "default", "via", "198.51.100.3", "dev", "up1",
+                        "metric", "100"], check=True)
+        wait_for(lambda: active_route_gateways(healthy) == ["198.51.100.3"], 5.0, "new gateway in the active table")
+        wait_for(lambda: any(x.get_attr("FRA_SRC") == "198.51.100.4" for x in owned(healthy)[0]), 5.0,
+                 "rule for the new address")
+        assert not any(x.get_attr("FRA_SRC") == UP1 for x in owned(healthy)[0]), "rule for the old address gone"
+        time.sleep(1.5)
+        u1 = uplink(status(healthy), "wan1")
+        assert u1["state"] == "UP" and u1["address"] == "198.51.100.4" and u1["gateway"] == "198.51.100.3"
+    finally:
+        subprocess.run(["ip", "-n", r, "addr", "del", "198.51.100.4/29", "dev", "up1"], check=False)
+        subprocess.run(["ip", "-n", r, "addr", "add", f"{UP1}/29", "dev", "up1"], check=False)
+        subprocess.run(["ip", "-n", r, "route", "replace", "default", "via", GW1, "dev", "up1", "metric", "100"],
+                       check=False)
+        subprocess.run(["ip", "-n", p1, "addr", "del", "198.51.100.3/29", "dev", "dn"], check=False)
+    wait_for(lambda: uplink(status(healthy), "wan1")["address"] == UP1, 5.0, "back to the original address")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "linkwatch", *args], capture_output=True, text=True, timeout=30,
+                          cwd=Path(__file__).resolve().parents[2])
+
+
+def test_cli_status_and_admin_overrides(healthy):
+    sock = ["--socket", healthy.control_socket]
+    out = cli("status", "--json", *sock)
+    assert out.returncode == 0, out.stderr
+    import json
+
+    st = json.loads(out.stdout)
+    for u in st["uplinks"]:
+        assert {"name", "state", "active", "rtt_ms", "loss_pct"} <= set(u)
+        assert isinstance(u["active"], bool)
+    table = cli("status", *sock)
+    assert table.returncode == 0 and "wan1" in table.stdout and "PROBES/DAY" in table.stdout
+    assert cli("set", "wan2", "force", *sock).returncode == 0
+    wait_for(lambda: active_route_gateways(healthy) == [GW2], 3.0, "forced to wan2")
+    assert cli("set", "wan2", "auto", *sock).returncode == 0
+    wait_for(lambda: active_route_gateways(healthy) == [GW1], 3.0, "back to automatic")
+    assert cli("set", "wan1", "disable", *sock).returncode == 0
+    wait_for(lambda: uplink(status(healthy), "wan1")["state"] == "DISABLED" and status(healthy)["active"] == ["wan2"],
+             3.0, "wan1 disabled")
+    assert cli("set", "wan1", "enable", *sock).returncode == 0
+    wait_for(active_is(healthy, "wan1"), 10.0, "wan1 back after enable")
+    bad = cli("set", "nosuch", "force", *sock)
+    assert bad.returncode == 1 and "unknown uplink 'nosuch'" in bad.stderr
+    dead = cli("status", "--socket", "/run/linkwatch/no-such.sock")
+    assert dead.returncode == 1 and "no engine socket" in dead.stderr
+
+
+def test_hooks_get_mwan3_variables(healthy):
+    out = HOOK_OUT[0]
+    start = out.read_text() if out.exists() else ""
+    fault(healthy, "wan1", "carrier-down")
+    wait_for(active_is(healthy, "wan2"), 3.0, "failover")
+    wait_for(lambda: "uplink_state|disconnected|wan1|up1|DOWN|" in out.read_text()[len(start):], 5.0,
+             "disconnected hook")
+    wait_for(lambda: "active_changed|||||wan2\n" in out.read_text()[len(start):], 5.0, "active_changed hook")
+
+
+def test_reload_keeps_state_and_flush_off_leaves_snat_flow_stuck(healthy):
+    """SIGHUP with flush_conntrack = false: no failover from the reload itself; then a failover
+    leaves the client's long-lived snat flow stuck — the control experiment for the flush."""
+    text = topology.engine_config(healthy, 2, {"policy": {"failback_hold": "2s", "flush_conntrack": False}})
+    Path(healthy.config_path).write_text(text)
+    try:
+        flow = client.start_flow(LAB, duration=6.0, interval=0.01)
+        time.sleep(0.5)
+        os.kill(engine_pid(healthy), signal.SIGHUP)
+        time.sleep(2.5)
+        assert status(healthy)["active"] == ["wan1"]
+        fault(healthy, "wan1", "blackhole")
+        wait_for(active_is(healthy, "wan2"), 5.0, "failover")
+        report = flow.result(timeout=20)
+        assert report.changes == (), "without the flush the snat flow never moves to wan2"
+        assert report.trailing_outage_s > 1.0, report.summary()
+        before = report.replies[0].seen
+        assert before.startswith(UP1)
+    finally:
+        Path(healthy.config_path).write_text(topology.engine_config(healthy, 2, OPTIONS.overrides))
+        os.kill(engine_pid(healthy), signal.SIGHUP)
+        time.sleep(2.5)
