@@ -91,6 +91,7 @@ class Uplink:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     last_round_start: float = 0.0
     rounds: int = 0
+    downs: int = 0  # times it went DOWN since the engine started
 
     @property
     def name(self) -> str:
@@ -148,6 +149,7 @@ class Engine:
         self.started_wall = time.time()
         self.last_apply_ms: float | None = None
         self.flushes: deque = deque(maxlen=20)
+        self.active_changes = 0  # since the engine started (the first choice counts)
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -413,6 +415,8 @@ class Engine:
         for t in transitions:
             if t.new in (State.UP, State.DEGRADED) and t.old not in hm.USABLE:
                 u.working_since = now
+            if t.new == State.DOWN:
+                u.downs += 1
             u.wall_since = time.time()
             s = u.stats
             self._publish(UplinkStateChanged(
@@ -434,6 +438,7 @@ class Engine:
             loop = asyncio.get_running_loop()
             self._recheck = loop.call_later(max(d.recheck_at - now, 0.0) + 0.01, self._on_recheck)
         if d.active != self.active:
+            self.active_changes += 1
             old, self.active = self.active, d.active
             log.info("active %s -> %s reason=%s", ",".join(old) or "-", ",".join(d.active) or "-", d.reason)
             self._pending_active_event = ActiveChanged(time.time(), now, old, d.active, reason_prefix + d.reason)
@@ -554,7 +559,7 @@ class Engine:
                 "gateway": gateway_of(u.cfg, f), "forced": self.forced == u.name,
                 "interval_ms": round(self.interval_of(u) * 1000),
                 "probe_bytes_per_day": None if bpd is None else round(bpd),
-                "rounds": u.rounds,
+                "rounds": u.rounds, "downs": u.downs,
                 "probes": [{"kind": r.kind, "target": r.target, "ok": r.ok, "rtt_ms": _round(r.rtt and r.rtt * 1000),
                             "error": r.error} for r in u.last_results.values()],
             })
@@ -563,7 +568,7 @@ class Engine:
             "version": __version__, "pid": os.getpid(), "started": self.started_wall,
             "mode": self.config.policy.mode, "active": list(self.active), "forced": self.forced,
             "reason": d.reason if d else "", "last_apply_ms": _round(self.last_apply_ms),
-            "conntrack_flushes": list(self.flushes), "uplinks": out,
+            "conntrack_flushes": list(self.flushes), "active_changes": self.active_changes, "uplinks": out,
             "sinks": self.sinks.stats() if self.sinks else {},
         }
 
