@@ -28,7 +28,7 @@ from linkwatch.hooks import HookSink
 from linkwatch.netwatch import LinkFacts, LinkMonitor, read_facts
 from linkwatch.policy import Decision, PolicyParams, UplinkView, decide
 from linkwatch.probes import Probe, ProbeResult, ProbeSpec, make_probes
-from linkwatch.routing import Desired, Reconciler, RoutingParams, UplinkRoute, plan
+from linkwatch.routing import Desired, Reconciler, RoutingError, RoutingParams, UplinkRoute, plan
 from linkwatch.sinks import LogSink, SinkRunner
 
 log = logging.getLogger("linkwatch.engine")
@@ -460,9 +460,13 @@ class Engine:
         """Apply the routing plan for the current decision; publish and flush after the switch."""
         if self.reconciler is None:
             return
-        desired = plan([u.route() for u in self.uplinks.values()],
-                       [(n, self.uplinks[n].cfg.weight) for n in self.active if n in self.uplinks],
-                       self.routing_params)
+        try:
+            desired = plan([u.route() for u in self.uplinks.values()],
+                           [(n, self.uplinks[n].cfg.weight) for n in self.active if n in self.uplinks],
+                           self.routing_params)
+        except RoutingError as e:  # inconsistent facts from the kernel: leave the routes as they are
+            log.error("routing plan refused, kernel left unchanged: %s", e)
+            return
         if force or desired != self._last_desired:
             t0 = time.perf_counter()
             report = self.reconciler.apply(desired)
@@ -575,10 +579,3 @@ class Engine:
 
 def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 2)
-
-
-def run_engine(config_path: str) -> int:
-    """Entry point of `linkwatch run`."""
-    config = load(config_path)
-    engine = Engine(config, config_path)
-    return asyncio.run(engine.run())

@@ -1,0 +1,45 @@
+"""Tests that keep the docs honest: every CLI command and lab subcommand is documented in the
+README, the README's quick-start commands exist, and the sample config documents every key."""
+
+from pathlib import Path
+
+from linkwatch import cli
+from linkwatch.config import describe_keys
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+
+
+def test_every_command_is_documented():
+    for name in cli.COMMANDS:
+        assert f"linkwatch {name}" in README, f"README does not document `linkwatch {name}`"
+
+
+def test_every_command_is_in_the_parser_and_the_other_way_round():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) == set(cli.COMMANDS)
+
+
+def test_every_lab_subcommand_is_documented():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    lab = sub.choices["lab"]
+    lab_sub = next(a for a in lab._actions if getattr(a, "choices", None) and "up" in a.choices)
+    for name in lab_sub.choices:
+        assert name in README.split("linkwatch lab", 1)[1], f"README does not document `linkwatch lab {name}`"
+
+
+def test_quick_start_scripts_exist_and_ci_runs_the_test_command():
+    head = README.split("## Measured")[0]
+    for script in ("scripts/demo.sh", "scripts/test.sh"):
+        assert script in head
+        assert (ROOT / script).exists()
+    assert "scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_sample_config_mentions_every_key():
+    sample = (ROOT / "etc" / "linkwatch.toml").read_text()
+    for key in describe_keys():
+        leaf = key.rsplit(".", 1)[-1]
+        assert f"{leaf} =" in sample, f"etc/linkwatch.toml does not show {key}"
