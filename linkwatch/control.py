@@ -138,8 +138,8 @@ class ControlServer:
     async def answer(self, line: bytes) -> dict:
         try:
             request = json.loads(line)
-        except ValueError as e:
-            return {"ok": False, "error": f"request is not valid JSON: {e}"}
+        except (ValueError, RecursionError) as e:  # RecursionError: absurdly nested input
+            return {"ok": False, "error": f"request is not valid JSON: {str(e) or type(e).__name__}"}
         if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
             return {"ok": False, "error": 'request must be a JSON object with a "cmd" string'}
         try:

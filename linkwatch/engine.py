@@ -65,6 +65,11 @@ def link_verdict(cfg: UplinkConfig, facts: LinkFacts | None) -> tuple[bool, str]
     return True, "link up"
 
 
+def _same_uplink(a: UplinkConfig, b: UplinkConfig) -> bool:
+    """Equal but for the numbers derived from the uplink's position in the file."""
+    return replace(a, table=b.table, rule_priority=b.rule_priority) == b
+
+
 def gateway_of(cfg: UplinkConfig, facts: LinkFacts | None) -> str | None:
     if cfg.gateway is not None:
         return cfg.gateway
@@ -90,6 +95,9 @@ class Uplink:
     stats: Stats = hm.EMPTY_STATS
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     last_round_start: float = 0.0
+    round_seq: int = 0  # numbers rounds at their start ...
+    applied_seq: int = 0  # ... so a slow old round finishing after a newer one does not step health back
+    nat_address: str | None = None  # last address seen: NAT entries to flush even after the address is gone
     rounds: int = 0
     downs: int = 0  # times it went DOWN since the engine started
 
@@ -143,7 +151,7 @@ class Engine:
         self._reload = False
         self._wakeup = asyncio.Event()
         self._pending_active_event: ActiveChanged | None = None
-        self._pending_flush: list[str] = []
+        self._pending_flush: list[tuple[str, str]] = []  # (uplink, address) whose NAT entries go
         self._last_desired: Desired | None = None
         self._recheck: asyncio.TimerHandle | None = None
         self.started_wall = time.time()
@@ -158,17 +166,24 @@ class Engine:
         for sig, fn in ((signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop),
                         (signal.SIGHUP, self.request_reload)):
             loop.add_signal_handler(sig, fn)  # handlers only set flags; the loop does the work
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self._close_io()  # never touches the routes: a failed start changes nothing
+            raise
         try:
             while not self._stop:
                 self._wakeup.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), REPAIR_INTERVAL)
-                if self._reload and not self._stop:
-                    self._reload = False
-                    await self.reload()
-                if not self._stop:
-                    self.reconcile(force=True)  # repair what someone else changed
+                try:
+                    if self._reload and not self._stop:
+                        self._reload = False
+                        await self.reload()
+                    if not self._stop:
+                        self.reconcile(force=True)  # repair what someone else changed
+                except Exception:  # a netlink hiccup must not take the engine (and the routes) down
+                    log.exception("engine loop error; routes left as they are, retrying in %gs", REPAIR_INTERVAL)
         finally:
             await self.shutdown()
         return 0
@@ -183,6 +198,8 @@ class Engine:
 
     async def start(self) -> None:
         cfg = self.config
+        self.sinks = SinkRunner(self._make_sinks())
+        await self.sinks.start()
         self.reconciler = Reconciler(self.routing_params)
         facts = read_facts([u.cfg.interface for u in self.uplinks.values()], protocol=cfg.routing.protocol)
         now = self.clock()
@@ -194,8 +211,6 @@ class Engine:
         self.active = tuple(by_if[ifx] for _, ifx in kernel_active if ifx in by_if)
         if self.active:
             log.info("adopting active uplinks from the kernel: %s", ",".join(self.active))
-        self.sinks = SinkRunner(self._make_sinks())
-        await self.sinks.start()
         self.control = ControlServer(cfg.control.socket, self.handle_request, cfg.control.mode)
         await self.control.start()
         self._decide(now, reason_prefix="start: ")
@@ -217,6 +232,9 @@ class Engine:
 
     async def shutdown(self) -> None:
         now = self.clock()
+        if self._recheck is not None:
+            self._recheck.cancel()
+            self._recheck = None
         for t in list(self._tasks.values()) + list(self._round_tasks):
             t.cancel()
         for t in list(self._tasks.values()) + list(self._round_tasks):
@@ -233,31 +251,47 @@ class Engine:
             else:
                 log.info("stopping; routes stay as they are (fail-static)")
             self.reconciler.close()
-        if self.control:
-            await self.control.close()
+            self.reconciler = None
         if self.sinks:
             self.sinks.publish(EngineEvent(time.time(), now, "stopped", ""))
+        await self._close_io()
+
+    async def _close_io(self) -> None:
+        if self.control:
+            await self.control.close()
+            self.control = None
+        if self.sinks:
             await self.sinks.stop()
+            self.sinks = None
+        if self.reconciler:
+            self.reconciler.close()
+            self.reconciler = None
 
     async def reload(self) -> None:
-        """Re-read the config. Unchanged uplinks keep their state: a reload never fails over."""
+        """Re-read the config. Unchanged uplinks keep their state: a reload never fails over.
+
+        An invalid file, or one that changes [control] or [routing] (the socket and the kernel
+        objects' numbering need a restart), is refused as a whole and the running config kept.
+        """
         if not self.config_path:
             return
         try:
             new = load(self.config_path)
         except ConfigError as e:
-            log.error("reload refused, keeping the running config:\n%s", e)
-            self._publish(EngineEvent(time.time(), self.clock(), "reload_failed", str(e)))
-            return
-        if (new.control != self.config.control or new.routing != self.config.routing):
-            log.warning("reload: [control] and [routing] changes need a restart; applying the rest")
-            new = replace(new, control=self.config.control, routing=self.config.routing)
+            return self._reload_refused(str(e))
+        if new.control != self.config.control or new.routing != self.config.routing:
+            return self._reload_refused("[control] and [routing] changes need a restart")
+        try:
+            facts = read_facts([u.interface for u in new.uplinks], protocol=new.routing.protocol)
+        except Exception as e:
+            return self._reload_refused(f"cannot read interfaces: {e}")
         old = self.uplinks
         kept, rebuilt = [], []
         uplinks: dict[str, Uplink] = {}
         for ucfg in new.uplinks:
             prev = old.get(ucfg.name)
-            if prev is not None and prev.cfg == ucfg:
+            if prev is not None and _same_uplink(prev.cfg, ucfg):
+                prev.cfg = ucfg  # table / rule priority may move with other uplinks; the state stays
                 uplinks[ucfg.name] = prev
                 kept.append(ucfg.name)
             else:
@@ -266,25 +300,37 @@ class Engine:
         for name, u in old.items():
             if uplinks.get(name) is not u:
                 self._stop_prober(u)
+        hooks_changed = new.hooks != self.config.hooks or [u.interface for u in new.uplinks] != [
+            u.cfg.interface for u in old.values()]
         self.config = new
         self.uplinks = uplinks
+        logging.getLogger("linkwatch").setLevel(getattr(logging, new.log.level.upper()))
         if self.forced not in uplinks:
             self.forced = None
+        if hooks_changed and self.sinks is not None:
+            await self.sinks.stop(drain_timeout=2.0)
+            self.sinks = SinkRunner(self._make_sinks())
+            await self.sinks.start()
         if self.monitor:
             self.monitor.close()
         self._tasks["monitor"].cancel()
-        facts = read_facts([u.cfg.interface for u in uplinks.values()], protocol=new.routing.protocol)
         now = self.clock()
         for name in rebuilt:
             self._apply_facts(uplinks[name], facts.get(uplinks[name].cfg.interface), now, initial=True)
             self._start_prober(uplinks[name])
         self.monitor = LinkMonitor([u.cfg.interface for u in uplinks.values()], protocol=new.routing.protocol)
         self._tasks["monitor"] = asyncio.create_task(self._run_monitor(), name="monitor")
+        gone = [n for n in self.active if n not in uplinks]
         self.active = tuple(n for n in self.active if n in uplinks)
         self._decide(now, reason_prefix="reload: ")
+        self._pending_flush += [(n, old[n].nat_address) for n in gone if old[n].nat_address]
         self.reconcile(force=True)
         log.info("config reloaded: kept %s, rebuilt %s", ",".join(kept) or "-", ",".join(rebuilt) or "-")
         self._publish(EngineEvent(time.time(), now, "reloaded", f"kept={kept} rebuilt={rebuilt}"))
+
+    def _reload_refused(self, why: str) -> None:
+        log.error("reload refused, keeping the running config: %s", why)
+        self._publish(EngineEvent(time.time(), self.clock(), "reload_failed", why))
 
     # ---- netlink facts ---------------------------------------------------------------------------
 
@@ -315,15 +361,26 @@ class Engine:
         old = u.facts
         u.facts = f
         ok, reason = link_verdict(u.cfg, f)
+        if not ok:
+            # No rounds run while the link is gone: stale statistics would mislead status and events.
+            u.stats = hm.EMPTY_STATS
+            u.samples.clear()
+            u.last_results.clear()
+        self._step(u, hm.on_link(u.health, ok, reason, now), now)
+        u.wake.set()
+        if f is not None and f.address:
+            if u.nat_address and f.address != u.nat_address:
+                self._pending_flush.append((u.name, u.nat_address))  # renumbered: old NAT entries are dead
+            u.nat_address = f.address
+        if u.probes and (f is None or f.address != u.probe_source):
+            u.close_probes()  # the source address changed (DHCP): rebuild on the new one
         if not initial and old is not None and f is not None and f.carrier and not old.carrier:
             gw = gateway_of(u.cfg, f)
             if gw and f.ifindex and self.reconciler:
-                # A stale FAILED neighbour entry would delay failback by a second or more.
-                self.reconciler.forget_neighbour(f.ifindex, gw)
-        if u.probes and (f is None or f.address != u.probe_source):
-            u.close_probes()  # the source address changed (DHCP): rebuild on the new one
-        self._step(u, hm.on_link(u.health, ok, reason, now), now)
-        u.wake.set()
+                try:  # a stale FAILED neighbour entry would delay failback by a second or more
+                    self.reconciler.forget_neighbour(f.ifindex, gw)
+                except Exception as e:
+                    log.warning("uplink=%s cannot drop the neighbour entry of %s: %s", u.name, gw, e)
 
     # ---- probing ----------------------------------------------------------------------------------
 
@@ -355,7 +412,8 @@ class Engine:
             u.last_round_start = now
             log.debug("uplink=%s round start state=%s", u.name, u.health.state)
             if u.health.state != State.DISABLED and u.health.link_ok and self._ensure_probes(u):
-                task = asyncio.create_task(self._round(u, u.probes, u.generation))
+                u.round_seq += 1
+                task = asyncio.create_task(self._round(u, u.probes, u.generation, u.round_seq))
                 self._round_tasks.add(task)
                 task.add_done_callback(self._round_tasks.discard)
 
@@ -373,18 +431,21 @@ class Engine:
         u.probe_source = u.facts.address
         return True
 
-    async def _round(self, u: Uplink, probes: list[Probe], generation: int) -> None:
+    async def _round(self, u: Uplink, probes: list[Probe], generation: int, seq: int) -> None:
         h = u.cfg.health
         try:
             results = await asyncio.gather(*(p.run(h.timeout, h.attempts) for p in probes))
+            if generation != u.generation or self.uplinks.get(u.name) is not u:
+                return  # the probes were rebuilt meanwhile (address change, reload)
+            self.on_round(u, results, self.clock(), seq)
         except Exception:
-            log.exception("probe round on %s failed", u.name)
-            return
-        if generation != u.generation or self.uplinks.get(u.name) is not u:
-            return  # the probes were rebuilt meanwhile (address change, reload)
-        self.on_round(u, results, self.clock())
+            log.exception("probe round on %s failed; the next round goes on", u.name)
 
-    def on_round(self, u: Uplink, results: list[ProbeResult], now: float) -> None:
+    def on_round(self, u: Uplink, results: list[ProbeResult], now: float, seq: int | None = None) -> None:
+        """Feed a finished round. Rounds overlap (timeout > fast_interval): one that started before
+        a round already applied adds its samples to the statistics but does not step the state."""
+        if not u.health.link_ok:
+            return  # the link went away while the round was in flight
         u.rounds += 1
         nbytes = 0
         for r in results:
@@ -400,6 +461,10 @@ class Engine:
         u.stats = window_stats(u.samples, now, u.params.quality_window, u.health.quality_since)
         answered = sum(1 for r in results if r.ok)
         log.debug("uplink=%s round done %d/%d answered", u.name, answered, len(results))
+        if seq is not None:
+            if seq < u.applied_seq:
+                return
+            u.applied_seq = seq
         before = u.health.state
         self._step(u, hm.on_round(u.health, answered, len(results), u.stats, u.params, now), now)
         if u.health.state != before:
@@ -413,8 +478,9 @@ class Engine:
         new, transitions = result
         u.health = new
         for t in transitions:
-            if t.new in (State.UP, State.DEGRADED) and t.old not in hm.USABLE:
-                u.working_since = now
+            if (t.new in (State.UP, State.DEGRADED) and t.old not in hm.USABLE) or (
+                    t.old == State.DEGRADED and t.new == State.UP):
+                u.working_since = now  # the failback hold counts from here
             if t.new == State.DOWN:
                 u.downs += 1
             u.wall_since = time.time()
@@ -425,7 +491,7 @@ class Engine:
 
     def views(self) -> list[UplinkView]:
         return [UplinkView(u.name, u.health.state, u.cfg.priority, u.cfg.weight, link_verdict(u.cfg, u.facts)[0],
-                           u.working_since) for u in self.uplinks.values()]
+                           u.working_since, u.health.quality_bad, u.health.since) for u in self.uplinks.values()]
 
     def _decide(self, now: float, reason_prefix: str = "") -> None:
         p = self.config.policy
@@ -442,7 +508,10 @@ class Engine:
             old, self.active = self.active, d.active
             log.info("active %s -> %s reason=%s", ",".join(old) or "-", ",".join(d.active) or "-", d.reason)
             self._pending_active_event = ActiveChanged(time.time(), now, old, d.active, reason_prefix + d.reason)
-            self._pending_flush = [n for n in old if n not in d.active]
+            for n in old:
+                u = self.uplinks.get(n)
+                if n not in d.active and u is not None and u.nat_address:
+                    self._pending_flush.append((n, u.nat_address))
             for n in set(old) ^ set(d.active):
                 if n in self.uplinks:
                     self.uplinks[n].wake.set()  # its probing interval changes (active <-> standby)
@@ -482,14 +551,10 @@ class Engine:
         if event is not None:
             self._pending_active_event = None
             self._publish(event)
-        flush = self._pending_flush
-        if flush:
-            self._pending_flush = []
-            if self.config.policy.flush_conntrack:
-                for name in flush:
-                    u = self.uplinks.get(name)
-                    if u and u.facts and u.facts.address:
-                        self._flush_conntrack(name, u.facts.address)
+        flush, self._pending_flush = self._pending_flush, []
+        if self.config.policy.flush_conntrack:
+            for name, address in flush:
+                self._flush_conntrack(name, address)
 
     def _flush_conntrack(self, name: str, address: str) -> None:
         """Delete the NAT entries of an uplink that lost its traffic, off the event loop."""
@@ -540,12 +605,14 @@ class Engine:
             u.wake.set()
         elif action == "force":
             self.forced = name
-        elif self.forced == name or action == "auto":
+        else:  # auto: back to automatic choice, whichever uplink was forced
+            message = f"auto: force on {self.forced} cleared" if self.forced else "auto: no uplink was forced"
             self.forced = None
         log.info("admin: %s %s", action, name)
         self._decide(now, reason_prefix=f"admin {action} {name}: ")
         self.reconcile()
-        return {"ok": True, "message": f"{action} {name}", "active": list(self.active)}
+        return {"ok": True, "message": message if action == "auto" else f"{action} {name}",
+                "active": list(self.active)}
 
     def status(self) -> dict:
         now = self.clock()

@@ -263,13 +263,18 @@ def on_link(h: Health, ok: bool, reason: str, now: float) -> tuple[Health, list[
 
 
 def on_admin(h: Health, disabled: bool, now: float) -> tuple[Health, list[Transition]]:
-    """The admin's disable/enable. Enabling starts afresh from INIT."""
+    """The admin's disable/enable. Enabling starts afresh from INIT (or DOWN, if the link is gone:
+    coming back must still be earned by ``up_after`` good rounds)."""
     if disabled:
         return _move(h, State.DISABLED, "disabled by admin", now)
     if h.state != State.DISABLED:
         return h, []
-    return _move(h, State.INIT, "enabled by admin", now, good_rounds=0, failed_rounds=0, quality_bad=False,
-                 bad_since=None, good_since=None, quality_since=now)
+    h, trans = _move(h, State.INIT, "enabled by admin", now, good_rounds=0, failed_rounds=0, quality_bad=False,
+                     bad_since=None, good_since=None, quality_since=now)
+    if not h.link_ok:
+        h, more = _move(h, State.DOWN, "enabled by admin; link still down", now)
+        trans += more
+    return h, trans
 
 
 def round_interval(state: State, active: bool, interval: float, fast: float, standby: float) -> float:

@@ -34,13 +34,16 @@ class UplinkView:
     priority: int
     weight: int = 1
     routable: bool = True  # carrier + address + gateway: a route through it can exist
-    working_since: float = 0.0  # when it last became working (UP/DEGRADED) from a non-working state
+    working_since: float = 0.0  # when it last became working (or recovered from DEGRADED)
+    degraded: bool = False  # quality is bad (DEGRADED, or FALLING/RISING from DEGRADED)
+    since: float = 0.0  # when it entered its current state
 
 
 @dataclass(frozen=True)
 class PolicyParams:
     mode: str = "failover"  # or "balance"
     failback_hold: float = 10.0
+    init_grace: float = 5.0  # at most this long after a (re)start, wait for a preferred INIT uplink
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,12 @@ class Decision:
         return list(self.weights)
 
 
+def _healthy(v: UplinkView) -> bool:
+    return v.state in HEALTHY and not v.degraded
+
+
 def _rank(v: UplinkView) -> tuple[int, int]:
-    return (0 if v.state in HEALTHY else 1, v.priority)
+    return (0 if _healthy(v) else 1, v.priority)
 
 
 def _decision(chosen: Sequence[UplinkView], reason: str, recheck_at: float | None = None) -> Decision:
@@ -97,12 +104,14 @@ def decide(
 
     # A restart must not fail over: while a better-or-equal uplink is still INIT, keep the kernel's choice.
     best_known = min(_rank(v) for v in working)
-    undecided = [v for v in uplinks if v.state == State.INIT and v.routable and (0, v.priority) < best_known]
+    undecided = [v for v in uplinks if v.state == State.INIT and v.routable and (0, v.priority) < best_known
+                 and now - v.since < params.init_grace]
     if undecided and (not cur or all(v.state == State.INIT or v in working for v in cur)):
         keep = [v for v in cur if v.routable]
         if keep or not cur:
             names = ", ".join(v.name for v in undecided)
-            return _decision(keep, note + f"waiting for {names} to be probed")
+            return _decision(keep, note + f"waiting for {names} to be probed",
+                             recheck_at=min(v.since for v in undecided) + params.init_grace)
 
     target = _best_set(working, params.mode)
     if cur_working and set(v.name for v in target) != set(v.name for v in cur_working):
@@ -128,12 +137,12 @@ def _names(vs: Sequence[UplinkView]) -> str:
 
 
 def _why(target: Sequence[UplinkView]) -> str:
-    kind = "healthy" if target[0].state in HEALTHY else "degraded (no healthy uplink)"
+    kind = "healthy" if _healthy(target[0]) else "degraded (no healthy uplink)"
     return f"{_names(target)} {kind}, priority {target[0].priority}"
 
 
 def _all_down(uplinks: Sequence[UplinkView], cur: Sequence[UplinkView], params: PolicyParams, note: str) -> Decision:
-    keep = [v for v in cur if v.routable]
+    keep = [v for v in cur if v.routable and v.state != State.DISABLED]
     if keep:
         return _decision(keep, note + f"no uplink works; keeping {_names(keep)} (fail-static)")
     routable = [v for v in uplinks if v.routable and v.state != State.DISABLED]

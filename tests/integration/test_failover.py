@@ -342,3 +342,27 @@ def test_reload_keeps_state_and_flush_off_leaves_snat_flow_stuck(healthy):
         Path(healthy.config_path).write_text(topology.engine_config(healthy, 2, OPTIONS.overrides))
         os.kill(engine_pid(healthy), signal.SIGHUP)
         time.sleep(2.5)
+
+
+def test_interface_renamed_away_and_back(healthy):
+    """A netlink surprise: the standby uplink's interface disappears (renamed) and comes back."""
+    r = healthy.router_ns
+    subprocess.run(["ip", "-n", r, "link", "set", "up2", "down"], check=True)
+    subprocess.run(["ip", "-n", r, "link", "set", "up2", "name", "up2x"], check=True)
+    try:
+        wait_for(lambda: uplink(status(healthy), "wan2")["reason"] == "interface up2 missing", 3.0, "wan2 missing")
+        assert uplink(status(healthy), "wan2")["state"] == "DOWN"
+        assert status(healthy)["active"] == ["wan1"]
+        assert active_route_gateways(healthy) == [GW1]
+        wait_for(lambda: not any(x.get_attr("FRA_SRC") == UP2 for x in owned(healthy)[0]), 3.0,
+                 "the missing uplink's rule withdrawn")
+    finally:
+        subprocess.run(["ip", "-n", r, "link", "set", "up2x", "name", "up2"], check=False)
+        subprocess.run(["ip", "-n", r, "link", "set", "up2", "up"], check=False)
+        # Bringing the link down removed the DHCP-style default route via up2: put it back as DHCP would.
+        subprocess.run(["ip", "-n", r, "route", "replace", "default", "via", GW2, "dev", "up2", "metric", "200"],
+                       check=False)
+    wait_for(lambda: uplink(status(healthy), "wan2")["state"] == "UP", 10.0, "wan2 back UP")
+    with IPRoute(netns=r) as ipr:
+        via2 = ipr.route("get", dst="203.0.113.1", src=UP2)[0]
+    assert via2.get_attr("RTA_GATEWAY") == GW2

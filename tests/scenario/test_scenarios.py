@@ -76,6 +76,12 @@ class RecordingSinks:
     def stats(self):
         return {"recording": {"handled": len(self.events)}}
 
+    async def start(self):
+        pass
+
+    async def stop(self, drain_timeout=5.0):
+        self.stopped = True
+
 
 def active_gateways(desired: Desired, table: int = 100) -> list[str]:
     out = []
@@ -288,3 +294,120 @@ def test_status_lists_uplinks_for_the_cli():
         assert fibre["probe_bytes_per_day"] > 0
         assert st["active"] == ["fibre"]
     run(scenario)
+
+
+def test_an_older_round_finishing_late_does_not_step_health_back():
+    def scenario():
+        s = Scenario()
+        s.rounds({"fibre": "g", "lte": "g"})
+        u = s.engine.uplinks["fibre"]
+        ok = [ProbeResult(p.type, p.target, True, 0.01, 1, 0, 28, 28, None) for p in u.cfg.probes]
+        bad = [ProbeResult(p.type, p.target, False, None, 1, 1, 28, 0, "timeout") for p in u.cfg.probes]
+        s.clock.t += 0.3
+        s.engine.on_round(u, bad, s.clock(), seq=10)
+        assert s.state("fibre") == "FALLING"
+        s.clock.t += 0.1
+        s.engine.on_round(u, ok, s.clock(), seq=12)  # a newer round answered: back UP
+        s.clock.t += 0.05
+        s.engine.on_round(u, bad, s.clock(), seq=11)  # the older one timed out afterwards
+        assert s.state("fibre") == "UP"
+        assert s.transitions("fibre")[-1] == ("FALLING", "UP")
+    run(scenario)
+
+
+def test_neighbour_cleanup_failure_does_not_keep_the_uplink_down():
+    def scenario():
+        s = Scenario()
+        s.rounds({"fibre": "g", "lte": "g"})
+
+        def boom(ifindex, address):
+            raise OSError("netlink said no")
+        s.rec.forget_neighbour = boom
+        s.facts("up1", carrier=False)
+        s.facts("up1", carrier=True)
+        assert s.engine.uplinks["fibre"].health.link_ok
+        s.rounds({"fibre": "ggggg"})
+        assert s.state("fibre") == "UP"
+    run(scenario)
+
+
+def test_link_loss_clears_stale_statistics():
+    def scenario():
+        s = Scenario()
+        s.rounds({"fibre": "ggg", "lte": "ggg"})
+        s.facts("up1", carrier=False)
+        st = next(u for u in s.engine.status()["uplinks"] if u["name"] == "fibre")
+        assert st["loss_pct"] is None and st["rtt_ms"] is None and st["probes"] == []
+        down = [e for e in s.sinks.events if isinstance(e, UplinkStateChanged) and e.new == "DOWN"][-1]
+        assert down.loss_pct is None and down.rtt_ms is None
+    run(scenario)
+
+
+def test_renumbered_uplink_flushes_its_old_nat_entries():
+    def scenario():
+        s = Scenario()
+        s.rounds({"fibre": "g", "lte": "g"})
+        s.facts("up1", address="198.51.100.4")
+        s.engine.reconcile()
+        assert s.flushed == ["198.51.100.2"]
+    run(scenario)
+
+
+def test_auto_clears_whichever_force_is_set():
+    def scenario():
+        s = Scenario()
+        s.rounds({"fibre": "g", "lte": "g"})
+        s.clock.t += 30
+        s.engine.admin("lte", "force")
+        answer = s.engine.admin("fibre", "auto")
+        assert answer["message"] == "auto: force on lte cleared"
+        assert s.engine.forced is None and s.engine.active == ("fibre",)
+    run(scenario)
+
+
+def test_reload_keeps_state_refuses_routing_changes_and_survives_renumbering(tmp_path, monkeypatch):
+    import linkwatch.engine as engine_mod
+
+    class FakeMonitor:
+        def __init__(self, *a, **k):
+            pass
+
+        async def run(self, on_change):
+            await asyncio.Event().wait()
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(engine_mod, "read_facts", lambda names, protocol=77: {n: FACTS[n] for n in names if n in FACTS})
+    monkeypatch.setattr(engine_mod, "LinkMonitor", FakeMonitor)
+    path = tmp_path / "linkwatch.toml"
+
+    async def scenario():
+        path.write_text(CONFIG)
+        s = Scenario()
+        monkeypatch.setattr(engine_mod, "SinkRunner", lambda sinks: s.sinks)  # hooks changed: same recorder
+        s.engine.config_path = str(path)
+        s.engine._start_prober = lambda u: None  # no real probes in a scenario
+        s.engine._tasks["monitor"] = asyncio.ensure_future(asyncio.sleep(3600))
+        s.rounds({"fibre": "g", "lte": "g"})
+        s.rounds({"fibre": "bbb"})
+        assert s.state("fibre") == "DOWN" and s.engine.active == ("lte",)
+        # A new uplink first in the file renumbers the others' tables: their state stays.
+        path.write_text(CONFIG.replace("[uplinks.fibre]", '[uplinks.dsl]\ninterface = "up3"\npriority = 3\n'
+                                       '[[uplinks.dsl.probes]]\ntype = "icmp"\ntarget = "203.0.113.3"\n'
+                                       "[uplinks.fibre]", 1))
+        await s.engine.reload()
+        assert s.state("fibre") == "DOWN" and s.state("lte") == "UP"
+        assert s.engine.uplinks["fibre"].cfg.table == 102
+        assert s.engine.active == ("lte",), "a reload never fails over"
+        events = len(s.sinks.events)
+        path.write_text("[routing]\nrule_priority = 2000\n" + CONFIG)
+        await s.engine.reload()
+        assert s.engine.config.routing.rule_priority == 1000
+        assert s.sinks.events[-1].what == "reload_failed" and len(s.sinks.events) == events + 1
+        path.write_text(CONFIG + "\n[bogus]\n")
+        await s.engine.reload()
+        assert s.sinks.events[-1].what == "reload_failed"
+        s.engine._tasks["monitor"].cancel()
+
+    asyncio.run(scenario())

@@ -71,6 +71,7 @@ def test_several_requests_on_one_connection(server):
     (b'{"command": "status"}\n', 'JSON object with a "cmd" string'),
     (b'{"cmd": 5}\n', 'JSON object with a "cmd" string'),
     (b"\xff\xfe\n", "not valid JSON"),
+    (b"[" * 60000 + b"\n", "not valid JSON"),
 ])
 def test_bad_requests_get_an_error_and_never_reach_the_handler(server, line, message):
     (answer,) = raw(server.path, line)

@@ -104,6 +104,7 @@ def test_disable_and_enable():
     assert h.state == State.DISABLED and tr == []
     h, tr = on_link(h, False, "carrier lost", 4.0)
     assert h.state == State.DISABLED
+    h, tr = on_link(h, True, "link up", 4.5)
     h, tr = on_admin(h, False, 5.0)
     assert h.state == State.INIT
 
@@ -206,3 +207,16 @@ def test_random_loss_rarely_fails_three_rounds_in_a_row():
     assert downs == 0
     h, tr = feed(h, "bbb", start=t)
     assert h.state == State.DOWN
+
+
+def test_enable_while_link_is_down_stays_down_until_up_after_rounds():
+    h, _ = feed(Health(), "g")
+    h, _ = on_admin(h, True, 1.0)
+    h, _ = on_link(h, False, "carrier lost", 2.0)
+    h, tr = on_admin(h, False, 3.0)
+    assert [t.new for t in tr] == [State.INIT, State.DOWN]
+    h, _ = on_link(h, True, "link up", 4.0)
+    h, _ = feed(h, "g", start=4.0)
+    assert h.state == State.RISING, "one good round is not enough after an enable with the link down"
+    h, _ = feed(h, "gggg", start=5.0)
+    assert h.state == State.UP

@@ -97,3 +97,22 @@ def test_restart_keeps_kernel_choice_while_preferred_is_init():
 def test_unroutable_uplink_cannot_be_active():
     d = decide([v("wan1", "UP", 1, routable=False), v("wan2", "UP", 2)], FAILOVER, ("wan1",), 1.0)
     assert d.active == ("wan2",)
+
+
+def test_degraded_uplink_that_misses_a_round_does_not_take_traffic_back():
+    falling_degraded = UplinkView("wan1", State.FALLING, 1, 1, True, 0.0, degraded=True)
+    d = decide([falling_degraded, v("wan2", "UP", 2)], FAILOVER, ("wan2",), 100.0)
+    assert d.active == ("wan2",)
+
+
+def test_disabled_active_uplink_is_not_kept_when_everything_else_is_down():
+    d = decide([v("wan1", "DISABLED", 1), v("wan2", "DOWN", 2)], FAILOVER, ("wan1",), 1.0)
+    assert d.active == ("wan2",) and "last resort" in d.reason
+
+
+def test_waiting_for_an_init_uplink_is_bounded():
+    init = UplinkView("wan1", State.INIT, 1, 1, True, 0.0, since=0.0)
+    d = decide([init, v("wan2", "UP", 2)], FAILOVER, (), 1.0)
+    assert d.active == () and d.recheck_at == 5.0
+    d = decide([init, v("wan2", "UP", 2)], FAILOVER, (), 6.0)
+    assert d.active == ("wan2",), "an uplink stuck in INIT does not hold traffic back forever"
