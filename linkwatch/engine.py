@@ -97,6 +97,7 @@ class Uplink:
     last_round_start: float = 0.0
     round_seq: int = 0  # numbers rounds at their start ...
     applied_seq: int = 0  # ... so a slow old round finishing after a newer one does not step health back
+    probe_error: str | None = None  # why the probes could not be opened (logged once)
     nat_address: str | None = None  # last address seen: NAT entries to flush even after the address is gone
     rounds: int = 0
     downs: int = 0  # times it went DOWN since the engine started
@@ -425,10 +426,13 @@ class Engine:
         specs = [ProbeSpec(p.type, p.target, p.query) for p in u.cfg.probes]
         try:
             u.probes = make_probes(specs, u.facts.address)
-        except Exception as e:  # e.g. the address is not assigned yet; retried next round
-            log.warning("uplink=%s cannot open probes from %s: %s", u.name, u.facts.address, e)
+        except Exception as e:  # e.g. no permission for ICMP sockets; retried every round, logged once
+            if str(e) != u.probe_error:
+                log.warning("uplink=%s cannot open probes from %s: %s", u.name, u.facts.address, e)
+            u.probe_error = str(e)
             return False
         u.probe_source = u.facts.address
+        u.probe_error = None
         return True
 
     async def _round(self, u: Uplink, probes: list[Probe], generation: int, seq: int) -> None:
@@ -630,7 +634,7 @@ class Engine:
                 "gateway": gateway_of(u.cfg, f), "forced": self.forced == u.name,
                 "interval_ms": round(self.interval_of(u) * 1000),
                 "probe_bytes_per_day": None if bpd is None else round(bpd),
-                "rounds": u.rounds, "downs": u.downs,
+                "rounds": u.rounds, "downs": u.downs, "probe_error": u.probe_error,
                 "probes": [{"kind": r.kind, "target": r.target, "ok": r.ok, "rtt_ms": _round(r.rtt and r.rtt * 1000),
                             "error": r.error} for r in u.last_results.values()],
             })
