@@ -216,8 +216,7 @@ class Engine:
         await self.control.start()
         self._decide(now, reason_prefix="start: ")
         self.reconcile(force=True)
-        self.monitor = LinkMonitor([u.cfg.interface for u in self.uplinks.values()], protocol=cfg.routing.protocol)
-        self._tasks["monitor"] = asyncio.create_task(self._run_monitor(), name="monitor")
+        self._start_monitor()
         for u in self.uplinks.values():
             self._start_prober(u)
         self._publish(EngineEvent(time.time(), now, "started", f"linkwatch {__version__}, pid {os.getpid()}"))
@@ -251,8 +250,6 @@ class Engine:
                 log.info("withdrew linkwatch routes and rules (%d removed)", len(report.removed))
             else:
                 log.info("stopping; routes stay as they are (fail-static)")
-            self.reconciler.close()
-            self.reconciler = None
         if self.sinks:
             self.sinks.publish(EngineEvent(time.time(), now, "stopped", ""))
         await self._close_io()
@@ -312,15 +309,11 @@ class Engine:
             await self.sinks.stop(drain_timeout=2.0)
             self.sinks = SinkRunner(self._make_sinks())
             await self.sinks.start()
-        if self.monitor:
-            self.monitor.close()
-        self._tasks["monitor"].cancel()
         now = self.clock()
         for name in rebuilt:
             self._apply_facts(uplinks[name], facts.get(uplinks[name].cfg.interface), now, initial=True)
             self._start_prober(uplinks[name])
-        self.monitor = LinkMonitor([u.cfg.interface for u in uplinks.values()], protocol=new.routing.protocol)
-        self._tasks["monitor"] = asyncio.create_task(self._run_monitor(), name="monitor")
+        self._start_monitor()  # the set of interfaces may have changed
         gone = [n for n in self.active if n not in uplinks]
         self.active = tuple(n for n in self.active if n in uplinks)
         self._decide(now, reason_prefix="reload: ")
@@ -335,16 +328,27 @@ class Engine:
 
     # ---- netlink facts ---------------------------------------------------------------------------
 
-    async def _run_monitor(self) -> None:
+    def _start_monitor(self) -> None:
+        """(Re)start the netlink monitor over the current uplinks' interfaces."""
+        if self.monitor:
+            self.monitor.close()
+        task = self._tasks.get("monitor")
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        self.monitor = LinkMonitor([u.cfg.interface for u in self.uplinks.values()],
+                                   protocol=self.config.routing.protocol)
+        self._tasks["monitor"] = asyncio.create_task(self._run_monitor(self.monitor), name="monitor")
+
+    async def _run_monitor(self, monitor: LinkMonitor) -> None:
         try:
-            await self.monitor.run(self._on_facts)
+            await monitor.run(self._on_facts)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("link monitor failed; routes stay, restarting it in 1s")
             await asyncio.sleep(1.0)
-            if not self._stop:
-                self._tasks["monitor"] = asyncio.create_task(self._run_monitor(), name="monitor")
+            if not self._stop and self.monitor is monitor:
+                self._start_monitor()
 
     def _on_facts(self, snapshot: dict[str, LinkFacts]) -> None:
         now = self.clock()
@@ -541,12 +545,10 @@ class Engine:
             log.error("routing plan refused, kernel left unchanged: %s", e)
             return
         if force or desired != self._last_desired:
-            t0 = time.perf_counter()
             report = self.reconciler.apply(desired)
-            ms = (time.perf_counter() - t0) * 1000
             if report.changed:
-                self.last_apply_ms = ms
-                log.info("routing applied in %.1fms: %s", ms,
+                self.last_apply_ms = report.elapsed_ms
+                log.info("routing applied in %.1fms: %s", report.elapsed_ms,
                          "; ".join(report.added + report.replaced + report.removed)[:500])
             for err in report.errors:
                 log.error("routing: %s", err)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -65,7 +64,6 @@ def lab():
     topology.down(LAB)
     spec = topology.up(LabSpec(LAB), engine=False)
     tree = readable_tree()
-    proc = None
     try:
         config = Path(tree) / "linkwatch.toml"
         config.write_text(topology.engine_config(spec, 2, {"policy": {"failback_hold": "2s"}}))
@@ -75,9 +73,10 @@ def lab():
                 "--clear-groups", "--inh-caps=-all,+net_admin,+net_raw", "--ambient-caps=-all,+net_admin,+net_raw",
                 "--bounding-set=-all,+net_admin,+net_raw", SYSTEM_PYTHON, "-m", "linkwatch", "run",
                 "--config", str(config)]
-        log = open(Path(tree) / "engine.log", "w")
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd="/",
-                                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": tree})
+        with open(Path(tree) / "engine.log", "w") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd="/",
+                                    env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": tree})
+        topology.record_process(spec.state_dir, "engine", proc.pid, argv)  # `lab down` stops it by pid
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             st, _ = topology.engine_status(spec, timeout=0.5)
@@ -89,13 +88,6 @@ def lab():
             raise AssertionError("unprivileged engine did not settle: " + (Path(tree) / "engine.log").read_text()[-2000:])
         yield spec, proc, tree
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
         topology.down(LAB)
         shutil.rmtree(tree, ignore_errors=True)
 
