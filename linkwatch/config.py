@@ -54,13 +54,13 @@ class ConfigError(Exception):
 # ---------------------------------------------------------------------------------------------
 # Durations
 
-_DURATION_PART = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)\s*")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)\s*")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 DURATION_EXAMPLES = 'a duration like "200ms", "1s" or "2m"'
 
 
 def parse_duration(text: str | int | float) -> float:
-    """Parse "200ms", "1s", "2m", "1.5s", "1h", "1m30s" or a plain number of seconds.
+    """Parse "200ms", "1s", "2m", "1.5s", "1h", "1m30s", "30d" or a plain number of seconds.
 
     Raises ValueError for anything else (no unit, unknown unit, negative, inf/nan, booleans).
     """
@@ -80,7 +80,7 @@ def parse_duration(text: str | int | float) -> float:
     while pos < len(stripped):
         match = _DURATION_PART.match(stripped, pos)
         if match is None or match.end() == pos:
-            raise ValueError(f"not a duration: {text!r} (expected e.g. '200ms', '1s', '2m', '1h')")
+            raise ValueError(f"not a duration: {text!r} (expected e.g. '200ms', '1s', '2m', '1h', '30d')")
         total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         pos = match.end()
     if not stripped:
@@ -98,6 +98,8 @@ def format_duration(seconds: float) -> str:
         return "0s"
     if seconds < 1:
         return f"{_plain_number(seconds * 1000)}ms"
+    if seconds % 86400 == 0:
+        return f"{int(seconds // 86400)}d"
     if seconds % 3600 == 0:
         return f"{int(seconds // 3600)}h"
     if seconds % 60 == 0:
@@ -458,6 +460,84 @@ class HooksConfig:
     timeout: float = field(default=10.0, metadata=_key(_duration(), "a hook is killed after this long"))
 
 
+def _listen() -> _Conv:
+    expected = 'an address and port like "127.0.0.1:8080", "0.0.0.0:8080" or "[::1]:8080"'
+
+    def check(raw: Any) -> str:
+        if not isinstance(raw, str):
+            raise _Bad(expected)
+        match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([0-9.]+):(\d{1,5})", raw.strip())
+        if match is None:
+            raise _Bad(expected, "hostnames are not accepted" if re.search(r"[g-zG-Z]", raw) else "")
+        host, port = (match.group(1), match.group(2)) if match.group(1) else (match.group(3), match.group(4))
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise _Bad(expected, f"{host!r} is not an IP address") from None
+        if not 1 <= int(port) <= 65535:
+            raise _Bad(expected, "the port must be 1..65535")
+        return raw.strip()
+
+    return _Conv(expected, check)
+
+
+def _password_hash() -> _Conv:
+    expected = 'a hash written by "linkwatch passwd" (like "scrypt:32768:8:1$...")'
+
+    def check(raw: Any) -> str:
+        if not isinstance(raw, str) or not re.fullmatch(r"(scrypt|pbkdf2):[A-Za-z0-9:]+\$[^$\s]+\$[0-9a-f]+", raw):
+            raise _Bad(expected, "never put the password itself here")
+        return raw
+
+    return _Conv(expected, check)
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """``"127.0.0.1:8080"`` -> ``("127.0.0.1", 8080)``; ``"[::1]:80"`` -> ``("::1", 80)``."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class HistoryConfig:
+    """The history database: [history]."""
+
+    path: str | None = field(default=None, metadata=_key(
+        _absolute_path(example="/var/lib/linkwatch/history.db"),
+        "SQLite file of events and samples; None = no history"))
+    sample_period: float = field(default=60.0, metadata=_key(
+        _duration(10.0), "probe results are summed up into one row per uplink per period"))
+    commit_interval: float = field(default=10.0, metadata=_key(
+        _duration(1.0), "samples are written at most this often (SD cards wear out)"))
+    event_delay: float = field(default=2.0, metadata=_key(
+        _duration(), "an event is written at most this long after it happened"))
+    keep_samples: float = field(default=30 * 86400.0, metadata=_key(
+        _duration(3600.0), "samples older than this are deleted"))
+    keep_events: float = field(default=365 * 86400.0, metadata=_key(
+        _duration(3600.0), "events older than this are deleted"))
+    max_events: int = field(default=100_000, metadata=_key(
+        _integer(100, 10_000_000), "the oldest events beyond this count are deleted (a flapping uplink)"))
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The web UI (`linkwatch web`): [web]."""
+
+    listen: str = field(default="127.0.0.1:8080", metadata=_key(_listen(), "address and port to serve on"))
+    password_hash: str | None = field(default=None, metadata=_key(
+        _password_hash(), "login password hash (set by linkwatch passwd); None = nobody can log in"))
+    public_read: bool = field(default=False, metadata=_key(
+        _boolean(), "the dashboard and the read-only API without logging in"))
+    public_metrics: bool = field(default=True, metadata=_key(
+        _boolean(), "/metrics without logging in (Prometheus cannot log in)"))
+    secure_cookies: bool = field(default=False, metadata=_key(
+        _boolean(), "mark the session cookie Secure (when served over HTTPS by a reverse proxy)"))
+    session_lifetime: float = field(default=12 * 3600.0, metadata=_key(
+        _duration(60.0), "a login lasts this long"))
+    refresh: float = field(default=1.0, metadata=_key(
+        _duration(0.2), "how often the dashboard polls the engine"))
+
+
 @dataclass(frozen=True)
 class LogConfig:
     """Logging: [log]."""
@@ -476,6 +556,8 @@ class Config:
     routing: RoutingConfig = field(default_factory=RoutingConfig, metadata={TABLE: RoutingConfig})
     hooks: HooksConfig = field(default_factory=HooksConfig, metadata={TABLE: HooksConfig})
     log: LogConfig = field(default_factory=LogConfig, metadata={TABLE: LogConfig})
+    history: HistoryConfig = field(default_factory=HistoryConfig, metadata={TABLE: HistoryConfig})
+    web: WebConfig = field(default_factory=WebConfig, metadata={TABLE: WebConfig})
     uplinks: tuple[UplinkConfig, ...] = field(default=(), metadata={NAMED: UplinkConfig})
     source: str = "<string>"
 
@@ -825,6 +907,11 @@ def _validate(doc: Mapping[str, Any], source: str) -> Config:
         if TABLE in f.metadata:
             sections[f.name], bad[f.name] = _section(f.metadata[TABLE], doc, f.name, issues)
     _check_health(sections["health"], bad["health"], "health", None, issues)
+    hist = sections["history"]
+    if not {"event_delay", "commit_interval"} & bad["history"] and hist.event_delay > hist.commit_interval:
+        issues.append(ConfigIssue("history.event_delay", (
+            f"got {format_duration(hist.event_delay)}, expected at most history.commit_interval "
+            f"({format_duration(hist.commit_interval)}): events are written at least as soon as samples")))
     uplinks = _uplinks(doc, sections["health"], bad["health"], sections["routing"], bad["routing"], issues)
     if issues:
         raise ConfigError(issues, source)

@@ -63,10 +63,42 @@ class EngineEvent:
     kind: ClassVar[str] = "engine"
 
 
-Event = UplinkStateChanged | ActiveChanged | EngineEvent
+@dataclass(frozen=True)
+class AdminAction:
+    """An operator acted on an uplink (``action`` is disable, enable, force or auto) from ``source``
+    (``cli``, ``web:<user>@<address>``, ...); ``result`` says what it did."""
+
+    at: float
+    mono: float
+    action: str
+    uplink: str
+    source: str
+    result: str
+    kind: ClassVar[str] = "admin"
+
+
+@dataclass(frozen=True)
+class UplinkSamples:
+    """What the probes of one uplink saw over one history period ``[start, at]`` (wall clock)."""
+
+    at: float
+    mono: float
+    uplink: str
+    start: float
+    sent: int
+    lost: int
+    loss_pct: float | None
+    rtt_avg_ms: float | None
+    rtt_min_ms: float | None
+    rtt_max_ms: float | None
+    jitter_ms: float | None
+    kind: ClassVar[str] = "samples"
+
+
+Event = UplinkStateChanged | ActiveChanged | EngineEvent | AdminAction | UplinkSamples
 
 EVENT_TYPES: dict[str, type] = {
-    cls.kind: cls for cls in (UplinkStateChanged, ActiveChanged, EngineEvent)
+    cls.kind: cls for cls in (UplinkStateChanged, ActiveChanged, EngineEvent, AdminAction, UplinkSamples)
 }
 
 
@@ -92,6 +124,12 @@ def _number(kind: str, name: str, value: Any) -> float:
 
 def _opt_number(kind: str, name: str, value: Any) -> float | None:
     return None if value is None else _number(kind, name, value)
+
+
+def _count(kind: str, name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise EventError(f"{kind}.{name}: expected a count (an integer >= 0), got {value!r}")
+    return value
 
 
 def _string(kind: str, name: str, value: Any) -> str:
@@ -125,6 +163,13 @@ _FIELD_CHECKS: dict[str, dict[str, Any]] = {
         "at": _number, "mono": _number, "old": _names, "new": _names, "reason": _string,
     },
     "engine": {"at": _number, "mono": _number, "what": _string, "detail": _string},
+    "admin": {"at": _number, "mono": _number, "action": _string, "uplink": _string, "source": _string,
+              "result": _string},
+    "samples": {
+        "at": _number, "mono": _number, "uplink": _string, "start": _number, "sent": _count, "lost": _count,
+        "loss_pct": _opt_number, "rtt_avg_ms": _opt_number, "rtt_min_ms": _opt_number,
+        "rtt_max_ms": _opt_number, "jitter_ms": _opt_number,
+    },
 }
 
 

@@ -131,6 +131,32 @@ def window_stats(samples: Iterable[Sample], now: float, window: float, since: fl
     )
 
 
+@dataclass(frozen=True)
+class Summary:
+    """Probe results of one period, for the history: counts and RTT in milliseconds."""
+
+    sent: int
+    lost: int
+    loss_pct: float | None  # None: nothing was sent (link down, probes not open)
+    rtt_avg_ms: float | None
+    rtt_min_ms: float | None
+    rtt_max_ms: float | None
+    jitter_ms: float | None
+
+
+def period_summary(samples: Iterable[Sample]) -> Summary:
+    """Sum up every sample given (one history period): the window statistics plus min/max RTT."""
+    samples = list(samples)
+    stats = window_stats(samples, max((s.at for s in samples), default=0.0), math.inf)
+    rtts = [s.rtt for s in samples if s.rtt is not None]
+    sent = sum(s.sent for s in samples)
+    return Summary(
+        sent=sent, lost=sum(s.lost for s in samples), loss_pct=stats.loss_pct, rtt_avg_ms=stats.rtt_ms,
+        rtt_min_ms=1000.0 * min(rtts) if rtts else None, rtt_max_ms=1000.0 * max(rtts) if rtts else None,
+        jitter_ms=stats.jitter_ms,
+    )
+
+
 def quality_verdict(stats: Stats, p: HealthParams) -> tuple[bool, bool, str]:
     """(bad, good, why) for the window: bad past the degrade thresholds, good under the recover ones.
 

@@ -9,10 +9,10 @@ background jobs, but once it exits their output is no longer captured.
 Environment: a minimal ``PATH`` plus (only the variables that apply to the event kind):
 
 =========================  ====================================================================
-LINKWATCH_EVENT            uplink_state, active_changed or engine
+LINKWATCH_EVENT            uplink_state, active_changed, engine or admin (samples events run no hooks)
 LINKWATCH_TIME             wall-clock time of the event, integer epoch seconds
 LINKWATCH_REASON           why (uplink_state, active_changed)
-LINKWATCH_UPLINK           uplink name (uplink_state)
+LINKWATCH_UPLINK           uplink name (uplink_state, admin)
 LINKWATCH_INTERFACE        its Linux device (uplink_state)
 LINKWATCH_OLD_STATE        INIT UP FALLING DOWN RISING DEGRADED DISABLED (uplink_state)
 LINKWATCH_STATE            the new state (uplink_state)
@@ -24,6 +24,9 @@ LINKWATCH_OLD_ACTIVE       uplinks that carried it before (active_changed)
 LINKWATCH_ACTIVE_DEVICES   devices of LINKWATCH_ACTIVE that are known (active_changed)
 LINKWATCH_WHAT             started, stopped, reloaded or error (engine)
 LINKWATCH_DETAIL           free text (engine)
+LINKWATCH_ACTION           disable, enable, force or auto (admin)
+LINKWATCH_SOURCE           who acted: cli, web:<user>@<address>, ... (admin)
+LINKWATCH_RESULT           what the action did (admin)
 ACTION                     mwan3: ``connected`` (UP from INIT/DOWN/RISING/DISABLED) or
                            ``disconnected`` (became DOWN); unset for every other change
 INTERFACE, DEVICE          mwan3: the uplink name and its Linux device; set only with ACTION
@@ -40,7 +43,7 @@ import stat
 from dataclasses import dataclass
 from typing import Mapping
 
-from linkwatch.events import ActiveChanged, EngineEvent, Event, UplinkStateChanged
+from linkwatch.events import ActiveChanged, AdminAction, EngineEvent, Event, UplinkStateChanged
 from linkwatch.sinks import fmt_num
 
 log = logging.getLogger(__name__)
@@ -106,6 +109,9 @@ def hook_env(ev: Event, uplinks: Mapping[str, str] | None = None) -> dict[str, s
         )
     elif isinstance(ev, EngineEvent):
         env.update(LINKWATCH_WHAT=ev.what, LINKWATCH_DETAIL=ev.detail)
+    elif isinstance(ev, AdminAction):
+        env.update(LINKWATCH_ACTION=ev.action, LINKWATCH_UPLINK=ev.uplink, LINKWATCH_SOURCE=ev.source,
+                   LINKWATCH_RESULT=ev.result)
     return env
 
 
@@ -270,6 +276,7 @@ class HookSink:
         if not timeout > 0:
             raise HookError(f"hook timeout must be > 0 seconds, got {timeout!r}")
         self.name = "hooks"
+        self.kinds = frozenset({"uplink_state", "active_changed", "engine", "admin"})  # not samples
         self.directory = os.path.abspath(directory)
         self.script_timeout = float(timeout)
         self.uplinks = dict(uplinks or {})

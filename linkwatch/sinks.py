@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
-from linkwatch.events import ActiveChanged, EngineEvent, Event, UplinkStateChanged
+from linkwatch.events import ActiveChanged, AdminAction, EngineEvent, Event, UplinkSamples, UplinkStateChanged
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class Sink(Protocol):
 
     name: str
     timeout: float  # seconds allowed per event
+    # optional attribute ``kinds``: the event kinds it wants (a frozenset); absent = every kind
 
     async def handle(self, event: Event) -> None: ...
 
@@ -65,6 +66,11 @@ def format_event(ev: Event) -> str:
         return f"active {_names(ev.old)} -> {_names(ev.new)} reason={ev.reason}"
     if isinstance(ev, EngineEvent):
         return f"engine {ev.what}" + (f" detail={ev.detail}" if ev.detail else "")
+    if isinstance(ev, AdminAction):
+        return f"admin {ev.action} uplink={ev.uplink} source={ev.source} result={ev.result}"
+    if isinstance(ev, UplinkSamples):
+        return (f"samples uplink={ev.uplink} sent={ev.sent} lost={ev.lost} loss={fmt_num(ev.loss_pct, '%')} "
+                f"rtt={fmt_num(ev.rtt_avg_ms, 'ms')} jitter={fmt_num(ev.jitter_ms, 'ms')}")
     return f"event {ev!r}"
 
 
@@ -77,7 +83,8 @@ class LogSink:
         self._log = logger or logging.getLogger("linkwatch.events")
 
     async def handle(self, event: Event) -> None:
-        self._log.info("%s", format_event(event))
+        level = logging.DEBUG if isinstance(event, UplinkSamples) else logging.INFO
+        self._log.log(level, "%s", format_event(event))
 
     async def close(self) -> None:
         return None
@@ -92,6 +99,7 @@ class _Lane:
 
     sink: Sink
     queue: collections.deque[Event]
+    kinds: frozenset[str] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     handled: int = 0
@@ -116,7 +124,7 @@ class SinkRunner:
         for s in sinks:
             if not s.timeout > 0:
                 raise SinkError(f"sink {s.name!r}: timeout must be > 0, got {s.timeout!r}")
-        self._lanes = [_Lane(s, collections.deque(maxlen=queue_size)) for s in sinks]
+        self._lanes = [_Lane(s, collections.deque(maxlen=queue_size), getattr(s, "kinds", None)) for s in sinks]
         self._queue_size = queue_size
         self._started = False
         self._stopping = False
@@ -133,6 +141,8 @@ class SinkRunner:
     def publish(self, event: Event) -> None:
         """Queue ``event`` for every sink. Never blocks, never raises."""
         for lane in self._lanes:
+            if lane.kinds is not None and event.kind not in lane.kinds:
+                continue
             try:
                 self._enqueue(lane, event)
             except Exception:  # pragma: no cover - defensive: publish must never raise

@@ -24,6 +24,7 @@ from linkwatch.config import (
     load,
     loads,
     parse_duration,
+    split_listen,
 )
 
 PROBES = """
@@ -227,7 +228,7 @@ def test_parse_duration_accepts(text, seconds):
     assert math.isclose(parse_duration(text), seconds)
 
 
-@pytest.mark.parametrize("text", ["fast", "1.5", "", "-1s", "1d", "1 s s", "ms", True, -1, math.inf, math.nan,
+@pytest.mark.parametrize("text", ["fast", "1.5", "", "-1s", "1w", "1 s s", "ms", True, -1, math.inf, math.nan,
                                   None, [1]])
 def test_parse_duration_rejects(text):
     with pytest.raises(ValueError):
@@ -388,6 +389,23 @@ ERROR_CASES = {
     "gateway broadcast": (doc(uplink='gateway = "255.255.255.255"'), "uplinks.fibre.gateway",
                           ['got "255.255.255.255"', "broadcast"]),
     "priority negative": (doc(uplink="priority = -1"), "uplinks.fibre.priority", ["got -1", "an integer 0.."]),
+    "history path relative": (doc(top='[history]\npath = "history.db"'), "history.path",
+                              ['got "history.db"', "absolute path"]),
+    "history sample period too short": (doc(top='[history]\nsample_period = "5s"'), "history.sample_period",
+                                        ['got "5s"', "at least 10s"]),
+    "history retention in days": (doc(top='[history]\nkeep_samples = "10m"'), "history.keep_samples",
+                                  ['got "10m"', "at least 1h"]),
+    "history event delay above the commit interval": (
+        doc(top='[history]\nevent_delay = "20s"'), "history.event_delay",
+        ["got 20s", "at most history.commit_interval (10s)"]),
+    "web listen hostname": (doc(top='[web]\nlisten = "router.lan:8080"'), "web.listen",
+                            ['got "router.lan:8080"', '"127.0.0.1:8080"', "hostnames"]),
+    "web listen port": (doc(top='[web]\nlisten = "127.0.0.1:80800"'), "web.listen", ['got "127.0.0.1:80800"']),
+    "web listen bad port": (doc(top='[web]\nlisten = "127.0.0.1:0"'), "web.listen", ["1..65535"]),
+    "web listen bad address": (doc(top='[web]\nlisten = "300.1.1.1:80"'), "web.listen",
+                               ["'300.1.1.1' is not an IP address"]),
+    "web password in clear": (doc(top='[web]\npassword_hash = "hunter2"'), "web.password_hash",
+                              ["linkwatch passwd", "never put the password itself here"]),
 }
 
 
@@ -452,6 +470,23 @@ def test_load_turns_os_and_encoding_errors_into_config_errors(tmp_path):
     binary.write_bytes(b"[health]\ninterval = \"\xff\"\n")
     with pytest.raises(ConfigError, match="not UTF-8"):
         load(str(binary))
+
+
+@pytest.mark.parametrize("listen, host, port", [
+    ("127.0.0.1:8080", "127.0.0.1", 8080), ("0.0.0.0:80", "0.0.0.0", 80), ("[::1]:8443", "::1", 8443),
+    ("[::]:8080", "::", 8080)])
+def test_web_listen_forms(listen, host, port):
+    cfg = loads(doc(top=f'[web]\nlisten = "{listen}"'))
+    assert split_listen(cfg.web.listen) == (host, port)
+
+
+def test_history_and_web_keys_parse():
+    h = 'scrypt:32768:8:1$abcDEF12$' + "0a" * 32
+    cfg = loads(doc(top=f'[history]\npath = "/var/lib/lw/h.db"\nkeep_samples = "7d"\nsample_period = "30s"\n'
+                        f'[web]\npassword_hash = "{h}"\npublic_read = true\nrefresh = "500ms"'))
+    assert (cfg.history.path, cfg.history.keep_samples, cfg.history.sample_period) == ("/var/lib/lw/h.db", 7 * 86400, 30)
+    assert (cfg.web.password_hash, cfg.web.public_read, cfg.web.refresh) == (h, True, 0.5)
+    assert loads(doc()).history.path is None and loads(doc()).web.password_hash is None
 
 
 def test_describe_keys_follows_the_dataclasses():
