@@ -22,8 +22,8 @@ from linkwatch import health as hm
 from linkwatch.config import Config, ConfigError, UplinkConfig, load
 from linkwatch.conntrack import flush_nat
 from linkwatch.control import ControlServer
-from linkwatch.events import ActiveChanged, EngineEvent, UplinkStateChanged
-from linkwatch.health import Health, HealthParams, Sample, State, Stats, window_stats
+from linkwatch.events import ActiveChanged, AdminAction, EngineEvent, UplinkSamples, UplinkStateChanged
+from linkwatch.health import Health, HealthParams, Sample, State, Stats, period_summary, window_stats
 from linkwatch.hooks import HookSink
 from linkwatch.netwatch import LinkFacts, LinkMonitor, read_facts
 from linkwatch.policy import Decision, PolicyParams, UplinkView, decide
@@ -101,6 +101,8 @@ class Uplink:
     nat_address: str | None = None  # last address seen: NAT entries to flush even after the address is gone
     rounds: int = 0
     downs: int = 0  # times it went DOWN since the engine started
+    transitions: int = 0  # state changes since the engine started
+    period: list = field(default_factory=list)  # samples since the last history period ended
 
     @property
     def name(self) -> str:
@@ -219,6 +221,7 @@ class Engine:
         self._start_monitor()
         for u in self.uplinks.values():
             self._start_prober(u)
+        self._start_sampler()
         self._publish(EngineEvent(time.time(), now, "started", f"linkwatch {__version__}, pid {os.getpid()}"))
         log.info("engine started: %d uplinks, mode=%s, control=%s", len(self.uplinks), cfg.policy.mode,
                  cfg.control.socket)
@@ -228,6 +231,10 @@ class Engine:
         if self.config.hooks.directory:
             sinks.append(HookSink(self.config.hooks.directory, self.config.hooks.timeout,
                                   {u.name: u.interface for u in self.config.uplinks}))
+        if self.config.history.path:
+            from linkwatch.history import HistorySink  # sqlite-utils only when a history is kept
+
+            sinks.append(HistorySink(self.config.history))
         return sinks
 
     async def shutdown(self) -> None:
@@ -298,14 +305,14 @@ class Engine:
         for name, u in old.items():
             if uplinks.get(name) is not u:
                 self._stop_prober(u)
-        hooks_changed = new.hooks != self.config.hooks or [u.interface for u in new.uplinks] != [
-            u.cfg.interface for u in old.values()]
+        sinks_changed = new.hooks != self.config.hooks or new.history != self.config.history or [
+            u.interface for u in new.uplinks] != [u.cfg.interface for u in old.values()]
         self.config = new
         self.uplinks = uplinks
         logging.getLogger("linkwatch").setLevel(getattr(logging, new.log.level.upper()))
         if self.forced not in uplinks:
             self.forced = None
-        if hooks_changed and self.sinks is not None:
+        if sinks_changed and self.sinks is not None:
             await self.sinks.stop(drain_timeout=2.0)
             self.sinks = SinkRunner(self._make_sinks())
             await self.sinks.start()
@@ -314,6 +321,7 @@ class Engine:
             self._apply_facts(uplinks[name], facts.get(uplinks[name].cfg.interface), now, initial=True)
             self._start_prober(uplinks[name])
         self._start_monitor()  # the set of interfaces may have changed
+        self._start_sampler()  # the history period may have changed
         gone = [n for n in self.active if n not in uplinks]
         self.active = tuple(n for n in self.active if n in uplinks)
         self._decide(now, reason_prefix="reload: ")
@@ -387,6 +395,38 @@ class Engine:
                 except Exception as e:
                     log.warning("uplink=%s cannot drop the neighbour entry of %s: %s", u.name, gw, e)
 
+    # ---- history samples ------------------------------------------------------------------------
+
+    def _start_sampler(self) -> None:
+        task = self._tasks.pop("sampler", None)
+        if task is not None:
+            task.cancel()
+        if self.config.history.path:
+            self._tasks["sampler"] = asyncio.create_task(self._sampler(self.config.history.sample_period),
+                                                         name="sampler")
+        else:
+            for u in self.uplinks.values():
+                u.period.clear()
+
+    async def _sampler(self, period: float) -> None:
+        """Every ``period`` (aligned to the wall clock, so rows of all uplinks line up) publish what
+        each uplink's probes saw since the last one."""
+        start = time.time()
+        while True:
+            await asyncio.sleep(period - time.time() % period)
+            start = self.publish_samples(start, time.time())
+
+    def publish_samples(self, start: float, end: float) -> float:
+        """Publish one UplinkSamples per uplink for ``[start, end]`` and begin the next period at ``end``."""
+        now = self.clock()
+        for u in self.uplinks.values():
+            taken, u.period = u.period, []
+            s = period_summary(taken)
+            self._publish(UplinkSamples(
+                at=end, mono=now, uplink=u.name, start=start, sent=s.sent, lost=s.lost, loss_pct=s.loss_pct,
+                rtt_avg_ms=s.rtt_avg_ms, rtt_min_ms=s.rtt_min_ms, rtt_max_ms=s.rtt_max_ms, jitter_ms=s.jitter_ms))
+        return end
+
     # ---- probing ----------------------------------------------------------------------------------
 
     def _start_prober(self, u: Uplink) -> None:
@@ -457,7 +497,10 @@ class Engine:
         u.rounds += 1
         nbytes = 0
         for r in results:
-            u.samples.append(Sample(now, r.target, r.sent, r.lost, r.rtt))
+            sample = Sample(now, r.target, r.sent, r.lost, r.rtt)
+            u.samples.append(sample)
+            if self.config.history.path:
+                u.period.append(sample)
             u.last_results[f"{r.kind}:{r.target}"] = r
             nbytes += r.bytes_sent + r.bytes_received
             if not r.ok:
@@ -491,6 +534,7 @@ class Engine:
                 u.working_since = now  # the failback hold counts from here
             if t.new == State.DOWN:
                 u.downs += 1
+            u.transitions += 1
             u.wall_since = time.time()
             s = u.stats
             self._publish(UplinkStateChanged(
@@ -590,7 +634,10 @@ class Engine:
         if cmd == "status":
             return {"ok": True, "status": self.status()}
         if cmd == "set":
-            return self.admin(req.get("uplink"), req.get("action"))
+            source = req.get("source", "cli")
+            if not isinstance(source, str) or not source.isprintable() or not 0 < len(source) <= 100:
+                return {"ok": False, "error": "source: expected a printable string of 1..100 characters"}
+            return self.admin(req.get("uplink"), req.get("action"), source)
         if cmd == "reload":
             self.request_reload()
             return {"ok": True, "message": "reload requested"}
@@ -598,7 +645,7 @@ class Engine:
             return {"ok": True, "version": __version__}
         return {"ok": False, "error": f"unknown command {cmd!r}; expected status, set, reload or ping"}
 
-    def admin(self, name, action) -> dict:
+    def admin(self, name, action, source: str = "cli") -> dict:
         actions = ("disable", "enable", "force", "auto")
         if not isinstance(name, str) or name not in self.uplinks:
             return {"ok": False, "error": f"unknown uplink {name!r}; expected one of {', '.join(self.uplinks)}"}
@@ -614,11 +661,13 @@ class Engine:
         else:  # auto: back to automatic choice, whichever uplink was forced
             message = f"auto: force on {self.forced} cleared" if self.forced else "auto: no uplink was forced"
             self.forced = None
-        log.info("admin: %s %s", action, name)
+        log.info("admin: %s %s (from %s)", action, name, source)
         self._decide(now, reason_prefix=f"admin {action} {name}: ")
+        message = message if action == "auto" else f"{action} {name}"
+        self._publish(AdminAction(time.time(), now, action, name, source,  # before the ActiveChanged it causes
+                                  f"{message}; active: {','.join(self.active) or '-'}"))
         self.reconcile()
-        return {"ok": True, "message": message if action == "auto" else f"{action} {name}",
-                "active": list(self.active)}
+        return {"ok": True, "message": message, "active": list(self.active)}
 
     def status(self) -> dict:
         now = self.clock()
@@ -636,7 +685,7 @@ class Engine:
                 "gateway": gateway_of(u.cfg, f), "forced": self.forced == u.name,
                 "interval_ms": round(self.interval_of(u) * 1000),
                 "probe_bytes_per_day": None if bpd is None else round(bpd),
-                "rounds": u.rounds, "downs": u.downs, "probe_error": u.probe_error,
+                "rounds": u.rounds, "downs": u.downs, "transitions": u.transitions, "probe_error": u.probe_error,
                 "probes": [{"kind": r.kind, "target": r.target, "ok": r.ok, "rtt_ms": _round(r.rtt and r.rtt * 1000),
                             "error": r.error} for r in u.last_results.values()],
             })

@@ -243,9 +243,11 @@ class SinkRunner:
             log.warning("sink %s: close failed: %s: %s", sink.name, type(exc).__name__, exc)
 
     def stats(self) -> dict[str, dict]:
-        """Per sink: handled, failed, timed_out, dropped, last_error (and queued)."""
-        return {
-            lane.sink.name: {
+        """Per sink: handled, failed, timed_out, dropped, last_error, queued, plus what the sink's
+        own ``stats()`` reports (if it has one) under ``detail``."""
+        out: dict[str, dict] = {}
+        for lane in self._lanes:
+            out[lane.sink.name] = {
                 "handled": lane.handled,
                 "failed": lane.failed,
                 "timed_out": lane.timed_out,
@@ -253,5 +255,10 @@ class SinkRunner:
                 "last_error": lane.last_error,
                 "queued": len(lane.queue),
             }
-            for lane in self._lanes
-        }
+            own = getattr(lane.sink, "stats", None)
+            if callable(own):
+                try:
+                    out[lane.sink.name]["detail"] = own()
+                except Exception as exc:  # status must answer even if a sink's stats break
+                    out[lane.sink.name]["detail"] = {"error": f"{type(exc).__name__}: {exc}"}
+        return out

@@ -8,7 +8,7 @@ import pytest
 
 from linkwatch.config import loads
 from linkwatch.engine import Engine
-from linkwatch.events import ActiveChanged, UplinkStateChanged
+from linkwatch.events import ActiveChanged, AdminAction, UplinkSamples, UplinkStateChanged
 from linkwatch.netwatch import LinkFacts
 from linkwatch.probes import ProbeResult
 from linkwatch.routing import Desired
@@ -411,3 +411,63 @@ def test_reload_keeps_state_refuses_routing_changes_and_survives_renumbering(tmp
         s.engine._tasks["monitor"].cancel()
 
     asyncio.run(scenario())
+
+
+def test_admin_actions_are_events_with_their_source_before_the_traffic_move():
+    def scenario():
+        s = Scenario()
+        s.rounds({"fibre": "g", "lte": "g"})
+        s.clock.t += 30.0
+        assert s.engine.admin("lte", "force", source="web:admin@198.51.100.7")["ok"]
+        kinds = [e.kind for e in s.sinks.events]
+        admin = [e for e in s.sinks.events if isinstance(e, AdminAction)]
+        assert [(a.action, a.uplink, a.source) for a in admin] == [("force", "lte", "web:admin@198.51.100.7")]
+        assert admin[0].result == "force lte; active: lte"
+        last_admin = len(kinds) - 1 - kinds[::-1].index("admin")
+        assert kinds[last_admin + 1:] == ["active_changed"], "the traffic move follows the action that caused it"
+    run(scenario)
+
+
+def test_control_set_checks_the_source_field():
+    async def scenario():
+        s = Scenario()
+        s.rounds({"fibre": "g", "lte": "g"})
+        bad = await s.engine.handle_request({"cmd": "set", "uplink": "lte", "action": "force", "source": "x\n<y>"})
+        assert not bad["ok"] and "source" in bad["error"]
+        bad = await s.engine.handle_request({"cmd": "set", "uplink": "lte", "action": "force", "source": 7})
+        assert not bad["ok"]
+        assert s.engine.forced is None, "a refused request changes nothing"
+        ok = await s.engine.handle_request({"cmd": "set", "uplink": "lte", "action": "disable"})
+        assert ok["ok"] and [e.source for e in s.sinks.events if isinstance(e, AdminAction)] == ["cli"]
+    asyncio.run(scenario())
+
+
+def test_history_samples_sum_up_each_period_per_uplink():
+    def scenario():
+        s = Scenario('[history]\npath = "/nonexistent/h.db"\n' + CONFIG)
+        s.rounds({"fibre": "gggg", "lte": "gggg"})
+        s.round("fibre", 1)  # one of two targets answered
+        end = s.engine.publish_samples(5000.0, 5060.0)
+        assert end == 5060.0
+        got = {e.uplink: e for e in s.sinks.events if isinstance(e, UplinkSamples)}
+        fibre, lte = got["fibre"], got["lte"]
+        assert (fibre.start, fibre.at) == (5000.0, 5060.0)
+        assert (fibre.sent, fibre.lost) == (10, 1) and fibre.loss_pct == pytest.approx(10.0)
+        assert fibre.rtt_avg_ms == pytest.approx(12.0) and fibre.rtt_min_ms == pytest.approx(12.0)
+        assert (lte.sent, lte.lost, lte.loss_pct) == (8, 0, 0.0)
+        s.engine.publish_samples(5060.0, 5120.0)  # nothing since: an empty period, not the old one again
+        empty = [e for e in s.sinks.events if isinstance(e, UplinkSamples) and e.start == 5060.0]
+        assert [(e.sent, e.loss_pct, e.rtt_avg_ms) for e in empty] == [(0, None, None)] * 2
+    run(scenario)
+
+
+def test_transitions_are_counted_in_status():
+    def scenario():
+        s = Scenario()
+        s.rounds({"fibre": "g", "lte": "g"})
+        before = {u["name"]: u["transitions"] for u in s.engine.status()["uplinks"]}
+        s.rounds({"fibre": "bbb", "lte": "ggg"})
+        after = {u["name"]: u["transitions"] for u in s.engine.status()["uplinks"]}
+        assert after["fibre"] - before["fibre"] == len(s.transitions("fibre")) - before["fibre"] == 2  # FALLING, DOWN
+        assert after["lte"] == before["lte"]
+    run(scenario)
