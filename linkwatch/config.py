@@ -251,6 +251,17 @@ def _octal_mode() -> _Conv:
     return _Conv(expected, check)
 
 
+def _group_name() -> _Conv:
+    expected = 'a group name like "linkwatch"'
+
+    def check(raw: Any) -> str:
+        if not isinstance(raw, str) or not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}\$?", raw):
+            raise _Bad(expected)
+        return raw
+
+    return _Conv(expected, check)
+
+
 def _unicast_ipv4(raw: Any, expected: str, hostname_why: str = "") -> str:
     if not isinstance(raw, str):
         raise _Bad(expected)
@@ -449,6 +460,8 @@ class ControlConfig:
     socket: str = field(default="/run/linkwatch/control.sock", metadata=_key(
         _absolute_path(107, "/run/linkwatch/control.sock"), "unix socket for the CLI, web UI and SNMP agent"))
     mode: int = field(default=0o660, metadata=_key(_octal_mode(), 'file mode of the socket ("0660" in TOML)'))
+    group: str | None = field(default=None, metadata=_key(
+        _group_name(), "group that owns the socket: its members (the web UI's user) may connect"))
 
 
 @dataclass(frozen=True)
@@ -460,25 +473,37 @@ class HooksConfig:
     timeout: float = field(default=10.0, metadata=_key(_duration(), "a hook is killed after this long"))
 
 
-def _listen() -> _Conv:
-    expected = 'an address and port like "127.0.0.1:8080", "0.0.0.0:8080" or "[::1]:8080"'
+LISTEN_EXAMPLES = 'an address and port like "127.0.0.1:8080", "0.0.0.0:8080" or "[::1]:8080"'
 
+
+def parse_listen(raw: Any) -> tuple[str, int]:
+    """``"127.0.0.1:8080"`` -> ``("127.0.0.1", 8080)``, ``"[::1]:80"`` -> ``("::1", 80)``.
+
+    Raises ValueError saying what is wrong (hostnames are refused: DNS may be down)."""
+    if not isinstance(raw, str):
+        raise ValueError("")
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([0-9.]+):(\d{1,5})", raw.strip())
+    if match is None:
+        raise ValueError("hostnames are not accepted" if re.search(r"[g-zG-Z]", raw) else "")
+    host, port = (match.group(1), match.group(2)) if match.group(1) else (match.group(3), match.group(4))
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address") from None
+    if not 1 <= int(port) <= 65535:
+        raise ValueError("the port must be 1..65535")
+    return host, int(port)
+
+
+def _listen() -> _Conv:
     def check(raw: Any) -> str:
-        if not isinstance(raw, str):
-            raise _Bad(expected)
-        match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([0-9.]+):(\d{1,5})", raw.strip())
-        if match is None:
-            raise _Bad(expected, "hostnames are not accepted" if re.search(r"[g-zG-Z]", raw) else "")
-        host, port = (match.group(1), match.group(2)) if match.group(1) else (match.group(3), match.group(4))
         try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            raise _Bad(expected, f"{host!r} is not an IP address") from None
-        if not 1 <= int(port) <= 65535:
-            raise _Bad(expected, "the port must be 1..65535")
+            parse_listen(raw)
+        except ValueError as e:
+            raise _Bad(LISTEN_EXAMPLES, str(e)) from None
         return raw.strip()
 
-    return _Conv(expected, check)
+    return _Conv(LISTEN_EXAMPLES, check)
 
 
 def _password_hash() -> _Conv:
@@ -490,12 +515,6 @@ def _password_hash() -> _Conv:
         return raw
 
     return _Conv(expected, check)
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    """``"127.0.0.1:8080"`` -> ``("127.0.0.1", 8080)``; ``"[::1]:80"`` -> ``("::1", 80)``."""
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 @dataclass(frozen=True)

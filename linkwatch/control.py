@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import json
 import logging
 import os
@@ -76,10 +77,11 @@ def _socket_alive(path: str) -> bool:
 
 
 class ControlServer:
-    def __init__(self, path: str, handler: Handler, mode: int = 0o660):
+    def __init__(self, path: str, handler: Handler, mode: int = 0o660, group: str | None = None):
         self.path = path
         self.handler = handler
         self.mode = mode
+        self.group = group
         self._server: asyncio.base_events.Server | None = None
         self._clients: set[asyncio.Task] = set()
 
@@ -96,7 +98,15 @@ class ControlServer:
             if _socket_alive(self.path):
                 raise ControlError(f"another engine answers on {self.path}; refusing to start a second one")
             os.unlink(self.path)  # stale socket of a dead engine
+        gid = -1
+        if self.group is not None:
+            try:
+                gid = grp.getgrnam(self.group).gr_gid
+            except KeyError:
+                raise ControlError(f"control socket group {self.group!r} does not exist") from None
         self._server = await asyncio.start_unix_server(self._serve, path=self.path, limit=MAX_LINE)
+        if gid >= 0:
+            os.chown(self.path, -1, gid)
         os.chmod(self.path, self.mode)
         log.info("control socket listening on %s", self.path)
 

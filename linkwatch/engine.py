@@ -214,7 +214,7 @@ class Engine:
         self.active = tuple(by_if[ifx] for _, ifx in kernel_active if ifx in by_if)
         if self.active:
             log.info("adopting active uplinks from the kernel: %s", ",".join(self.active))
-        self.control = ControlServer(cfg.control.socket, self.handle_request, cfg.control.mode)
+        self.control = ControlServer(cfg.control.socket, self.handle_request, cfg.control.mode, cfg.control.group)
         await self.control.start()
         self._decide(now, reason_prefix="start: ")
         self.reconcile(force=True)

@@ -24,7 +24,7 @@ from linkwatch.config import (
     load,
     loads,
     parse_duration,
-    split_listen,
+    parse_listen,
 )
 
 PROBES = """
@@ -389,6 +389,8 @@ ERROR_CASES = {
     "gateway broadcast": (doc(uplink='gateway = "255.255.255.255"'), "uplinks.fibre.gateway",
                           ['got "255.255.255.255"', "broadcast"]),
     "priority negative": (doc(uplink="priority = -1"), "uplinks.fibre.priority", ["got -1", "an integer 0.."]),
+    "control group not a name": (doc(top='[control]\ngroup = "wheel; rm"'), "control.group",
+                                 ['got "wheel; rm"', "a group name"]),
     "history path relative": (doc(top='[history]\npath = "history.db"'), "history.path",
                               ['got "history.db"', "absolute path"]),
     "history sample period too short": (doc(top='[history]\nsample_period = "5s"'), "history.sample_period",
@@ -477,7 +479,7 @@ def test_load_turns_os_and_encoding_errors_into_config_errors(tmp_path):
     ("[::]:8080", "::", 8080)])
 def test_web_listen_forms(listen, host, port):
     cfg = loads(doc(top=f'[web]\nlisten = "{listen}"'))
-    assert split_listen(cfg.web.listen) == (host, port)
+    assert parse_listen(cfg.web.listen) == (host, port)
 
 
 def test_history_and_web_keys_parse():

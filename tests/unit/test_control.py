@@ -121,3 +121,22 @@ def test_client_errors_are_clear(tmp_path):
     s.close()
     with pytest.raises(ControlError, match="refuses connections"):
         call(str(dead), {"cmd": "status"})
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another group needs root")
+def test_socket_group_lets_that_group_connect(tmp_path):
+    import grp
+
+    async def main():
+        path = str(tmp_path / "g.sock")
+        server = ControlServer(path, lambda req: None, mode=0o660, group="nogroup")
+        await server.start()
+        st = os.stat(path)
+        await server.close()
+        with pytest.raises(ControlError, match="group 'no-such-group' does not exist"):
+            await ControlServer(path, lambda req: None, group="no-such-group").start()
+        assert not os.path.exists(path), "a refused start leaves no socket behind"
+        return st
+
+    st = asyncio.run(main())
+    assert st.st_gid == grp.getgrnam("nogroup").gr_gid and st.st_mode & 0o777 == 0o660
