@@ -24,6 +24,9 @@ COMMANDS = {
     "set": "admin override: disable, enable, force or auto an uplink",
     "check-config": "check a config file and report every error; changes nothing",
     "lab": "build and drive the network-namespace lab (root)",
+    "history": "print the event log from the history database",
+    "web": "serve the web dashboard, JSON API and /metrics (unprivileged)",
+    "passwd": "set the web login password: writes [web] password_hash into the config",
 }
 
 
@@ -173,9 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
     sp.set_defaults(func=cmd_check_config)
 
-    from linkwatch.lab.cli import register
+    from linkwatch.lab.cli import register as register_lab
+    from linkwatch.webui.cli import register as register_web
 
-    register(sub)
+    register_lab(sub)
+    register_web(sub)
+    from linkwatch.history_cli import register as register_history
+
+    register_history(sub)
     return p
 
 

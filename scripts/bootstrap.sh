@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
 # Install what linkwatch's lab, tests and benchmarks need on a fresh Debian/Ubuntu machine (root):
 # system tools (iproute2, nftables, conntrack) and a virtualenv in .venv with the package and pytest.
+# With --browser also Debian's headless Chromium and its chromedriver (the web UI's browser test).
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+browser=0
+[ "${1:-}" = "--browser" ] && browser=1
 
 need_apt=()
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v nft >/dev/null || need_apt+=(nftables)
 command -v conntrack >/dev/null || need_apt+=(conntrack)
 command -v pgrep >/dev/null || need_apt+=(procps)
+command -v setpriv >/dev/null || need_apt+=(util-linux)
+if [ "$browser" = 1 ]; then
+    command -v chromium >/dev/null || need_apt+=(chromium)
+    command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+fi
 PY=${PYTHON:-python3}
 if ! command -v "$PY" >/dev/null; then need_apt+=(python3 python3-venv python3-pip); fi
 if command -v "$PY" >/dev/null && ! "$PY" -c 'import venv, ensurepip' 2>/dev/null; then

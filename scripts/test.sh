@@ -2,5 +2,5 @@
 # The whole test suite: pure units, scenarios and (as root) namespace tests against the real kernel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/bootstrap.sh
+bash scripts/bootstrap.sh --browser
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests

@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from linkwatch.lab.safety import NotInLabError
 from linkwatch.lab.topology import DEFAULT_NAME, DEFAULT_UPLINKS, MAX_UPLINKS, LabError
 
-ERRORS = (LabError, NotInLabError)  # FaultError and FlowError are LabErrors
+ERRORS = (LabError, NotInLabError)
+DEFAULT_WEB = "127.0.0.1:8080"  # FaultError and FlowError are LabErrors
 
 
 def _guard(command: str, handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -30,13 +31,18 @@ def _guard(command: str, handler: Callable[[argparse.Namespace], int]) -> Callab
 def cmd_up(args: argparse.Namespace) -> int:
     from linkwatch.lab import topology
 
-    spec = topology.up(topology.LabSpec(args.name, args.uplinks), engine=not args.no_engine)
+    options = topology.EngineOptions(web=args.web)
+    spec = topology.up(topology.LabSpec(args.name, args.uplinks), engine=not args.no_engine, options=options)
     print(f"lab {spec.name!r} is up: {', '.join(spec.namespaces)}")
     for u in spec.uplink_list:
         print(f"  {u.name}: router {u.interface} {u.address}/29 via {u.gateway} ({spec.provider_ns(u.index)})")
     print(f"  client {topology.LAN_CLIENT} in {spec.client_ns}; echo {topology.ECHO_SERVER}:{topology.ECHO_PORT}, "
           f"DNS {topology.DNS_SERVER}, ICMP targets 203.0.113.1-12 in {spec.inet_ns}")
     print(f"  engine: {'control socket ' + spec.control_socket if not args.no_engine else 'not started (--no-engine)'}")
+    if args.web and not args.no_engine:
+        from linkwatch.lab import web
+
+        print(f"  web UI: {web.url(args.web)} (log in with password {web.LAB_PASSWORD!r})")
     print(f"  tear down: linkwatch lab down --name {spec.name}")
     return 0
 
@@ -90,7 +96,8 @@ def cmd_fault(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from linkwatch.lab import demo
 
-    return demo.run_demo(name=args.name, keep=args.keep, uplinks=args.uplinks)
+    return demo.run_demo(name=args.name, keep=args.keep, uplinks=args.uplinks,
+                         web=None if args.no_web else args.web, pause=args.pause)
 
 
 def register(subparsers) -> None:
@@ -113,6 +120,8 @@ def register(subparsers) -> None:
     sp = named("up", "build the lab (and start the engine in its router)", cmd_up)
     uplinks_arg(sp)
     sp.add_argument("--no-engine", action="store_true", help="build the network and services only")
+    sp.add_argument("--web", nargs="?", const=DEFAULT_WEB, metavar="ADDR:PORT",
+                    help=f"also start the web UI on the host's loopback (default {DEFAULT_WEB})")
     named("down", "stop what the lab started and delete its namespaces", cmd_down)
     named("status", "namespaces, processes, faults and the engine's view", cmd_status)
     sp = named("fault", "inject or clear a fault on an uplink's provider", cmd_fault)
@@ -121,6 +130,11 @@ def register(subparsers) -> None:
     sp = named("demo", "failover demo: blackhole, carrier loss, failback, with a live client flow", cmd_demo)
     uplinks_arg(sp)
     sp.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
+    sp.add_argument("--web", default=DEFAULT_WEB, metavar="ADDR:PORT",
+                    help=f"where the web UI listens, on loopback (default {DEFAULT_WEB})")
+    sp.add_argument("--no-web", action="store_true", help="no web UI")
+    sp.add_argument("--pause", type=float, default=0.0, metavar="SECONDS",
+                    help="seconds to wait before the first fault, to open the dashboard (default 0)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -139,8 +139,12 @@ def _settled(s: Snapshot) -> bool:
     return bool(s.active) and s.client_uplink == s.active[0] and (s.since_reply or 0) < 0.1
 
 
-def run_demo(name: str = DEFAULT_NAME, keep: bool = False, uplinks: int = 2, out: TextIO | None = None) -> int:
-    """Run the demo; 0 when every failover and failback was seen, 1 when one was not."""
+def run_demo(name: str = DEFAULT_NAME, keep: bool = False, uplinks: int = 2, out: TextIO | None = None,
+             web: str | None = None, pause: float = 0.0) -> int:
+    """Run the demo; 0 when every failover and failback was seen, 1 when one was not.
+
+    With ``web`` (address:port on loopback) the lab's web UI runs too, and its URL is printed;
+    ``pause`` waits that many seconds before the first fault (time to open the dashboard)."""
     out = out or sys.stdout
     spec = LabSpec(name, uplinks)
     if spec.uplinks < 2:
@@ -154,14 +158,20 @@ def run_demo(name: str = DEFAULT_NAME, keep: bool = False, uplinks: int = 2, out
                             f"run `linkwatch lab down --name {name}` first")
         print(f"using the running lab {name!r}", file=out, flush=True)
     else:
-        print(f"bringing lab {name!r} up with the engine ...", file=out, flush=True)
-        topology.up(spec, engine=True)
+        print(f"bringing lab {name!r} up with the engine{' and the web UI' if web else ''} ...", file=out, flush=True)
+        topology.up(spec, engine=True, options=topology.EngineOptions(web=web))
         created = True
-    deadline = time.monotonic() + BUDGET
+        if web:
+            from linkwatch.lab import web as lab_web
+
+            print(f"dashboard: {lab_web.url(web)} (controls: log in with password {lab_web.LAB_PASSWORD!r})",
+                  file=out, flush=True)
+    pause = min(max(pause, 0.0), 600.0)
+    deadline = time.monotonic() + BUDGET + pause
     flow = None
     seen_all = True
     try:
-        flow = start_flow(name, duration=BUDGET + 10, interval=FLOW_INTERVAL, progress=TICK / 2)
+        flow = start_flow(name, duration=BUDGET + pause + 10, interval=FLOW_INTERVAL, progress=TICK / 2)
         demo = Demo(spec, flow, out, deadline)
         demo.say("time    engine (what it routes)                   | LAN client (where its packets go)")
         first = demo.watch(_settled, 15.0, "engine and client agreeing on an uplink")
@@ -169,6 +179,9 @@ def run_demo(name: str = DEFAULT_NAME, keep: bool = False, uplinks: int = 2, out
             raise DemoError("the engine never settled on an uplink the client uses; see "
                             f"{spec.engine_log}")
         primary = first.active[0]
+        if pause > 0:
+            demo.say(f"--- waiting {pause:g}s before the first fault")
+            demo.hold(pause)
 
         def moved(s: Snapshot) -> bool:
             return bool(s.active) and s.active[0] != primary and _settled(s)

@@ -193,6 +193,14 @@ class LabSpec:
     def services_log(self) -> str:
         return os.path.join(self.state_dir, "services.log")
 
+    @property
+    def history_path(self) -> str:
+        return os.path.join(self.state_dir, "history.db")
+
+    @property
+    def web_log(self) -> str:
+        return os.path.join(self.state_dir, "web.log")
+
 
 def lab_role(spec_name: str, namespace: str) -> str | None:
     """``router``/``inet``/``client``/``p<k>`` when ``namespace`` belongs to lab ``spec_name``."""
@@ -398,15 +406,25 @@ def probe_specs(count: int) -> list[dict[str, str]]:
 
 
 def engine_config(spec: LabSpec, probe_targets: int = 2, overrides: Mapping[str, Mapping] | None = None,
-                  extra_toml: str = "") -> str:
+                  extra_toml: str = "", web: Mapping[str, object] | None = None,
+                  socket_group: str | None = None) -> str:
     """The engine's TOML config for this lab. Pure.
 
+    The lab keeps a history (in its state directory, one row per uplink every 10 s so a short
+    demo draws graphs) unless ``overrides`` has a [history] table. ``web`` is the [web] table
+    (for the lab's web UI); ``socket_group`` owns the control socket (the web UI's group).
     ``overrides`` adds whole tables (``{"health": {...}, "policy": {...}}``); ``extra_toml`` is
     appended verbatim. The result must parse as TOML, else LabError.
     """
-    lines = ["# written by `linkwatch lab up`", "[control]", f"socket = {_toml_value(spec.control_socket)}",
-             "", "[hooks]", f"directory = {_toml_value(spec.hooks_dir)}"]
-    for table, values in (overrides or {}).items():
+    lines = ["# written by `linkwatch lab up`", "[control]", f"socket = {_toml_value(spec.control_socket)}"]
+    if socket_group:
+        lines += [f"group = {_toml_value(socket_group)}"]
+    lines += ["", "[hooks]", f"directory = {_toml_value(spec.hooks_dir)}"]
+    tables = dict(overrides or {})
+    tables.setdefault("history", {"path": spec.history_path, "sample_period": "10s"})
+    if web:
+        tables["web"] = {**web, **tables.get("web", {})}
+    for table, values in tables.items():
         if table in _RESERVED_TABLES:
             raise LabError(f"override table [{table}] is reserved: the lab writes it itself")
         if not isinstance(values, Mapping):
@@ -585,11 +603,11 @@ def stop_pid(pid: int, start_time: int | None, timeout: float = STOP_TIMEOUT) ->
 
 
 def start_background(state_dir: str, role: str, argv: list[str],
-                     log_path: str) -> tuple[subprocess.Popen, ProcessRecord]:
+                     log_path: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, ProcessRecord]:
     """Start ``argv`` detached (own session), output to ``log_path``, and record its pid."""
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=child_env(), cwd="/", start_new_session=True)
+                                env=env or child_env(), cwd="/", start_new_session=True)
     try:
         return proc, record_process(state_dir, role, proc.pid, argv)
     except LabError:
@@ -687,6 +705,7 @@ class EngineOptions:
     overrides: Mapping[str, Mapping] | None = None
     extra_toml: str = ""
     timeout: float = ENGINE_TIMEOUT
+    web: str | None = None  # address:port on the host's loopback for the lab's web UI; None = no web UI
 
 
 def preflight(spec: LabSpec) -> None:
@@ -761,8 +780,15 @@ def start_services(spec: LabSpec) -> ProcessRecord:
 
 
 def start_engine(spec: LabSpec, options: EngineOptions) -> ProcessRecord:
-    """Write the config, start ``linkwatch run`` in the router namespace, wait for its socket."""
-    text = engine_config(spec, options.probe_targets, options.overrides, options.extra_toml)
+    """Write the config, start ``linkwatch run`` in the router namespace, wait for its socket.
+
+    With ``options.web`` the web UI follows (see :mod:`linkwatch.lab.web`)."""
+    web_table, group, web_argv = None, None, None
+    if options.web:
+        from linkwatch.lab import web
+
+        web_table, group, web_argv = web.prepare(spec, options.web)
+    text = engine_config(spec, options.probe_targets, options.overrides, options.extra_toml, web_table, group)
     os.makedirs(spec.hooks_dir, exist_ok=True)
     with open(spec.config_path, "w") as f:
         f.write(text)
@@ -780,6 +806,10 @@ def start_engine(spec: LabSpec, options: EngineOptions) -> ProcessRecord:
             raise LabError(f"the engine exited (code {proc.returncode}): {tail(spec.engine_log)}")
         raise LabError(f"the engine's control socket {spec.control_socket} did not answer within "
                        f"{options.timeout:g}s ({why}); log: {tail(spec.engine_log)}")
+    if web_argv is not None:
+        from linkwatch.lab import web
+
+        web.start(spec, web_argv, options.web)
     return rec
 
 

@@ -1,0 +1,329 @@
+"""The web UI: dashboard, JSON API (/api/v1), Prometheus metrics (/metrics), login and controls.
+
+It holds no state of the engine: every request asks the engine over the control socket, and the
+history comes from the database opened read-only. So it runs as an unprivileged user, and a
+crash or restart of the web UI changes nothing on the router.
+
+Rules: read-only pages need a login unless ``[web] public_read``; controls always need a login
+and the session's CSRF token (form field ``csrf_token`` or header ``X-CSRF-Token``). Every API
+error is JSON with a 4xx code (5xx only when the engine or the database cannot answer).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import time
+from typing import Any, Callable
+
+from flask import Flask, abort, jsonify, redirect, render_template, request, session, url_for
+from werkzeug.exceptions import HTTPException
+
+from linkwatch import __version__
+from linkwatch.config import Config
+from linkwatch.control import ControlError, call
+from linkwatch.events import EVENT_TYPES
+from linkwatch.history import HistoryError, HistoryReader, parse_since
+from linkwatch.webui import WEB_DIR, metrics
+from linkwatch.webui.security import USER, Throttle, new_token, password_ok, token_ok
+
+ACTIONS = ("disable", "enable", "force", "auto")
+NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
+MAX_LIMIT = 1000
+
+
+class BadInput(ValueError):
+    """A query parameter or form field that cannot be used; becomes a 400 with this message."""
+
+
+def _engine_call(socket_path: str) -> Callable[[dict], dict]:
+    def ask(req: dict) -> dict:
+        return call(socket_path, req, timeout=2.0)
+    return ask
+
+
+def _fmt_time(value: Any) -> str:
+    if not isinstance(value, (int, float)):
+        return "-"
+    return datetime.datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _param_since(name: str, default: str | None, now: float) -> float | None:
+    text = request.args.get(name, default)
+    if text is None:
+        return None
+    try:
+        return parse_since(text, now)
+    except HistoryError as e:
+        raise BadInput(f"{name}: {e}") from None
+
+
+def _param_int(name: str, default: int, low: int, high: int) -> int:
+    text = request.args.get(name)
+    if text is None:
+        return default
+    if not re.fullmatch(r"\d{1,9}", text) or not low <= int(text) <= high:
+        raise BadInput(f"{name}: got {text[:40]!r}, expected an integer {low}..{high}")
+    return int(text)
+
+
+def _param_uplink() -> str | None:
+    text = request.args.get("uplink")
+    if text is not None and not NAME.fullmatch(text):
+        raise BadInput(f"uplink: got {text[:40]!r}, expected an uplink name (1..32 letters, digits, _ or -)")
+    return text
+
+
+def _param_kinds() -> list[str] | None:
+    text = request.args.get("kind")
+    if text is None:
+        return None
+    kinds = [k for k in text.split(",") if k]
+    unknown = [k for k in kinds if k not in EVENT_TYPES]
+    if unknown or not kinds:
+        raise BadInput(f"kind: got {text[:60]!r}, expected one or more of {', '.join(sorted(EVENT_TYPES))}")
+    return kinds
+
+
+def create_app(config: Config, engine: Callable[[dict], dict] | None = None,
+               throttle: Throttle | None = None) -> Flask:
+    """The Flask app for ``config``. ``engine`` sends one control request (tests pass a fake)."""
+    web = config.web
+    app = Flask(__name__, template_folder=os.path.join(WEB_DIR, "templates"),
+                static_folder=os.path.join(WEB_DIR, "static"))
+    app.config.update(
+        SECRET_KEY=os.urandom(32),  # a restart of the web UI logs everybody out
+        SESSION_COOKIE_NAME="linkwatch_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_SECURE=web.secure_cookies,
+        PERMANENT_SESSION_LIFETIME=datetime.timedelta(seconds=web.session_lifetime),
+        MAX_CONTENT_LENGTH=16 * 1024,
+        JSON_SORT_KEYS=False,
+    )
+    app.jinja_env.filters["time"] = _fmt_time
+    ask = engine or _engine_call(config.control.socket)
+    throttle = throttle or Throttle()
+    history_path = config.history.path
+
+    # ---- who may do what --------------------------------------------------------------------
+
+    def logged_in() -> bool:
+        return session.get("user") == USER
+
+    def may_view() -> bool:
+        return web.public_read or logged_in()
+
+    def csrf_token() -> str:
+        if "csrf" not in session:
+            session["csrf"] = new_token()
+        return session["csrf"]
+
+    def check_csrf() -> None:
+        given = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token")
+        if not token_ok(session.get("csrf"), given):
+            abort(403, "missing or wrong CSRF token (reload the page)")
+
+    def client() -> str:
+        return request.remote_addr or "unknown"
+
+    def api_error(code: int, message: str):
+        return jsonify({"ok": False, "error": message}), code
+
+    @app.before_request
+    def _guard():
+        if request.method == "POST" and request.endpoint not in (None, "static"):
+            check_csrf()
+
+    @app.after_request
+    def _headers(resp):
+        resp.headers["Content-Security-Policy"] = (
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["X-Frame-Options"] = "DENY"
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        if request.endpoint != "static":
+            resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    @app.errorhandler(BadInput)
+    def _bad_input(e):
+        return api_error(400, str(e))
+
+    @app.errorhandler(HTTPException)
+    def _http_error(e: HTTPException):
+        if request.path.startswith("/api/") or request.path == "/metrics" or request.is_json:
+            return api_error(e.code or 500, e.description or e.name)
+        return render_template("error.html", code=e.code, message=e.description or e.name), e.code
+
+    @app.errorhandler(Exception)
+    def _unexpected(e: Exception):
+        app.logger.exception("unexpected error on %s %s", request.method, request.path)
+        if request.path.startswith("/api/"):
+            return api_error(500, "internal error (logged)")
+        return render_template("error.html", code=500, message="internal error (logged)"), 500
+
+    # ---- engine and history access ----------------------------------------------------------
+
+    def engine_status() -> tuple[dict | None, str | None]:
+        try:
+            answer = ask({"cmd": "status"})
+        except ControlError as e:
+            return None, str(e)
+        if not answer.get("ok") or not isinstance(answer.get("status"), dict):
+            return None, str(answer.get("error", "the engine gave no status"))
+        return answer["status"], None
+
+    def need_history() -> None:
+        if not history_path:
+            abort(404, "no history is kept ([history] path is not set)")
+
+    def reader():
+        need_history()
+        try:
+            return HistoryReader(history_path)
+        except HistoryError as e:
+            abort(503, str(e))
+
+    def control(uplink: str, action: str) -> tuple[int, dict]:
+        if not logged_in():
+            return 401, {"ok": False, "error": "log in first"}
+        if action not in ACTIONS:
+            return 400, {"ok": False, "error": f"unknown action {action[:20]!r}; expected one of {', '.join(ACTIONS)}"}
+        if not NAME.fullmatch(uplink or ""):
+            return 400, {"ok": False, "error": "uplink: expected an uplink name"}
+        try:
+            answer = ask({"cmd": "set", "uplink": uplink, "action": action, "source": f"web:{USER}@{client()}"})
+        except ControlError as e:
+            return 503, {"ok": False, "error": str(e)}
+        if not answer.get("ok"):
+            error = str(answer.get("error", "refused"))
+            return (404 if error.startswith("unknown uplink") else 400), {"ok": False, "error": error}
+        return 200, {"ok": True, "message": answer.get("message", ""), "active": answer.get("active", [])}
+
+    # ---- pages ------------------------------------------------------------------------------
+
+    @app.get("/")
+    def dashboard():
+        if not may_view():
+            return redirect(url_for("login"))
+        status, error = engine_status()
+        return render_template(
+            "dashboard.html", status=status, error=error, logged_in=logged_in(), csrf=csrf_token(),
+            refresh_ms=int(web.refresh * 1000), history=bool(history_path), version=__version__,
+            can_login=bool(web.password_hash), actions=ACTIONS)
+
+    @app.get("/login")
+    def login():
+        return render_template("login.html", csrf=csrf_token(), can_login=bool(web.password_hash), error=None,
+                               version=__version__)
+
+    @app.post("/login")
+    def login_post():
+        address = client()
+        wait = throttle.retry_after(address)
+        if wait > 0:
+            return render_template("login.html", csrf=csrf_token(), can_login=True, version=__version__,
+                                   error=f"too many failed logins; try again in {wait:.0f}s"), 429
+        if not password_ok(web.password_hash, request.form.get("password", "")):
+            throttle.failed(address)
+            app.logger.warning("web: failed login from %s", address)
+            return render_template("login.html", csrf=csrf_token(), can_login=bool(web.password_hash),
+                                   error="wrong password", version=__version__), 401
+        throttle.succeeded(address)
+        session.clear()  # a fresh session (and CSRF token) after login: no session fixation
+        session.permanent = True
+        session["user"] = USER
+        session["csrf"] = new_token()
+        app.logger.info("web: %s logged in from %s", USER, address)
+        return redirect(url_for("dashboard"))
+
+    @app.post("/logout")
+    def logout():
+        session.clear()
+        return redirect(url_for("login"))
+
+    @app.post("/control")
+    def control_form():
+        code, answer = control(request.form.get("uplink", ""), request.form.get("action", ""))
+        if code == 401:
+            return redirect(url_for("login"))
+        if code != 200:
+            return render_template("error.html", code=code, message=answer["error"]), code
+        return redirect(url_for("dashboard"))
+
+    # ---- JSON API ---------------------------------------------------------------------------
+
+    @app.get("/api/v1/session")
+    def api_session():
+        return jsonify({"ok": True, "logged_in": logged_in(), "user": USER if logged_in() else None,
+                        "public_read": web.public_read, "csrf": csrf_token() if logged_in() else None})
+
+    @app.get("/api/v1/status")
+    def api_status():
+        if not may_view():
+            return api_error(401, "log in first")
+        status, error = engine_status()
+        if status is None:
+            return api_error(503, error or "engine not reachable")
+        return jsonify({"ok": True, "status": status})
+
+    @app.get("/api/v1/events")
+    def api_events():
+        if not may_view():
+            return api_error(401, "log in first")
+        need_history()
+        now = time.time()
+        args = dict(uplink=_param_uplink(), since=_param_since("since", "1d", now),
+                    until=_param_since("until", None, now), kinds=_param_kinds(),
+                    limit=_param_int("limit", 200, 1, MAX_LIMIT))
+        db = reader()
+        try:
+            events = db.events(**args)
+        except HistoryError as e:
+            abort(503, str(e))
+        finally:
+            db.close()
+        return jsonify({"ok": True, "events": events})
+
+    @app.get("/api/v1/samples")
+    def api_samples():
+        if not may_view():
+            return api_error(401, "log in first")
+        need_history()
+        now = time.time()
+        since = _param_since("since", "1h", now)
+        until = _param_since("until", None, now)
+        step = _param_int("step", 0, 0, 86400 * 31) or None
+        uplink = _param_uplink()
+        if until is not None and since is not None and until <= since:
+            raise BadInput("until: must be later than since")
+        db = reader()
+        try:
+            data = db.samples(since, until=until, step=step, uplink=uplink)
+        except HistoryError as e:
+            abort(503, str(e))
+        finally:
+            db.close()
+        return jsonify({"ok": True, "since": since, "until": until or now, **data})
+
+    @app.post("/api/v1/uplinks/<name>/<action>")
+    def api_control(name: str, action: str):
+        code, answer = control(name, action)
+        return jsonify(answer), code
+
+    @app.get("/metrics")
+    def prometheus():
+        if not (web.public_metrics or may_view()):
+            return api_error(401, "log in first (or set [web] public_metrics = true)")
+        status, _ = engine_status()
+        return app.response_class(metrics.render(status), mimetype="text/plain; version=0.0.4")
+
+    @app.get("/healthz")
+    def healthz():
+        status, error = engine_status()
+        return jsonify({"ok": status is not None, "engine": error or "answering"}), 200 if status else 503
+
+    return app

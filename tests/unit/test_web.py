@@ -1,0 +1,395 @@
+"""The web UI through Flask's test client: every route, the auth and CSRF rules, escaping, the API's
+error contract (4xx JSON, never a 500 for bad input), /metrics and `linkwatch passwd`."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+
+import pytest
+
+from linkwatch.config import loads
+from linkwatch.control import ControlError
+from linkwatch.webui import WEB_DIR, metrics
+from linkwatch.webui.app import create_app
+from linkwatch.webui.cli import PasswdError, set_password_hash, write_config
+from linkwatch.webui.security import PasswordError, Throttle, hash_password, password_ok
+
+PASSWORD = "correct horse battery"
+HASH = hash_password(PASSWORD)
+
+BASE = """
+[uplinks.wan1]
+interface = "eth1"
+[[uplinks.wan1.probes]]
+type = "icmp"
+target = "198.51.100.1"
+[uplinks.lte]
+interface = "wwan0"
+priority = 2
+[[uplinks.lte.probes]]
+type = "icmp"
+target = "198.51.100.1"
+"""
+
+EVIL = '<script>alert(1)</script>'
+
+STATUS = {
+    "version": "0.1.0", "pid": 42, "started": 1.7e9, "mode": "failover", "active": ["wan1"], "forced": None,
+    "reason": "best tier: wan1", "last_apply_ms": 0.6, "conntrack_flushes": [], "active_changes": 1,
+    "sinks": {},
+    "uplinks": [
+        {"name": "wan1", "interface": "eth1", "state": "UP", "reason": "5 good rounds", "active": True,
+         "since": 1.7e9, "priority": 1, "weight": 1, "table": 101, "rtt_ms": 12.5, "loss_pct": 0.0,
+         "jitter_ms": 0.4, "carrier": True, "address": "198.51.100.2", "gateway": "198.51.100.1",
+         "forced": False, "interval_ms": 250, "probe_bytes_per_day": 1000, "rounds": 10, "downs": 0,
+         "transitions": 1, "probe_error": None, "probes": []},
+        {"name": "lte", "interface": "wwan0", "state": "DOWN", "reason": "3 failed rounds", "active": False,
+         "since": 1.7e9, "priority": 2, "weight": 1, "table": 102, "rtt_ms": None, "loss_pct": 100.0,
+         "jitter_ms": None, "carrier": True, "address": "203.0.113.2", "gateway": "203.0.113.1",
+         "forced": False, "interval_ms": 1000, "probe_bytes_per_day": None, "rounds": 4, "downs": 1,
+         "transitions": 3, "probe_error": None, "probes": []},
+    ],
+}
+
+
+class FakeEngine:
+    """Answers control requests like the engine does; records them."""
+
+    def __init__(self, status=None, down=False):
+        self.status = copy.deepcopy(status or STATUS)
+        self.down = down
+        self.requests: list[dict] = []
+
+    def __call__(self, req: dict) -> dict:
+        self.requests.append(req)
+        if self.down:
+            raise ControlError("no engine socket at /run/linkwatch/control.sock (is `linkwatch run` running?)")
+        if req["cmd"] == "status":
+            return {"ok": True, "status": self.status}
+        if req["cmd"] == "set":
+            if req["uplink"] not in [u["name"] for u in self.status["uplinks"]]:
+                return {"ok": False, "error": f"unknown uplink {req['uplink']!r}; expected one of wan1, lte"}
+            return {"ok": True, "message": f"{req['action']} {req['uplink']}", "active": [req["uplink"]]}
+        return {"ok": False, "error": "unknown command"}
+
+
+def make(web: str = "", engine: FakeEngine | None = None, history: str = "", throttle=None):
+    text = f"[web]\npassword_hash = \"{HASH}\"\n{web}\n{history}\n{BASE}"
+    engine = engine or FakeEngine()
+    app = create_app(loads(text), engine=engine, throttle=throttle)
+    app.testing = True
+    return app.test_client(), engine
+
+
+def csrf_of(client, path="/login") -> str:
+    page = client.get(path).get_data(as_text=True)
+    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+
+def login(client, password=PASSWORD):
+    return client.post("/login", data={"password": password, "csrf_token": csrf_of(client)})
+
+
+def session_csrf(client) -> str:
+    return client.get("/api/v1/session").get_json()["csrf"]
+
+
+# ---- who may see and do what -------------------------------------------------------------------
+
+
+def test_without_login_the_dashboard_redirects_and_the_api_says_401():
+    client, engine = make()
+    r = client.get("/")
+    assert r.status_code == 302 and r.headers["Location"].endswith("/login")
+    for path in ("/api/v1/status", "/api/v1/events", "/api/v1/samples"):
+        r = client.get(path)
+        assert r.status_code == 401 and r.get_json() == {"ok": False, "error": "log in first"}, path
+    assert engine.requests == [], "nothing reaches the engine before a login"
+
+
+def test_public_read_shows_the_dashboard_but_not_the_controls():
+    client, engine = make("public_read = true")
+    page = client.get("/").get_data(as_text=True)
+    assert 'data-uplink="wan1"' in page and 'data-uplink="lte"' in page
+    assert 'data-action="force"' not in page, "no control buttons without a login"
+    r = client.post("/api/v1/uplinks/lte/force", headers={"X-CSRF-Token": client.get("/api/v1/session").get_json()["csrf"] or "x"})
+    assert r.status_code == 403  # no session token: refused before anything else
+    assert [q["cmd"] for q in engine.requests] == ["status"]
+
+
+def test_login_controls_and_logout():
+    client, engine = make()
+    r = login(client)
+    assert r.status_code == 302 and r.headers["Location"].endswith("/")
+    page = client.get("/").get_data(as_text=True)
+    assert 'data-action="force"' in page and 'id="logout"' in page
+    token = session_csrf(client)
+    r = client.post("/api/v1/uplinks/lte/force", headers={"X-CSRF-Token": token})
+    assert r.status_code == 200 and r.get_json() == {"ok": True, "message": "force lte", "active": ["lte"]}
+    sent = engine.requests[-1]
+    assert sent["cmd"] == "set" and sent["uplink"] == "lte" and sent["action"] == "force"
+    assert sent["source"] == "web:admin@127.0.0.1"
+    # the form fallback (no JavaScript) does the same and comes back to the dashboard
+    r = client.post("/control", data={"uplink": "wan1", "action": "disable", "csrf_token": token})
+    assert r.status_code == 302 and engine.requests[-1]["action"] == "disable"
+    client.post("/logout", data={"csrf_token": token})
+    assert client.get("/").status_code == 302
+    r = client.post("/api/v1/uplinks/lte/auto", headers={"X-CSRF-Token": token})
+    assert r.status_code == 403, "the old token died with the session"
+
+
+def test_controls_need_the_csrf_token_of_the_session():
+    client, engine = make()
+    login(client)
+    before = len(engine.requests)
+    assert client.post("/api/v1/uplinks/lte/force").status_code == 403
+    assert client.post("/api/v1/uplinks/lte/force", headers={"X-CSRF-Token": "forged"}).status_code == 403
+    assert client.post("/control", data={"uplink": "lte", "action": "force"}).status_code == 403
+    other, _ = make()
+    login(other)
+    assert client.post("/api/v1/uplinks/lte/force",
+                       headers={"X-CSRF-Token": session_csrf(other)}).status_code == 403, "another session's token"
+    assert len(engine.requests) == before
+
+
+def test_login_needs_a_csrf_token_and_rotates_the_session():
+    client, _ = make()
+    assert client.post("/login", data={"password": PASSWORD}).status_code == 403
+    pre = csrf_of(client)
+    client.post("/login", data={"password": PASSWORD, "csrf_token": pre})
+    assert session_csrf(client) != pre, "a new CSRF token after login"
+
+
+def test_wrong_password_and_throttling():
+    clock = [1000.0]
+    throttle = Throttle(limit=3, window=300, lockout=60, clock=lambda: clock[0])
+    client, _ = make(throttle=throttle)
+    for _ in range(3):
+        r = login(client, "wrong password")
+        assert r.status_code == 401 and "wrong password" in r.get_data(as_text=True)
+    r = login(client)  # right password, but locked out now
+    assert r.status_code == 429 and "too many failed logins" in r.get_data(as_text=True)
+    clock[0] += 61
+    assert login(client).status_code == 302
+
+
+def test_no_password_set_means_nobody_logs_in():
+    app = create_app(loads(BASE), engine=FakeEngine())
+    client = app.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    assert "linkwatch passwd" in page and 'name="password"' not in page
+    client.get("/login")
+    with client.session_transaction() as sess:
+        token = sess["csrf"]
+    r = client.post("/login", data={"password": "anything at all", "csrf_token": token})
+    assert r.status_code == 401
+    assert client.get("/").status_code == 302
+
+
+def test_session_cookie_flags():
+    client, _ = make("secure_cookies = true\nsession_lifetime = \"1h\"")
+    r = login(client)
+    cookie = r.headers["Set-Cookie"]
+    for flag in ("HttpOnly", "SameSite=Strict", "Secure", "linkwatch_session="):
+        assert flag in cookie, cookie
+    assert "Expires=" in cookie
+    client, _ = make()
+    assert "Secure" not in login(client).headers["Set-Cookie"]
+
+
+def test_security_headers_on_pages_and_api():
+    client, _ = make("public_read = true")
+    for path in ("/", "/api/v1/status", "/login"):
+        h = client.get(path).headers
+        assert "script-src 'self'" in h["Content-Security-Policy"] and "frame-ancestors 'none'" in h[
+            "Content-Security-Policy"], path
+        assert h["X-Content-Type-Options"] == "nosniff" and h["X-Frame-Options"] == "DENY"
+        assert h["Cache-Control"] == "no-store"
+
+
+# ---- nothing from the router or the network becomes markup ----------------------------------------
+
+
+def test_names_reasons_and_errors_are_escaped():
+    st = copy.deepcopy(STATUS)
+    st["uplinks"][0]["interface"] = EVIL
+    st["uplinks"][0]["reason"] = f'"><img src=x onerror=alert(1)>{EVIL}'
+    st["reason"] = EVIL
+    client, _ = make("public_read = true", engine=FakeEngine(st))
+    page = client.get("/").get_data(as_text=True)
+    assert EVIL not in page and "<img src=x" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    # the only script is our own file
+    assert re.findall(r"<script[^>]*>", page) == ['<script src="/static/app.js">']
+    r = client.get(f"/nope{EVIL}")
+    assert r.status_code == 404 and EVIL not in r.get_data(as_text=True)
+
+
+def test_the_dashboard_script_never_writes_html():
+    text = open(os.path.join(WEB_DIR, "static", "app.js")).read()
+    assert "textContent" in text
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in text, sink
+
+
+def test_no_asset_comes_from_the_internet():
+    client, _ = make("public_read = true")
+    page = client.get("/").get_data(as_text=True) + client.get("/login").get_data(as_text=True)
+    assert not re.search(r'(src|href)="(https?:)?//', page)
+    for asset in ("/static/app.js", "/static/style.css"):
+        r = client.get(asset)
+        assert r.status_code == 200 and not re.search(r"https?://(?!www\.w3\.org/2000/svg)", r.get_data(as_text=True))
+
+
+# ---- the API contract ------------------------------------------------------------------------------
+
+
+def test_status_api_passes_the_engine_status_and_503_when_the_engine_is_away():
+    client, _ = make("public_read = true")
+    body = client.get("/api/v1/status").get_json()
+    assert body["ok"] is True and [u["name"] for u in body["status"]["uplinks"]] == ["wan1", "lte"]
+    client, _ = make("public_read = true", engine=FakeEngine(down=True))
+    r = client.get("/api/v1/status")
+    assert r.status_code == 503 and "no engine socket" in r.get_json()["error"]
+    page = client.get("/")
+    assert page.status_code == 200 and "engine not reachable" in page.get_data(as_text=True)
+    assert client.get("/healthz").status_code == 503
+
+
+@pytest.mark.parametrize("path, fragment", [
+    ("/api/v1/events?since=yesterday", "since"),
+    ("/api/v1/events?limit=0", "limit"),
+    ("/api/v1/events?limit=99999999999", "limit"),
+    ("/api/v1/events?limit=ten", "limit"),
+    ("/api/v1/events?uplink=" + "x" * 40, "uplink"),
+    ("/api/v1/events?uplink=%3Cscript%3E", "uplink"),
+    ("/api/v1/events?kind=bogus", "kind"),
+    ("/api/v1/samples?step=-5", "step"),
+    ("/api/v1/samples?since=1h&until=2h", "until"),
+    ("/api/v1/samples?until=%00", "until"),
+])
+def test_bad_api_input_is_a_400_with_a_json_error(path, fragment, tmp_path):
+    client, _ = make("public_read = true", history=f'[history]\npath = "{tmp_path}/h.db"')
+    r = client.get(path)
+    assert r.status_code == 400, (path, r.status_code, r.get_data(as_text=True)[:200])
+    body = r.get_json()
+    assert body["ok"] is False and fragment in body["error"]
+
+
+@pytest.mark.parametrize("method, path, code", [
+    ("get", "/api/v1/nothing", 404), ("delete", "/api/v1/status", 405), ("put", "/api/v1/uplinks/wan1/force", 405),
+    ("get", "/api/v1/uplinks/wan1/force", 405),
+])
+def test_unknown_api_routes_and_methods_are_json_4xx(method, path, code):
+    client, _ = make("public_read = true")
+    r = getattr(client, method)(path)
+    assert r.status_code == code and r.get_json()["ok"] is False
+
+
+def test_history_api_without_a_history_is_404():
+    client, _ = make("public_read = true")
+    for path in ("/api/v1/events", "/api/v1/samples"):
+        r = client.get(path)
+        assert r.status_code == 404 and "[history] path" in r.get_json()["error"]
+
+
+@pytest.mark.parametrize("uplink, action, code, fragment", [
+    ("lte", "explode", 400, "unknown action"), ("nope", "force", 404, "unknown uplink"),
+    ("x" * 40, "force", 400, "uplink"), ("<b>", "force", 400, "uplink"),
+])
+def test_bad_control_requests(uplink, action, code, fragment):
+    client, engine = make()
+    login(client)
+    r = client.post(f"/api/v1/uplinks/{uplink}/{action}", headers={"X-CSRF-Token": session_csrf(client)})
+    assert r.status_code == code and fragment in r.get_json()["error"], r.get_json()
+
+
+def test_oversized_posts_are_refused():
+    client, _ = make()
+    login(client)
+    r = client.post("/control", data={"uplink": "x" * 20000, "action": "force", "csrf_token": session_csrf(client)})
+    assert r.status_code == 413
+
+
+# ---- /metrics ---------------------------------------------------------------------------------------
+
+
+def test_metrics_are_prometheus_text_with_one_state_per_uplink():
+    client, _ = make()  # public_metrics defaults to true, without a login
+    r = client.get("/metrics")
+    assert r.status_code == 200 and r.mimetype == "text/plain"
+    text = r.get_data(as_text=True)
+    assert 'linkwatch_uplink_state{uplink="wan1",state="UP"} 1' in text
+    assert 'linkwatch_uplink_state{uplink="wan1",state="DOWN"} 0' in text
+    assert 'linkwatch_uplink_active{uplink="wan1",interface="eth1"} 1.0' in text
+    assert 'linkwatch_uplink_rtt_ms{uplink="lte",interface="wwan0"} NaN' in text
+    assert 'linkwatch_uplink_loss_ratio{uplink="lte",interface="wwan0"} 1.0' in text
+    assert 'linkwatch_uplink_transitions_total{uplink="lte",interface="wwan0"} 3.0' in text
+    for line in text.splitlines():  # every sample line is "name{labels} value"
+        assert line.startswith("#") or re.fullmatch(r'[a-z_]+(\{[^}]*\})? (-?[0-9.e+]+|NaN)', line), line
+    client, _ = make("public_metrics = false")
+    assert client.get("/metrics").status_code == 401
+
+
+def test_metrics_escape_label_values_and_report_an_absent_engine():
+    st = copy.deepcopy(STATUS)
+    st["uplinks"][0]["interface"] = 'a"b\\c\nd'
+    text = metrics.render(st)
+    assert 'interface="a\\"b\\\\c\\nd"' in text
+    assert metrics.render(None) .strip().endswith("linkwatch_engine_up 0")
+
+
+# ---- passwords and `linkwatch passwd` ---------------------------------------------------------------
+
+
+def test_password_hashing():
+    assert password_ok(HASH, PASSWORD)
+    assert not password_ok(HASH, PASSWORD + "x") and not password_ok(None, PASSWORD) and not password_ok(HASH, "")
+    assert not password_ok("md5$bogus$abc", PASSWORD)
+    with pytest.raises(PasswordError):
+        hash_password("short")
+    loads(f'[web]\npassword_hash = "{HASH}"\n{BASE}')  # the config accepts what we write
+
+
+@pytest.mark.parametrize("before, after", [
+    ("[log]\nlevel = \"info\"\n", "[log]\nlevel = \"info\"\n\n[web]\npassword_hash = \"H\"\n"),
+    ("[web]\npublic_read = true\n[log]\n", "[web]\npassword_hash = \"H\"\npublic_read = true\n[log]\n"),
+    ("[web]\n# password_hash = \"scrypt...\"\nrefresh = \"1s\"\n",
+     "[web]\n# password_hash = \"scrypt...\"\npassword_hash = \"H\"\nrefresh = \"1s\"\n"),
+    ("[web]\npassword_hash = \"old\"\n[uplinks.a]\n", "[web]\npassword_hash = \"H\"\n[uplinks.a]\n"),
+    ("[web] # the UI\n", "[web] # the UI\npassword_hash = \"H\"\n"),
+    ("[log]\nlevel = \"info\"", "[log]\nlevel = \"info\"\n\n[web]\npassword_hash = \"H\"\n"),
+])
+def test_set_password_hash_edits_only_that_line(before, after):
+    assert set_password_hash(before, "H") == after
+
+
+def test_passwd_writes_the_config_atomically_and_refuses_to_break_it(tmp_path):
+    path = tmp_path / "linkwatch.toml"
+    path.write_text(f"# my router\n[web]\npublic_read = true\n{BASE}")
+    path.chmod(0o640)
+    write_config(str(path), set_password_hash(path.read_text(), HASH))
+    cfg = loads(path.read_text())
+    assert cfg.web.password_hash == HASH and cfg.web.public_read is True
+    assert path.read_text().startswith("# my router\n") and (path.stat().st_mode & 0o777) == 0o640
+    with pytest.raises(PasswdError, match="left unchanged"):
+        write_config(str(path), path.read_text() + "\n[web]\nrefresh = 1\n")  # a duplicate table
+    assert loads(path.read_text()).web.password_hash == HASH
+    assert [p.name for p in tmp_path.iterdir()] == ["linkwatch.toml"], "no temporary file left behind"
+
+
+def test_passwd_command_reads_stdin_and_sets_a_working_hash(tmp_path, monkeypatch, capsys):
+    import io
+
+    from linkwatch.cli import main
+
+    path = tmp_path / "lw.toml"
+    path.write_text(BASE)
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long enough password\n"))
+    assert main(["passwd", "--config", str(path)]) == 0
+    assert password_ok(loads(path.read_text()).web.password_hash, "a long enough password")
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert main(["passwd", "--config", str(path)]) == 2
+    assert "at least 8 characters" in capsys.readouterr().err
