@@ -43,10 +43,12 @@ def _engine_call(socket_path: str) -> Callable[[dict], dict]:
     return ask
 
 
-def _fmt_time(value: Any) -> str:
+def _fmt_since(value: Any) -> str:
+    """Local time of a state change: only the time when it was today (as the page's script does)."""
     if not isinstance(value, (int, float)):
         return "-"
-    return datetime.datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
+    when = datetime.datetime.fromtimestamp(value)
+    return when.strftime("%H:%M:%S" if when.date() == datetime.date.today() else "%Y-%m-%d %H:%M")
 
 
 def _param_since(name: str, default: str | None, now: float) -> float | None:
@@ -102,7 +104,7 @@ def create_app(config: Config, engine: Callable[[dict], dict] | None = None,
         MAX_CONTENT_LENGTH=16 * 1024,
         JSON_SORT_KEYS=False,
     )
-    app.jinja_env.filters["time"] = _fmt_time
+    app.jinja_env.filters["since"] = _fmt_since
     ask = engine or _engine_call(config.control.socket)
     throttle = throttle or Throttle()
     history_path = config.history.path

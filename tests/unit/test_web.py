@@ -393,3 +393,70 @@ def test_passwd_command_reads_stdin_and_sets_a_working_hash(tmp_path, monkeypatc
     monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
     assert main(["passwd", "--config", str(path)]) == 2
     assert "at least 8 characters" in capsys.readouterr().err
+
+
+# ---- the history API against a real database ----------------------------------------------------
+
+
+@pytest.fixture
+def history_db(tmp_path):
+    """An hour of 1-minute samples for wan1 and lte, and a failover with its admin action."""
+    import time as _time
+
+    from linkwatch.events import ActiveChanged, AdminAction, UplinkSamples, UplinkStateChanged
+    from linkwatch.history import Batch, HistoryStore, event_row, sample_row
+
+    now = _time.time()
+    start = now - now % 60 - 3600
+    samples = [UplinkSamples(at=start + 60 * (i + 1), mono=0.0, uplink=u, start=start + 60 * i, sent=40,
+                             lost=4 if u == "lte" else 0, loss_pct=10.0 if u == "lte" else 0.0,
+                             rtt_avg_ms=30.0 if u == "lte" else 10.0, rtt_min_ms=5.0, rtt_max_ms=50.0,
+                             jitter_ms=1.0) for i in range(60) for u in ("wan1", "lte")]
+    events = [
+        UplinkStateChanged(now - 600, 1.0, "wan1", "eth1", "UP", "DOWN", f"3 failed rounds {EVIL}", 100.0, None, None),
+        ActiveChanged(now - 599.9, 1.1, ("wan1",), ("lte",), "wan1 DOWN"),
+        AdminAction(now - 300, 2.0, "force", "lte", "web:admin@198.51.100.7", "force lte; active: lte"),
+    ]
+    path = tmp_path / "history.db"
+    store = HistoryStore(str(path))
+    store.write(Batch(events=[event_row(e) for e in events], samples=[sample_row(s) for s in samples],
+                      meta={"sample_period": "60.0"}))
+    store.close()
+    return path
+
+
+def test_events_api_returns_the_history_newest_first_with_filters(history_db):
+    client, _ = make("public_read = true", history=f'[history]\npath = "{history_db}"')
+    body = client.get("/api/v1/events?since=1h").get_json()
+    assert body["ok"] is True
+    assert [e["kind"] for e in body["events"]] == ["admin", "active_changed", "uplink_state"]
+    state = body["events"][2]
+    assert (state["uplink"], state["old"], state["new"], state["loss_pct"]) == ("wan1", "UP", "DOWN", 100.0)
+    assert state["reason"].endswith(EVIL), "the API returns data as data; the page escapes it"
+    assert [e["kind"] for e in client.get("/api/v1/events?kind=admin").get_json()["events"]] == ["admin"]
+    assert len(client.get("/api/v1/events?limit=1").get_json()["events"]) == 1
+    assert client.get("/api/v1/events?since=1m").get_json()["events"] == []
+
+
+def test_samples_api_buckets_per_uplink(history_db):
+    client, _ = make("public_read = true", history=f'[history]\npath = "{history_db}"')
+    body = client.get("/api/v1/samples?since=2h").get_json()
+    assert body["ok"] is True and body["step"] == 60 and set(body["uplinks"]) == {"wan1", "lte"}
+    lte = body["uplinks"]["lte"]
+    assert len(lte) == 60 and all(p["loss_pct"] == pytest.approx(10.0) for p in lte)
+    assert lte[0]["t"] < lte[-1]["t"] and body["since"] < lte[0]["t"] <= body["until"]
+    coarse = client.get("/api/v1/samples?since=2h&step=600&uplink=wan1").get_json()
+    assert coarse["step"] == 600 and list(coarse["uplinks"]) == ["wan1"]
+    assert sum(p["sent"] for p in coarse["uplinks"]["wan1"]) == 60 * 40
+    assert all(p["rtt_avg_ms"] == pytest.approx(10.0) for p in coarse["uplinks"]["wan1"])
+
+
+def test_history_api_with_a_missing_or_broken_database_is_503(tmp_path):
+    client, _ = make("public_read = true", history=f'[history]\npath = "{tmp_path}/none.db"')
+    r = client.get("/api/v1/events")
+    assert r.status_code == 503 and "no history database" in r.get_json()["error"]
+    (tmp_path / "junk.db").write_bytes(b"this is not a database" * 100)
+    client, _ = make("public_read = true", history=f'[history]\npath = "{tmp_path}/junk.db"')
+    for path in ("/api/v1/events", "/api/v1/samples"):
+        r = client.get(path)
+        assert r.status_code == 503 and r.get_json()["ok"] is False, path

@@ -35,6 +35,14 @@
       pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
   }
 
+  function fmtSince(t) {
+    // today: the time; before: the date too
+    if (!t) return "-";
+    const d = new Date(t * 1000);
+    const full = fmtTime(t);
+    return d.toDateString() === new Date().toDateString() ? full.slice(11) : full.slice(0, 16);
+  }
+
   function say(text, isError) {
     const m = document.getElementById("message");
     if (!m) return;
@@ -115,7 +123,7 @@
     card.querySelector(".rtt").textContent = fmt(u.rtt_ms, "ms");
     card.querySelector(".jitter").textContent = fmt(u.jitter_ms, "ms");
     card.querySelector(".loss").textContent = fmt(u.loss_pct, "%", 0);
-    card.querySelector(".since").textContent = fmtTime(u.since);
+    card.querySelector(".since").textContent = fmtSince(u.since);
     if (loggedIn) {
       let controls = card.querySelector(".controls");
       const fresh = el("div", "controls");
@@ -140,7 +148,7 @@
     });
     Array.from(cards.children).forEach((c) => { if (!seen.has(c.dataset.uplink)) c.remove(); });
     document.getElementById("active").textContent = st.active.join(", ") || "-";
-    document.getElementById("mode").textContent = st.mode + (st.forced ? ", forced: " + st.forced : "");
+    document.getElementById("mode").textContent = "(" + st.mode + " mode" + (st.forced ? ", forced: " + st.forced : "") + ")";
     document.getElementById("decision").textContent = st.reason || "";
     const auto = document.getElementById("auto");
     if (auto) {
