@@ -125,6 +125,14 @@ def format_status(st: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
     lines.append(f"active: {', '.join(st['active']) or '-'} ({st['mode']}): {st.get('reason', '')}")
+    history = (st.get("sinks", {}).get("history") or {}).get("detail")
+    if history:
+        pending = history.get("pending_events", 0) + history.get("pending_samples", 0)
+        line = (f"history: {history.get('events_written', 0)} events, {history.get('samples_written', 0)} samples "
+                f"written, last commit {_ago(history.get('last_commit_at'))} ago, {pending} pending")
+        if history.get("last_error"):
+            line += f"; FAILING: {history['last_error']}"
+        lines.append(line)
     return "\n".join(lines)
 
 
