@@ -41,18 +41,28 @@ def _socket_path(args) -> str:
         return DEFAULT_SOCKET
 
 
-def cmd_run(args) -> int:
+def load_and_log(args):
+    """The config of ``args.config`` with logging set up from it (``--log-level`` wins), or None
+    after printing every config error (the caller exits 2)."""
     from linkwatch.config import ConfigError, load
-    from linkwatch.engine import Engine
-    import asyncio
 
     try:
         config = load(args.config)
     except ConfigError as e:
         print(f"linkwatch: {e}", file=sys.stderr)
-        return 2
+        return None
     level = getattr(logging, (args.log_level or config.log.level).upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    return config
+
+
+def cmd_run(args) -> int:
+    from linkwatch.engine import Engine
+    import asyncio
+
+    config = load_and_log(args)
+    if config is None:
+        return 2
     try:
         return asyncio.run(Engine(config, args.config).run())
     except Exception as e:  # domain errors (socket in use, no permission) as one line

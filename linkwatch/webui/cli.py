@@ -101,15 +101,12 @@ def cmd_passwd(args) -> int:
 
 
 def cmd_web(args) -> int:
-    from linkwatch.config import LISTEN_EXAMPLES, ConfigError, load, parse_listen
+    from linkwatch.cli import load_and_log
+    from linkwatch.config import LISTEN_EXAMPLES, parse_listen
 
-    try:
-        config = load(args.config)
-    except ConfigError as e:
-        print(f"linkwatch: {e}", file=sys.stderr)
+    config = load_and_log(args)
+    if config is None:
         return 2
-    level = getattr(logging, (args.log_level or config.log.level).upper())
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     log = logging.getLogger("linkwatch.web")
     try:
         host, port = parse_listen(args.listen or config.web.listen)

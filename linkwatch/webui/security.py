@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -61,21 +62,25 @@ class Throttle:
     max_clients: int = 1000
     clock: object = time.monotonic
     _failures: OrderedDict = field(default_factory=OrderedDict)  # address -> [times]
+    _lock: threading.Lock = field(default_factory=threading.Lock)  # waitress serves from several threads
 
     def retry_after(self, address: str) -> float:
         """Seconds this address must wait before it may try again (0: it may try now)."""
         now = self.clock()
-        times = [t for t in self._failures.get(address, []) if now - t < self.window]
+        with self._lock:
+            times = [t for t in self._failures.get(address, []) if now - t < self.window]
         if len(times) >= self.limit:
             return max(0.0, times[-1] + self.lockout - now)
         return 0.0
 
     def failed(self, address: str) -> None:
         now = self.clock()
-        times = [t for t in self._failures.pop(address, []) if now - t < self.window]
-        self._failures[address] = (times + [now])[-self.limit:]
-        while len(self._failures) > self.max_clients:
-            self._failures.popitem(last=False)
+        with self._lock:
+            times = [t for t in self._failures.pop(address, []) if now - t < self.window]
+            self._failures[address] = (times + [now])[-self.limit:]
+            while len(self._failures) > self.max_clients:
+                self._failures.popitem(last=False)
 
     def succeeded(self, address: str) -> None:
-        self._failures.pop(address, None)
+        with self._lock:
+            self._failures.pop(address, None)

@@ -21,6 +21,7 @@ from pyroute2 import IPRoute
 
 from linkwatch.lab import client, faults, topology
 from linkwatch.lab.topology import EngineOptions, LabSpec
+from tests.integration.labutil import status, wait_for
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
@@ -39,25 +40,10 @@ echo "$LINKWATCH_EVENT|${ACTION:-}|${INTERFACE:-}|${DEVICE:-}|${LINKWATCH_STATE:
 """
 
 
-def status(spec: LabSpec) -> dict:
-    st, err = topology.engine_status(spec, timeout=2.0)
-    assert st is not None, err
-    return st
-
 
 def uplink(st: dict, name: str) -> dict:
     return next(u for u in st["uplinks"] if u["name"] == name)
 
-
-def wait_for(pred, timeout: float, what: str, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def active_is(spec: LabSpec, *names: str):

@@ -15,6 +15,7 @@ import pytest
 from linkwatch.history import HistoryReader
 from linkwatch.lab import faults, topology
 from linkwatch.lab.topology import EngineOptions, LabSpec
+from tests.integration.labutil import status, wait_for
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
@@ -25,21 +26,6 @@ pytestmark = [
 LAB = "tH"
 
 
-def status(spec: LabSpec) -> dict:
-    st, err = topology.engine_status(spec, timeout=2.0)
-    assert st is not None, err
-    return st
-
-
-def wait_for(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def test_an_unwritable_history_never_delays_failover_and_catches_up_later():
