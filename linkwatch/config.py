@@ -262,6 +262,67 @@ def _group_name() -> _Conv:
     return _Conv(expected, check)
 
 
+def _secret_text(low: int, high: int, what: str) -> _Conv:
+    expected = f"{what}: {low}..{high} printable ASCII characters"
+
+    def check(raw: Any) -> str:
+        if not isinstance(raw, str) or not low <= len(raw) <= high or not all(" " < c <= "~" for c in raw):
+            raise _Bad(expected)
+        return raw
+
+    return _Conv(expected, check)
+
+
+def _oid() -> _Conv:
+    expected = 'a numeric OID under 1.3.6.1 like "1.3.6.1.4.1.8072.9999.7745"'
+
+    def check(raw: Any) -> str:
+        if not isinstance(raw, str) or not re.fullmatch(r"1\.3\.6\.1(\.(0|[1-9]\d{0,9})){1,60}", raw.strip()):
+            raise _Bad(expected)
+        if any(int(part) > 0xFFFFFFFF for part in raw.split(".")):
+            raise _Bad(expected, "each number must fit in 32 bits")
+        return raw.strip()
+
+    return _Conv(expected, check)
+
+
+def _engine_id() -> _Conv:
+    expected = 'an SNMP engine ID in hex, 5..32 octets, like "0x80001f888056b2b4e5e3"'
+
+    def check(raw: Any) -> str:
+        text = raw.strip().lower() if isinstance(raw, str) else ""
+        text = text[2:] if text.startswith("0x") else text
+        if not re.fullmatch(r"([0-9a-f]{2}){5,32}", text):
+            raise _Bad(expected)
+        return text
+
+    return _Conv(expected, check)
+
+
+def _ip_address() -> _Conv:
+    expected = 'an IP address like "10.0.0.5" or "2001:db8::5" (no hostnames)'
+
+    def check(raw: Any) -> str:
+        try:
+            return str(ipaddress.ip_address(raw.strip() if isinstance(raw, str) else raw))
+        except ValueError:
+            raise _Bad(expected) from None
+
+    return _Conv(expected, check)
+
+
+def _names_list() -> _Conv:
+    expected = 'a list of user names like ["monitor"]'
+
+    def check(raw: Any) -> tuple[str, ...]:
+        if not isinstance(raw, list) or not all(isinstance(x, str) and re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", x)
+                                                 for x in raw):
+            raise _Bad(expected)
+        return tuple(raw)
+
+    return _Conv(expected, check)
+
+
 def _unicast_ipv4(raw: Any, expected: str, hostname_why: str = "") -> str:
     if not isinstance(raw, str):
         raise _Bad(expected)
@@ -336,15 +397,17 @@ def _dns_name() -> _Conv:
 
 
 # Field metadata. A field with CONV is a TOML key; TABLE / NAMED / ARRAY mark nested tables.
-CONV, DOC, ABSENT = "lw_conv", "lw_doc", "lw_absent"
-TABLE, NAMED, ARRAY, OVERRIDE = "lw_table", "lw_named", "lw_array", "lw_override"
+CONV, DOC, ABSENT, SECRET = "lw_conv", "lw_doc", "lw_absent", "lw_secret"
+TABLE, NAMED, ARRAY, OVERRIDE, CUSTOM = "lw_table", "lw_named", "lw_array", "lw_override", "lw_custom"
 _REQUIRED = object()
 
 
-def _key(conv: _Conv, doc: str, absent: Any = _REQUIRED) -> dict[str, Any]:
+def _key(conv: _Conv, doc: str, absent: Any = _REQUIRED, secret: bool = False) -> dict[str, Any]:
     meta: dict[str, Any] = {CONV: conv, DOC: doc}
     if absent is not _REQUIRED:
         meta[ABSENT] = absent
+    if secret:
+        meta[SECRET] = True  # never echoed in an error message
     return meta
 
 
@@ -565,6 +628,74 @@ class LogConfig:
         _choice("debug", "info", "warning", "error"), "log level"))
 
 
+SNMP_AUTH = ("none", "md5", "sha", "sha224", "sha256", "sha384", "sha512")
+SNMP_PRIV = ("none", "des", "aes", "aes192", "aes256")
+SNMP_LEVELS = ("noAuthNoPriv", "authNoPriv", "authPriv")
+DEFAULT_BASE_OID = "1.3.6.1.4.1.8072.9999.7745"  # net-snmp's netSnmpPlaypen: see README "SNMP"
+
+
+@dataclass(frozen=True)
+class SnmpUserConfig:
+    """An SNMPv3 (USM) user: [snmp.users.NAME], used by the agent and by v3 trap receivers."""
+
+    name: str
+    auth: str = field(default="sha256", metadata=_key(_choice(*SNMP_AUTH), "authentication protocol"))
+    auth_key: str | None = field(default=None, repr=False, metadata=_key(
+        _secret_text(8, 64, "an authentication passphrase"), "authentication passphrase", secret=True))
+    priv: str = field(default="aes", metadata=_key(_choice(*SNMP_PRIV), "privacy (encryption) protocol"))
+    priv_key: str | None = field(default=None, repr=False, metadata=_key(
+        _secret_text(8, 64, "a privacy passphrase"), "privacy passphrase", secret=True))
+
+
+@dataclass(frozen=True)
+class TrapReceiverConfig:
+    """Where traps go: one [[snmp.traps]] entry."""
+
+    host: str = field(metadata=_key(_ip_address(), "receiver address"))
+    port: int = field(default=162, metadata=_key(_integer(1, 65535), "receiver UDP port"))
+    version: str = field(default="2c", metadata=_key(_choice("2c", "3"), "SNMP version"))
+    community: str | None = field(default=None, repr=False, metadata=_key(
+        _secret_text(1, 64, "a community string"), "v2c community", secret=True))
+    user: str | None = field(default=None, metadata=_key(
+        _secret_text(1, 32, "a user name of [snmp.users]"), "v3 user (a [snmp.users.NAME])"))
+    level: str = field(default="authPriv", metadata=_key(_choice(*SNMP_LEVELS), "v3 security level"))
+    kind: str = field(default="trap", metadata=_key(
+        _choice("trap", "inform"), "trap (fire and forget) or inform (acknowledged, retried)"))
+    retries: int = field(default=2, metadata=_key(_integer(0, 10), "inform retransmissions"))
+    timeout: float = field(default=1.0, metadata=_key(_duration(0.05), "wait for an inform's answer"))
+
+
+@dataclass(frozen=True)
+class SnmpAgentConfig:
+    """The SNMP agent in the engine: [snmp.agent]."""
+
+    enabled: bool = field(default=False, metadata=_key(_boolean(), "answer GET/GETNEXT/GETBULK"))
+    listen: str = field(default="127.0.0.1:1161", metadata=_key(_listen(), "UDP address and port"))
+    community: str | None = field(default=None, repr=False, metadata=_key(
+        _secret_text(1, 64, "a community string"), "read-only v2c community; None = no v2c", secret=True))
+    users: tuple[str, ...] = field(default=(), metadata=_key(_names_list(), "v3 users allowed to read"))
+
+
+@dataclass(frozen=True)
+class SnmpConfig:
+    """SNMP traps and agent: [snmp]."""
+
+    base_oid: str = field(default=DEFAULT_BASE_OID, metadata=_key(_oid(), "OID of the LINKWATCH-MIB module"))
+    engine_id: str | None = field(default=None, metadata=_key(
+        _engine_id(), "SNMPv3 engine ID (hex); None = derived from /etc/machine-id"))
+    trap_burst: int = field(default=3, metadata=_key(_integer(1, 100), "traps per uplink per trap_window"))
+    trap_window: float = field(default=60.0, metadata=_key(_duration(1.0), "the storm limit's window"))
+    agent: SnmpAgentConfig = field(default_factory=SnmpAgentConfig, metadata={TABLE: SnmpAgentConfig})
+    users: tuple[SnmpUserConfig, ...] = field(default=(), metadata={NAMED: SnmpUserConfig})
+    traps: tuple[TrapReceiverConfig, ...] = field(default=(), metadata={ARRAY: TrapReceiverConfig})
+
+    def user(self, name: str) -> SnmpUserConfig:
+        for u in self.users:
+            if u.name == name:
+                return u
+        raise KeyError(name)
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration; ``health`` is the global [health], each uplink has its merged copy."""
@@ -577,6 +708,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig, metadata={TABLE: LogConfig})
     history: HistoryConfig = field(default_factory=HistoryConfig, metadata={TABLE: HistoryConfig})
     web: WebConfig = field(default_factory=WebConfig, metadata={TABLE: WebConfig})
+    snmp: SnmpConfig = field(default_factory=SnmpConfig, metadata={TABLE: SnmpConfig, CUSTOM: True})
     uplinks: tuple[UplinkConfig, ...] = field(default=(), metadata={NAMED: UplinkConfig})
     source: str = "<string>"
 
@@ -631,8 +763,10 @@ def _join(parent: str, key: str) -> str:
     return f"{parent}.{part}" if parent else part
 
 
-def _bad_issue(path: str, raw: Any, bad: _Bad) -> ConfigIssue:
-    message = f"got {_show(raw)}, expected {bad.expected}"
+def _bad_issue(path: str, raw: Any, bad: _Bad, secret: bool = False) -> ConfigIssue:
+    shown = f"a secret of {len(raw)} characters" if secret and isinstance(raw, str) else (
+        f"a {type(raw).__name__}" if secret else _show(raw))
+    message = f"got {shown}, expected {bad.expected}"
     return ConfigIssue(path, message + (f": {bad.why}" if bad.why else ""))
 
 
@@ -672,7 +806,7 @@ def _convert(cls: type, raw: Mapping[str, Any], path: str, issues: list[ConfigIs
                 values[f.name] = conv(raw[f.name])
                 continue
             except _Bad as exc:
-                issues.append(_bad_issue(key_path, raw[f.name], exc))
+                issues.append(_bad_issue(key_path, raw[f.name], exc, bool(f.metadata.get(SECRET))))
                 bad.add(f.name)
         elif not fill:
             continue
@@ -917,14 +1051,101 @@ def _uplinks(doc: Mapping[str, Any], health: HealthConfig, health_bad: set[str],
     return tuple(uplinks)
 
 
+_LEVEL_NEEDS = {"authPriv": ("auth", "priv"), "authNoPriv": ("auth",), "noAuthNoPriv": ()}
+
+
+def _snmp_users(raw: Any, issues: list[ConfigIssue]) -> tuple[SnmpUserConfig, ...]:
+    table = _table(raw, "snmp.users", "[snmp.users.NAME] per user", issues)
+    users = []
+    for name, body in (table or {}).items():
+        path = _join("snmp.users", name)
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", name):
+            issues.append(ConfigIssue(path, "expected a user name of 1..32 letters, digits, '_', '.' or '-'"))
+            continue
+        if _table(body, path, f"[{path}]", issues) is None:
+            continue
+        _check_unknown(body, _toml_keys(SnmpUserConfig), path, issues)
+        values, bad = _convert(SnmpUserConfig, body, path, issues)
+        for proto, key in (("auth", "auth_key"), ("priv", "priv_key")):
+            if proto not in bad and values[proto] != "none" and values[key] is None and key not in bad:
+                issues.append(ConfigIssue(_join(path, key), f"missing, expected a passphrase for "
+                                                            f"{proto} = {_show(values[proto])}"))
+                bad.add(key)
+        if not {"auth", "priv"} & bad and values["priv"] != "none" and values["auth"] == "none":
+            issues.append(ConfigIssue(_join(path, "priv"), f"got {_show(values['priv'])}, expected \"none\" "
+                                                           "while auth is \"none\": SNMPv3 privacy needs authentication"))
+            bad.add("priv")
+        if not bad:
+            users.append(SnmpUserConfig(name=name, **values))
+    return tuple(users)
+
+
+def _snmp(doc: Mapping[str, Any], issues: list[ConfigIssue]) -> SnmpConfig:
+    """[snmp] with its [snmp.agent], [snmp.users.NAME] and [[snmp.traps]], checked against each other."""
+    raw = _table(doc.get("snmp", {}), "snmp", "[snmp]", issues)
+    if raw is None:
+        return SnmpConfig()
+    _check_unknown(raw, _toml_keys(SnmpConfig), "snmp", issues)
+    values, _ = _convert(SnmpConfig, raw, "snmp", issues)
+    users = _snmp_users(raw.get("users", {}), issues)
+    by_name = {u.name: u for u in users}
+    agent = SnmpAgentConfig()
+    agent_raw = _table(raw.get("agent", {}), "snmp.agent", "[snmp.agent]", issues)
+    if agent_raw is not None:
+        _check_unknown(agent_raw, _toml_keys(SnmpAgentConfig), "snmp.agent", issues)
+        agent_values, agent_bad = _convert(SnmpAgentConfig, agent_raw, "snmp.agent", issues)
+        agent = SnmpAgentConfig(**agent_values)
+        for name in agent.users:
+            if name not in by_name and name not in raw.get("users", {}):
+                issues.append(ConfigIssue("snmp.agent.users", f"got {_show(name)}, expected a user defined "
+                                                              "in [snmp.users.NAME]"))
+        if agent.enabled and not agent.community and not agent.users and not {"community", "users"} & agent_bad:
+            issues.append(ConfigIssue("snmp.agent.enabled", "got true, expected a community or users as well: "
+                                                            "an agent nobody may read is a mistake"))
+    traps = []
+    raw_traps = raw.get("traps", [])
+    if not isinstance(raw_traps, list) or not all(isinstance(t, dict) for t in raw_traps):
+        issues.append(ConfigIssue("snmp.traps", f"got {_show(raw_traps)}, expected an array of tables [[snmp.traps]]"))
+        raw_traps = []
+    for index, item in enumerate(raw_traps):
+        path = f"snmp.traps[{index}]"
+        _check_unknown(item, _toml_keys(TrapReceiverConfig), path, issues)
+        tv, tbad = _convert(TrapReceiverConfig, item, path, issues)
+        if not {"version", "community"} & tbad and tv["version"] == "2c" and tv["community"] is None:
+            issues.append(ConfigIssue(f"{path}.community", "missing, expected a community string for version 2c"))
+            tbad.add("community")
+        if "version" not in tbad and tv["version"] == "3":
+            if tv["user"] is None and "user" not in tbad:
+                issues.append(ConfigIssue(f"{path}.user", "missing, expected a user of [snmp.users] for version 3"))
+                tbad.add("user")
+            elif tv["user"] is not None and tv["user"] not in by_name:
+                if tv["user"] not in raw.get("users", {}):
+                    issues.append(ConfigIssue(f"{path}.user", f"got {_show(tv['user'])}, expected a user "
+                                                              "defined in [snmp.users.NAME]"))
+                tbad.add("user")
+            elif tv["user"] is not None and "level" not in tbad:
+                user = by_name[tv["user"]]
+                missing = [p for p in _LEVEL_NEEDS[tv["level"]] if getattr(user, p) == "none"]
+                if missing:
+                    issues.append(ConfigIssue(f"{path}.level", (
+                        f"got {_show(tv['level'])}, expected a level user {tv['user']!r} supports: its "
+                        + " and ".join(f"{p} is \"none\"" for p in missing))))
+                    tbad.add("level")
+        if not tbad:
+            traps.append(TrapReceiverConfig(**tv))
+    return SnmpConfig(**{k: v for k, v in values.items() if k in {f.name for f in _leaf_fields(SnmpConfig)}},
+                      agent=agent, users=users, traps=tuple(traps))
+
+
 def _validate(doc: Mapping[str, Any], source: str) -> Config:
     issues: list[ConfigIssue] = []
     _check_unknown(doc, _toml_keys(Config), "", issues)
     sections: dict[str, Any] = {}
     bad: dict[str, set[str]] = {}
     for f in fields(Config):
-        if TABLE in f.metadata:
+        if TABLE in f.metadata and not f.metadata.get(CUSTOM):
             sections[f.name], bad[f.name] = _section(f.metadata[TABLE], doc, f.name, issues)
+    sections["snmp"] = _snmp(doc, issues)
     _check_health(sections["health"], bad["health"], "health", None, issues)
     hist = sections["history"]
     if not {"event_delay", "commit_interval"} & bad["history"] and hist.event_delay > hist.commit_interval:

@@ -502,3 +502,89 @@ def test_describe_keys_follows_the_dataclasses():
         "uplinks.*.probes.*.type", "uplinks.*.probes.*.target", "uplinks.*.probes.*.query"]
     overrides = set(describe_keys(per_uplink_health=True)) - set(keys)
     assert overrides == {f"uplinks.*.health.{f.name}" for f in dataclasses.fields(HealthConfig)}
+
+
+SNMP_GOOD = """
+[snmp]
+engine_id = "0x80001f8880aabbccdd"
+[snmp.agent]
+enabled = true
+listen = "10.77.0.1:161"
+community = "s3cret-ro"
+users = ["monitor"]
+[snmp.users.monitor]
+auth = "sha256"
+auth_key = "authpass123"
+priv = "aes"
+priv_key = "privpass123"
+[[snmp.traps]]
+host = "10.77.0.2"
+community = "trapcomm"
+[[snmp.traps]]
+host = "10.77.0.2"
+port = 1162
+version = "3"
+user = "monitor"
+kind = "inform"
+"""
+
+
+def test_snmp_section_parses_and_hides_its_secrets():
+    cfg = loads(doc(top=SNMP_GOOD))
+    s = cfg.snmp
+    assert s.engine_id == "80001f8880aabbccdd" and s.base_oid == "1.3.6.1.4.1.8072.9999.7745"
+    assert (s.agent.enabled, s.agent.listen, s.agent.community, s.agent.users) == (
+        True, "10.77.0.1:161", "s3cret-ro", ("monitor",))
+    assert s.user("monitor").auth_key == "authpass123" and s.user("monitor").priv == "aes"
+    assert [(t.version, t.kind, t.port) for t in s.traps] == [("2c", "trap", 162), ("3", "inform", 1162)]
+    text = repr(cfg)
+    for secret in ("s3cret-ro", "authpass123", "privpass123", "trapcomm"):
+        assert secret not in text
+
+
+SNMP_BAD = """
+[snmp]
+base_oid = "1.2.3"
+[snmp.agent]
+enabled = true
+users = ["ghost"]
+[snmp.users.weak]
+auth = "none"
+priv = "aes"
+priv_key = "short"
+[snmp.users.nokey]
+auth = "sha"
+[snmp.users.authonly]
+auth = "sha"
+auth_key = "12345678"
+priv = "none"
+[[snmp.traps]]
+host = "trap.example"
+[[snmp.traps]]
+host = "10.0.0.1"
+version = "3"
+user = "nobody-here"
+[[snmp.traps]]
+host = "10.0.0.1"
+version = "3"
+user = "authonly"
+"""
+
+
+def test_snmp_errors_are_all_reported_and_never_echo_a_secret():
+    issues = {i.path: i.message for i in errors(doc(top=SNMP_BAD))}
+    assert "under 1.3.6.1" in issues["snmp.base_oid"]
+    assert issues["snmp.users.weak.priv_key"].startswith("got a secret of 5 characters")
+    assert "privacy needs authentication" in issues["snmp.users.weak.priv"]
+    assert issues["snmp.users.nokey.auth_key"] == 'missing, expected a passphrase for auth = "sha"'
+    assert "ghost" in issues["snmp.agent.users"]
+    assert "no hostnames" in issues["snmp.traps[0].host"]
+    assert "for version 2c" in issues["snmp.traps[0].community"]
+    assert "nobody-here" in issues["snmp.traps[1].user"]
+    assert 'its priv is "none"' in issues["snmp.traps[2].level"]
+    assert "short" not in " ".join(issues.values())
+
+
+def test_an_enabled_agent_needs_someone_who_may_read_it():
+    issue = only_issue(doc(top="[snmp.agent]\nenabled = true"))
+    assert issue.path == "snmp.agent.enabled" and "community or users" in issue.message

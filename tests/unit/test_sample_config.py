@@ -41,13 +41,39 @@ def test_sample_loads_without_errors():
     assert cfg.source == str(SAMPLE)
 
 
+# Keys the sample shows only commented out: secrets (a working sample value would be a known
+# password) and example entries (users, trap receivers) that must not be live on a fresh install.
+COMMENTED_OK = ("web.password_hash", "snmp.engine_id", "snmp.agent.community", "snmp.users.*.*",
+                "snmp.traps.*.*")
+
+
+def key_lines() -> Iterator[tuple[str, bool, list[str]]]:
+    """(key path, commented out?, the comment lines just above) for every key line of the sample,
+    reading commented-out headers and keys ("# [[snmp.traps]]", "# host = ...") as well."""
+    table, comments = "", []
+    for line in SAMPLE.read_text().splitlines():
+        stripped = line.strip()
+        commented = stripped.startswith("#")
+        body = stripped.lstrip("#").strip() if commented else stripped
+        header = re.fullmatch(r"(\[\[?)\s*([^\]\s]+?)\s*\]\]?", body)
+        key = re.match(r"([A-Za-z0-9_-]+)\s*=\s*\S", body)
+        if header and (not commented or header.group(2).startswith("snmp.")):
+            table = header.group(2).replace('"', "") + (".*" if header.group(1) == "[[" else "")
+        elif key:
+            yield (f"{table}.{key.group(1)}" if table else key.group(1)), commented, list(comments)
+        comments = comments + [stripped] if commented and not key and not header else []
+
+
+def commented_ok(path: str) -> bool:
+    return any(matches(path, p) for p in COMMENTED_OK)
+
+
 def test_every_schema_key_appears_in_the_sample():
     present = sample_keys()
     missing = [pattern for pattern in describe_keys() if not any(matches(p, pattern) for p in present)]
-    text = SAMPLE.read_text()
-    commented = [p for p in missing if p.rpartition(".")[2] in COMMENTED_SECRETS
-                 and re.search(rf"^# {re.escape(p.rpartition('.')[2])} = ", text, re.M)]
-    assert missing == commented == ["web.password_hash"]
+    commented = {path for path, is_commented, _ in key_lines() if is_commented}
+    assert missing and all(commented_ok(p) for p in missing)
+    assert [p for p in missing if not any(matches(c, p) for c in commented)] == []
 
 
 def test_every_key_in_the_sample_is_known():
@@ -72,33 +98,20 @@ def test_sample_sections_show_the_defaults():
     assert differing == []
 
 
-COMMENTED_SECRETS = ("password_hash",)
-
-
 def test_first_use_of_every_key_is_commented_with_its_default():
-    """The comment block just above the first line of each schema key says "Default:" or "Required".
-
-    Secrets (a password hash) appear commented out: a working sample value would be a known password.
-    """
-    lines = SAMPLE.read_text().splitlines()
-    table, comments, undocumented, seen = "", [], [], set()
-    for line in lines:
-        stripped = line.strip()
-        header = re.fullmatch(r"(\[\[?)\s*([^\]]+?)\s*\]\]?", stripped)
-        key = re.match(r"([A-Za-z0-9_-]+)\s*=", stripped) or re.match(
-            rf"#\s*({'|'.join(COMMENTED_SECRETS)})\s*=", stripped)
-        if header:
-            table = header.group(2).replace('"', "") + (".*" if header.group(1) == "[[" else "")
-        elif key:
-            path = f"{table}.{key.group(1)}" if table else key.group(1)
-            pattern = next((p for p in describe_keys() if matches(path, p)), None)
-            if pattern and pattern not in seen:
-                seen.add(pattern)
-                if not re.search(r"Default:|Required", " ".join(comments)):
-                    undocumented.append(pattern)
-        if stripped.startswith("#"):
-            comments.append(stripped)
-        else:
-            comments = []
+    """The comment block just above the first line of each schema key says "Default:" or "Required";
+    only the keys of COMMENTED_OK may appear commented out."""
+    seen, undocumented, wrongly_commented = set(), [], []
+    for path, commented, comments in key_lines():
+        pattern = next((p for p in describe_keys() if matches(path, p)), None)
+        if pattern is None:
+            continue
+        if commented and not commented_ok(pattern):
+            wrongly_commented.append(path)
+        if pattern not in seen:
+            seen.add(pattern)
+            if not re.search(r"Default:|Required", " ".join(comments)):
+                undocumented.append(pattern)
     assert seen == set(describe_keys())
+    assert wrongly_commented == []
     assert undocumented == []
