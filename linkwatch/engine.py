@@ -147,6 +147,9 @@ class Engine:
         self.reconciler: Reconciler | None = None
         self.monitor: LinkMonitor | None = None
         self.sinks: SinkRunner | None = None
+        self.traps = None  # the SNMP trap sink, when [[snmp.traps]] are configured
+        self.agent = None  # the SNMP agent, when [snmp.agent] is enabled
+        self.agent_error: str | None = None
         self.control: ControlServer | None = None
         self._tasks: dict[str, asyncio.Task] = {}
         self._round_tasks: set[asyncio.Task] = set()
@@ -222,6 +225,7 @@ class Engine:
         for u in self.uplinks.values():
             self._start_prober(u)
         self._start_sampler()
+        await self._start_agent()
         self._publish(EngineEvent(time.time(), now, "started", f"linkwatch {__version__}, pid {os.getpid()}"))
         log.info("engine started: %d uplinks, mode=%s, control=%s", len(self.uplinks), cfg.policy.mode,
                  cfg.control.socket)
@@ -235,7 +239,44 @@ class Engine:
             from linkwatch.history import HistorySink  # sqlite-utils only when a history is kept
 
             sinks.append(HistorySink(self.config.history))
+        if self.config.snmp.traps:
+            from linkwatch.snmp.traps import TrapSink  # pysnmp only when traps are sent
+
+            self.traps = TrapSink(self.config.snmp, [u.name for u in self.config.uplinks])
+            sinks.append(self.traps)
+        else:
+            self.traps = None
         return sinks
+
+    async def _start_agent(self) -> None:
+        """Start the SNMP agent if [snmp.agent] enables it. A failure (address in use) is logged and
+        shown in status: the agent is not worth a router without failover."""
+        self.agent_error = None
+        if not self.config.snmp.agent.enabled:
+            return
+        from linkwatch.snmp import SnmpError
+        from linkwatch.snmp.agent import SnmpAgent
+
+        agent = SnmpAgent(self.config.snmp, self.status, asyncio.get_running_loop(), self.suppressed_traps)
+        try:
+            await agent.start()
+        except (SnmpError, OSError) as e:
+            self.agent_error = str(e)
+            log.error("snmp agent not started: %s", e)
+            return
+        self.agent = agent
+
+    async def _stop_agent(self) -> None:
+        agent, self.agent = self.agent, None
+        if agent is not None:
+            try:
+                await agent.close()
+            except Exception as e:  # closing must not stop the engine from stopping
+                log.warning("snmp agent close failed: %s", e)
+
+    def suppressed_traps(self) -> dict[str, int]:
+        """Traps held back by the storm limit, per uplink (for lwUplinkSuppressedTraps)."""
+        return self.traps.suppressed() if self.traps is not None else {}
 
     async def shutdown(self) -> None:
         now = self.clock()
@@ -262,6 +303,7 @@ class Engine:
         await self._close_io()
 
     async def _close_io(self) -> None:
+        await self._stop_agent()
         if self.control:
             await self.control.close()
             self.control = None
@@ -305,8 +347,11 @@ class Engine:
         for name, u in old.items():
             if uplinks.get(name) is not u:
                 self._stop_prober(u)
-        sinks_changed = new.hooks != self.config.hooks or new.history != self.config.history or [
-            u.interface for u in new.uplinks] != [u.cfg.interface for u in old.values()]
+        sinks_changed = (new.hooks != self.config.hooks or new.history != self.config.history
+                         or new.snmp != self.config.snmp
+                         or [u.name for u in new.uplinks] != [u.cfg.name for u in old.values()]
+                         or [u.interface for u in new.uplinks] != [u.cfg.interface for u in old.values()])
+        agent_changed = new.snmp != self.config.snmp
         self.config = new
         self.uplinks = uplinks
         logging.getLogger("linkwatch").setLevel(getattr(logging, new.log.level.upper()))
@@ -322,6 +367,9 @@ class Engine:
             self._start_prober(uplinks[name])
         self._start_monitor()  # the set of interfaces may have changed
         self._start_sampler()  # the history period may have changed
+        if agent_changed:
+            await self._stop_agent()
+            await self._start_agent()
         gone = [n for n in self.active if n not in uplinks]
         self.active = tuple(n for n in self.active if n in uplinks)
         self._decide(now, reason_prefix="reload: ")
@@ -696,7 +744,19 @@ class Engine:
             "reason": d.reason if d else "", "last_apply_ms": _round(self.last_apply_ms),
             "conntrack_flushes": list(self.flushes), "active_changes": self.active_changes, "uplinks": out,
             "sinks": self.sinks.stats() if self.sinks else {},
+            "snmp": self._snmp_status(),
         }
+
+    def _snmp_status(self) -> dict | None:
+        """What status shows of SNMP (never a community or key)."""
+        snmp = self.config.snmp
+        if not snmp.traps and not snmp.agent.enabled:
+            return None
+        from linkwatch.snmp import engine_id
+
+        return {"engine_id": engine_id(snmp.engine_id).hex(), "base_oid": snmp.base_oid,
+                "agent": self.agent.stats() if self.agent is not None else None,
+                "agent_error": self.agent_error, "agent_listen": snmp.agent.listen if snmp.agent.enabled else None}
 
 
 def _round(v: float | None) -> float | None:

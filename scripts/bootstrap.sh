@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Install what linkwatch's lab, tests and benchmarks need on a fresh Debian/Ubuntu machine (root):
 # system tools (iproute2, nftables, conntrack) and a virtualenv in .venv with the package and pytest.
-# With --browser also Debian's headless Chromium and its chromedriver (the web UI's browser test).
+# With --test-tools also what the tests drive from outside: Debian's headless Chromium and its
+# chromedriver (the web UI's browser test), net-snmp's snmptrapd/snmpwalk and smitools' smilint
+# (the SNMP tests) and npm (to fetch the IETF base MIBs, scripts/fetch-ietf-mibs.sh).
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-browser=0
-[ "${1:-}" = "--browser" ] && browser=1
+tools=0
+[ "${1:-}" = "--test-tools" ] && tools=1
 
 need_apt=()
 command -v ip >/dev/null || need_apt+=(iproute2)
@@ -15,9 +17,13 @@ command -v nft >/dev/null || need_apt+=(nftables)
 command -v conntrack >/dev/null || need_apt+=(conntrack)
 command -v pgrep >/dev/null || need_apt+=(procps)
 command -v setpriv >/dev/null || need_apt+=(util-linux)
-if [ "$browser" = 1 ]; then
+if [ "$tools" = 1 ]; then
     command -v chromium >/dev/null || need_apt+=(chromium)
     command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+    command -v snmptrapd >/dev/null || need_apt+=(snmptrapd)
+    command -v snmpwalk >/dev/null || need_apt+=(snmp)
+    command -v smilint >/dev/null || need_apt+=(smitools)
+    command -v npm >/dev/null || need_apt+=(npm)
 fi
 PY=${PYTHON:-python3}
 if ! command -v "$PY" >/dev/null; then need_apt+=(python3 python3-venv python3-pip); fi

@@ -63,7 +63,7 @@ def admin_events(spec: LabSpec, want: int = 2, timeout: float = 10.0) -> list[tu
 
 
 @pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
-                    reason="needs Debian's chromium and chromium-driver (scripts/bootstrap.sh --browser)")
+                    reason="needs Debian's chromium and chromium-driver (scripts/bootstrap.sh --test-tools)")
 def test_dashboard_follows_a_failover_live_and_controls_work(tmp_path):
     spec = LabSpec(LAB, 2)
     screenshot = Path(os.environ.get("LINKWATCH_SCREENSHOT", tmp_path / "dashboard.png"))

@@ -1,0 +1,217 @@
+"""LINKWATCH-MIB as data (pure): the OID layout, engine status -> MIB instances, event -> notification.
+
+The MIB module text (packaging/LINKWATCH-MIB.txt) describes exactly this layout; both the agent
+and the trap sender use only this module, so they cannot disagree with each other. Values are
+``(syntax, value)`` pairs with plain Python values; the SNMP library turns them into its types.
+
+Layout under the module's OID B (``[snmp] base_oid``, default 1.3.6.1.4.1.8072.9999.7745)::
+
+    B.0            lwNotifications: .1 lwUplinkDown .2 lwUplinkUp .3 lwUplinkDegraded
+                   .4 lwActiveChanged .5 lwUplinkFlapping
+    B.1.1          lwScalars: .1 lwVersion .2 lwUptime .3 lwActiveUplinks .4 lwMode
+                   .5 lwUplinkCount .6 lwActiveChanges .7 lwPreviousActiveUplinks .8 lwActiveReason
+    B.1.2.1.C.I    lwUplinkTable, column C of the uplink with index I (1 = first in the config)
+    B.2            lwConformance
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from linkwatch.events import ActiveChanged, Event, UplinkStateChanged
+
+OID = tuple[int, ...]
+Value = tuple[str, Any]  # (syntax, value); syntax is one of SYNTAXES
+SYNTAXES = ("Integer32", "OctetString", "Counter32", "Gauge32", "TimeTicks", "ObjectIdentifier")
+
+STATE_VALUES = {"INIT": 1, "UP": 2, "FALLING": 3, "DOWN": 4, "RISING": 5, "DEGRADED": 6, "DISABLED": 7}
+MODE_VALUES = {"failover": 1, "balance": 2}
+TRUE, FALSE = 1, 2  # SNMPv2-TC TruthValue
+UNKNOWN = -1  # RTT, jitter and loss columns when there is no measurement
+
+SCALARS = {  # name -> sub-identifier under B.1.1
+    "lwVersion": 1, "lwUptime": 2, "lwActiveUplinks": 3, "lwMode": 4, "lwUplinkCount": 5,
+    "lwActiveChanges": 6, "lwPreviousActiveUplinks": 7, "lwActiveReason": 8,
+}
+COLUMNS = {  # name -> column under B.1.2.1 (lwUplinkIndex is the not-accessible index)
+    "lwUplinkIndex": 1, "lwUplinkName": 2, "lwUplinkInterface": 3, "lwUplinkState": 4,
+    "lwUplinkReason": 5, "lwUplinkActive": 6, "lwUplinkPriority": 7, "lwUplinkRtt": 8,
+    "lwUplinkJitter": 9, "lwUplinkLoss": 10, "lwUplinkLastChange": 11, "lwUplinkTransitions": 12,
+    "lwUplinkDowns": 13, "lwUplinkSuppressedTraps": 14,
+}
+NOTIFICATIONS = {"lwUplinkDown": 1, "lwUplinkUp": 2, "lwUplinkDegraded": 3, "lwActiveChanged": 4,
+                 "lwUplinkFlapping": 5}
+# the objects each notification carries (the MIB's OBJECTS clauses, in this order)
+NOTIFICATION_OBJECTS = {
+    "lwUplinkDown": ("lwUplinkName", "lwUplinkInterface", "lwUplinkState", "lwUplinkReason", "lwUplinkLoss",
+                     "lwUplinkRtt", "lwActiveUplinks"),
+    "lwUplinkUp": ("lwUplinkName", "lwUplinkInterface", "lwUplinkState", "lwUplinkReason", "lwUplinkLoss",
+                   "lwUplinkRtt", "lwActiveUplinks"),
+    "lwUplinkDegraded": ("lwUplinkName", "lwUplinkInterface", "lwUplinkState", "lwUplinkReason",
+                         "lwUplinkLoss", "lwUplinkRtt", "lwActiveUplinks"),
+    "lwActiveChanged": ("lwActiveUplinks", "lwPreviousActiveUplinks", "lwActiveReason"),
+    "lwUplinkFlapping": ("lwUplinkName", "lwUplinkState", "lwUplinkTransitions", "lwUplinkSuppressedTraps"),
+}
+MAX_TEXT = 255  # DisplayString
+
+
+class MibError(ValueError):
+    """A base OID or a status that cannot be put into LINKWATCH-MIB."""
+
+
+def parse_oid(text: str) -> OID:
+    """``"1.3.6.1.4.1.8072"`` -> ``(1, 3, 6, 1, 4, 1, 8072)``."""
+    try:
+        oid = tuple(int(p) for p in text.strip().strip(".").split("."))
+    except ValueError:
+        raise MibError(f"not a numeric OID: {text!r}") from None
+    if len(oid) < 2 or any(not 0 <= p <= 0xFFFFFFFF for p in oid):
+        raise MibError(f"not a numeric OID: {text!r}")
+    return oid
+
+
+def oid_str(oid: OID) -> str:
+    return ".".join(map(str, oid))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The OIDs of LINKWATCH-MIB under one base."""
+
+    base: OID
+
+    @classmethod
+    def from_text(cls, base_oid: str) -> Layout:
+        return cls(parse_oid(base_oid))
+
+    def scalar(self, name: str) -> OID:
+        """The OID of a scalar's instance (with its trailing .0)."""
+        return self.base + (1, 1, SCALARS[name], 0)
+
+    def column(self, name: str, index: int | None = None) -> OID:
+        """A column's OID, or the instance of the uplink with ``index``."""
+        oid = self.base + (1, 2, 1, COLUMNS[name])
+        return oid if index is None else oid + (index,)
+
+    def notification(self, name: str) -> OID:
+        return self.base + (0, NOTIFICATIONS[name])
+
+    @property
+    def table(self) -> OID:
+        return self.base + (1, 2)
+
+
+def _text(value: Any) -> Value:
+    text = "" if value is None else str(value)
+    return ("OctetString", text.encode("utf-8", "replace")[:MAX_TEXT].decode("utf-8", "ignore"))
+
+
+def _micros(ms: float | None) -> Value:
+    return ("Integer32", UNKNOWN if ms is None else max(0, min(int(round(ms * 1000)), 2**31 - 1)))
+
+
+def _hundredths(pct: float | None) -> Value:
+    return ("Integer32", UNKNOWN if pct is None else max(0, min(int(round(pct * 100)), 10000)))
+
+
+def date_and_time(epoch: float | None) -> bytes:
+    """SNMPv2-TC DateAndTime (8 octets + UTC offset, 11 octets) of a wall-clock time, in UTC."""
+    if not epoch:
+        return b""
+    t = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
+    return bytes([t.year >> 8, t.year & 0xFF, t.month, t.day, t.hour, t.minute, t.second,
+                  t.microsecond // 100000, ord("+"), 0, 0])
+
+
+def _names(names: Iterable[str]) -> Value:
+    return _text(",".join(names))
+
+
+def uplink_row(u: dict, index: int, suppressed: int = 0) -> dict[str, Value]:
+    """The table row of one uplink of the engine's status (``status["uplinks"][index - 1]``)."""
+    return {
+        "lwUplinkName": _text(u["name"]),
+        "lwUplinkInterface": _text(u["interface"]),
+        "lwUplinkState": ("Integer32", STATE_VALUES.get(u["state"], STATE_VALUES["INIT"])),
+        "lwUplinkReason": _text(u.get("reason")),
+        "lwUplinkActive": ("Integer32", TRUE if u.get("active") else FALSE),
+        "lwUplinkPriority": ("Integer32", int(u.get("priority", 0))),
+        "lwUplinkRtt": _micros(u.get("rtt_ms")),
+        "lwUplinkJitter": _micros(u.get("jitter_ms")),
+        "lwUplinkLoss": _hundredths(u.get("loss_pct")),
+        "lwUplinkLastChange": ("OctetString", date_and_time(u.get("since"))),
+        "lwUplinkTransitions": ("Counter32", int(u.get("transitions", 0)) & 0xFFFFFFFF),
+        "lwUplinkDowns": ("Counter32", int(u.get("downs", 0)) & 0xFFFFFFFF),
+        "lwUplinkSuppressedTraps": ("Counter32", int(suppressed) & 0xFFFFFFFF),
+    }
+
+
+def scalars(status: dict, uptime_s: float, previous_active: Iterable[str] = ()) -> dict[str, Value]:
+    return {
+        "lwVersion": _text(status.get("version")),
+        "lwUptime": ("TimeTicks", max(0, int(uptime_s * 100)) & 0xFFFFFFFF),
+        "lwActiveUplinks": _names(status.get("active", [])),
+        "lwMode": ("Integer32", MODE_VALUES.get(status.get("mode"), 1)),
+        "lwUplinkCount": ("Integer32", len(status.get("uplinks", []))),
+        "lwActiveChanges": ("Counter32", int(status.get("active_changes", 0)) & 0xFFFFFFFF),
+        "lwPreviousActiveUplinks": _names(previous_active),
+        "lwActiveReason": _text(status.get("reason")),
+    }
+
+
+def instances(layout: Layout, status: dict, uptime_s: float, suppressed: dict[str, int] | None = None,
+              previous_active: Iterable[str] = ()) -> list[tuple[OID, Value]]:
+    """Every readable instance of the MIB for this status, sorted by OID (what a walk returns)."""
+    out: list[tuple[OID, Value]] = [(layout.scalar(n), v) for n, v in
+                                    scalars(status, uptime_s, previous_active).items()]
+    for index, u in enumerate(status.get("uplinks", []), start=1):
+        for name, value in uplink_row(u, index, (suppressed or {}).get(u["name"], 0)).items():
+            out.append((layout.column(name, index), value))
+    return sorted(out)
+
+
+@dataclass(frozen=True)
+class Notification:
+    name: str
+    oid: OID
+    varbinds: tuple[tuple[OID, Value], ...]  # after sysUpTime.0 and snmpTrapOID.0, which the sender adds
+
+
+NOTIFY_STATES = {"DOWN": "lwUplinkDown", "UP": "lwUplinkUp", "DEGRADED": "lwUplinkDegraded"}
+
+
+def notification_for(layout: Layout, event: Event, index: int, active: Iterable[str]) -> Notification | None:
+    """The notification an event causes, or None (only DOWN, UP, DEGRADED and traffic moves do).
+
+    ``index`` is the uplink's row index (1-based, config order); ``active`` the uplinks now active.
+    UP is reported only when the uplink comes back to UP from DOWN, RISING or DEGRADED after DOWN
+    was reported, i.e. from any state but INIT (start-up) and FALLING (a scare that passed)."""
+    if isinstance(event, UplinkStateChanged):
+        name = NOTIFY_STATES.get(event.new)
+        if name is None or (event.new == "UP" and event.old in ("INIT", "FALLING")):
+            return None
+        row = uplink_row({"name": event.uplink, "interface": event.interface, "state": event.new,
+                          "reason": event.reason, "rtt_ms": event.rtt_ms, "loss_pct": event.loss_pct}, index)
+        values = {**row, "lwActiveUplinks": _names(active)}
+        binds = tuple((layout.column(o, index) if o in COLUMNS else layout.scalar(o), values[o])
+                      for o in NOTIFICATION_OBJECTS[name])
+        return Notification(name, layout.notification(name), binds)
+    if isinstance(event, ActiveChanged):
+        values = {"lwActiveUplinks": _names(event.new), "lwPreviousActiveUplinks": _names(event.old),
+                  "lwActiveReason": _text(event.reason)}
+        name = "lwActiveChanged"
+        return Notification(name, layout.notification(name),
+                            tuple((layout.scalar(o), values[o]) for o in NOTIFICATION_OBJECTS[name]))
+    return None
+
+
+def flapping(layout: Layout, uplink: str, index: int, state: str, transitions: int,
+             suppressed: int) -> Notification:
+    """The summary sent when a storm window ends with traps held back for ``uplink``."""
+    row = uplink_row({"name": uplink, "interface": "", "state": state, "transitions": transitions}, index,
+                     suppressed)
+    name = "lwUplinkFlapping"
+    return Notification(name, layout.notification(name),
+                        tuple((layout.column(o, index), row[o]) for o in NOTIFICATION_OBJECTS[name]))
