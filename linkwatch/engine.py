@@ -29,6 +29,7 @@ from linkwatch.netwatch import LinkFacts, LinkMonitor, read_facts
 from linkwatch.policy import Decision, PolicyParams, UplinkView, decide
 from linkwatch.probes import Probe, ProbeResult, ProbeSpec, make_probes
 from linkwatch.routing import Desired, Reconciler, RoutingError, RoutingParams, UplinkRoute, plan
+from linkwatch.sdnotify import Notifier
 from linkwatch.sinks import LogSink, SinkRunner
 
 log = logging.getLogger("linkwatch.engine")
@@ -164,6 +165,8 @@ class Engine:
         self.last_apply_ms: float | None = None
         self.flushes: deque = deque(maxlen=20)
         self.active_changes = 0  # since the engine started (the first choice counts)
+        self.notifier = Notifier()  # systemd Type=notify and WatchdogSec (no-op outside systemd)
+        self._last_ping = 0.0
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -177,22 +180,37 @@ class Engine:
         except BaseException:
             await self._close_io()  # never touches the routes: a failed start changes nothing
             raise
+        self.notifier.notify("READY=1", f"STATUS=active: {','.join(self.active) or '-'}")
+        wake_every = min(REPAIR_INTERVAL, self.notifier.watchdog_interval or REPAIR_INTERVAL)
         try:
             while not self._stop:
                 self._wakeup.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), REPAIR_INTERVAL)
+                    await asyncio.wait_for(self._wakeup.wait(), wake_every)
                 try:
                     if self._reload and not self._stop:
                         self._reload = False
+                        self.notifier.notify("RELOADING=1", "STATUS=reloading the config")
                         await self.reload()
+                        self.notifier.notify("READY=1", f"STATUS=active: {','.join(self.active) or '-'}")
                     if not self._stop:
                         self.reconcile(force=True)  # repair what someone else changed
                 except Exception:  # a netlink hiccup must not take the engine (and the routes) down
                     log.exception("engine loop error; routes left as they are, retrying in %gs", REPAIR_INTERVAL)
+                self._watchdog_ping()
         finally:
+            self.notifier.notify("STOPPING=1")
             await self.shutdown()
         return 0
+
+    def _watchdog_ping(self) -> None:
+        """WATCHDOG=1 from the main loop, once per half watchdog interval: a loop stuck in a
+        netlink call or a deadlock stops the pings, and systemd restarts the engine."""
+        interval = self.notifier.watchdog_interval
+        now = time.monotonic()
+        if interval and now - self._last_ping >= interval * 0.9:
+            self._last_ping = now
+            self.notifier.notify("WATCHDOG=1")
 
     def request_stop(self) -> None:
         self._stop = True
