@@ -43,3 +43,26 @@ def test_sample_config_mentions_every_key():
     for key in describe_keys():
         leaf = key.rsplit(".", 1)[-1]
         assert f"{leaf} =" in sample, f"etc/linkwatch.toml does not show {key}"
+
+
+def test_configuration_reference_is_generated_from_the_schema_and_up_to_date():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen-config-doc.py"), "--check"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    reference = (ROOT / "docs" / "configuration.md").read_text()
+    for key in describe_keys():
+        assert f"`{key}`" in reference, f"docs/configuration.md does not document {key}"
+
+
+def test_every_command_has_help(capsys):
+    import pytest
+
+    for name in cli.COMMANDS:
+        with pytest.raises(SystemExit) as done:
+            cli.main([name, "--help"])
+        assert done.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"usage: linkwatch {name}"), out[:100]
