@@ -27,6 +27,7 @@ COMMANDS = {
     "history": "print the event log from the history database",
     "web": "serve the web dashboard, JSON API and /metrics (unprivileged)",
     "passwd": "set the web login password: writes [web] password_hash into the config",
+    "mib": "print LINKWATCH-MIB for the configured base OID",
 }
 
 
@@ -200,8 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     register_lab(sub)
     register_web(sub)
     from linkwatch.history_cli import register as register_history
+    from linkwatch.snmp.cli import register as register_mib
 
     register_history(sub)
+    register_mib(sub)
     return p
 
 

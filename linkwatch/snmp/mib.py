@@ -1,7 +1,8 @@
 """LINKWATCH-MIB as data (pure): the OID layout, engine status -> MIB instances, event -> notification.
 
-The MIB module text (packaging/LINKWATCH-MIB.txt) describes exactly this layout; both the agent
-and the trap sender use only this module, so they cannot disagree with each other. Values are
+The MIB module text (:mod:`.mibtext` builds it from the tables below; packaging/mibs/LINKWATCH-MIB.txt
+is its output for the default base) describes exactly this layout; both the agent and the trap sender
+use only this module, so they cannot disagree with each other. Values are
 ``(syntax, value)`` pairs with plain Python values; the SNMP library turns them into its types.
 
 Layout under the module's OID B (``[snmp] base_oid``, default 1.3.6.1.4.1.8072.9999.7745)::
@@ -17,6 +18,7 @@ Layout under the module's OID B (``[snmp] base_oid``, default 1.3.6.1.4.1.8072.9
 from __future__ import annotations
 
 import datetime
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -55,6 +57,9 @@ NOTIFICATION_OBJECTS = {
     "lwUplinkFlapping": ("lwUplinkName", "lwUplinkState", "lwUplinkTransitions", "lwUplinkSuppressedTraps"),
 }
 MAX_TEXT = 255  # DisplayString
+# DateAndTime when the time is unknown: 1 January of year 0, 00:00:00.0 (HOST-RESOURCES-MIB's
+# convention). DateAndTime is SIZE (8 | 11), so an empty string would break the TC.
+UNKNOWN_DATE = bytes([0, 0, 1, 1, 0, 0, 0, 0])
 
 
 class MibError(ValueError):
@@ -108,18 +113,23 @@ def _text(value: Any) -> Value:
     return ("OctetString", text.encode("utf-8", "replace")[:MAX_TEXT].decode("utf-8", "ignore"))
 
 
+def _known(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
+
+
 def _micros(ms: float | None) -> Value:
-    return ("Integer32", UNKNOWN if ms is None else max(0, min(int(round(ms * 1000)), 2**31 - 1)))
+    return ("Integer32", max(0, min(int(round(ms * 1000)), 2**31 - 1)) if _known(ms) else UNKNOWN)
 
 
 def _hundredths(pct: float | None) -> Value:
-    return ("Integer32", UNKNOWN if pct is None else max(0, min(int(round(pct * 100)), 10000)))
+    return ("Integer32", max(0, min(int(round(pct * 100)), 10000)) if _known(pct) else UNKNOWN)
 
 
 def date_and_time(epoch: float | None) -> bytes:
-    """SNMPv2-TC DateAndTime (8 octets + UTC offset, 11 octets) of a wall-clock time, in UTC."""
-    if not epoch:
-        return b""
+    """SNMPv2-TC DateAndTime (8 octets + UTC offset, 11 octets) of a wall-clock time, in UTC;
+    :data:`UNKNOWN_DATE` (8 octets) when there is none."""
+    if not epoch or not math.isfinite(epoch):
+        return UNKNOWN_DATE
     t = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
     return bytes([t.year >> 8, t.year & 0xFF, t.month, t.day, t.hour, t.minute, t.second,
                   t.microsecond // 100000, ord("+"), 0, 0])
@@ -209,7 +219,11 @@ def notification_for(layout: Layout, event: Event, index: int, active: Iterable[
 
 def flapping(layout: Layout, uplink: str, index: int, state: str, transitions: int,
              suppressed: int) -> Notification:
-    """The summary sent when a storm window ends with traps held back for ``uplink``."""
+    """The summary sent when a storm window ends with traps held back for ``uplink``.
+
+    ``transitions`` and ``suppressed`` are the uplink's counters (lwUplinkTransitions and
+    lwUplinkSuppressedTraps, both Counter32 "since the engine started"), i.e. the values the agent
+    shows in the uplink's row; what this window held back is the increase of ``suppressed``."""
     row = uplink_row({"name": uplink, "interface": "", "state": state, "transitions": transitions}, index,
                      suppressed)
     name = "lwUplinkFlapping"
