@@ -274,7 +274,7 @@ def _secret_text(low: int, high: int, what: str) -> _Conv:
 
 
 def _oid() -> _Conv:
-    expected = 'a numeric OID under 1.3.6.1 like "1.3.6.1.4.1.8072.9999.7745"'
+    expected = 'a numeric OID under 1.3.6.1 like "1.3.6.1.4.1.8072.9999.9999.7745"'
 
     def check(raw: Any) -> str:
         if not isinstance(raw, str) or not re.fullmatch(r"1\.3\.6\.1(\.(0|[1-9]\d{0,9})){1,60}", raw.strip()):
@@ -631,7 +631,7 @@ class LogConfig:
 SNMP_AUTH = ("none", "md5", "sha", "sha224", "sha256", "sha384", "sha512")
 SNMP_PRIV = ("none", "des", "aes", "aes192", "aes256")
 SNMP_LEVELS = ("noAuthNoPriv", "authNoPriv", "authPriv")
-DEFAULT_BASE_OID = "1.3.6.1.4.1.8072.9999.7745"  # net-snmp's netSnmpPlaypen: see README "SNMP"
+DEFAULT_BASE_OID = "1.3.6.1.4.1.8072.9999.9999.7745"  # net-snmp's netSnmpPlaypen: see docs/snmp.md
 
 
 @dataclass(frozen=True)

@@ -143,6 +143,7 @@ class Engine:
         self.routing_params = routing_params(config)
         self.uplinks: dict[str, Uplink] = {u.name: Uplink(u, health_params(u)) for u in config.uplinks}
         self.active: tuple[str, ...] = ()
+        self.previous_active: tuple[str, ...] = ()  # what carried traffic before the last change
         self.decision: Decision | None = None
         self.forced: str | None = None
         self.reconciler: Reconciler | None = None
@@ -624,6 +625,7 @@ class Engine:
         if d.active != self.active:
             self.active_changes += 1
             old, self.active = self.active, d.active
+            self.previous_active = old
             log.info("active %s -> %s reason=%s", ",".join(old) or "-", ",".join(d.active) or "-", d.reason)
             self._pending_active_event = ActiveChanged(time.time(), now, old, d.active, reason_prefix + d.reason)
             for n in old:
@@ -759,6 +761,7 @@ class Engine:
         return {
             "version": __version__, "pid": os.getpid(), "started": self.started_wall,
             "mode": self.config.policy.mode, "active": list(self.active), "forced": self.forced,
+            "previous_active": list(self.previous_active),
             "reason": d.reason if d else "", "last_apply_ms": _round(self.last_apply_ms),
             "conntrack_flushes": list(self.flushes), "active_changes": self.active_changes, "uplinks": out,
             "sinks": self.sinks.stats() if self.sinks else {},

@@ -5,7 +5,7 @@ is its output for the default base) describes exactly this layout; both the agen
 use only this module, so they cannot disagree with each other. Values are
 ``(syntax, value)`` pairs with plain Python values; the SNMP library turns them into its types.
 
-Layout under the module's OID B (``[snmp] base_oid``, default 1.3.6.1.4.1.8072.9999.7745)::
+Layout under the module's OID B (``[snmp] base_oid``, default 1.3.6.1.4.1.8072.9999.9999.7745)::
 
     B.0            lwNotifications: .1 lwUplinkDown .2 lwUplinkUp .3 lwUplinkDegraded
                    .4 lwActiveChanged .5 lwUplinkFlapping

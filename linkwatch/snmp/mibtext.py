@@ -7,7 +7,7 @@ packaging/mibs/LINKWATCH-MIB.txt is ``render(DEFAULT_BASE_OID)``; ``linkwatch mi
 the configured ``[snmp] base_oid``.
 
 The module identity hangs from the longest named node of SNMPv2-SMI or NET-SNMP-MIB above the base:
-``{ netSnmpExperimental 7745 }`` for the default, ``{ enterprises lwArc1(99999) 1 }`` for
+``{ netSnmpPlaypen 7745 }`` for the default, ``{ enterprises lwArc1(99999) 1 }`` for
 1.3.6.1.4.1.99999.1 (arcs in between get names: bare numbers make smilint warn "implicit node
 definition"). Such a module passes ``smilint -l 9`` without a message (one warning if the base has a
 0 arc below the parent, see :attr:`Parent.value`) and loads in net-snmp.
@@ -101,9 +101,9 @@ STORM_RULE = (
 def _why_default() -> str:
     p = parent_of(parse_oid(DEFAULT_BASE_OID))
     return (f"No private enterprise number is registered for linkwatch. Its default base OID, "
-            f"{DEFAULT_BASE_OID}, lies under {p.name} ({oid_str(p.oid)}) of {p.module}, in the experimental "
-            "arc of Net-SNMP's enterprise (NET-SNMP-MIB sets aside netSnmpPlaypen, 1.3.6.1.4.1.8072.9999.9999, "
-            "for private experiments). That is fine inside one network; an organisation with its own "
+            f"{DEFAULT_BASE_OID}, lies under {p.name} ({oid_str(p.oid)}) of {p.module}, the arc "
+            "Net-SNMP's enterprise sets aside for private experiments. That is fine inside one network; "
+            "an organisation with its own "
             "enterprise number should set [snmp] base_oid under it and load the module that `linkwatch mib` "
             "prints for that base.")
 

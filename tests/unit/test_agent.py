@@ -35,7 +35,7 @@ from linkwatch.snmp.agent import (END_OF_MIB_VIEW, NO_SUCH_INSTANCE, NO_SUCH_OBJ
 from linkwatch.snmp.mib import Layout
 
 REPO = Path(__file__).resolve().parents[2]
-BASE = "1.3.6.1.4.1.8072.9999.7745"
+BASE = "1.3.6.1.4.1.8072.9999.9999.7745"
 LAYOUT = Layout.from_text(BASE)
 COMMUNITY = "lw-test-ro"
 AUTH_KEY, PRIV_KEY = "auth-secret-1", "priv-secret-1"

@@ -532,7 +532,7 @@ kind = "inform"
 def test_snmp_section_parses_and_hides_its_secrets():
     cfg = loads(doc(top=SNMP_GOOD))
     s = cfg.snmp
-    assert s.engine_id == "80001f8880aabbccdd" and s.base_oid == "1.3.6.1.4.1.8072.9999.7745"
+    assert s.engine_id == "80001f8880aabbccdd" and s.base_oid == "1.3.6.1.4.1.8072.9999.9999.7745"
     assert (s.agent.enabled, s.agent.listen, s.agent.community, s.agent.users) == (
         True, "10.77.0.1:161", "s3cret-ro", ("monitor",))
     assert s.user("monitor").auth_key == "authpass123" and s.user("monitor").priv == "aes"

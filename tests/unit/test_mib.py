@@ -134,7 +134,7 @@ def test_smilint_check_catches_a_broken_module(ietf_dir, tmp_path):
     assert any("group-membership" in w for w in warnings), messages
 
 
-OTHER_BASES = ["1.3.6.1.4.1.99999.1", "1.3.6.1.4.1.99999", "1.3.6.1.4.1.8072.9999.9999.7745", "1.3.6.1.3.77.5.1",
+OTHER_BASES = ["1.3.6.1.4.1.99999.1", "1.3.6.1.4.1.99999", "1.3.6.1.4.1.8072.9999.7745", "1.3.6.1.3.77.5.1",
                "1.3.6.1.2.1.9999", "1.3.6.1.4.1.8072.1.55", "1.3.6.1.4.1.99999.12.0.4"]
 
 
@@ -162,9 +162,9 @@ def test_net_snmp_loads_a_module_for_another_base(ietf_dir, tmp_path, base):
 
 
 def test_module_identity_hangs_from_the_nearest_named_node():
-    assert parent_of(parse_oid(DEFAULT_BASE_OID)).value == "{ netSnmpExperimental 7745 }"
+    assert parent_of(parse_oid(DEFAULT_BASE_OID)).value == "{ netSnmpPlaypen 7745 }"
     assert parent_of(parse_oid("1.3.6.1.4.1.99999.1")).value == "{ enterprises lwArc1(99999) 1 }"
-    assert parent_of(parse_oid("1.3.6.1.4.1.8072.9999.9999.7745")).value == "{ netSnmpPlaypen 7745 }"
+    assert parent_of(parse_oid("1.3.6.1.4.1.8072.9999.7745")).value == "{ netSnmpExperimental 7745 }"
     assert parent_of(parse_oid("1.3.6.1.2.1.10.99")).value == "{ transmission 99 }"
     with pytest.raises(MibError, match=r"1\.2\.3\.4 is not below internet"):
         render("1.2.3.4")
