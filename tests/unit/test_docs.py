@@ -66,3 +66,23 @@ def test_every_command_has_help(capsys):
         assert done.value.code == 0
         out = capsys.readouterr().out
         assert out.startswith(f"usage: linkwatch {name}"), out[:100]
+
+
+def test_toml_examples_in_the_docs_are_valid_configs():
+    import re
+
+    from linkwatch.config import loads
+
+    checked = 0
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for block in re.findall(r"```toml\n(.*?)```", doc.read_text(), re.S):
+            if "[uplinks." in block:  # a whole config (fragments without uplinks are shown as snippets)
+                loads(block, f"{doc.name} example")
+                checked += 1
+    assert checked >= 1
+
+
+def test_docs_are_linked_from_the_readme():
+    for name in ("install.md", "operations.md", "troubleshooting.md", "configuration.md", "snmp.md"):
+        assert (ROOT / "docs" / name).exists()
+        assert f"docs/{name}" in README, f"README does not link docs/{name}"
