@@ -27,40 +27,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from linkwatch.lab import client, faults, topology  # noqa: E402
+from linkwatch.lab import client, topology  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from labbench import fault, log, settled, status, wait_for  # noqa: E402
 from linkwatch.lab.topology import EngineOptions, LabSpec  # noqa: E402
 
 FLOW_INTERVAL = 0.005
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def status(spec: LabSpec) -> dict:
-    st, err = topology.engine_status(spec, timeout=2.0)
-    if st is None:
-        raise RuntimeError(f"engine does not answer: {err}")
-    return st
-
-
-def wait_for(pred, timeout: float, what: str, step: float = 0.02) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if pred():
-            return time.monotonic() - t0
-        time.sleep(step)
-    raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
-
-
-def settled(spec: LabSpec) -> bool:
-    st = status(spec)
-    return st["active"] == ["wan1"] and all(u["state"] == "UP" for u in st["uplinks"])
-
-
-def fault(spec: LabSpec, uplink: str, *words: str) -> None:
-    faults.apply_fault(spec.name, uplink, faults.parse_fault(list(words)))
 
 
 def clear_all(spec: LabSpec) -> None:

@@ -52,7 +52,9 @@ sys.path.insert(0, str(REPO))
 from linkwatch.config import SnmpConfig, TrapReceiverConfig  # noqa: E402
 from linkwatch.events import UplinkStateChanged  # noqa: E402
 from linkwatch.history import HistoryReader  # noqa: E402
-from linkwatch.lab import faults, topology  # noqa: E402
+from linkwatch.lab import topology  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from labbench import fault, log, settled, status, wait_for  # noqa: E402
 from linkwatch.lab.topology import EngineOptions, LabSpec  # noqa: E402
 from linkwatch.snmp.mib import Layout, notification_for  # noqa: E402
 from linkwatch.snmp.traps import PysnmpSender  # noqa: E402
@@ -96,35 +98,6 @@ version = "3"
 user = "{USER}"
 level = "authPriv"
 """
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def status(spec: LabSpec) -> dict:
-    st, err = topology.engine_status(spec, timeout=2.0)
-    if st is None:
-        raise RuntimeError(f"engine does not answer: {err}")
-    return st
-
-
-def wait_for(pred, timeout: float, what: str, step: float = 0.02) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if pred():
-            return time.monotonic() - t0
-        time.sleep(step)
-    raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
-
-
-def settled(spec: LabSpec) -> bool:
-    st = status(spec)
-    return st["active"] == ["wan1"] and all(u["state"] == "UP" for u in st["uplinks"])
-
-
-def fault(spec: LabSpec, uplink: str, *words: str) -> None:
-    faults.apply_fault(spec.name, uplink, faults.parse_fault(list(words)))
 
 
 def ietf_mib_dir() -> str:
