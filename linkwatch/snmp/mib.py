@@ -192,16 +192,28 @@ class Notification:
 NOTIFY_STATES = {"DOWN": "lwUplinkDown", "UP": "lwUplinkUp", "DEGRADED": "lwUplinkDegraded"}
 
 
-def notification_for(layout: Layout, event: Event, index: int, active: Iterable[str]) -> Notification | None:
+_FROM_OLD = object()  # notification_for without what was reported: judge UP by the event's old state
+
+
+def notification_for(layout: Layout, event: Event, index: int, active: Iterable[str],
+                     reported: Any = _FROM_OLD) -> Notification | None:
     """The notification an event causes, or None (only DOWN, UP, DEGRADED and traffic moves do).
 
     ``index`` is the uplink's row index (1-based, config order); ``active`` the uplinks now active.
-    UP is reported only when the uplink comes back to UP from DOWN, RISING or DEGRADED after DOWN
-    was reported, i.e. from any state but INIT (start-up) and FALLING (a scare that passed)."""
+    UP is news only to receivers that last heard DOWN or DEGRADED about the uplink: ``reported`` is
+    the state the last notification about it carried (None: none yet), as the trap sender keeps it.
+    Without ``reported``, UP is reported from any state but INIT (start-up) and FALLING (a scare
+    that passed)."""
     if isinstance(event, UplinkStateChanged):
         name = NOTIFY_STATES.get(event.new)
-        if name is None or (event.new == "UP" and event.old in ("INIT", "FALLING")):
+        if name is None:
             return None
+        if event.new == "UP":
+            if reported is _FROM_OLD:
+                if event.old in ("INIT", "FALLING"):
+                    return None
+            elif reported not in ("DOWN", "DEGRADED"):
+                return None
         row = uplink_row({"name": event.uplink, "interface": event.interface, "state": event.new,
                           "reason": event.reason, "rtt_ms": event.rtt_ms, "loss_pct": event.loss_pct}, index)
         values = {**row, "lwActiveUplinks": _names(active)}

@@ -339,6 +339,7 @@ class _Uplink:
     index: int  # row index in LINKWATCH-MIB (1 = first in the config)
     state: str = "INIT"
     transitions: int = 0  # state changes seen (the engine's lwUplinkTransitions counts the same)
+    reported: str | None = None  # the state the last notification about this uplink carried
 
 
 @dataclass
@@ -382,6 +383,7 @@ class TrapSink:
             return
         now = self._clock()
         self._send_summaries(now)
+        u = None
         if isinstance(event, ActiveChanged):
             self._active = tuple(event.new)
             key, index = ACTIVE_KEY, 0
@@ -395,25 +397,28 @@ class TrapSink:
             key, index = event.uplink, u.index
         else:
             return
-        if notification_for(self.layout, event, index, self._active) is None:
+        reported = u.reported if u is not None else None
+        if notification_for(self.layout, event, index, self._active, reported) is None:
             return
         if self._gate.offer(key, now):
             if key == ACTIVE_KEY:
                 self._reported_active = self._active
+            else:
+                u.reported = event.new
             # Built and sent one loop step later: the engine publishes the ActiveChanged that an
             # uplink's failure causes in the same step as the UplinkStateChanged, and this worker
             # handles both before the loop turns, so lwActiveUplinks in lwUplinkDown is the active
             # set after the change (as LINKWATCH-MIB says). call_soon keeps the events' order.
-            asyncio.get_running_loop().call_soon(self._emit, event, index)
+            asyncio.get_running_loop().call_soon(self._emit, event, index, reported)
         elif self._gate.holding(key) == 1:
             log.info("snmp traps: storm limit for %s (%d in %gs) reached; holding back until the window ends",
                      _key_name(key), self._gate.burst, self._gate.window)
         self._arm_timer()
 
-    def _emit(self, event: UplinkStateChanged | ActiveChanged, index: int) -> None:
+    def _emit(self, event: UplinkStateChanged | ActiveChanged, index: int, reported: str | None) -> None:
         if self._closed:
             return
-        notification = notification_for(self.layout, event, index, self._active)
+        notification = notification_for(self.layout, event, index, self._active, reported)
         if notification is not None:
             self._dispatch(notification, event.at)
 

@@ -258,7 +258,7 @@ def test_sink_sends_every_notification_to_every_receiver_with_uptime():
         await sink.handle(moved((), ("wan1",)))
         now[0] = 112.5
         await sink.handle(change("wan1", "UP", "DOWN"))
-        await sink.handle(change("wan1", "INIT", "UP"))  # start-up: no notification
+        await sink.handle(change("wan2", "INIT", "UP"))  # start-up: no notification
         await sink.handle(EngineEvent(time.time(), 0.0, "started"))  # not a kind it sends
         await settle(sink)
         await sink.close()
@@ -360,7 +360,7 @@ def test_storm_summary_is_sent_by_the_timer_with_the_counters():
         fake = FakeSender()
         sink = TrapSink(config(V2C, burst=2, window=0.3), ["wan1", "wan2"], sender=fake)
         await sink.handle(change("wan2", "INIT", "UP"))  # a transition without a notification
-        for _ in range(4):  # 8 notifications: DOWN, UP, ...
+        for _ in range(4):  # DOWN, UP, DOWN, ...: once a DOWN is held back, the UP after it is no news
             await sink.handle(change("wan2", "UP", "DOWN"))
             await sink.handle(change("wan2", "DOWN", "RISING"))  # counted, no notification
             await sink.handle(change("wan2", "RISING", "UP"))
@@ -376,8 +376,8 @@ def test_storm_summary_is_sent_by_the_timer_with_the_counters():
     assert fake.names() == before_end + ["lwUplinkFlapping"]
     summary = values(fake.notifications("lwUplinkFlapping")[0])
     assert summary == {"lwUplinkName": "wan2", "lwUplinkState": mib.STATE_VALUES["UP"],
-                       "lwUplinkTransitions": 13, "lwUplinkSuppressedTraps": 6}
-    assert sink.suppressed() == {"wan1": 0, "wan2": 6}
+                       "lwUplinkTransitions": 13, "lwUplinkSuppressedTraps": 3}
+    assert sink.suppressed() == {"wan1": 0, "wan2": 3}  # the three DOWNs after the first two traps
     assert sink.stats()["summaries"] == 1
 
 
@@ -494,3 +494,22 @@ def test_pysnmp_sender_reports_a_v3_user_missing_from_the_config():
 
     st = asyncio.run(run())["receivers"][0]
     assert st["failed"] == 1 and "'nobody' is not in [snmp.users]" in st["last_error"]
+
+
+def test_up_is_sent_when_the_receivers_last_heard_down_or_degraded():
+    """Whatever way the uplink comes back (RISING, FALLING after DEGRADED, INIT after a disable),
+    UP is sent once the receivers heard DOWN or DEGRADED, and never otherwise."""
+    async def run():
+        fake = FakeSender()
+        sink = TrapSink(config(V2C, burst=100), ["wan1", "wan2"], sender=fake)
+        for old, new in (("INIT", "UP"), ("UP", "FALLING"), ("FALLING", "UP"),  # a scare: nothing
+                         ("UP", "DEGRADED"), ("DEGRADED", "FALLING"), ("FALLING", "UP"),  # Degraded, Up
+                         ("UP", "FALLING"), ("FALLING", "DOWN"), ("DOWN", "RISING"), ("RISING", "UP"),  # Down, Up
+                         ("UP", "DISABLED"), ("DISABLED", "INIT"), ("INIT", "UP")):  # nothing heard: nothing
+            await sink.handle(change("wan1", old, new))
+        await settle(sink)
+        await sink.close()
+        return fake
+
+    fake = asyncio.run(run())
+    assert fake.names(0) == ["lwUplinkDegraded", "lwUplinkUp", "lwUplinkDown", "lwUplinkUp"]
