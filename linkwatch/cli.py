@@ -144,6 +144,18 @@ def format_status(st: dict) -> str:
         if history.get("last_error"):
             line += f"; FAILING: {history['last_error']}"
         lines.append(line)
+    traps = (st.get("sinks", {}).get("snmp-traps") or {}).get("detail")
+    if traps:
+        lines.append(f"snmp traps: {traps.get('sent', 0)} sent, {traps.get('failed', 0)} failed, "
+                     f"{sum((traps.get('suppressed') or {}).values())} held back by the storm limit")
+    snmp = st.get("snmp") or {}
+    if snmp.get("agent_error"):
+        lines.append(f"snmp agent: NOT RUNNING: {snmp['agent_error']}")
+    elif snmp.get("agent"):
+        a = snmp["agent"]
+        lines.append(f"snmp agent on {snmp.get('agent_listen')}: {a.get('answered', 0)} answered, "
+                     f"{a.get('bad_community', 0)} bad community, {a.get('bad_user_or_keys', 0)} bad v3 user/keys, "
+                     f"{a.get('malformed', 0)} malformed")
     return "\n".join(lines)
 
 

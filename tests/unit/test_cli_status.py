@@ -30,3 +30,16 @@ def test_history_line_shows_progress_and_failures():
     assert line.startswith("history: 7 events, 120 samples written, last commit ") and line.endswith("3 pending")
     st["sinks"]["history"]["detail"]["last_error"] = "OperationalError: database or disk is full"
     assert format_status(st).splitlines()[-1].endswith("; FAILING: OperationalError: database or disk is full")
+
+
+def test_snmp_lines_show_traps_and_the_agent_and_say_when_it_is_not_running():
+    st = dict(STATUS, sinks={"snmp-traps": {"detail": {"sent": 8, "failed": 1, "suppressed": {"wan1": 2, "lte": 1}}}},
+              snmp={"agent": {"answered": 40, "bad_community": 3, "bad_user_or_keys": 0, "malformed": 5},
+                    "agent_listen": "10.77.0.1:1161", "agent_error": None})
+    lines = format_status(st).splitlines()
+    assert lines[-2] == "snmp traps: 8 sent, 1 failed, 3 held back by the storm limit"
+    assert lines[-1] == ("snmp agent on 10.77.0.1:1161: 40 answered, 3 bad community, 0 bad v3 user/keys, "
+                         "5 malformed")
+    st["snmp"] = {"agent": None, "agent_error": "cannot listen on udp 10.77.0.1:161: Permission denied"}
+    assert format_status(st).splitlines()[-1] == (
+        "snmp agent: NOT RUNNING: cannot listen on udp 10.77.0.1:161: Permission denied")
