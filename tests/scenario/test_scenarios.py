@@ -471,3 +471,24 @@ def test_transitions_are_counted_in_status():
         assert after["fibre"] - before["fibre"] == len(s.transitions("fibre")) - before["fibre"] == 2  # FALLING, DOWN
         assert after["lte"] == before["lte"]
     run(scenario)
+
+
+def test_an_snmp_agent_that_cannot_listen_is_reported_and_the_engine_goes_on():
+    import socket
+
+    async def scenario():
+        busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        try:
+            s = Scenario(f'[snmp.agent]\nenabled = true\nlisten = "127.0.0.1:{port}"\ncommunity = "s3cret-ro"\n'
+                         + CONFIG)
+            await s.engine._start_agent()
+            st = s.engine.status()["snmp"]
+            assert s.engine.agent is None and "127.0.0.1" in st["agent_error"]
+            assert "s3cret-ro" not in repr(s.engine.status())
+            s.rounds({"fibre": "g", "lte": "g"})
+            assert s.engine.active == ("fibre",), "failover decisions go on without the agent"
+        finally:
+            busy.close()
+    asyncio.run(scenario())
