@@ -11,6 +11,7 @@ Steps (each prints one JSON line; the test asserts on them):
      reload (a marker set on the window object survives)
   4. clear the fault; log in through the page; click "Force" on the standby uplink: the marker
      moves; click "Automatic choice": it moves back
+  5. a phone-sized window: nothing sticks out sideways and the cards stack
 """
 
 from __future__ import annotations
@@ -131,6 +132,19 @@ def main() -> int:
         auto.click()
         seen, took = wait_for(driver, lambda s: active_of(s) == [primary], 10, "automatic choice again")
         emit("auto", cards=seen, seconds=round(took, 2))
+
+        # a phone: 390 px wide; nothing may stick out sideways, the cards stack
+        driver.set_window_size(390, 844)
+        driver.refresh()
+        wait_for(driver, lambda s: len(s) == 2, 10, "the dashboard on a phone")
+        layout = driver.execute_script("""
+            const cards = Array.from(document.querySelectorAll('#cards .card')).map(c => c.getBoundingClientRect());
+            return {viewport: document.documentElement.clientWidth,
+                    page: document.documentElement.scrollWidth,
+                    stacked: cards.length === 2 && cards[1].top >= cards[0].bottom,
+                    widest: Math.max(...cards.map(r => r.right))};""")
+        driver.save_screenshot(args.screenshot.replace(".png", "-phone.png"))
+        emit("phone", **layout)
         return 0
     except Exception as e:  # one JSON line the test can show, then a non-zero exit
         emit("error", error=f"{type(e).__name__}: {e}")

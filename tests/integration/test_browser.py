@@ -93,5 +93,9 @@ def test_dashboard_follows_a_failover_live_and_controls_work(tmp_path):
     assert steps["auto"]["cards"]["wan1"]["active"]
     assert st["forced"] is None and st["active"] == ["wan1"], "the engine agrees with the page"
 
+    phone = steps["phone"]
+    assert phone["page"] <= phone["viewport"] and phone["widest"] <= phone["viewport"], phone
+    assert phone["stacked"] is True, "on a phone the uplink cards stack"
+
     # the actions made through the page are in the history, with who made them
     assert admin == [("force", "wan2", "web:admin"), ("auto", "wan2", "web:admin")]
