@@ -78,26 +78,10 @@ COMMUNITY = "bT-community-2291"
 USER, AUTH, PRIV = "lwbench", "bT-auth-passphrase-7", "bT-priv-passphrase-8"
 PORTS = {"v2c": 9162, "v3 authPriv": 9163}
 TARGET_MS = 50.0
-SNMP_TOML = f"""
-[snmp.users.{USER}]
-auth = "sha256"
-auth_key = "{AUTH}"
-priv = "aes"
-priv_key = "{PRIV}"
-
-[[snmp.traps]]
-host = "10.77.0.2"
-port = {PORTS["v2c"]}
-version = "2c"
-community = "{COMMUNITY}"
-
-[[snmp.traps]]
-host = "10.77.0.2"
-port = {PORTS["v3 authPriv"]}
-version = "3"
-user = "{USER}"
-level = "authPriv"
-"""
+SNMP_TOML = trapd_mod.snmp_toml(USER, AUTH, PRIV, COMMUNITY, [
+    {"port": PORTS["v2c"], "version": "2c"},
+    {"port": PORTS["v3 authPriv"], "version": "3"},
+])
 
 
 def ietf_mib_dir() -> str:

@@ -26,7 +26,7 @@ import pytest
 from linkwatch.lab import faults, topology
 from linkwatch.lab.topology import EngineOptions, LabSpec
 from tests.integration.labutil import status, wait_for
-from tests.integration.trapd import Trapd, value
+from tests.integration.trapd import Trapd, snmp_toml, value
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
@@ -44,57 +44,14 @@ V2C, V3, WRONG, INFORM, DEAD = 9162, 9163, 9164, 9165, 9166
 DEAD_TIMEOUT, DEAD_RETRIES = 0.3, 2
 COUNT_TABLE = "lwtscount"
 
-SNMP_TOML = f"""
-[snmp.users.{USER}]
-auth = "sha256"
-auth_key = "{AUTH}"
-priv = "aes"
-priv_key = "{PRIV}"
-
-[[snmp.traps]]
-host = "10.77.0.2"
-port = {V2C}
-version = "2c"
-community = "{COMMUNITY}"
-
-[[snmp.traps]]
-host = "10.77.0.2"
-port = {V3}
-version = "3"
-user = "{USER}"
-level = "authPriv"
-
-[[snmp.traps]]
-host = "10.77.0.2"
-port = {WRONG}
-version = "3"
-user = "{USER}"
-level = "authPriv"
-
-[[snmp.traps]]
-host = "10.77.0.2"
-port = {INFORM}
-version = "2c"
-community = "{COMMUNITY}"
-kind = "inform"
-
-[[snmp.traps]]
-host = "10.77.0.2"
-port = {V3}
-version = "3"
-user = "{USER}"
-level = "authPriv"
-kind = "inform"
-
-[[snmp.traps]]
-host = "10.77.0.2"
-port = {DEAD}
-version = "2c"
-community = "{COMMUNITY}"
-kind = "inform"
-timeout = "{DEAD_TIMEOUT}s"
-retries = {DEAD_RETRIES}
-"""
+SNMP_TOML = snmp_toml(USER, AUTH, PRIV, COMMUNITY, [
+    {"port": V2C, "version": "2c"},
+    {"port": V3, "version": "3"},
+    {"port": WRONG, "version": "3"},
+    {"port": INFORM, "version": "2c", "kind": "inform"},
+    {"port": V3, "version": "3", "kind": "inform"},
+    {"port": DEAD, "version": "2c", "kind": "inform", "timeout": f"{DEAD_TIMEOUT}s", "retries": DEAD_RETRIES},
+])
 OPTIONS = EngineOptions(
     overrides={"policy": {"failback_hold": "2s"},
                "health": {"standby_interval": "250ms", "up_after": 3},

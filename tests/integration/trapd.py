@@ -33,6 +33,24 @@ t=$(date +%s.%N)
 _ADDRESS = re.compile(r"\[(?P<src>[0-9.]+)\]:(?P<sport>\d+)->\[(?P<dst>[0-9.]+)\]:(?P<dport>\d+)")
 
 
+LAN_RECEIVER = "10.77.0.2"  # the lab's client namespace: where snmptrapd listens
+
+
+def snmp_toml(user: str, auth_key: str, priv_key: str, community: str, receivers: Sequence[dict]) -> str:
+    """The engine's [snmp.users.USER] (SHA-256 + AES) and one [[snmp.traps]] per receiver dict
+    (port, version "2c" or "3" and any other TrapReceiverConfig key); host, the community (v2c) and
+    the user at authPriv (v3) are filled in."""
+    from linkwatch.lab.topology import _toml_value
+
+    lines = [f"[snmp.users.{user}]", 'auth = "sha256"', f"auth_key = {_toml_value(auth_key)}", 'priv = "aes"',
+             f"priv_key = {_toml_value(priv_key)}"]
+    for r in receivers:
+        fill = {"community": community} if r.get("version", "2c") == "2c" else {"user": user, "level": "authPriv"}
+        lines += ["", "[[snmp.traps]]"] + [f"{k} = {_toml_value(v)}" for k, v in
+                                           {"host": LAN_RECEIVER, **r, **fill}.items()]
+    return "\n".join(lines) + "\n"
+
+
 class TrapdError(RuntimeError):
     """snmptrapd did not start, or no matching trap arrived in time."""
 
