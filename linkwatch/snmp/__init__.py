@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 NET_SNMP_ENTERPRISE = 8072  # RFC 3411 engine IDs start with an enterprise number; ours has none
@@ -12,9 +13,11 @@ class SnmpError(RuntimeError):
     """The SNMP agent or trap sender cannot work (address in use, bad key material, ...)."""
 
 
+@functools.lru_cache(maxsize=8)
 def engine_id(configured: str | None, machine_id_path: str = "/etc/machine-id") -> bytes:
     """The SNMPv3 engine ID: ``[snmp] engine_id`` when set, else derived from the machine ID so it
-    stays the same across restarts (a v3 trap receiver is configured with it)."""
+    stays the same across restarts (a v3 trap receiver is configured with it). Cached: the engine's
+    status (polled every second by the web UI and the agent) shows it without reading the file."""
     if configured:
         return bytes.fromhex(configured)
     try:
