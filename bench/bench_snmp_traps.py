@@ -50,14 +50,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from linkwatch.config import SnmpConfig, TrapReceiverConfig  # noqa: E402
-from linkwatch.events import UplinkStateChanged  # noqa: E402
+from linkwatch.core.events import UplinkStateChanged  # noqa: E402
 from linkwatch.history import HistoryReader  # noqa: E402
 from linkwatch.lab import topology  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from labbench import fault, log, settled, status, wait_for  # noqa: E402
 from linkwatch.lab.topology import EngineOptions, LabSpec  # noqa: E402
 from linkwatch.snmp.mib import Layout, notification_for  # noqa: E402
-from linkwatch.snmp.traps import PysnmpSender  # noqa: E402
+from linkwatch.sinks.snmp_traps import PysnmpSender  # noqa: E402
 
 
 def _load_trapd():

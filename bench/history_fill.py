@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from linkwatch.events import (  # noqa: E402
+from linkwatch.core.events import (  # noqa: E402
     ActiveChanged, AdminAction, EngineEvent, UplinkSamples, UplinkStateChanged,
 )
 from linkwatch.history import Batch, HistoryReader, HistoryStore, event_row, sample_row  # noqa: E402

@@ -1,3 +1,3 @@
-from linkwatch.cli import main
+from linkwatch.commands import main
 
 raise SystemExit(main())

@@ -22,7 +22,7 @@ whatever its umask (SQLite gives ``-wal`` and ``-shm`` the database file's mode 
 clean close switches the file back to rollback-journal mode so that a reader who may not create
 ``-wal``/``-shm`` in the directory can still open it while the engine is stopped.
 
-This module imports only the standard library and :mod:`linkwatch.events` at the top, so the
+This module imports only the standard library and :mod:`linkwatch.core.events` at the top, so the
 reader also works under a plain system Python (sqlite-utils is imported when migrating).
 """
 
@@ -44,7 +44,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from linkwatch.events import EVENT_TYPES, Event, UplinkSamples, event_to_dict
+from linkwatch.core.events import EVENT_TYPES, Event, UplinkSamples, event_to_dict
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlite_utils import Database

@@ -682,7 +682,7 @@ def _services_listening(pid: int) -> bool:
 def engine_status(spec: LabSpec, timeout: float = 1.0) -> tuple[dict | None, str | None]:
     """(status, None) from the engine's control socket, or (None, why not)."""
     try:
-        from linkwatch.control import call
+        from linkwatch.report.control import call
     except ImportError as e:
         return None, f"engine control module unavailable: {e}"
     try:

@@ -13,7 +13,7 @@ import os
 import sys
 
 HELP = "print LINKWATCH-MIB for the configured base OID"
-DEFAULT_CONFIG = "/etc/linkwatch/linkwatch.toml"  # the same default as every other command (linkwatch.cli)
+DEFAULT_CONFIG = "/etc/linkwatch/linkwatch.toml"  # the same default as every other command (linkwatch.commands)
 
 
 class UsageError(Exception):

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from linkwatch.events import ActiveChanged, Event, UplinkStateChanged
+from linkwatch.core.events import ActiveChanged, Event, UplinkStateChanged
 
 OID = tuple[int, ...]
 Value = tuple[str, Any]  # (syntax, value); syntax is one of SYNTAXES

@@ -24,7 +24,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nsutil  # noqa: E402
 
-from linkwatch.conntrack import ConntrackError, FlowKey, flush_nat, is_natted_to  # noqa: E402
+from linkwatch.kernel.conntrack import ConntrackError, FlowKey, flush_nat, is_natted_to  # noqa: E402
 
 CL, RT, SV = "lwtA-ctc", "lwtA-ctr", "lwtA-cts"
 UP1, UP2 = "198.51.100.2", "203.0.113.2"

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from linkwatch.config import HistoryConfig
-from linkwatch.events import EngineEvent, UplinkSamples
+from linkwatch.core.events import EngineEvent, UplinkSamples
 from linkwatch.history import HistorySink, HistoryStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -183,7 +183,7 @@ CHILD = r"""
 import asyncio, random, sys, time
 sys.path.insert(0, sys.argv[1])
 from linkwatch.config import HistoryConfig
-from linkwatch.events import EngineEvent, UplinkSamples
+from linkwatch.core.events import EngineEvent, UplinkSamples
 from linkwatch.history import HistorySink
 
 async def main(path, seed):

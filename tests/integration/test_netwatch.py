@@ -21,7 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nsutil  # noqa: E402
 
-from linkwatch.netwatch import (  # noqa: E402
+from linkwatch.kernel.facts import (  # noqa: E402
     IFF_LOWER_UP,
     IFF_UP,
     Addr,

@@ -19,7 +19,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nsutil  # noqa: E402
 
-from linkwatch.routing import (  # noqa: E402
+from linkwatch.kernel.routing import (  # noqa: E402
     DEFAULT_DST,
     SCOPE_LINK,
     Desired,

@@ -7,11 +7,11 @@ import asyncio
 import pytest
 
 from linkwatch.config import loads
-from linkwatch.engine import Engine
-from linkwatch.events import ActiveChanged, AdminAction, UplinkSamples, UplinkStateChanged
-from linkwatch.netwatch import LinkFacts
+from linkwatch.daemon.engine import Engine
+from linkwatch.core.events import ActiveChanged, AdminAction, UplinkSamples, UplinkStateChanged
+from linkwatch.kernel.facts import LinkFacts
 from linkwatch.probes import ProbeResult
-from linkwatch.routing import Desired
+from linkwatch.kernel.routing import Desired
 
 CONFIG = """
 [policy]
@@ -56,7 +56,7 @@ class RecordingReconciler:
         self.neighbours: list[tuple[int, str]] = []
 
     def apply(self, desired):
-        from linkwatch.routing import ApplyReport
+        from linkwatch.kernel.routing import ApplyReport
 
         changed = not self.applied or self.applied[-1] != desired
         self.applied.append(desired)
@@ -366,7 +366,7 @@ def test_auto_clears_whichever_force_is_set():
 
 
 def test_reload_keeps_state_refuses_routing_changes_and_survives_renumbering(tmp_path, monkeypatch):
-    import linkwatch.engine as engine_mod
+    import linkwatch.daemon.engine as engine_mod
 
     class FakeMonitor:
         def __init__(self, *a, **k):

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from linkwatch.control import MAX_LINE, ControlError, ControlServer, call
+from linkwatch.report.control import MAX_LINE, ControlError, ControlServer, call
 
 
 class Server:

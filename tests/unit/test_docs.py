@@ -3,7 +3,7 @@ README, the README's quick-start commands exist, and the sample config documents
 
 from pathlib import Path
 
-from linkwatch import cli
+from linkwatch import commands as cli
 from linkwatch.config import describe_keys
 
 ROOT = Path(__file__).resolve().parents[2]

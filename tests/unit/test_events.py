@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from linkwatch.events import (
+from linkwatch.core.events import (
     ActiveChanged,
     EngineEvent,
     EventError,

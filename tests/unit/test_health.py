@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from linkwatch.health import (
+from linkwatch.core.health import (
     EMPTY_STATS, TRANSITIONS, Health, HealthParams, IllegalTransition, Sample, State, Stats, _move,
     on_admin, on_link, on_round, quality_verdict, round_interval, window_stats,
 )

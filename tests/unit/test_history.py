@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from linkwatch.config import HistoryConfig
-from linkwatch.events import ActiveChanged, AdminAction, EngineEvent, UplinkSamples, UplinkStateChanged
+from linkwatch.core.events import ActiveChanged, AdminAction, EngineEvent, UplinkSamples, UplinkStateChanged
 from linkwatch.history import (
     MIGRATION_SET,
     Batch,
@@ -36,7 +36,7 @@ from linkwatch.history import (
     round_step,
     sample_row,
 )
-from linkwatch.sinks import SinkRunner
+from linkwatch.sinks.runner import SinkRunner
 
 BASE = 1_764_000_000.0  # a wall time divisible by 3600 (and by 240)
 MIGRATIONS = ["m001_events_and_samples", "m002_uplink_indexes_and_meta"]
@@ -867,7 +867,7 @@ def test_history_command_finds_the_database_through_the_config(tmp_path, filled,
 def test_register_adds_the_history_command_like_the_other_commands():
     import argparse
 
-    from linkwatch import cli
+    from linkwatch import commands as cli
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from linkwatch.events import ActiveChanged, EngineEvent, UplinkStateChanged
-from linkwatch.hooks import (
+from linkwatch.core.events import ActiveChanged, EngineEvent, UplinkStateChanged
+from linkwatch.sinks.hooks import (
     HOOK_PATH,
     KILL_GRACE,
     HookError,
@@ -22,7 +22,7 @@ from linkwatch.hooks import (
     list_hooks,
     mwan3_action,
 )
-from linkwatch.sinks import SinkRunner
+from linkwatch.sinks.runner import SinkRunner
 
 
 def change(old: str, new: str, **kw) -> UplinkStateChanged:
@@ -227,7 +227,7 @@ def test_timeout_kills_the_whole_process_group(tmp_path, caplog, ignore_term):
         took = time.monotonic() - t0
         return pgid, took, str(info.value), await _wait_group_gone(pgid)
 
-    with caplog.at_level(logging.WARNING, logger="linkwatch.hooks"):
+    with caplog.at_level(logging.WARNING, logger="linkwatch.sinks.hooks"):
         pgid, took, err, alive = asyncio.run(main())
     assert alive == [], f"hook processes survived the timeout: {alive}"
     assert took < 0.5 + KILL_GRACE + 1.0
@@ -264,7 +264,7 @@ def test_nonzero_exit_and_stderr_are_logged(tmp_path, caplog):
     write_hook(hooks, "10-fail", "echo some detail\necho boom >&2\nexit 3")
     write_hook(hooks, "20-ok", f"echo fine; touch {tmp_path}/ok")
     sink = HookSink(str(hooks))
-    with caplog.at_level(logging.DEBUG, logger="linkwatch.hooks"):
+    with caplog.at_level(logging.DEBUG, logger="linkwatch.sinks.hooks"):
         with pytest.raises(HookError, match=r"1 of 2 hook\(s\) failed: 10-fail \(exit status 3\)"):
             asyncio.run(sink.handle(change("UP", "DOWN")))
     logged = [(r.levelno, r.getMessage()) for r in caplog.records]
@@ -280,7 +280,7 @@ def test_long_output_is_truncated_in_the_log(tmp_path, caplog):
     hooks.mkdir()
     write_hook(hooks, "10-chatty", "i=0; while [ $i -lt 200 ]; do echo line $i >&2; i=$((i+1)); done")
     sink = HookSink(str(hooks))
-    with caplog.at_level(logging.WARNING, logger="linkwatch.hooks"):
+    with caplog.at_level(logging.WARNING, logger="linkwatch.sinks.hooks"):
         asyncio.run(sink.handle(change("UP", "DOWN")))
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("hook 10-chatty stderr")]
     assert lines[0] == "hook 10-chatty stderr: line 0"
@@ -306,7 +306,7 @@ def test_unstartable_hook_is_reported(tmp_path, caplog):
     bad = hooks / "10-badshebang"
     bad.write_text("#!/nonexistent/interpreter\n")
     bad.chmod(0o755)
-    with caplog.at_level(logging.WARNING, logger="linkwatch.hooks"):
+    with caplog.at_level(logging.WARNING, logger="linkwatch.sinks.hooks"):
         with pytest.raises(HookError, match="10-badshebang"):
             asyncio.run(HookSink(str(hooks)).handle(change("UP", "DOWN")))
     assert any("could not start" in r.getMessage() for r in caplog.records)
@@ -314,7 +314,7 @@ def test_unstartable_hook_is_reported(tmp_path, caplog):
 
 def test_missing_directory_is_fine_and_logged_once(tmp_path, caplog):
     sink = HookSink(str(tmp_path / "nope"))
-    with caplog.at_level(logging.INFO, logger="linkwatch.hooks"):
+    with caplog.at_level(logging.INFO, logger="linkwatch.sinks.hooks"):
         for _ in range(3):
             asyncio.run(sink.handle(change("UP", "DOWN")))
         assert sink.timeout > sink.script_timeout
@@ -325,7 +325,7 @@ def test_missing_directory_is_fine_and_logged_once(tmp_path, caplog):
 def test_not_executable_is_logged_once(tmp_path, caplog):
     write_hook(tmp_path, "10-forgot-chmod", "true", mode=0o644)
     sink = HookSink(str(tmp_path))
-    with caplog.at_level(logging.INFO, logger="linkwatch.hooks"):
+    with caplog.at_level(logging.INFO, logger="linkwatch.sinks.hooks"):
         for _ in range(2):
             asyncio.run(sink.handle(change("UP", "DOWN")))
     notes = [r for r in caplog.records if "10-forgot-chmod" in r.getMessage()]
@@ -386,7 +386,7 @@ def test_shipped_example_hook_runs_for_every_event_kind(tmp_path, caplog):
         ActiveChanged(1.0, 1.0, ("wan1",), ("wan2",), "wan1 DOWN"),
         EngineEvent(1.0, 1.0, "started"),
     ]
-    with caplog.at_level(logging.DEBUG, logger="linkwatch.hooks"):
+    with caplog.at_level(logging.DEBUG, logger="linkwatch.sinks.hooks"):
         for e in events:
             asyncio.run(sink.handle(e))  # raises HookError on a non-zero exit
     out = [r.getMessage() for r in caplog.records]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from linkwatch.config import DEFAULT_BASE_OID
-from linkwatch.events import ActiveChanged, AdminAction, EngineEvent, UplinkStateChanged
+from linkwatch.core.events import ActiveChanged, AdminAction, EngineEvent, UplinkStateChanged
 from linkwatch.snmp import cli as mib_cli
 from linkwatch.snmp.mib import (COLUMNS, FALSE, MAX_TEXT, NOTIFICATION_OBJECTS, NOTIFICATIONS, SCALARS,
                                 STATE_VALUES, TRUE, UNKNOWN, UNKNOWN_DATE, Layout, MibError, date_and_time,

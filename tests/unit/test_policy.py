@@ -1,7 +1,7 @@
 """Pure tests of the policy: states + config -> active uplinks."""
 
-from linkwatch.health import State
-from linkwatch.policy import PolicyParams, UplinkView, decide
+from linkwatch.core.health import State
+from linkwatch.core.policy import PolicyParams, UplinkView, decide
 
 FAILOVER = PolicyParams("failover", failback_hold=10.0)
 BALANCE = PolicyParams("balance", failback_hold=10.0)

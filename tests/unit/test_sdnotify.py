@@ -3,7 +3,7 @@
 import os
 import socket
 
-from linkwatch.sdnotify import Notifier
+from linkwatch.daemon.sdnotify import Notifier
 
 
 def listen(tmp_path):

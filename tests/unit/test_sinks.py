@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from linkwatch.events import ActiveChanged, EngineEvent, UplinkStateChanged
-from linkwatch.sinks import LogSink, SinkError, SinkRunner, format_event
+from linkwatch.core.events import ActiveChanged, EngineEvent, UplinkStateChanged
+from linkwatch.sinks.runner import LogSink, SinkError, SinkRunner, format_event
 
 
 def ev(i: int) -> EngineEvent:
@@ -102,7 +102,7 @@ def test_overflow_drops_oldest_counts_and_warns_once_per_burst(caplog):
         rec = Recorder("rec")
         runner = SinkRunner([rec], queue_size=3)
         events = [ev(i) for i in range(10)]
-        with caplog.at_level(logging.INFO, logger="linkwatch.sinks"):
+        with caplog.at_level(logging.INFO, logger="linkwatch.sinks.runner"):
             for e in events[:5]:  # not started yet: the queue fills up
                 runner.publish(e)
             assert runner.stats()["rec"]["dropped"] == 2
@@ -123,7 +123,7 @@ def test_a_new_burst_warns_again(caplog):
     async def main():
         rec = Recorder("rec")
         runner = SinkRunner([rec], queue_size=2)
-        with caplog.at_level(logging.WARNING, logger="linkwatch.sinks"):
+        with caplog.at_level(logging.WARNING, logger="linkwatch.sinks.runner"):
             for i in range(4):
                 runner.publish(ev(i))
             for i in range(4):
@@ -198,7 +198,7 @@ def test_failures_warn_once_per_streak_and_recovery_is_logged(caplog):
         s = Recorder("traps", mode="raise")
         runner = SinkRunner([s])
         await runner.start()
-        with caplog.at_level(logging.DEBUG, logger="linkwatch.sinks"):
+        with caplog.at_level(logging.DEBUG, logger="linkwatch.sinks.runner"):
             for i in range(3):
                 runner.publish(ev(i))
             await wait_until(lambda: runner.stats()["traps"]["failed"] == 3)
@@ -208,7 +208,7 @@ def test_failures_warn_once_per_streak_and_recovery_is_logged(caplog):
         await runner.stop()
 
     asyncio.run(main())
-    msgs = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "linkwatch.sinks"]
+    msgs = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "linkwatch.sinks.runner"]
     warnings = [m for lvl, m in msgs if lvl == logging.WARNING]
     assert warnings == ["sink traps: RuntimeError: trap receiver unreachable for 0"]
     assert (logging.INFO, "sink traps: recovered after 3 failed event(s)") in msgs

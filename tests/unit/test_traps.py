@@ -13,9 +13,10 @@ import time
 import pytest
 
 from linkwatch.config import SnmpConfig, SnmpUserConfig, TrapReceiverConfig
-from linkwatch.events import ActiveChanged, EngineEvent, UplinkStateChanged
-from linkwatch.snmp import mib, traps
-from linkwatch.snmp.traps import (
+from linkwatch.core.events import ActiveChanged, EngineEvent, UplinkStateChanged
+from linkwatch.sinks import snmp_traps as traps
+from linkwatch.snmp import mib
+from linkwatch.sinks.snmp_traps import (
     IN_FLIGHT_LIMIT,
     SNMP_TRAP_OID,
     SYS_UPTIME,

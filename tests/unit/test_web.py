@@ -10,8 +10,9 @@ import re
 import pytest
 
 from linkwatch.config import loads
-from linkwatch.control import ControlError
-from linkwatch.webui import WEB_DIR, metrics
+from linkwatch.report.control import ControlError
+from linkwatch.report import metrics
+from linkwatch.webui import WEB_DIR
 from linkwatch.webui.app import create_app
 from linkwatch.webui.cli import PasswdError, set_password_hash, write_config
 from linkwatch.webui.security import PasswordError, Throttle, hash_password, password_ok
@@ -383,7 +384,7 @@ def test_passwd_writes_the_config_atomically_and_refuses_to_break_it(tmp_path):
 def test_passwd_command_reads_stdin_and_sets_a_working_hash(tmp_path, monkeypatch, capsys):
     import io
 
-    from linkwatch.cli import main
+    from linkwatch.commands import main
 
     path = tmp_path / "lw.toml"
     path.write_text(BASE)
@@ -403,7 +404,7 @@ def history_db(tmp_path):
     """An hour of 1-minute samples for wan1 and lte, and a failover with its admin action."""
     import time as _time
 
-    from linkwatch.events import ActiveChanged, AdminAction, UplinkSamples, UplinkStateChanged
+    from linkwatch.core.events import ActiveChanged, AdminAction, UplinkSamples, UplinkStateChanged
     from linkwatch.history import Batch, HistoryStore, event_row, sample_row
 
     now = _time.time()

@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
-from linkwatch.events import ActiveChanged, AdminAction, EngineEvent, Event, UplinkSamples, UplinkStateChanged
+from linkwatch.core.events import ActiveChanged, AdminAction, EngineEvent, Event, UplinkSamples, UplinkStateChanged
 
 log = logging.getLogger(__name__)
 

@@ -18,21 +18,21 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 
 from linkwatch import __version__
-from linkwatch import health as hm
+from linkwatch.core import health as hm
 from linkwatch.config import Config, ConfigError, UplinkConfig, load
-from linkwatch.conntrack import flush_nat
-from linkwatch.control import ControlServer
-from linkwatch.events import ActiveChanged, AdminAction, EngineEvent, UplinkSamples, UplinkStateChanged
-from linkwatch.health import Health, HealthParams, Sample, State, Stats, period_summary, window_stats
-from linkwatch.hooks import HookSink
-from linkwatch.netwatch import LinkFacts, LinkMonitor, read_facts
-from linkwatch.policy import Decision, PolicyParams, UplinkView, decide
+from linkwatch.kernel.conntrack import flush_nat
+from linkwatch.report.control import ControlServer
+from linkwatch.core.events import ActiveChanged, AdminAction, EngineEvent, UplinkSamples, UplinkStateChanged
+from linkwatch.core.health import Health, HealthParams, Sample, State, Stats, period_summary, window_stats
+from linkwatch.sinks.hooks import HookSink
+from linkwatch.kernel.facts import LinkFacts, LinkMonitor, read_facts
+from linkwatch.core.policy import Decision, PolicyParams, UplinkView, decide
 from linkwatch.probes import Probe, ProbeResult, ProbeSpec, make_probes
-from linkwatch.routing import Desired, Reconciler, RoutingError, RoutingParams, UplinkRoute, plan
-from linkwatch.sdnotify import Notifier
-from linkwatch.sinks import LogSink, SinkRunner
+from linkwatch.kernel.routing import Desired, Reconciler, RoutingError, RoutingParams, UplinkRoute, plan
+from linkwatch.daemon.sdnotify import Notifier
+from linkwatch.sinks.runner import LogSink, SinkRunner
 
-log = logging.getLogger("linkwatch.engine")
+log = logging.getLogger("linkwatch.daemon.engine")
 
 REPAIR_INTERVAL = 2.0  # re-check the kernel for deleted/changed owned objects this often
 TRAFFIC_WINDOW = 60.0  # seconds of probe traffic the bytes/day estimate is based on
@@ -259,7 +259,7 @@ class Engine:
 
             sinks.append(HistorySink(self.config.history))
         if self.config.snmp.traps:
-            from linkwatch.snmp.traps import TrapSink  # pysnmp only when traps are sent
+            from linkwatch.sinks.snmp_traps import TrapSink  # pysnmp only when traps are sent
 
             self.traps = TrapSink(self.config.snmp, [u.name for u in self.config.uplinks])
             sinks.append(self.traps)

@@ -58,7 +58,7 @@ def load_and_log(args):
 
 
 def cmd_run(args) -> int:
-    from linkwatch.engine import Engine
+    from linkwatch.daemon.engine import Engine
     import asyncio
 
     config = load_and_log(args)
@@ -86,7 +86,7 @@ def cmd_check_config(args) -> int:
 
 
 def _ask(args, request: dict) -> dict | None:
-    from linkwatch.control import ControlError, call
+    from linkwatch.report.control import ControlError, call
 
     try:
         answer = call(_socket_path(args), request, timeout=args.timeout)

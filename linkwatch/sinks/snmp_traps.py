@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from linkwatch.config import SnmpConfig, TrapReceiverConfig
-from linkwatch.events import ActiveChanged, Event, UplinkStateChanged
+from linkwatch.core.events import ActiveChanged, Event, UplinkStateChanged
 from linkwatch.snmp import SnmpError, engine_id
 from linkwatch.snmp.mib import Layout, Notification, OID, flapping, notification_for
 

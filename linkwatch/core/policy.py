@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from linkwatch.health import State
+from linkwatch.core.health import State
 
 HEALTHY = frozenset({State.UP, State.FALLING})
 WORKING = HEALTHY | {State.DEGRADED}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from linkwatch.events import STATES
+from linkwatch.core.events import STATES
 
 STATE_ORDER = ("INIT", "UP", "FALLING", "DOWN", "RISING", "DEGRADED", "DISABLED")
 assert set(STATE_ORDER) == STATES

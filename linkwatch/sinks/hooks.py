@@ -43,8 +43,8 @@ import stat
 from dataclasses import dataclass
 from typing import Mapping
 
-from linkwatch.events import ActiveChanged, AdminAction, EngineEvent, Event, UplinkStateChanged
-from linkwatch.sinks import fmt_num
+from linkwatch.core.events import ActiveChanged, AdminAction, EngineEvent, Event, UplinkStateChanged
+from linkwatch.sinks.runner import fmt_num
 
 log = logging.getLogger(__name__)
 
