@@ -19,7 +19,7 @@ from typing import Any
 
 from linkwatch.core.events import EVENT_TYPES, EventError, event_from_dict
 from linkwatch.history import EVENT_KINDS, HistoryError, HistoryReader, parse_since
-from linkwatch.sinks.runner import format_event
+from linkwatch.sinks.log import format_event
 
 HELP = "print the event log from the history database"
 DEFAULT_CONFIG = "/etc/linkwatch/linkwatch.toml"  # the same default as every other command (linkwatch.commands)
@@ -34,7 +34,7 @@ class UsageError(Exception):
 
 
 def describe(row: dict[str, Any]) -> str:
-    """What happened, in the log's words (:func:`linkwatch.sinks.runner.format_event`); rows of an unknown
+    """What happened, in the log's words (:func:`linkwatch.sinks.log.format_event`); rows of an unknown
     shape (a newer writer) fall back to ``key=value`` pairs."""
     fields = {k: v for k, v in row.items() if k != "id"}
     cls = EVENT_TYPES.get(row.get("kind"))

@@ -13,9 +13,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-STATES: frozenset[str] = frozenset(
-    {"INIT", "UP", "FALLING", "DOWN", "RISING", "DEGRADED", "DISABLED"}
-)
+from linkwatch.core.states import STATE_NAMES
+
+STATES: frozenset[str] = frozenset(STATE_NAMES)
 """Uplink state names an :class:`UplinkStateChanged` may carry."""
 
 
@@ -52,9 +52,13 @@ class ActiveChanged:
     kind: ClassVar[str] = "active_changed"
 
 
+ENGINE_WHATS: tuple[str, ...] = ("started", "stopped", "reloaded", "reload_failed")
+
+
 @dataclass(frozen=True)
 class EngineEvent:
-    """Engine life cycle: ``what`` is started, stopped, reloaded or error."""
+    """Engine life cycle: ``what`` is one of :data:`ENGINE_WHATS` (started, stopped, reloaded,
+    reload_failed); ``detail`` says more (version and pid, what a reload kept, why it failed)."""
 
     at: float
     mono: float
@@ -65,7 +69,7 @@ class EngineEvent:
 
 @dataclass(frozen=True)
 class AdminAction:
-    """An operator acted on an uplink (``action`` is disable, enable, force or auto) from ``source``
+    """An operator acted on an uplink (``action`` is one of ADMIN_ACTIONS) from ``source``
     (``cli``, ``web:<user>@<address>``, ...); ``result`` says what it did."""
 
     at: float

@@ -20,20 +20,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from enum import Enum
 
-
-class State(str, Enum):
-    INIT = "INIT"
-    UP = "UP"
-    FALLING = "FALLING"
-    DOWN = "DOWN"
-    RISING = "RISING"
-    DEGRADED = "DEGRADED"
-    DISABLED = "DISABLED"
-
-    def __str__(self) -> str:  # log lines read "UP -> DOWN", not "State.UP -> State.DOWN"
-        return self.value
+from linkwatch.core.states import PENDING, State
 
 
 # The transition table, as data. Anything else is a bug and raises IllegalTransition.
@@ -46,11 +34,6 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.RISING: frozenset({State.UP, State.DEGRADED, State.DOWN, State.DISABLED}),
     State.DISABLED: frozenset({State.INIT}),
 }
-
-# States in which an uplink can carry traffic (FALLING still does until it is DOWN).
-USABLE = frozenset({State.UP, State.FALLING, State.DEGRADED})
-# States in which a transition is pending: the engine probes faster to settle it.
-PENDING = frozenset({State.FALLING, State.RISING})
 
 MIN_QUALITY_SAMPLES = 10  # fewer attempts than this in the window say nothing about quality
 
@@ -89,11 +72,6 @@ class Stats:
     rtt_ms: float | None
     jitter_ms: float | None
     attempts: int
-
-    def describe(self) -> str:
-        loss = "-" if self.loss_pct is None else f"{self.loss_pct:.0f}%"
-        rtt = "-" if self.rtt_ms is None else f"{self.rtt_ms:.1f}ms"
-        return f"loss={loss} rtt={rtt}"
 
 
 EMPTY_STATS = Stats(None, None, None, 0)
@@ -144,17 +122,54 @@ class Summary:
     jitter_ms: float | None
 
 
+@dataclass(frozen=True)
+class Tally:
+    """Running sums of one history period, one sample at a time: :meth:`summary` gives what
+    :func:`window_stats` over all of the period's samples would, plus min/max RTT, without
+    keeping the samples."""
+
+    sent: int = 0
+    lost: int = 0
+    rtt_sum: float = 0.0
+    rtt_count: int = 0
+    rtt_min: float | None = None
+    rtt_max: float | None = None
+    jitter_sum: float = 0.0
+    jitter_count: int = 0
+    last_rtt: tuple[tuple[str, float], ...] = ()  # (target, rtt) of each target's last answer
+
+    def add(self, s: Sample) -> Tally:
+        if s.rtt is None:
+            return replace(self, sent=self.sent + s.sent, lost=self.lost + s.lost)
+        last = dict(self.last_rtt)
+        prev = last.get(s.target)
+        last[s.target] = s.rtt
+        return Tally(
+            sent=self.sent + s.sent, lost=self.lost + s.lost, rtt_sum=self.rtt_sum + s.rtt,
+            rtt_count=self.rtt_count + 1,
+            rtt_min=s.rtt if self.rtt_min is None else min(self.rtt_min, s.rtt),
+            rtt_max=s.rtt if self.rtt_max is None else max(self.rtt_max, s.rtt),
+            jitter_sum=self.jitter_sum + (abs(s.rtt - prev) if prev is not None else 0.0),
+            jitter_count=self.jitter_count + (prev is not None), last_rtt=tuple(last.items()),
+        )
+
+    def summary(self) -> Summary:
+        known = self.sent > 0  # as window_stats: nothing sent says nothing
+        return Summary(
+            sent=self.sent, lost=self.lost, loss_pct=100.0 * self.lost / self.sent if known else None,
+            rtt_avg_ms=1000.0 * self.rtt_sum / self.rtt_count if known and self.rtt_count else None,
+            rtt_min_ms=None if self.rtt_min is None else 1000.0 * self.rtt_min,
+            rtt_max_ms=None if self.rtt_max is None else 1000.0 * self.rtt_max,
+            jitter_ms=1000.0 * self.jitter_sum / self.jitter_count if known and self.jitter_count else None,
+        )
+
+
 def period_summary(samples: Iterable[Sample]) -> Summary:
     """Sum up every sample given (one history period): the window statistics plus min/max RTT."""
-    samples = list(samples)
-    stats = window_stats(samples, max((s.at for s in samples), default=0.0), math.inf)
-    rtts = [s.rtt for s in samples if s.rtt is not None]
-    sent = sum(s.sent for s in samples)
-    return Summary(
-        sent=sent, lost=sum(s.lost for s in samples), loss_pct=stats.loss_pct, rtt_avg_ms=stats.rtt_ms,
-        rtt_min_ms=1000.0 * min(rtts) if rtts else None, rtt_max_ms=1000.0 * max(rtts) if rtts else None,
-        jitter_ms=stats.jitter_ms,
-    )
+    tally = Tally()
+    for s in samples:
+        tally = tally.add(s)
+    return tally.summary()
 
 
 def quality_verdict(stats: Stats, p: HealthParams) -> tuple[bool, bool, str]:

@@ -14,6 +14,7 @@ Rules, in order:
 5. If no uplink works, keep the current active set if it can still be routed (fail-static: the
    probes may be wrong, the kernel route may not), else every routable uplink of the best tier;
    when nothing is routable, the active table is empty and the main table's default remains.
+   When nothing has been probed yet (start-up), the reason says so: it is not an outage.
 """
 
 from __future__ import annotations
@@ -21,10 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from linkwatch.core.health import State
-
-HEALTHY = frozenset({State.UP, State.FALLING})
-WORKING = HEALTHY | {State.DEGRADED}
+from linkwatch.core.states import HEALTHY, USABLE, State
 
 
 @dataclass(frozen=True)
@@ -52,9 +50,6 @@ class Decision:
     weights: tuple[tuple[str, int], ...]
     reason: str
     recheck_at: float | None = None  # a held failback becomes due then: decide again at that time
-
-    def routes(self) -> list[tuple[str, int]]:
-        return list(self.weights)
 
 
 def _healthy(v: UplinkView) -> bool:
@@ -85,7 +80,7 @@ def decide(
     forced: str | None = None,
 ) -> Decision:
     by_name = {v.name: v for v in uplinks}
-    working = [v for v in uplinks if v.state in WORKING and v.routable]
+    working = [v for v in uplinks if v.state in USABLE and v.routable]
     note = ""
 
     if forced is not None:
@@ -98,17 +93,15 @@ def decide(
     cur_working = [v for v in cur if v in working]
 
     if not working:
-        if any(v.state == State.INIT for v in uplinks):
-            note += "starting, not probed yet: "
-        return _all_down(uplinks, cur, params, note)
+        return _none_working(uplinks, cur, note)
 
     # A restart must not fail over: while a better-or-equal uplink is still INIT, keep the kernel's choice.
     best_known = min(_rank(v) for v in working)
     undecided = [v for v in uplinks if v.state == State.INIT and v.routable and (0, v.priority) < best_known
                  and now - v.since < params.init_grace]
-    if undecided and (not cur or all(v.state == State.INIT or v in working for v in cur)):
+    if undecided and all(v.state == State.INIT or v in working for v in cur):
         keep = [v for v in cur if v.routable]
-        if keep or not cur:
+        if keep:  # with nothing to keep, waiting would leave working uplinks unused
             names = ", ".join(v.name for v in undecided)
             return _decision(keep, note + f"waiting for {names} to be probed",
                              recheck_at=min(v.since for v in undecided) + params.init_grace)
@@ -141,13 +134,24 @@ def _why(target: Sequence[UplinkView]) -> str:
     return f"{_names(target)} {kind}, priority {target[0].priority}"
 
 
-def _all_down(uplinks: Sequence[UplinkView], cur: Sequence[UplinkView], params: PolicyParams, note: str) -> Decision:
-    keep = [v for v in cur if v.routable and v.state != State.DISABLED]
+def _none_working(uplinks: Sequence[UplinkView], cur: Sequence[UplinkView], note: str) -> Decision:
+    """No uplink is known to work: keep a way out (fail-static), and say whether that is because
+    nothing was probed yet (start-up) or because every probed uplink failed."""
+    candidates = [v for v in uplinks if v.routable and v.state != State.DISABLED]
+    unprobed = [v for v in candidates if v.state == State.INIT]
+    starting = bool(candidates) and len(unprobed) == len(candidates)
+    if starting:
+        why = "not probed yet; "
+    else:
+        why = "no uplink works" + (f" ({_names(unprobed)} not probed yet)" if unprobed else "") + "; "
+    keep = [v for v in cur if v in candidates]
     if keep:
-        return _decision(keep, note + f"no uplink works; keeping {_names(keep)} (fail-static)")
-    routable = [v for v in uplinks if v.routable and v.state != State.DISABLED]
-    if routable:
-        best = min(v.priority for v in routable)
-        tier = [v for v in routable if v.priority == best]
-        return _decision(tier, note + f"no uplink works; last resort {_names(tier)}")
+        rest = f"keeping {_names(keep)} until the probes answer" if starting else f"keeping {_names(keep)} (fail-static)"
+        return _decision(keep, note + why + rest)
+    if candidates:
+        best = min(v.priority for v in candidates)
+        tier = [v for v in candidates if v.priority == best]
+        rest = (f"{_names(tier)} (priority {best}) until the probes answer" if starting
+                else f"last resort {_names(tier)}")
+        return _decision(tier, note + why + rest)
     return _decision([], note + "no uplink works or can be routed; main table default remains")

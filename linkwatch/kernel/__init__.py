@@ -1,0 +1,67 @@
+"""The kernel's side: link facts in (:mod:`.facts`), routes and rules out (:mod:`.reconciler`),
+conntrack entries of a dead uplink deleted (:mod:`.conntrack`).
+
+:class:`Kernel` is everything the engine asks of the kernel, in one place, each call awaited off
+the event loop (netlink dumps and changes run on worker threads; the link monitor listens on an
+asyncio socket). The engine takes a Kernel as a parameter, so tests can hand it another one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from linkwatch.core.inputs import LinkFacts
+from linkwatch.core.routing import RouteSet, RoutingParams
+
+
+class Kernel:
+    """The real kernel, through netlink (pyroute2), in the engine's own network namespace."""
+
+    def __init__(self, params: RoutingParams, netns: str | None = None):
+        self.params = params
+        self.netns = netns
+        self._reconciler: Any = None
+
+    async def open(self) -> None:
+        from linkwatch.kernel.reconciler import Reconciler
+
+        self._reconciler = await asyncio.to_thread(Reconciler, self.params, self.netns)
+
+    async def read_facts(self, ifnames: Sequence[str]) -> dict[str, LinkFacts]:
+        from linkwatch.kernel.facts import read_facts_async
+
+        return await read_facts_async(ifnames, self.netns, self.params.protocol)
+
+    def monitor(self, ifnames: Sequence[str]) -> Any:
+        """A :class:`linkwatch.kernel.facts.LinkMonitor` of these interfaces (``await m.run(cb)``)."""
+        from linkwatch.kernel.facts import LinkMonitor
+
+        return LinkMonitor(ifnames, self.netns, self.params.protocol)
+
+    async def active_gateways(self) -> list[tuple[str, int]]:
+        return await self._reconciler.active_gateways_async()
+
+    async def apply(self, routes: RouteSet) -> Any:
+        """Make linkwatch's routes and rules equal ``routes``; returns the ApplyReport."""
+        return await self._reconciler.apply_async(routes)
+
+    async def withdraw(self) -> Any:
+        return await self._reconciler.apply_async(RouteSet())
+
+    async def forget_neighbour(self, ifindex: int, address: str) -> None:
+        await self._reconciler.forget_neighbour_async(ifindex, address)
+
+    async def flush_nat(self, address: str) -> int:
+        """Delete the conntrack entries NATed to ``address``; how many went."""
+        from linkwatch.kernel.conntrack import flush_nat
+
+        return await asyncio.to_thread(flush_nat, address, self.netns)
+
+    async def close(self) -> None:
+        reconciler, self._reconciler = self._reconciler, None
+        if reconciler is not None:
+            await asyncio.to_thread(reconciler.close)
+
+

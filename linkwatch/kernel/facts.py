@@ -25,6 +25,8 @@ from pyroute2.netlink.rtnl import (
     RTMGRP_LINK,
 )
 
+from linkwatch.core.inputs import LinkFacts  # noqa: F401  (the type this module produces; re-exported)
+
 log = logging.getLogger(__name__)
 
 IFF_UP = 0x1
@@ -38,18 +40,8 @@ _ADDR_EVENTS = ("RTM_NEWADDR", "RTM_DELADDR")
 _ROUTE_EVENTS = ("RTM_NEWROUTE", "RTM_DELROUTE")
 
 
-class NetwatchError(Exception):
+class FactsError(Exception):
     """The kernel could not be asked (e.g. the network namespace does not exist)."""
-
-
-@dataclass(frozen=True)
-class LinkFacts:
-    ifname: str
-    ifindex: int | None  # None: no such interface
-    carrier: bool  # IFF_UP and IFF_LOWER_UP
-    address: str | None  # first IPv4 address on it (primary)
-    prefixlen: int | None
-    gateway: str | None  # lowest-metric main-table default route via it (not ours)
 
 
 # --------------------------------------------------------------------------- pure part
@@ -175,7 +167,7 @@ def _open_sync(netns: str | None) -> IPRoute:
     try:
         return IPRoute() if netns is None else IPRoute(netns=netns, flags=0)
     except OSError as err:
-        raise NetwatchError(f"cannot open netlink in netns={netns!r}: {err}") from err
+        raise FactsError(f"cannot open netlink in netns={netns!r}: {err}") from err
 
 
 def _read_facts_sync(ifnames: Sequence[str], netns: str | None, protocol: int) -> dict[str, LinkFacts]:
@@ -189,7 +181,7 @@ def _read_facts_sync(ifnames: Sequence[str], netns: str | None, protocol: int) -
                 return _facts_from_msgs(ifnames, links, addrs, routes, protocol)
             except NetlinkDumpInterrupted:
                 continue
-        raise NetwatchError("netlink dump kept being interrupted (5 tries)")
+        raise FactsError("netlink dump kept being interrupted (5 tries)")
     finally:
         ipr.close()
 
@@ -197,7 +189,9 @@ def _read_facts_sync(ifnames: Sequence[str], netns: str | None, protocol: int) -
 def read_facts(ifnames: Sequence[str], netns: str | None = None, protocol: int = 77) -> dict[str, LinkFacts]:
     """Dump the kernel once; interfaces that do not exist get ``ifindex=None``.
 
-    Safe to call from inside a running asyncio loop (the blocking part then runs in a thread).
+    Blocks the calling thread until the dump is done. Called inside a running asyncio loop it
+    still works (pyroute2's synchronous API then runs on a private thread) but blocks that loop:
+    the engine uses :func:`read_facts_async`.
     """
     names = list(ifnames)
     try:
@@ -206,6 +200,12 @@ def read_facts(ifnames: Sequence[str], netns: str | None = None, protocol: int =
         return _read_facts_sync(names, netns, protocol)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lw-netwatch") as pool:
         return pool.submit(_read_facts_sync, names, netns, protocol).result()
+
+
+async def read_facts_async(ifnames: Sequence[str], netns: str | None = None,
+                           protocol: int = 77) -> dict[str, LinkFacts]:
+    """:func:`read_facts` on a worker thread: the event loop goes on while the kernel is dumped."""
+    return await asyncio.to_thread(_read_facts_sync, list(ifnames), netns, protocol)
 
 
 # --------------------------------------------------------------------------- monitor
@@ -235,7 +235,7 @@ class LinkMonitor:
                 return AsyncIPRoute()
             return AsyncIPRoute(netns=self.netns, flags=0)
         except OSError as err:
-            raise NetwatchError(f"cannot open netlink in netns={self.netns!r}: {err}") from err
+            raise FactsError(f"cannot open netlink in netns={self.netns!r}: {err}") from err
 
     async def _snapshot(self) -> dict[str, LinkFacts]:
         query = self._query
@@ -248,7 +248,7 @@ class LinkMonitor:
                 return _facts_from_msgs(self.ifnames, links, addrs, routes, self.protocol)
             except NetlinkDumpInterrupted:
                 continue
-        raise NetwatchError("netlink dump kept being interrupted (5 tries)")
+        raise FactsError("netlink dump kept being interrupted (5 tries)")
 
     def _relevant(self, msg: Any) -> bool:
         """Could this event change any LinkFacts we report?"""
@@ -281,7 +281,7 @@ class LinkMonitor:
                 await self._events.bind(groups=EVENT_GROUPS)
                 first = await self._snapshot()
             except OSError as err:
-                raise NetwatchError(f"cannot open netlink in netns={self.netns!r}: {err}") from err
+                raise FactsError(f"cannot open netlink in netns={self.netns!r}: {err}") from err
             self._deliver(first, on_change)
             while not self._closed:
                 relevant, received_at, ended = await self._next_batch()
@@ -317,7 +317,7 @@ class LinkMonitor:
                 # the kernel dropped events: we cannot know what changed, so re-dump
                 log.warning("netlink event socket overrun; re-reading link facts")
                 return True, time.perf_counter(), False
-            raise NetwatchError(f"netlink event socket failed: {err}") from err
+            raise FactsError(f"netlink event socket failed: {err}") from err
         return relevant, received_at, not got_any
 
     def _close_sockets(self) -> None:

@@ -23,6 +23,8 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from linkwatch.core.inputs import ProbeResult, ProbeSpec  # noqa: F401  (what probes take and give; re-exported)
+
 KINDS = ("icmp", "dns")
 ICMP_MODES = ("auto", "raw", "dgram")
 IPV4_HEADER = 20  # bytes; the kernel adds no IP options to our probes
@@ -56,30 +58,6 @@ _SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")
 
 class ProbeError(Exception):
     """A probe was asked for something it cannot do (bad spec, mode, arguments, privileges)."""
-
-
-@dataclass(frozen=True)
-class ProbeSpec:
-    """What to probe: ``kind`` "icmp" or "dns", an IPv4 ``target``, the DNS ``query`` name."""
-
-    kind: str
-    target: str
-    query: str = "example.com"
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """Outcome of one run (one round) of one probe."""
-
-    kind: str
-    target: str
-    ok: bool
-    rtt: float | None  # seconds, of the answered attempt
-    sent: int  # attempts whose fate is known (answered or lost)
-    lost: int  # attempts that got no answer in time
-    bytes_sent: int  # IP-layer bytes this run sent
-    bytes_received: int  # IP-layer bytes of the packets received for this run's attempts
-    error: str | None  # "timeout", "unreachable", "rcode SERVFAIL", socket error text, ...
 
 
 class Probe(Protocol):

@@ -1,0 +1,32 @@
+"""Where the engine's events go: the log, hook scripts, the history database, SNMP traps.
+
+Every event goes to every sink through :class:`linkwatch.sinks.runner.SinkRunner`, which never
+blocks the engine: a dead trap receiver or a slow SD card cannot delay a failover.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from linkwatch.config import Config
+
+
+def build_sinks(config: Config) -> list:
+    """The sinks ``config`` asks for; the log sink always. Heavy libraries load only when used."""
+    from linkwatch.sinks.log import LogSink
+
+    sinks: list = [LogSink(logging.getLogger("linkwatch.events"))]
+    if config.hooks.directory:
+        from linkwatch.sinks.hooks import HookSink
+
+        sinks.append(HookSink(config.hooks.directory, config.hooks.timeout,
+                              {u.name: u.interface for u in config.uplinks}))
+    if config.history.path:
+        from linkwatch.history import HistorySink  # sqlite-utils only when a history is kept
+
+        sinks.append(HistorySink(config.history))
+    if config.snmp.traps:
+        from linkwatch.sinks.snmp_traps import TrapSink  # pysnmp only when traps are sent
+
+        sinks.append(TrapSink(config.snmp, [u.name for u in config.uplinks]))
+    return sinks

@@ -44,12 +44,12 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from linkwatch.core.events import ActiveChanged, AdminAction, EngineEvent, Event, UplinkStateChanged
-from linkwatch.sinks.runner import fmt_num
+from linkwatch.core.states import State, usable
+from linkwatch.sinks.log import fmt_num
 
 log = logging.getLogger(__name__)
 
 HOOK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-NOT_USABLE = frozenset({"INIT", "DOWN", "RISING", "DISABLED"})
 KILL_GRACE = 1.0  # seconds between SIGTERM and SIGKILL to a timed-out hook's process group
 REAP_LIMIT = 1.0  # seconds to wait for the hook to be reaped after SIGKILL
 OUTPUT_GRACE = 0.2  # seconds to wait for the pipes to close once the hook has exited
@@ -74,9 +74,9 @@ def is_hook_name(name: str) -> bool:
 
 def mwan3_action(old: str, new: str) -> str | None:
     """mwan3's ACTION for a state change: ``connected``, ``disconnected`` or None."""
-    if new == "UP" and old in NOT_USABLE:
+    if new == State.UP and not usable(old):
         return "connected"
-    if new == "DOWN" and old != "DOWN":
+    if new == State.DOWN and old != State.DOWN:
         return "disconnected"
     return None
 

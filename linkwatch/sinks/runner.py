@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
-from linkwatch.core.events import ActiveChanged, AdminAction, EngineEvent, Event, UplinkSamples, UplinkStateChanged
+from linkwatch.core.events import Event
 
 log = logging.getLogger(__name__)
 
@@ -37,57 +37,6 @@ class Sink(Protocol):
     async def handle(self, event: Event) -> None: ...
 
     async def close(self) -> None: ...
-
-
-# --- log formatting (pure) -----------------------------------------------------------------
-
-
-def fmt_num(value: float | None, unit: str = "", missing: str = "-") -> str:
-    """``64.53`` -> ``"64.5"`` + unit; ``None`` -> ``missing``."""
-    if value is None:
-        return missing
-    return f"{round(value, 1):g}{unit}"
-
-
-def _names(names: tuple[str, ...]) -> str:
-    return ",".join(names) if names else "-"
-
-
-def format_event(ev: Event) -> str:
-    """One log line in the STYLE.md form, e.g.
-    ``uplink=wan1 UP -> DOWN loss=100% rtt=- reason=3 failed rounds``."""
-    if isinstance(ev, UplinkStateChanged):
-        jitter = f" jitter={fmt_num(ev.jitter_ms, 'ms')}" if ev.jitter_ms is not None else ""
-        return (
-            f"uplink={ev.uplink} {ev.old} -> {ev.new} loss={fmt_num(ev.loss_pct, '%')} "
-            f"rtt={fmt_num(ev.rtt_ms, 'ms')}{jitter} reason={ev.reason}"
-        )
-    if isinstance(ev, ActiveChanged):
-        return f"active {_names(ev.old)} -> {_names(ev.new)} reason={ev.reason}"
-    if isinstance(ev, EngineEvent):
-        return f"engine {ev.what}" + (f" detail={ev.detail}" if ev.detail else "")
-    if isinstance(ev, AdminAction):
-        return f"admin {ev.action} uplink={ev.uplink} source={ev.source} result={ev.result}"
-    if isinstance(ev, UplinkSamples):
-        return (f"samples uplink={ev.uplink} sent={ev.sent} lost={ev.lost} loss={fmt_num(ev.loss_pct, '%')} "
-                f"rtt={fmt_num(ev.rtt_avg_ms, 'ms')} jitter={fmt_num(ev.jitter_ms, 'ms')}")
-    return f"event {ev!r}"
-
-
-class LogSink:
-    """Logs every event at INFO in the STYLE.md form."""
-
-    def __init__(self, logger: logging.Logger | None = None):
-        self.name = "log"
-        self.timeout = 1.0
-        self._log = logger or logging.getLogger("linkwatch.events")
-
-    async def handle(self, event: Event) -> None:
-        level = logging.DEBUG if isinstance(event, UplinkSamples) else logging.INFO
-        self._log.log(level, "%s", format_event(event))
-
-    async def close(self) -> None:
-        return None
 
 
 # --- the runner ----------------------------------------------------------------------------
@@ -241,6 +190,10 @@ class SinkRunner:
                 await sink.close()
         except Exception as exc:
             log.warning("sink %s: close failed: %s: %s", sink.name, type(exc).__name__, exc)
+
+    def sink(self, name: str) -> Sink | None:
+        """The sink called ``name`` (None: no such sink)."""
+        return next((lane.sink for lane in self._lanes if lane.sink.name == name), None)
 
     def stats(self) -> dict[str, dict]:
         """Per sink: handled, failed, timed_out, dropped, last_error, queued, plus what the sink's

@@ -29,7 +29,7 @@ from linkwatch.kernel.facts import (  # noqa: E402
     Link,
     LinkFacts,
     LinkMonitor,
-    NetwatchError,
+    FactsError,
     facts_from_kernel,
     read_facts,
 )
@@ -107,9 +107,9 @@ def test_read_facts_inside_a_running_loop_and_missing_namespace(lab):
         return read_facts(["wan1"], netns=NS)
 
     assert asyncio.run(engine_like())["wan1"].address == "198.51.100.2"
-    with pytest.raises(NetwatchError, match="lwtA-nope"):
+    with pytest.raises(FactsError, match="lwtA-nope"):
         read_facts(["wan1"], netns="lwtA-nope")
-    with pytest.raises(NetwatchError, match="lwtA-nope"):
+    with pytest.raises(FactsError, match="lwtA-nope"):
         asyncio.run(LinkMonitor(["wan1"], netns="lwtA-nope").run(lambda snapshot: None))
     assert not nsutil.ns_exists("lwtA-nope")
 

@@ -19,21 +19,19 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nsutil  # noqa: E402
 
-from linkwatch.kernel.routing import (  # noqa: E402
+from linkwatch.core.routing import (  # noqa: E402
     DEFAULT_DST,
     SCOPE_LINK,
-    Desired,
     NextHop,
-    Reconciler,
+    RouteSet,
     RouteSpec,
     RoutingError,
     RoutingParams,
     RuleSpec,
     UplinkRoute,
     plan,
-    route_from_msg,
-    rule_from_msg,
 )
+from linkwatch.kernel.reconciler import Reconciler, route_from_msg, rule_from_msg  # noqa: E402
 
 PARAMS = RoutingParams()
 RT, PEER = "lwtA-rt", "lwtA-rtp"
@@ -163,7 +161,7 @@ def dump_ours(ns, protocol=PARAMS.protocol):
     with IPRoute(netns=ns, flags=0) as ipr:
         routes = [m for m in ipr.route("dump", family=socket.AF_INET) if m["proto"] == protocol]
         rules = [m for m in ipr.rule("dump", family=socket.AF_INET) if m.get_attr("FRA_PROTOCOL") == protocol]
-    return Desired(frozenset(map(route_from_msg, routes)), frozenset(map(rule_from_msg, rules)))
+    return RouteSet(frozenset(map(route_from_msg, routes)), frozenset(map(rule_from_msg, rules)))
 
 
 def dump_table(ns, table):
@@ -367,7 +365,7 @@ def test_admin_down_uplink_is_deferred_not_an_error(lab, rec):
 def test_one_bad_object_does_not_stop_the_rest(lab, rec):
     good = lab.plan([("wan1", 1)])
     bad = RouteSpec(103, DEFAULT_DST, gateway="198.51.100.1", ifindex=9999)
-    report = rec.apply(Desired(good.routes | {bad}, good.rules))
+    report = rec.apply(RouteSet(good.routes | {bad}, good.rules))
     assert len(report.errors) == 1 and "#9999" in report.errors[0]
     assert dump_ours(RT) == good
 
@@ -377,7 +375,7 @@ def test_refused_replacement_keeps_the_old_active_route(lab, rec):
     rec.apply(lab.plan([("wan1", 1)]))
     good = lab.plan([("wan2", 1)])
     broken_active = RouteSpec(100, DEFAULT_DST, gateway="10.55.0.1", ifindex=lab.i2)  # not on-link
-    desired = Desired(frozenset(r for r in good.routes if r.table != 100) | {broken_active}, good.rules)
+    desired = RouteSet(frozenset(r for r in good.routes if r.table != 100) | {broken_active}, good.rules)
     report = rec.apply(desired)
     assert len(report.errors) == 1 and "10.55.0.1" in report.errors[0]
     assert report.removed == []
@@ -394,7 +392,7 @@ def test_main_table_and_foreign_objects_are_never_touched(lab, rec):
     rec.apply(lab.plan([("wan2", 1), ("wan1", 2)]))
     report = rec.withdraw()
     assert report.errors == [] and report.added == []
-    assert dump_ours(RT) == Desired()
+    assert dump_ours(RT) == RouteSet()
     assert dump_table(RT, 254) == main_before
     assert [p for p, _ in dump_table(RT, 101)] == [4]  # the "proto static" route survived
     assert [p for p, _ in dump_table(RT, 100)] == [3]  # the "proto boot" route survived

@@ -89,7 +89,7 @@ def test_restart_keeps_kernel_choice_while_preferred_is_init():
     d = decide([v("wan1", "INIT", 1), v("wan2", "UP", 2)], FAILOVER, ("wan2",), 1.0)
     assert d.active == ("wan2",)
     d = decide([v("wan1", "INIT", 1), v("wan2", "UP", 2)], FAILOVER, (), 1.0)
-    assert d.active == () and "waiting for wan1" in d.reason
+    assert d.active == ("wan2",), "with nothing to keep, a working uplink is used at once (never an empty set)"
     d = decide([v("wan1", "UP", 1, since=1.0), v("wan2", "INIT", 2)], FAILOVER, ("wan1",), 1.0)
     assert d.active == ("wan1",)
 
@@ -112,7 +112,23 @@ def test_disabled_active_uplink_is_not_kept_when_everything_else_is_down():
 
 def test_waiting_for_an_init_uplink_is_bounded():
     init = UplinkView("wan1", State.INIT, 1, 1, True, 0.0, since=0.0)
-    d = decide([init, v("wan2", "UP", 2)], FAILOVER, (), 1.0)
-    assert d.active == () and d.recheck_at == 5.0
-    d = decide([init, v("wan2", "UP", 2)], FAILOVER, (), 6.0)
+    d = decide([init, v("wan2", "UP", 2)], FAILOVER, ("wan1",), 1.0)
+    assert d.active == ("wan1",) and d.recheck_at == 5.0 and "waiting for wan1" in d.reason
+    d = decide([init, v("wan2", "UP", 2)], FAILOVER, ("wan1",), 6.0)
     assert d.active == ("wan2",), "an uplink stuck in INIT does not hold traffic back forever"
+
+
+def test_start_up_says_not_probed_yet_rather_than_an_outage():
+    d = decide([v("wan1", "INIT", 1), v("wan2", "INIT", 2)], FAILOVER, (), 0.0)
+    assert d.active == ("wan1",)
+    assert d.reason == "not probed yet; wan1 (priority 1) until the probes answer"
+    assert "no uplink works" not in d.reason
+    d = decide([v("wan1", "INIT", 1), v("wan2", "INIT", 2)], FAILOVER, ("wan2",), 0.0)
+    assert d.active == ("wan2",) and d.reason == "not probed yet; keeping wan2 until the probes answer"
+
+
+def test_an_outage_is_still_called_one():
+    d = decide([v("wan1", "DOWN", 1), v("wan2", "INIT", 2)], FAILOVER, (), 0.0)
+    assert d.active == ("wan1",) and d.reason == "no uplink works (wan2 not probed yet); last resort wan1"
+    d = decide([v("wan1", "DOWN", 1), v("wan2", "DOWN", 2)], FAILOVER, ("wan2",), 0.0)
+    assert d.reason == "no uplink works; keeping wan2 (fail-static)"

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from linkwatch.core.events import ActiveChanged, EngineEvent, UplinkStateChanged
-from linkwatch.sinks.runner import LogSink, SinkError, SinkRunner, format_event
+from linkwatch.sinks.log import LogSink, format_event
+from linkwatch.sinks.runner import SinkError, SinkRunner
 
 
 def ev(i: int) -> EngineEvent:

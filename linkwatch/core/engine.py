@@ -1,0 +1,358 @@
+"""The engine's decisions as one pure step: ``step(state, input, now) -> (state, outputs)``.
+
+No sockets, no clock, no asyncio: the I/O shell (:mod:`linkwatch.daemon.engine`) reads the
+kernel, runs the probes and the timers, feeds each happening to :func:`step` as a value
+(:mod:`linkwatch.core.inputs`) with the time of its one clock, and carries out the outputs: it
+applies :attr:`Outputs.routing` to the kernel, then publishes :attr:`Outputs.events` to the sinks,
+then flushes the conntrack entries of :attr:`Outputs.flushes`.
+
+The flow inside one step is the data flow of DESIGN.md, one way::
+
+    input -> each uplink's state (facts, rounds, admin)  -> health transitions -> events
+          -> policy (decide)                             -> active set         -> ActiveChanged
+          -> routing plan (core.routing.plan)            -> Outputs.routing, flushes
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from linkwatch.config import Config, UplinkConfig
+from linkwatch.core.events import ActiveChanged, AdminAction, EngineEvent, Event, UplinkSamples, UplinkStateChanged
+from linkwatch.core.health import Tally, Transition
+from linkwatch.core.inputs import (
+    AdminRequest,
+    FactsChanged,
+    Input,
+    LinkFacts,
+    Now,
+    PeriodEnd,
+    ProbeTrouble,
+    Reload,
+    ReloadFailed,
+    RoundDone,
+    Start,
+    Stop,
+    Tick,
+)
+from linkwatch.core.policy import Decision, PolicyParams, decide
+from linkwatch.core.routing import RouteSet, RoutingError, RoutingParams, plan
+from linkwatch.core.states import ADMIN_ACTIONS
+from linkwatch.core.uplink import (
+    ProbePlan,
+    UplinkState,
+    counted,
+    new_uplink,
+    probe_plan,
+    route_of,
+    view_of,
+    with_admin,
+    with_facts,
+    with_round,
+)
+
+MAX_SOURCE = 100  # characters of an admin action's source
+
+
+def routing_params(config: Config) -> RoutingParams:
+    r = config.routing
+    return RoutingParams(protocol=r.protocol, active_table=r.active_table, suppress_priority=r.rule_priority,
+                         active_priority=r.rule_priority + 100)
+
+
+@dataclass(frozen=True)
+class EngineState:
+    """Everything the core knows. Immutable: :func:`step` returns a new one."""
+
+    config: Config
+    uplinks: tuple[UplinkState, ...]
+    active: tuple[str, ...] = ()
+    previous_active: tuple[str, ...] = ()  # what carried traffic before the last change
+    forced: str | None = None
+    decision: Decision | None = None
+    routing: RouteSet | None = None  # the plan for the current decision and facts (None: none yet)
+    active_changes: int = 0  # since the engine started (the first choice counts)
+    started: float = 0.0  # wall clock
+
+    def uplink(self, name: str) -> UplinkState | None:
+        return next((u for u in self.uplinks if u.name == name), None)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(u.name for u in self.uplinks)
+
+
+def initial_state(config: Config, wall: float = 0.0) -> EngineState:
+    """The state before :class:`Start`: the configured uplinks, nothing known about them."""
+    return EngineState(config, tuple(new_uplink(u, wall) for u in config.uplinks), started=wall)
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What the shell must do after a step, in this order: forget ``forget_neighbours``, make the
+    kernel's routing equal ``routing``, publish ``events`` (in order), flush ``flushes``."""
+
+    routing: RouteSet | None  # the routing the kernel should have now (None: no plan yet)
+    probes: Mapping[str, ProbePlan]  # how to probe each uplink now (interval, source, running)
+    events: tuple[Event, ...] = ()
+    flushes: tuple[tuple[str, str], ...] = ()  # (uplink, address): delete the NAT entries to it
+    forget_neighbours: tuple[tuple[int, str], ...] = ()  # (ifindex, gateway) neighbour entries
+    recheck_at: float | None = None  # monotonic time at which a Tick is due (None: no timer)
+    reply: Mapping[str, object] | None = None  # the answer to an AdminRequest
+    log: tuple[tuple[str, str], ...] = ()  # (level, message) lines for the engine's log
+
+
+@dataclass
+class _Step:
+    """The outputs of one step as they accumulate (private to :func:`step`)."""
+
+    state: EngineState
+    now: Now
+    events: list[Event] = field(default_factory=list)
+    flushes: list[tuple[str, str]] = field(default_factory=list)
+    neighbours: list[tuple[int, str]] = field(default_factory=list)
+    log: list[tuple[str, str]] = field(default_factory=list)
+    moves: list[Event] = field(default_factory=list)  # ActiveChanged: after every other event of the step
+    reply: dict | None = None
+    decide: bool = False  # something the policy depends on changed
+    reason_prefix: str = ""
+
+    def put(self, u: UplinkState, transitions: list[Transition]) -> None:
+        """Store ``u`` and turn its transitions into events."""
+        u = counted(u, transitions, self.now.mono, self.now.wall)
+        self.state = replace(self.state, uplinks=tuple(u if x.name == u.name else x for x in self.state.uplinks))
+        for t in transitions:
+            s = u.stats
+            self.events.append(UplinkStateChanged(
+                at=self.now.wall, mono=self.now.mono, uplink=u.name, interface=u.cfg.interface, old=t.old.value,
+                new=t.new.value, reason=t.reason, loss_pct=s.loss_pct, rtt_ms=s.rtt_ms, jitter_ms=s.jitter_ms))
+        if transitions:
+            self.decide = True
+
+    def facts(self, u: UplinkState, facts: LinkFacts | None, initial: bool = False) -> None:
+        outcome = with_facts(u, facts, self.now.mono, initial)
+        if outcome.stale_nat:
+            self.flush(u.name, outcome.stale_nat)
+        if outcome.forget_neighbour:
+            self.neighbours.append(outcome.forget_neighbour)
+        self.put(outcome.uplink, outcome.transitions)
+        self.decide = True  # routes follow addresses and gateways even without a state change
+
+    def flush(self, name: str, address: str) -> None:
+        if self.state.config.policy.flush_conntrack:
+            self.flushes.append((name, address))
+
+    def engine_event(self, what: str, detail: str = "") -> None:
+        self.events.append(EngineEvent(self.now.wall, self.now.mono, what, detail))
+
+
+# ---- the step ------------------------------------------------------------------------------------
+
+
+def step(state: EngineState, inp: Input, now: Now) -> tuple[EngineState, Outputs]:
+    """Feed one input; return the new state and what the shell must do."""
+    s = _Step(state, now)
+    handler = _HANDLERS.get(type(inp))
+    if handler is None:
+        raise TypeError(f"not an engine input: {inp!r}")
+    handler(s, inp)
+    return _finish(s)
+
+
+def _on_start(s: _Step, inp: Start) -> None:
+    s.state = replace(s.state, started=s.now.wall)
+    s.engine_event("started", inp.detail)
+    for u in s.state.uplinks:
+        s.facts(u, inp.facts.get(u.cfg.interface), initial=True)
+    # Restart safety: adopt what the kernel already routes through, so a restart changes nothing.
+    by_ifindex = {u.facts.ifindex: u.name for u in s.state.uplinks if u.facts and u.facts.ifindex}
+    adopted = tuple(dict.fromkeys(by_ifindex[i] for _, i in inp.kernel_active if i in by_ifindex))
+    if adopted:
+        s.log.append(("info", f"adopting active uplinks from the kernel: {','.join(adopted)}"))
+    s.state = replace(s.state, active=adopted)
+    s.reason_prefix = "start: "
+
+
+def _on_round(s: _Step, inp: RoundDone) -> None:
+    u = s.state.uplink(inp.uplink)
+    if u is None:
+        return  # a round of an uplink a reload removed
+    u, transitions = with_round(u, tuple(inp.results), inp.seq, s.now.mono)
+    s.put(u, transitions)
+
+
+def _on_facts(s: _Step, inp: FactsChanged) -> None:
+    for u in s.state.uplinks:
+        f = inp.facts.get(u.cfg.interface)
+        if f != u.facts:
+            s.facts(u, f)
+
+
+def _on_admin(s: _Step, inp: AdminRequest) -> None:
+    name, action, source = inp.uplink, inp.action, inp.source
+    names = s.state.names
+    if not isinstance(source, str) or not source.isprintable() or not 0 < len(source) <= MAX_SOURCE:
+        s.reply = {"ok": False, "error": f"source: expected a printable string of 1..{MAX_SOURCE} characters"}
+        return
+    if not isinstance(name, str) or name not in names:
+        s.reply = {"ok": False, "error": f"unknown uplink {name!r}; expected one of {', '.join(names)}"}
+        return
+    if action not in ADMIN_ACTIONS:
+        s.reply = {"ok": False, "error": f"unknown action {action!r}; expected one of {', '.join(ADMIN_ACTIONS)}"}
+        return
+    u = s.state.uplink(name)
+    assert u is not None
+    message = f"{action} {name}"
+    if action in ("disable", "enable"):
+        s.put(*with_admin(u, action == "disable", s.now.mono))
+    elif action == "force":
+        s.state = replace(s.state, forced=name)
+    else:  # auto: back to automatic choice, whichever uplink was forced
+        forced = s.state.forced
+        message = f"auto: force on {forced} cleared" if forced else "auto: no uplink was forced"
+        s.state = replace(s.state, forced=None)
+    s.log.append(("info", f"admin: {action} {name} (from {source})"))
+    s.decide = True
+    s.reason_prefix = f"admin {action} {name}: "
+    _decide(s)  # now, so the AdminAction event can say what is active (its ActiveChanged comes after it)
+    active = s.state.active
+    s.events.append(AdminAction(s.now.wall, s.now.mono, action, name, source,
+                                f"{message}; active: {','.join(active) or '-'}"))
+    s.reply = {"ok": True, "message": message, "active": list(active)}
+
+
+def _on_tick(s: _Step, inp: Tick) -> None:
+    s.decide = True  # a held failback or the start-up grace may be due
+
+
+def _on_probe_trouble(s: _Step, inp: ProbeTrouble) -> None:
+    u = s.state.uplink(inp.uplink)
+    if u is not None and u.probe_error != inp.error:
+        s.state = replace(s.state, uplinks=tuple(replace(x, probe_error=inp.error) if x is u else x
+                                                 for x in s.state.uplinks))
+
+
+def _on_period_end(s: _Step, inp: PeriodEnd) -> None:
+    uplinks = []
+    for u in s.state.uplinks:
+        p = u.period.summary()
+        s.events.append(UplinkSamples(
+            at=inp.end, mono=s.now.mono, uplink=u.name, start=inp.start, sent=p.sent, lost=p.lost,
+            loss_pct=p.loss_pct, rtt_avg_ms=p.rtt_avg_ms, rtt_min_ms=p.rtt_min_ms, rtt_max_ms=p.rtt_max_ms,
+            jitter_ms=p.jitter_ms))
+        uplinks.append(replace(u, period=Tally()))
+    s.state = replace(s.state, uplinks=tuple(uplinks))
+
+
+def _on_stop(s: _Step, inp: Stop) -> None:
+    s.engine_event("stopped")
+
+
+def _on_reload_failed(s: _Step, inp: ReloadFailed) -> None:
+    s.log.append(("error", f"reload refused, keeping the running config: {inp.why}"))
+    s.engine_event("reload_failed", inp.why)
+
+
+def reload_refusal(old: Config, new: Config) -> str | None:
+    """Why ``new`` cannot replace ``old`` without a restart (None: it can)."""
+    if new.control != old.control or new.routing != old.routing:
+        return "[control] and [routing] changes need a restart"
+    return None
+
+
+def same_uplink(a: UplinkConfig, b: UplinkConfig) -> bool:
+    """Equal but for the numbers derived from the uplink's position in the file."""
+    return replace(a, table=b.table, rule_priority=b.rule_priority) == b
+
+
+def _on_reload(s: _Step, inp: Reload) -> None:
+    """Unchanged uplinks keep their state: a reload never fails over."""
+    old, new = s.state.config, inp.config
+    why = reload_refusal(old, new)
+    if why:
+        return _on_reload_failed(s, ReloadFailed(why))
+    previous = {u.name: u for u in s.state.uplinks}
+    kept, rebuilt, uplinks = [], [], []
+    for cfg in new.uplinks:
+        prev = previous.get(cfg.name)
+        if prev is not None and same_uplink(prev.cfg, cfg):
+            uplinks.append(replace(prev, cfg=cfg))  # table / rule priority may move; the state stays
+            kept.append(cfg.name)
+        else:
+            uplinks.append(new_uplink(cfg, s.now.wall))
+            rebuilt.append(cfg.name)
+    if new.history != old.history:
+        uplinks = [replace(u, period=Tally()) for u in uplinks]
+    names = {u.name for u in uplinks}
+    gone = [n for n in s.state.active if n not in names]
+    s.state = replace(s.state, config=new, uplinks=tuple(uplinks),
+                      forced=s.state.forced if s.state.forced in names else None,
+                      active=tuple(n for n in s.state.active if n in names))
+    for n in gone:
+        if previous[n].nat_address:
+            s.flush(n, previous[n].nat_address)
+    for name in rebuilt:
+        u = s.state.uplink(name)
+        assert u is not None
+        s.facts(u, inp.facts.get(u.cfg.interface), initial=True)
+    s.decide = True
+    s.reason_prefix = "reload: "
+    _decide(s)
+    s.log.append(("info", f"config reloaded: kept {','.join(kept) or '-'}, rebuilt {','.join(rebuilt) or '-'}"))
+    s.engine_event("reloaded", f"kept={kept} rebuilt={rebuilt}")
+
+
+_HANDLERS = {
+    Start: _on_start, RoundDone: _on_round, FactsChanged: _on_facts, AdminRequest: _on_admin, Tick: _on_tick,
+    ProbeTrouble: _on_probe_trouble, PeriodEnd: _on_period_end, Stop: _on_stop, ReloadFailed: _on_reload_failed,
+    Reload: _on_reload,
+}
+
+
+# ---- deciding and planning ---------------------------------------------------------------------
+
+
+def _decide(s: _Step) -> None:
+    """Run the policy if anything it depends on changed; record a change of the active set."""
+    if not s.decide:
+        return
+    s.decide = False
+    st = s.state
+    p = st.config.policy
+    d = decide([view_of(u) for u in st.uplinks], PolicyParams(p.mode, p.failback_hold), st.active, s.now.mono,
+               st.forced)
+    s.state = replace(st, decision=d)
+    if d.active != st.active:
+        s.state = replace(s.state, active=d.active, previous_active=st.active, active_changes=st.active_changes + 1)
+        s.moves.append(ActiveChanged(s.now.wall, s.now.mono, st.active, d.active, s.reason_prefix + d.reason))
+        for name in st.active:
+            u = st.uplink(name)
+            if name not in d.active and u is not None and u.nat_address:
+                s.flush(name, u.nat_address)
+    _activate(s)
+
+
+def _activate(s: _Step) -> None:
+    """Plan the kernel's routing for the current decision and facts."""
+    st = s.state
+    weights = st.decision.weights if st.decision is not None else ()
+    try:
+        routing = plan([route_of(u) for u in st.uplinks], weights, routing_params(st.config))
+    except RoutingError as e:  # inconsistent facts from the kernel: leave the routes as they are
+        s.log.append(("error", f"routing plan refused, kernel left unchanged: {e}"))
+        return
+    s.state = replace(st, routing=routing)
+
+
+def probe_plans(state: EngineState) -> dict[str, ProbePlan]:
+    return {u.name: probe_plan(u, u.name in state.active) for u in state.uplinks}
+
+
+def _finish(s: _Step) -> tuple[EngineState, Outputs]:
+    _decide(s)
+    st = s.state
+    return st, Outputs(
+        routing=st.routing, probes=probe_plans(st), events=tuple(s.events + s.moves), flushes=tuple(s.flushes),
+        forget_neighbours=tuple(s.neighbours), recheck_at=st.decision.recheck_at if st.decision else None,
+        reply=s.reply, log=tuple(s.log))

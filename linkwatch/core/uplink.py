@@ -1,0 +1,212 @@
+"""One uplink as the engine core sees it: its config, the kernel's facts, its health, the probe
+statistics and its counters. Pure: functions take an :class:`UplinkState` and data and return a
+new one, plus the health transitions that happened.
+
+The engine (:mod:`linkwatch.core.engine`) keeps one UplinkState per configured uplink and turns
+the transitions into events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from linkwatch.config import UplinkConfig
+from linkwatch.core import health as hm
+from linkwatch.core.health import EMPTY_STATS, Health, HealthParams, Sample, Stats, Tally, Transition, window_stats
+from linkwatch.core.inputs import LinkFacts, ProbeResult, ProbeSpec
+from linkwatch.core.policy import UplinkView
+from linkwatch.core.routing import UplinkRoute
+from linkwatch.core.states import USABLE, State
+
+TRAFFIC_WINDOW = 60.0  # seconds of probe traffic the bytes/day estimate is based on
+
+
+def health_params(cfg: UplinkConfig) -> HealthParams:
+    h = cfg.health
+    return HealthParams(
+        down_after=h.down_after, up_after=h.up_after, min_targets=h.min_targets,
+        quality_window=h.quality_window, loss_degraded=h.loss_degraded, loss_recovered=h.loss_recovered,
+        rtt_degraded=h.rtt_degraded, rtt_recovered=h.rtt_recovered, quality_hold=h.quality_hold,
+    )
+
+
+def gateway_of(cfg: UplinkConfig, facts: LinkFacts | None) -> str | None:
+    """The configured gateway, else the one the kernel's main table has via the interface."""
+    if cfg.gateway is not None:
+        return cfg.gateway
+    return facts.gateway if facts else None
+
+
+def link_verdict(cfg: UplinkConfig, facts: LinkFacts | None) -> tuple[bool, str]:
+    """Can this uplink carry traffic at all, as far as the kernel says? (ok, reason)"""
+    if facts is None or facts.ifindex is None:
+        return False, f"interface {cfg.interface} missing"
+    if not facts.carrier:
+        return False, "carrier lost"
+    if facts.address is None:
+        return False, f"no IPv4 address on {cfg.interface}"
+    if gateway_of(cfg, facts) is None:
+        return False, f"no gateway (no default route via {cfg.interface} in the main table)"
+    return True, "link up"
+
+
+@dataclass(frozen=True)
+class ProbePlan:
+    """How the shell should probe one uplink now: bind to ``source`` (None: there is no address to
+    probe from), run a round every ``interval`` while ``running``."""
+
+    source: str | None
+    specs: tuple[ProbeSpec, ...]
+    running: bool
+    interval: float
+    timeout: float
+    attempts: int
+
+
+@dataclass(frozen=True)
+class UplinkState:
+    """Everything the core knows about one uplink. Immutable: functions return new ones."""
+
+    cfg: UplinkConfig
+    params: HealthParams
+    health: Health = field(default_factory=Health)
+    facts: LinkFacts | None = None
+    samples: tuple[Sample, ...] = ()  # the quality window
+    stats: Stats = EMPTY_STATS
+    last_results: tuple[ProbeResult, ...] = ()  # the latest result of each probe
+    traffic: tuple[tuple[float, int], ...] = ()  # (mono, probe bytes) of each round, last TRAFFIC_WINDOW
+    working_since: float = 0.0  # when it last became working (the failback hold counts from here)
+    wall_since: float = 0.0  # wall-clock time of the last state change
+    nat_address: str | None = None  # last address seen: NAT entries to flush even after it is gone
+    probe_error: str | None = None  # why the shell cannot open its probes
+    rounds: int = 0
+    downs: int = 0  # times it went DOWN since the engine started
+    transitions: int = 0  # state changes since the engine started
+    applied_seq: int = 0  # the newest round whose result stepped the health
+    period: Tally = field(default_factory=Tally)  # what the probes saw in this history period
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    @property
+    def state(self) -> State:
+        return self.health.state
+
+
+def new_uplink(cfg: UplinkConfig, wall: float) -> UplinkState:
+    return UplinkState(cfg, health_params(cfg), wall_since=wall)
+
+
+def counted(u: UplinkState, transitions: list[Transition], mono: float, wall: float) -> UplinkState:
+    """``u`` with its counters and clocks moved on by ``transitions``."""
+    for t in transitions:
+        if (t.new in (State.UP, State.DEGRADED) and t.old not in USABLE) or (
+                t.old == State.DEGRADED and t.new == State.UP):
+            u = replace(u, working_since=mono)
+        u = replace(u, downs=u.downs + (t.new == State.DOWN), transitions=u.transitions + 1, wall_since=wall)
+    return u
+
+
+@dataclass(frozen=True)
+class FactsOutcome:
+    """What new facts did to an uplink: the transitions, and the kernel chores they call for."""
+
+    uplink: UplinkState
+    transitions: list[Transition]
+    stale_nat: str | None = None  # an old address whose NAT entries are dead (renumbered)
+    forget_neighbour: tuple[int, str] | None = None  # (ifindex, gateway): carrier came back
+
+
+def with_facts(u: UplinkState, facts: LinkFacts | None, mono: float, initial: bool = False) -> FactsOutcome:
+    """Apply the kernel's facts: a link that cannot carry traffic is DOWN at once."""
+    old = u.facts
+    u = replace(u, facts=facts)
+    ok, reason = link_verdict(u.cfg, facts)
+    if not ok:  # no rounds run while the link is gone: stale statistics would mislead
+        u = replace(u, stats=EMPTY_STATS, samples=(), last_results=())
+    health, transitions = hm.on_link(u.health, ok, reason, mono)
+    u = replace(u, health=health)
+    stale = None
+    if facts is not None and facts.address:
+        if u.nat_address and facts.address != u.nat_address:
+            stale = u.nat_address
+        u = replace(u, nat_address=facts.address)
+    forget = None
+    if not initial and old is not None and facts is not None and facts.carrier and not old.carrier:
+        gateway = gateway_of(u.cfg, facts)
+        if gateway and facts.ifindex:  # a stale FAILED neighbour entry would delay failback
+            forget = (facts.ifindex, gateway)
+    return FactsOutcome(u, transitions, stale, forget)
+
+
+def with_round(u: UplinkState, results: tuple[ProbeResult, ...], seq: int | None,
+               mono: float) -> tuple[UplinkState, list[Transition]]:
+    """Feed a finished round. Rounds overlap (timeout > fast_interval): one that started before a
+    round already applied adds its samples to the statistics but does not step the state."""
+    if not u.health.link_ok:
+        return u, []  # the link went away while the round was in flight
+    new = tuple(Sample(mono, r.target, r.sent, r.lost, r.rtt) for r in results)
+    horizon = mono - max(u.params.quality_window, 1.0)
+    samples = tuple(s for s in u.samples if s.at >= horizon) + new
+    period = u.period
+    for s in new:
+        period = period.add(s)
+    latest = {(r.kind, r.target): r for r in u.last_results}
+    latest.update({(r.kind, r.target): r for r in results})
+    nbytes = sum(r.bytes_sent + r.bytes_received for r in results)
+    traffic = tuple(t for t in u.traffic if mono - t[0] <= TRAFFIC_WINDOW) + ((mono, nbytes),)
+    stats = window_stats(samples, mono, u.params.quality_window, u.health.quality_since)
+    u = replace(u, rounds=u.rounds + 1, samples=samples, period=period, last_results=tuple(latest.values()),
+                traffic=traffic, stats=stats)
+    if seq is not None:
+        if seq < u.applied_seq:
+            return u, []
+        u = replace(u, applied_seq=seq)
+    answered = sum(1 for r in results if r.ok)
+    health, transitions = hm.on_round(u.health, answered, len(results), stats, u.params, mono)
+    return replace(u, health=health), transitions
+
+
+def with_admin(u: UplinkState, disable: bool, mono: float) -> tuple[UplinkState, list[Transition]]:
+    health, transitions = hm.on_admin(u.health, disable, mono)
+    return replace(u, health=health), transitions
+
+
+def bytes_per_day(u: UplinkState, mono: float) -> float | None:
+    """Probe traffic extrapolated from the last minute's rounds (None: too little to tell)."""
+    recent = [(t, b) for t, b in u.traffic if mono - t <= TRAFFIC_WINDOW]
+    if len(recent) < 2:
+        return None
+    span = max(mono - recent[0][0], 1e-3)
+    return sum(b for _, b in recent) / span * 86400.0
+
+
+def route_of(u: UplinkState) -> UplinkRoute:
+    """What the routing plan needs to know about the uplink."""
+    f = u.facts
+    ok, _ = link_verdict(u.cfg, f)
+    return UplinkRoute(
+        name=u.name, ifindex=f.ifindex if f else None, address=f.address if f else None,
+        prefixlen=f.prefixlen if f else None, gateway=gateway_of(u.cfg, f), table=u.cfg.table,
+        rule_priority=u.cfg.rule_priority, usable=ok,
+    )
+
+
+def view_of(u: UplinkState) -> UplinkView:
+    """What the policy needs to know about the uplink."""
+    return UplinkView(u.name, u.health.state, u.cfg.priority, u.cfg.weight, link_verdict(u.cfg, u.facts)[0],
+                      u.working_since, u.health.quality_bad, u.health.since)
+
+
+def probe_plan(u: UplinkState, active: bool) -> ProbePlan:
+    h = u.cfg.health
+    source = u.facts.address if u.facts else None
+    return ProbePlan(
+        source=source,
+        specs=tuple(ProbeSpec(p.type, p.target, p.query) for p in u.cfg.probes),
+        running=u.health.state != State.DISABLED and u.health.link_ok and source is not None,
+        interval=hm.round_interval(u.health.state, active, h.interval, h.fast_interval, h.standby_interval),
+        timeout=h.timeout,
+        attempts=h.attempts,
+    )

@@ -1,0 +1,117 @@
+"""Running one uplink's probes as the core's :class:`~linkwatch.core.uplink.ProbePlan` says.
+
+A :class:`Prober` starts a round every ``plan.interval`` while ``plan.running``, binds its probes to
+``plan.source`` (rebuilding them when the address or the probe list changes) and hands every
+finished round to the engine. Rounds may overlap (timeout > fast interval): each is numbered at its
+start, and rounds of probes that were rebuilt meanwhile are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+
+from linkwatch.core.inputs import ProbeResult, ProbeSpec
+from linkwatch.core.uplink import ProbePlan
+from linkwatch.probes import Probe
+
+log = logging.getLogger(__name__)
+
+MakeProbes = Callable[[Sequence[ProbeSpec], str], list[Probe]]
+
+
+class Prober:
+    """The probing task of one uplink."""
+
+    def __init__(self, name: str, plan: ProbePlan, make_probes: MakeProbes,
+                 on_round: Callable[[str, tuple[ProbeResult, ...], int], None],
+                 on_trouble: Callable[[str, str | None], None], clock: Callable[[], float]):
+        self.name = name
+        self.plan = plan
+        self._make_probes = make_probes
+        self._on_round = on_round
+        self._on_trouble = on_trouble
+        self._clock = clock
+        self._probes: list[Probe] = []
+        self._generation = 0  # bumped when the probes are rebuilt; older rounds are dropped
+        self._seq = 0
+        self._error: str | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._rounds: set[asyncio.Task] = set()
+        self._last_start = -1e9
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"prober:{self.name}")
+
+    def update(self, plan: ProbePlan) -> None:
+        """The core's new plan: rebuild the probes if what they bind to changed; wake the loop."""
+        if plan == self.plan:
+            return
+        if (plan.source, plan.specs) != (self.plan.source, self.plan.specs):
+            self._close_probes()
+        self.plan = plan
+        self._wake.set()  # the interval (or whether to run at all) may have changed
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._task, *self._rounds) if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        self._close_probes()
+
+    async def _run(self) -> None:
+        while True:
+            now = self._clock()
+            due = self._last_start + self.plan.interval
+            if now < due:
+                self._wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), due - now)
+                continue  # recompute: the plan (and so the interval) may have changed
+            self._last_start = now
+            if self.plan.running and self._ensure_probes():
+                self._seq += 1
+                task = asyncio.create_task(self._round(list(self._probes), self._generation, self._seq))
+                self._rounds.add(task)
+                task.add_done_callback(self._rounds.discard)
+
+    def _ensure_probes(self) -> bool:
+        if self._probes:
+            return True
+        plan = self.plan
+        if plan.source is None:
+            return False
+        try:
+            self._probes = self._make_probes(plan.specs, plan.source)
+        except Exception as e:  # e.g. no permission for ICMP sockets; retried every round, logged once
+            if str(e) != self._error:
+                log.warning("uplink=%s cannot open probes from %s: %s", self.name, plan.source, e)
+                self._error = str(e)
+                self._on_trouble(self.name, self._error)
+            return False
+        if self._error is not None:
+            self._error = None
+            self._on_trouble(self.name, None)
+        return True
+
+    async def _round(self, probes: list[Probe], generation: int, seq: int) -> None:
+        plan = self.plan
+        try:
+            results = await asyncio.gather(*(p.run(plan.timeout, plan.attempts) for p in probes))
+        except Exception:
+            log.exception("probe round on %s failed; the next round goes on", self.name)
+            return
+        if generation == self._generation:  # else the probes were rebuilt meanwhile (address change)
+            self._on_round(self.name, tuple(results), seq)
+
+    def _close_probes(self) -> None:
+        for p in self._probes:
+            with contextlib.suppress(Exception):
+                p.close()
+        self._probes = []
+        self._generation += 1

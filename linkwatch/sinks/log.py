@@ -1,0 +1,59 @@
+"""The log sink: every event as one line in the engine's log, in the STYLE.md form
+(``uplink=wan1 UP -> DOWN loss=100% rtt=- reason=3 failed rounds``).
+
+:func:`format_event` is pure and shared: ``linkwatch history`` prints past events the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from linkwatch.core.events import ActiveChanged, AdminAction, EngineEvent, Event, UplinkSamples, UplinkStateChanged
+
+
+def fmt_num(value: float | None, unit: str = "", missing: str = "-") -> str:
+    """``64.53`` -> ``"64.5"`` + unit; ``None`` -> ``missing``."""
+    if value is None:
+        return missing
+    return f"{round(value, 1):g}{unit}"
+
+
+def _names(names: tuple[str, ...]) -> str:
+    return ",".join(names) if names else "-"
+
+
+def format_event(ev: Event) -> str:
+    """One log line in the STYLE.md form, e.g.
+    ``uplink=wan1 UP -> DOWN loss=100% rtt=- reason=3 failed rounds``."""
+    if isinstance(ev, UplinkStateChanged):
+        jitter = f" jitter={fmt_num(ev.jitter_ms, 'ms')}" if ev.jitter_ms is not None else ""
+        return (
+            f"uplink={ev.uplink} {ev.old} -> {ev.new} loss={fmt_num(ev.loss_pct, '%')} "
+            f"rtt={fmt_num(ev.rtt_ms, 'ms')}{jitter} reason={ev.reason}"
+        )
+    if isinstance(ev, ActiveChanged):
+        return f"active {_names(ev.old)} -> {_names(ev.new)} reason={ev.reason}"
+    if isinstance(ev, EngineEvent):
+        return f"engine {ev.what}" + (f" detail={ev.detail}" if ev.detail else "")
+    if isinstance(ev, AdminAction):
+        return f"admin {ev.action} uplink={ev.uplink} source={ev.source} result={ev.result}"
+    if isinstance(ev, UplinkSamples):
+        return (f"samples uplink={ev.uplink} sent={ev.sent} lost={ev.lost} loss={fmt_num(ev.loss_pct, '%')} "
+                f"rtt={fmt_num(ev.rtt_avg_ms, 'ms')} jitter={fmt_num(ev.jitter_ms, 'ms')}")
+    return f"event {ev!r}"
+
+
+class LogSink:
+    """Logs every event at INFO in the STYLE.md form."""
+
+    def __init__(self, logger: logging.Logger | None = None):
+        self.name = "log"
+        self.timeout = 1.0
+        self._log = logger or logging.getLogger("linkwatch.events")
+
+    async def handle(self, event: Event) -> None:
+        level = logging.DEBUG if isinstance(event, UplinkSamples) else logging.INFO
+        self._log.log(level, "%s", format_event(event))
+
+    async def close(self) -> None:
+        return None
