@@ -255,7 +255,7 @@ class Engine:
             sinks.append(HookSink(self.config.hooks.directory, self.config.hooks.timeout,
                                   {u.name: u.interface for u in self.config.uplinks}))
         if self.config.history.path:
-            from linkwatch.history import HistorySink  # sqlite-utils only when a history is kept
+            from linkwatch.sinks.history import HistorySink  # sqlite-utils only when a history is kept
 
             sinks.append(HistorySink(self.config.history))
         if self.config.snmp.traps:
