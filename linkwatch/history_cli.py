@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from linkwatch.core.events import EVENT_TYPES, EventError, event_from_dict
-from linkwatch.history import EVENT_KINDS, HistoryError, HistoryReader, parse_since
+from linkwatch.history.reader import EVENT_KINDS, HistoryError, HistoryReader, parse_since
 from linkwatch.sinks.log import format_event
 
 HELP = "print the event log from the history database"

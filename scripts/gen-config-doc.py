@@ -20,7 +20,7 @@ OUT = ROOT / "docs" / "configuration.md"
 
 HEAD = """# Configuration reference
 
-Generated from the schema (`linkwatch/config.py`) by `scripts/gen-config-doc.py`; the sample
+Generated from the schema (`linkwatch/config/values.py`) by `scripts/gen-config-doc.py`; the sample
 `etc/linkwatch.toml` shows every key with comments. `linkwatch check-config FILE` reports every
 error at once, each with its key path, the bad value and what was expected.
 

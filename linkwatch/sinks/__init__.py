@@ -22,7 +22,7 @@ def build_sinks(config: Config) -> list:
         sinks.append(HookSink(config.hooks.directory, config.hooks.timeout,
                               {u.name: u.interface for u in config.uplinks}))
     if config.history.path:
-        from linkwatch.history import HistorySink  # sqlite-utils only when a history is kept
+        from linkwatch.sinks.history import HistorySink  # sqlite-utils only when a history is kept
 
         sinks.append(HistorySink(config.history))
     if config.snmp.traps:

@@ -24,7 +24,7 @@ from linkwatch import __version__
 from linkwatch.config import Config
 from linkwatch.report.control import ControlError, call
 from linkwatch.core.events import EVENT_TYPES
-from linkwatch.history import HistoryError, HistoryReader, parse_since
+from linkwatch.history.reader import HistoryError, HistoryReader, parse_since
 from linkwatch.report import metrics
 from linkwatch.webui import WEB_DIR
 from linkwatch.webui.security import USER, Throttle, new_token, password_ok, token_ok

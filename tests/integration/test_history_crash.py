@@ -27,7 +27,8 @@ import pytest
 
 from linkwatch.config import HistoryConfig
 from linkwatch.core.events import EngineEvent, UplinkSamples
-from linkwatch.history import HistorySink, HistoryStore
+from linkwatch.history import HistoryStore
+from linkwatch.sinks.history import HistorySink
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -184,7 +185,7 @@ import asyncio, random, sys, time
 sys.path.insert(0, sys.argv[1])
 from linkwatch.config import HistoryConfig
 from linkwatch.core.events import EngineEvent, UplinkSamples
-from linkwatch.history import HistorySink
+from linkwatch.sinks.history import HistorySink
 
 async def main(path, seed):
     rng = random.Random(seed)

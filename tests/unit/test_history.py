@@ -25,7 +25,6 @@ from linkwatch.history import (
     Batcher,
     HistoryError,
     HistoryReader,
-    HistorySink,
     HistoryStore,
     Prune,
     applied_migrations,
@@ -36,6 +35,7 @@ from linkwatch.history import (
     round_step,
     sample_row,
 )
+from linkwatch.sinks.history import HistorySink
 from linkwatch.sinks.runner import SinkRunner
 
 BASE = 1_764_000_000.0  # a wall time divisible by 3600 (and by 240)
@@ -506,10 +506,10 @@ def test_sink_with_a_missing_directory_never_delays_the_loop_and_catches_up(tmp_
         assert (st["events_written"], st["samples_written"], st["last_error"]) == (500, 500, None)
         await sink.close()
 
-    with caplog.at_level(logging.DEBUG, logger="linkwatch.history"):
+    with caplog.at_level(logging.DEBUG, logger="linkwatch.sinks.history"):
         asyncio.run(main())
     assert count(path, "events") == 500 and count(path, "samples") == 500
-    records = [r for r in caplog.records if r.name == "linkwatch.history"]
+    records = [r for r in caplog.records if r.name == "linkwatch.sinks.history"]
     warnings = [r for r in records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "cannot write" in warnings[0].getMessage()  # once per streak
     assert sum(1 for r in records if r.levelno == logging.DEBUG and "cannot write" in r.getMessage()) >= 1
@@ -590,7 +590,7 @@ def test_close_is_bounded_when_the_database_stays_locked(tmp_path, caplog):
         assert sink.stats()["pending_events"] == 3 and "locked" in sink.stats()["last_error"]
 
     try:
-        with caplog.at_level(logging.WARNING, logger="linkwatch.history"):
+        with caplog.at_level(logging.WARNING, logger="linkwatch.sinks.history"):
             asyncio.run(main())
     finally:
         locker.close()
