@@ -83,9 +83,9 @@ class EngineState:
         return tuple(u.name for u in self.uplinks)
 
 
-def initial_state(config: Config, wall: float = 0.0) -> EngineState:
+def initial_state(config: Config) -> EngineState:
     """The state before :class:`Start`: the configured uplinks, nothing known about them."""
-    return EngineState(config, tuple(new_uplink(u, wall) for u in config.uplinks), started=wall)
+    return EngineState(config, tuple(new_uplink(u, 0.0, 0.0) for u in config.uplinks))
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,8 @@ def step(state: EngineState, inp: Input, now: Now) -> tuple[EngineState, Outputs
 
 
 def _on_start(s: _Step, inp: Start) -> None:
-    s.state = replace(s.state, started=s.now.wall)
+    s.state = replace(s.state, started=s.now.wall,
+                      uplinks=tuple(new_uplink(u.cfg, s.now.mono, s.now.wall) for u in s.state.uplinks))
     s.engine_event("started", inp.detail)
     for u in s.state.uplinks:
         s.facts(u, inp.facts.get(u.cfg.interface), initial=True)
@@ -280,7 +281,7 @@ def _on_reload(s: _Step, inp: Reload) -> None:
             uplinks.append(replace(prev, cfg=cfg))  # table / rule priority may move; the state stays
             kept.append(cfg.name)
         else:
-            uplinks.append(new_uplink(cfg, s.now.wall))
+            uplinks.append(new_uplink(cfg, s.now.mono, s.now.wall))
             rebuilt.append(cfg.name)
     if new.history != old.history:
         uplinks = [replace(u, period=Tally()) for u in uplinks]

@@ -20,7 +20,7 @@ Rules, in order:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from linkwatch.core.states import HEALTHY, USABLE, State
 
@@ -57,12 +57,17 @@ def _healthy(v: UplinkView) -> bool:
 
 
 def _rank(v: UplinkView) -> tuple[int, int]:
-    return (0 if _healthy(v) else 1, v.priority)
+    """Lower is better. An INIT uplink only gets here when presumed to work: ranked as healthy."""
+    return (0 if _healthy(v) or v.state == State.INIT else 1, v.priority)
 
 
 def _decision(chosen: Sequence[UplinkView], reason: str, recheck_at: float | None = None) -> Decision:
     chosen = sorted(chosen, key=lambda v: (v.priority, v.name))
     return Decision(tuple(v.name for v in chosen), tuple((v.name, v.weight) for v in chosen), reason, recheck_at)
+
+
+def _presumed(v: UplinkView, now: float, params: PolicyParams) -> bool:
+    return v.state == State.INIT and v.routable and now - v.since < params.init_grace
 
 
 def _best_set(candidates: Sequence[UplinkView], mode: str) -> list[UplinkView]:
@@ -90,8 +95,6 @@ def decide(
         note = f"forced uplink {forced} is not usable ({f.state if f else 'unknown'}); "
 
     cur = [by_name[n] for n in current if n in by_name]
-    cur_working = [v for v in cur if v in working]
-
     if not working:
         return _none_working(uplinks, cur, note)
 
@@ -106,7 +109,25 @@ def decide(
             return _decision(keep, note + f"waiting for {names} to be probed",
                              recheck_at=min(v.since for v in undecided) + params.init_grace)
 
-    target = _best_set(working, params.mode)
+    # An uplink of the current set not probed yet (adopted from the kernel at a restart, rebuilt by
+    # a reload) is presumed to work until its rounds say otherwise, for init_grace at most: a
+    # restart does not move traffic.
+    presumed = [v for v in cur if _presumed(v, now, params)]
+    if presumed and all(v in working or v in presumed for v in cur):
+        return _decision(cur, note + f"{_names(presumed)} not probed yet: keeping {_names(cur)}",
+                         recheck_at=min(v.since for v in presumed) + params.init_grace)
+    d = _choose(working + presumed, cur, params, now, note)
+    if presumed:
+        end = min(v.since for v in presumed) + params.init_grace
+        d = replace(d, recheck_at=end if d.recheck_at is None else min(d.recheck_at, end))
+    return d
+
+
+def _choose(pool: Sequence[UplinkView], cur: Sequence[UplinkView], params: PolicyParams, now: float,
+            note: str) -> Decision:
+    """The best of ``pool`` (uplinks that work, or are presumed to), unless failback_hold says wait."""
+    target = _best_set(pool, params.mode)
+    cur_working = [v for v in cur if v in pool]
     if cur_working and set(v.name for v in target) != set(v.name for v in cur_working):
         # A change is due. Recovered uplinks wait out failback_hold while the current set still works.
         held = [v for v in target if v not in cur_working and now - v.working_since < params.failback_hold]
@@ -130,8 +151,10 @@ def _names(vs: Sequence[UplinkView]) -> str:
 
 
 def _why(target: Sequence[UplinkView]) -> str:
-    kind = "healthy" if _healthy(target[0]) else "degraded (no healthy uplink)"
-    return f"{_names(target)} {kind}, priority {target[0].priority}"
+    unprobed = [v for v in target if v.state == State.INIT]
+    kind = "healthy" if _rank(target[0])[0] == 0 else "degraded (no healthy uplink)"
+    more = f" ({_names(unprobed)} not probed yet, presumed to work)" if unprobed else ""
+    return f"{_names(target)} {kind}, priority {target[0].priority}{more}"
 
 
 def _none_working(uplinks: Sequence[UplinkView], cur: Sequence[UplinkView], note: str) -> Decision:

@@ -94,8 +94,9 @@ class UplinkState:
         return self.health.state
 
 
-def new_uplink(cfg: UplinkConfig, wall: float) -> UplinkState:
-    return UplinkState(cfg, health_params(cfg), wall_since=wall)
+def new_uplink(cfg: UplinkConfig, mono: float, wall: float) -> UplinkState:
+    """An uplink not probed yet: INIT since ``mono`` (the policy's start-up grace counts from it)."""
+    return UplinkState(cfg, health_params(cfg), health=Health(since=mono), wall_since=wall)
 
 
 def counted(u: UplinkState, transitions: list[Transition], mono: float, wall: float) -> UplinkState:

@@ -71,7 +71,7 @@ class Engine:
         self.clock = clock or Clock()
         self.kernel = kernel if kernel is not None else Kernel(routing_params(config))
         self.make_probes = make_probes
-        self.state: EngineState = initial_state(config, self.clock.now().wall)
+        self.state: EngineState = initial_state(config)
         self.sinks: SinkRunner | None = None
         self.control: ControlServer | None = None
         self.agent: Any = None  # the SNMP agent, when [snmp.agent] is enabled

@@ -61,7 +61,7 @@ def results(cfg_probes, answered: int, rtt: float = 0.012) -> tuple[ProbeResult,
 class Scenario:
     def __init__(self, text: str = CONFIG, facts: dict | None = None, kernel_active: tuple = (), t: float = 1000.0):
         self.t = t
-        self.state: EngineState = initial_state(loads(text), WALL + t)
+        self.state: EngineState = initial_state(loads(text))
         self.outputs: list[Outputs] = []
         self.facts_now = dict(FACTS if facts is None else facts)
         self.seq = 0

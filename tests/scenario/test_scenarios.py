@@ -347,3 +347,18 @@ def test_restart_adopts_the_kernels_active_uplink_without_a_move():
 def test_stop_is_an_event():
     s = Scenario()
     assert [(e.kind, e.what) for e in s.feed(Stop()).events] == [("engine", "stopped")]
+
+
+def test_restart_waits_for_the_unprobed_preferred_uplink_on_a_real_clock():
+    """The start-up grace counts from the engine's start, not from monotonic time 0: on a router
+    up for days (monotonic time large) it used to be over before it began."""
+    s = Scenario(kernel_active=(("198.51.100.9", 12),), t=400_000.0)
+    s.round("fibre", True)  # the preferred uplink answers first
+    assert s.state.active == ("lte",), "the kernel's lte is presumed to work until probed"
+    s.round("lte", True)
+    assert s.state.active == ("lte",) and "failback to fibre" in s.state.decision.reason
+    s.wait(10.0)
+    assert s.state.active == ("fibre",), "then the failback hold, as after any recovery"
+    s2 = Scenario(kernel_active=(("198.51.100.9", 12),), t=400_000.0)
+    s2.round("lte", True)
+    assert s2.state.active == ("lte",) and "waiting for fibre to be probed" in s2.state.decision.reason

@@ -1,0 +1,112 @@
+"""Stand-ins for the kernel and the probes, so the engine's I/O shell runs without root: the
+kernel remembers the routes it was given and announces link changes to the monitor; the probes
+answer as the test says, per source address."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+from linkwatch.core.inputs import LinkFacts, ProbeResult, ProbeSpec
+from linkwatch.kernel.reconciler import ApplyReport
+
+
+class FakeKernel:
+    def __init__(self, facts: dict[str, LinkFacts], active: tuple = ()):
+        self.facts = dict(facts)
+        self.active = list(active)
+        self.applied: list = []  # every RouteSet applied, in order
+        self.neighbours: list[tuple[int, str]] = []
+        self.flushed: list[str] = []
+        self.fail_neighbours = False
+        self.opened = self.closed = False
+        self._monitors: list[FakeMonitor] = []
+
+    async def open(self) -> None:
+        self.opened = True
+
+    async def read_facts(self, ifnames):
+        return {n: self.facts.get(n, LinkFacts(n, None, False, None, None, None)) for n in ifnames}
+
+    def monitor(self, ifnames):
+        m = FakeMonitor(self, tuple(ifnames))
+        self._monitors.append(m)
+        return m
+
+    async def active_gateways(self):
+        return list(self.active)
+
+    async def apply(self, routes):
+        changed = not self.applied or self.applied[-1] != routes
+        self.applied.append(routes)
+        return ApplyReport(added=["route"] if changed else [])
+
+    async def withdraw(self):
+        self.applied.append(None)
+        return ApplyReport(removed=["everything"])
+
+    async def forget_neighbour(self, ifindex, address):
+        if self.fail_neighbours:
+            raise OSError("netlink said no")
+        self.neighbours.append((ifindex, address))
+
+    async def flush_nat(self, address):
+        self.flushed.append(address)
+        return 0
+
+    async def close(self) -> None:
+        self.closed = True
+
+    def change(self, ifname: str, **changes) -> None:
+        """A link change, as netlink would announce it."""
+        self.facts[ifname] = replace(self.facts[ifname], **changes)
+        for m in self._monitors:
+            m.announce()
+
+
+class FakeMonitor:
+    def __init__(self, kernel: FakeKernel, ifnames: tuple):
+        self.kernel, self.ifnames = kernel, ifnames
+        self._on_change = None
+        self._closed = asyncio.Event()
+
+    async def run(self, on_change):
+        self._on_change = on_change
+        self.announce()
+        await self._closed.wait()
+
+    def announce(self):
+        if self._on_change is not None and not self._closed.is_set():
+            self._on_change({n: self.kernel.facts[n] for n in self.ifnames if n in self.kernel.facts})
+
+    def close(self):
+        self._closed.set()
+
+
+class FakeProbes:
+    """``make_probes`` for the engine: each probe answers after ``rtt`` while its source address
+    is in ``answering`` (all are, at first), else times out."""
+
+    def __init__(self, rtt: float = 0.005):
+        self.rtt = rtt
+        self.silent: set[str] = set()  # source addresses whose probes get no answer
+        self.made: list[tuple[str, tuple[ProbeSpec, ...]]] = []
+
+    def __call__(self, specs, source):
+        self.made.append((source, tuple(specs)))
+        return [FakeProbe(self, spec, source) for spec in specs]
+
+
+class FakeProbe:
+    def __init__(self, owner: FakeProbes, spec: ProbeSpec, source: str):
+        self.owner, self.kind, self.target, self.source = owner, spec.kind, spec.target, source
+
+    async def run(self, timeout, attempts):
+        if self.source in self.owner.silent:
+            await asyncio.sleep(timeout)
+            return ProbeResult(self.kind, self.target, False, None, attempts, attempts, 28 * attempts, 0, "timeout")
+        await asyncio.sleep(self.owner.rtt)
+        return ProbeResult(self.kind, self.target, True, self.owner.rtt, 1, 0, 28, 28, None)
+
+    def close(self):
+        pass

@@ -1,0 +1,291 @@
+"""The engine's I/O shell (linkwatch.daemon.engine) with a stand-in kernel and stand-in probes, in
+real time: the order in which it carries out the core's outputs, the control socket, reload with
+its sink swap, and the failures it must contain. No root, no namespaces."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import stat
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fakes import FakeKernel, FakeProbes  # noqa: E402
+from harness import FACTS, GATEWAY, active_gateways  # noqa: E402
+
+from linkwatch.config import load  # noqa: E402
+from linkwatch.core.status import status_from_dict  # noqa: E402
+from linkwatch.daemon.engine import Engine  # noqa: E402
+from linkwatch.history.reader import HistoryReader  # noqa: E402
+from linkwatch.report.control import call  # noqa: E402
+
+FAST = """
+[health]
+interval = "30ms"
+fast_interval = "20ms"
+standby_interval = "30ms"
+timeout = "40ms"
+attempts = 1
+down_after = 3
+up_after = 2
+quality_window = "1s"
+[policy]
+failback_hold = "1s"
+[uplinks.fibre]
+interface = "up1"
+priority = 1
+[[uplinks.fibre.probes]]
+type = "icmp"
+target = "203.0.113.1"
+[uplinks.lte]
+interface = "up2"
+priority = 2
+[[uplinks.lte.probes]]
+type = "icmp"
+target = "203.0.113.1"
+"""
+
+
+def write_config(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "linkwatch.toml"
+    path.write_text(f'[control]\nsocket = "{tmp_path}/control.sock"\n' + extra + FAST)
+    return path
+
+
+async def until(check, timeout: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+class Running:
+    """An engine running its main loop (Engine.run) in the test's event loop."""
+
+    def __init__(self, path: Path, kernel: FakeKernel | None = None, probes: FakeProbes | None = None):
+        self.kernel = kernel or FakeKernel(FACTS)
+        self.probes = probes or FakeProbes()
+        self.engine = Engine(load(path), str(path), kernel=self.kernel, make_probes=self.probes)
+        self.task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> Engine:
+        self.task = asyncio.create_task(self.engine.run())
+        await until(lambda: self.engine.control is not None and self.engine.state.routing is not None, what="start")
+        return self.engine
+
+    async def __aexit__(self, *exc) -> None:
+        self.engine.request_stop()
+        await asyncio.wait_for(self.task, 10)
+
+    def gateways(self) -> list[str]:
+        return active_gateways(self.kernel.applied[-1]) if self.kernel.applied else []
+
+    def states(self) -> dict[str, str]:
+        return {u.name: u.health.state.value for u in self.engine.state.uplinks}
+
+
+class SnapshotOnEvent(logging.Handler):
+    """Records, for each event the log sink writes, what the kernel's routes were at that moment."""
+
+    def __init__(self, kernel: FakeKernel):
+        super().__init__(logging.INFO)
+        self.kernel = kernel
+        self.seen: list[tuple[str, list[str]]] = []
+
+    def emit(self, record):
+        applied = self.kernel.applied[-1] if self.kernel.applied else None
+        self.seen.append((record.getMessage(), active_gateways(applied)))
+
+
+def test_failover_routes_are_in_place_before_the_event_is_published(tmp_path):
+    async def scenario():
+        run = Running(write_config(tmp_path))
+        spy = SnapshotOnEvent(run.kernel)
+        events_log = logging.getLogger("linkwatch.events")
+        events_log.addHandler(spy)
+        events_log.setLevel(logging.INFO)
+        try:
+            async with run as engine:
+                await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
+                assert run.gateways() == [GATEWAY["fibre"]]
+                run.probes.silent.add(FACTS["up1"].address)  # blackhole fibre
+                await until(lambda: engine.state.active == ("lte",), what="failover")
+                await until(lambda: any("active fibre -> lte" in m for m, _ in spy.seen), what="the event")
+                assert run.gateways() == [GATEWAY["lte"]]
+                assert run.kernel.flushed == [FACTS["up1"].address], "fibre's NAT entries are flushed"
+        finally:
+            events_log.removeHandler(spy)
+        moved = [gw for m, gw in spy.seen if "active fibre -> lte" in m]
+        assert moved == [[GATEWAY["lte"]]], "when ActiveChanged is published the kernel already routes via lte"
+        assert any("engine stopped" in m for m, _ in spy.seen)
+    asyncio.run(scenario())
+
+
+def test_control_socket_status_and_set(tmp_path):
+    async def scenario():
+        run = Running(write_config(tmp_path))
+        async with run as engine:
+            sock = engine.config.control.socket
+            assert stat.S_IMODE(os.stat(sock).st_mode) == 0o660
+            await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
+            answer = await asyncio.to_thread(call, sock, {"cmd": "status"})
+            status = status_from_dict(answer["status"])  # the JSON a reader gets is the typed contract
+            assert [u.name for u in status.uplinks] == ["fibre", "lte"] and status.active == ("fibre",)
+            answer = await asyncio.to_thread(call, sock, {"cmd": "set", "uplink": "lte", "action": "force",
+                                                          "source": "web:admin@10.0.0.2"})
+            assert answer == {"ok": True, "message": "force lte", "active": ["lte"]}
+            assert run.gateways() == [GATEWAY["lte"]], "the answer comes once the route is in place"
+            bad = await asyncio.to_thread(call, sock, {"cmd": "set", "uplink": "lte", "action": "force",
+                                                       "source": "x\n<y>"})
+            assert not bad["ok"] and "source" in bad["error"]
+            bad = await asyncio.to_thread(call, sock, {"cmd": "nope"})
+            assert not bad["ok"] and "unknown command" in bad["error"]
+    asyncio.run(scenario())
+
+
+def test_reload_swapping_sinks_loses_no_event_of_a_failover_meanwhile(tmp_path, caplog):
+    """A reload that changes [hooks] or [history] replaces the sinks. A failover while that happens
+    (the old hook still running, the old history still writing) must reach every sink."""
+    hooks = tmp_path / "hooks.d"
+    hooks.mkdir()
+    record = tmp_path / "hook.log"
+    slow = hooks / "10-record"
+    slow.write_text(f'#!/bin/sh\necho "$LINKWATCH_EVENT $LINKWATCH_UPLINK $LINKWATCH_STATE" >> {record}\nsleep 0.3\n')
+    slow.chmod(0o755)
+    db = tmp_path / "history.db"
+    extra = (f'[hooks]\ndirectory = "{hooks}"\ntimeout = "5s"\n'
+             f'[history]\npath = "{db}"\ncommit_interval = "1s"\nevent_delay = "100ms"\n')
+    path = write_config(tmp_path, extra)
+
+    async def scenario():
+        run = Running(path)
+        async with run as engine:
+            await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
+            # The old hook sink still has a queue to work through (0.3 s per event) when the reload comes.
+            path.write_text(path.read_text().replace('timeout = "5s"', 'timeout = "4s"'))
+            engine.request_reload()
+            run.probes.silent.add(FACTS["up1"].address)  # and fibre dies while the sinks are swapped
+            await until(lambda: engine.state.active == ("lte",), what="failover")
+            await until(lambda: engine.config.hooks.timeout == 4.0, what="reload")
+            await asyncio.sleep(0.2)
+        # Stopped: every sink has delivered what it got.
+        return engine
+
+    with caplog.at_level(logging.INFO, logger="linkwatch.events"):
+        asyncio.run(scenario())
+    logged = [r.getMessage() for r in caplog.records if r.name == "linkwatch.events"]
+    assert any(m.startswith("uplink=fibre") and "-> DOWN" in m for m in logged), logged
+    assert any(m.startswith("active fibre -> lte") for m in logged), logged
+    with HistoryReader(str(db)) as reader:
+        events = reader.events(limit=None)
+    kinds = [(e["kind"], e.get("new")) for e in events]
+    assert ("uplink_state", "DOWN") in kinds and ("active_changed", ["lte"]) in kinds, kinds
+    assert ("engine", None) in [(k, None) for k, _ in kinds]
+    hooked = record.read_text().splitlines()
+    assert "uplink_state fibre DOWN" in hooked and any(line.startswith("active_changed") for line in hooked), hooked
+
+
+def test_a_failing_neighbour_cleanup_does_not_keep_the_uplink_down(tmp_path):
+    async def scenario():
+        kernel = FakeKernel(FACTS)
+        kernel.fail_neighbours = True
+        run = Running(write_config(tmp_path), kernel=kernel)
+        async with run as engine:
+            await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
+            kernel.change("up1", carrier=False)
+            await until(lambda: run.states()["fibre"] == "DOWN" and run.gateways() == [GATEWAY["lte"]],
+                        what="carrier failover")
+            kernel.change("up1", carrier=True)
+            await until(lambda: run.states()["fibre"] == "UP", what="fibre back UP")
+            assert engine.state.uplink("fibre").health.link_ok
+    asyncio.run(scenario())
+
+
+def test_probes_that_cannot_open_are_reported_and_retried(tmp_path):
+    async def scenario():
+        probes = FakeProbes()
+        real = probes.__call__
+        broken = {"on": True}
+
+        def make(specs, source):
+            if broken["on"] and source == FACTS["up2"].address:
+                raise PermissionError("no permission for ICMP sockets")
+            return real(specs, source)
+
+        run = Running(write_config(tmp_path), probes=make)  # type: ignore[arg-type]
+        async with run as engine:
+            await until(lambda: engine.status().uplink("lte").probe_error is not None, what="probe error")
+            assert "ICMP" in engine.status().uplink("lte").probe_error
+            assert run.states()["lte"] == "INIT"
+            broken["on"] = False
+            await until(lambda: run.states()["lte"] == "UP", what="lte probed")
+            assert engine.status().uplink("lte").probe_error is None
+    asyncio.run(scenario())
+
+
+def test_an_snmp_agent_that_cannot_listen_is_reported_and_the_engine_goes_on(tmp_path):
+    import socket
+
+    busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    busy.bind(("127.0.0.1", 0))
+    port = busy.getsockname()[1]
+    path = write_config(tmp_path, f'[snmp.agent]\nenabled = true\nlisten = "127.0.0.1:{port}"\n'
+                                  'community = "s3cret-ro"\n')
+
+    async def scenario():
+        run = Running(path)
+        async with run as engine:
+            snmp = engine.status().snmp
+            assert engine.agent is None and "127.0.0.1" in snmp.agent_error
+            assert "s3cret-ro" not in json.dumps(engine.status().to_dict())
+            await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
+            run.probes.silent.add(FACTS["up1"].address)
+            await until(lambda: run.gateways() == [GATEWAY["lte"]], what="failover without the agent")
+    try:
+        asyncio.run(scenario())
+    finally:
+        busy.close()
+
+
+def test_restart_into_a_kernel_that_routes_changes_nothing(tmp_path):
+    async def scenario():
+        kernel = FakeKernel(FACTS, active=((GATEWAY["lte"], FACTS["up2"].ifindex),))
+        run = Running(write_config(tmp_path), kernel=kernel)
+        async with run as engine:
+            assert active_gateways(kernel.applied[0]) == [GATEWAY["lte"]], "the first apply keeps the kernel's route"
+            assert engine.state.active_changes == 0
+    asyncio.run(scenario())
+
+
+def test_stop_with_withdraw_removes_the_routes(tmp_path):
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace("[policy]\n", '[policy]\non_stop = "withdraw"\n'))
+
+    async def scenario():
+        run = Running(path)
+        async with run:
+            pass
+        assert run.kernel.applied[-1] is None and run.kernel.closed
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("garbage", ["[bogus]\n", "[routing]\nrule_priority = 2000\n"])
+def test_a_refused_reload_keeps_everything(tmp_path, garbage):
+    path = write_config(tmp_path)
+
+    async def scenario():
+        run = Running(path)
+        async with run as engine:
+            await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
+            before = engine.config
+            path.write_text(garbage + path.read_text())
+            await engine.reload()
+            assert engine.config is before and engine.state.active == ("fibre",)
+    asyncio.run(scenario())
