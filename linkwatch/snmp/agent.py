@@ -5,8 +5,9 @@ a full SNMPv2-MIB agent (no sysDescr, no sysUpTime, no snmp counters). A walk of
 returns the eight scalars ``B.1.1.n.0`` (lwVersion ... lwActiveReason), then lwUplinkTable column
 by column (``B.1.2.1.C.I``, columns 2-14 for every uplink I, lwUplinkIndex itself is
 not-accessible), then endOfMibView; nothing is answered under ``B.0`` or ``B.2`` or outside B.
-The values are a snapshot at most ``cache_ttl`` (0.5 s) old: one status call serves a whole walk,
-and RTT, jitter and loss change every probe round anyway.
+lwPreviousActiveUplinks is the status's ``previous_active``. The values are a snapshot at most
+``cache_ttl`` (0.5 s) old: one status call serves a whole walk, and RTT, jitter and loss change
+every probe round anyway.
 
 Who may read: SNMPv2c with ``[snmp.agent] community`` (read-only) and SNMPv3 (USM) users named in
 ``[snmp.agent] users``, with the protocols of their ``[snmp.users.NAME]``; a user must use the
@@ -206,23 +207,6 @@ def envelope_check(packet: bytes) -> str | None:
     return None if packet[header + 2] in (1, 3) else "bad_version"
 
 
-class ActiveTracker:
-    """lwPreviousActiveUplinks: the active set seen before the current one (the engine's status
-    does not carry it). Updated at each status snapshot, so two changes between two snapshots
-    show as one."""
-
-    def __init__(self) -> None:
-        self.current: tuple[str, ...] | None = None
-        self.previous: tuple[str, ...] = ()
-
-    def update(self, active: Iterable[str]) -> tuple[str, ...]:
-        now = tuple(active)
-        if self.current is not None and now != self.current:
-            self.previous = self.current
-        self.current = now
-        return self.previous
-
-
 # --- pysnmp glue -----------------------------------------------------------------------------------
 
 
@@ -344,7 +328,6 @@ class SnmpAgent:
         self._pending: list[_Request] = []
         self._refresh: asyncio.Task | None = None
         self._inflight: concurrent.futures.Future | None = None
-        self._active = ActiveTracker()
         self._outcome: str | None = None
         self._switch_interval: float | None = None  # the interpreter's, while the agent lowers it
         self._counters: tuple = ()  # pysnmp's snmpInBadCommunityNames and snmpInBadVersions
@@ -592,9 +575,7 @@ class SnmpAgent:
             self._answer(req, self._view)
 
     def _make_view(self, status: dict, suppressed: dict[str, int]) -> View:
-        previous = self._active.update(status.get("active", ()))
-        if "previous_active" in status:
-            previous = tuple(status["previous_active"])
+        previous = tuple(status.get("previous_active", ()))
         started = status.get("started") or self._started
         instances = mib.instances(self.layout, status, max(0.0, time.time() - started), suppressed, previous)
         return make_view(self.layout, instances, self.objects, time.monotonic())
