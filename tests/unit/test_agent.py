@@ -29,9 +29,9 @@ from pysnmp.proto.api import v1, v2c
 
 from linkwatch.config import SnmpAgentConfig, SnmpConfig, SnmpUserConfig
 from linkwatch.snmp import SnmpError, mib
-from linkwatch.snmp.agent import (END_OF_MIB_VIEW, NO_SUCH_INSTANCE, NO_SUCH_OBJECT, BoundedCache, QuietUsm,
-                                  SnmpAgent, View, answer_bulk, answer_get, answer_next, envelope_check, make_view,
-                                  readable_objects, set_error)
+from linkwatch.snmp.agent import BoundedCache, QuietUsm, SnmpAgent
+from linkwatch.snmp.view import (END_OF_MIB_VIEW, NO_SUCH_INSTANCE, NO_SUCH_OBJECT, View, answer_bulk, answer_get,
+                                 answer_next, envelope_check, make_view, readable_objects, set_error)
 from linkwatch.snmp.mib import Layout
 
 REPO = Path(__file__).resolve().parents[2]
