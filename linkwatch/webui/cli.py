@@ -101,7 +101,7 @@ def cmd_passwd(args) -> int:
 
 
 def cmd_web(args) -> int:
-    from linkwatch.commands import load_and_log
+    from linkwatch.commands.common import load_and_log
     from linkwatch.config import LISTEN_EXAMPLES, parse_listen
 
     config = load_and_log(args)
@@ -137,7 +137,7 @@ def cmd_web(args) -> int:
 
 def register(sub) -> None:
     """Add the `web` and `passwd` subcommands to the main parser's subparsers."""
-    from linkwatch.commands import DEFAULT_CONFIG
+    from linkwatch.commands.common import DEFAULT_CONFIG
 
     sp = sub.add_parser("web", help=WEB_HELP, description=WEB_HELP)
     sp.add_argument("--config", default=DEFAULT_CONFIG, help="config file")
