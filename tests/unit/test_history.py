@@ -793,7 +793,7 @@ def test_parse_since_rejects_naming_the_value_and_the_forms(text):
 # ---------------------------------------------------------------------------------------------
 # `linkwatch history`
 
-from linkwatch import history_cli  # noqa: E402
+from linkwatch.commands import history as history_cli  # noqa: E402
 
 
 def test_history_command_prints_oldest_first_one_line_per_event(filled, tz, capsys):
