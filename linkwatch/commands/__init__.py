@@ -35,9 +35,8 @@ COMMANDS = {
 def command_modules() -> list[ModuleType]:
     """The modules that register the subcommands, in the order `linkwatch --help` lists them."""
     # (this binds the package attribute `set` to the module: no builtin set() in this file)
-    from linkwatch.commands import check_config, history, passwd, run, set, status, web
+    from linkwatch.commands import check_config, history, mib, passwd, run, set, status, web
     from linkwatch.lab import cli as lab
-    from linkwatch.snmp import cli as mib
 
     return [run, status, set, check_config, lab, web, passwd, history, mib]
 
