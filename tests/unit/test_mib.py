@@ -18,8 +18,8 @@ import pytest
 
 from linkwatch.config import DEFAULT_BASE_OID
 from linkwatch.core.events import ActiveChanged, AdminAction, EngineEvent, UplinkStateChanged
+from linkwatch.commands import mib as mib_cli
 from linkwatch.core.health import State
-from linkwatch.snmp import cli as mib_cli
 from linkwatch.snmp.mib import (COLUMNS, FALSE, MAX_TEXT, NOTIFICATION_OBJECTS, NOTIFICATIONS, SCALARS,
                                 STATE_VALUES, TRUE, UNKNOWN, UNKNOWN_DATE, Layout, MibError, date_and_time,
                                 flapping, instances, notification_for, parse_oid, uplink_row)
@@ -111,7 +111,7 @@ def definitions(mib_dir: Path, ietf: str, tmp_path: Path, names: list[str]) -> d
 def test_packaged_mib_is_the_generated_one_for_the_default_base():
     assert PACKAGED.read_text() == render(DEFAULT_BASE_OID), (
         "packaging/mibs/LINKWATCH-MIB.txt is stale: regenerate it with "
-        "`python -m linkwatch.snmp.cli --base-oid " + DEFAULT_BASE_OID + " > packaging/mibs/LINKWATCH-MIB.txt`")
+        "`python -m linkwatch.commands.mib --base-oid " + DEFAULT_BASE_OID + " > packaging/mibs/LINKWATCH-MIB.txt`")
 
 
 @needs_smilint
