@@ -1,5 +1,6 @@
-"""SNMP: LINKWATCH-MIB (:mod:`.mib`, pure), traps (:mod:`.traps`, a sink) and the agent
-(:mod:`.agent`, in the engine, off by default). pysnmp is imported only when one of them runs."""
+"""SNMP: LINKWATCH-MIB (:mod:`.mib`, pure; its text :mod:`.mibtext`), traps
+(:mod:`linkwatch.sinks.snmp_traps`, a sink) and the agent (:mod:`.agent`, the server in the engine,
+off by default, answering from :mod:`.view`, pure). pysnmp is imported only when one of them runs."""
 
 from __future__ import annotations
 

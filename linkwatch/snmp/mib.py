@@ -23,12 +23,20 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from linkwatch.core.events import ActiveChanged, Event, UplinkStateChanged
+from linkwatch.core.health import State
 
 OID = tuple[int, ...]
 Value = tuple[str, Any]  # (syntax, value); syntax is one of SYNTAXES
 SYNTAXES = ("Integer32", "OctetString", "Counter32", "Gauge32", "TimeTicks", "ObjectIdentifier")
 
-STATE_VALUES = {"INIT": 1, "UP": 2, "FALLING": 3, "DOWN": 4, "RISING": 5, "DEGRADED": 6, "DISABLED": 7}
+# lwUplinkState: the MIB's number of each uplink state (fixed: managers store them), keyed by the
+# state's name as the engine's status and events carry it
+_STATE_NUMBERS = {State.INIT: 1, State.UP: 2, State.FALLING: 3, State.DOWN: 4, State.RISING: 5,
+                  State.DEGRADED: 6, State.DISABLED: 7}
+if set(_STATE_NUMBERS) != set(State) or len(set(_STATE_NUMBERS.values())) != len(State):
+    raise ImportError("LINKWATCH-MIB needs one distinct lwUplinkState number for every State, got "
+                      f"{ {str(s): _STATE_NUMBERS.get(s) for s in State} }")
+STATE_VALUES = {state.value: number for state, number in _STATE_NUMBERS.items()}
 MODE_VALUES = {"failover": 1, "balance": 2}
 TRUE, FALSE = 1, 2  # SNMPv2-TC TruthValue
 UNKNOWN = -1  # RTT, jitter and loss columns when there is no measurement
@@ -144,7 +152,7 @@ def uplink_row(u: dict, index: int, suppressed: int = 0) -> dict[str, Value]:
     return {
         "lwUplinkName": _text(u["name"]),
         "lwUplinkInterface": _text(u["interface"]),
-        "lwUplinkState": ("Integer32", STATE_VALUES.get(u["state"], STATE_VALUES["INIT"])),
+        "lwUplinkState": ("Integer32", STATE_VALUES.get(u["state"], STATE_VALUES[State.INIT.value])),
         "lwUplinkReason": _text(u.get("reason")),
         "lwUplinkActive": ("Integer32", TRUE if u.get("active") else FALSE),
         "lwUplinkPriority": ("Integer32", int(u.get("priority", 0))),
@@ -189,7 +197,8 @@ class Notification:
     varbinds: tuple[tuple[OID, Value], ...]  # after sysUpTime.0 and snmpTrapOID.0, which the sender adds
 
 
-NOTIFY_STATES = {"DOWN": "lwUplinkDown", "UP": "lwUplinkUp", "DEGRADED": "lwUplinkDegraded"}
+NOTIFY_STATES = {State.DOWN.value: "lwUplinkDown", State.UP.value: "lwUplinkUp",
+                 State.DEGRADED.value: "lwUplinkDegraded"}
 
 
 _FROM_OLD = object()  # notification_for without what was reported: judge UP by the event's old state
@@ -208,11 +217,11 @@ def notification_for(layout: Layout, event: Event, index: int, active: Iterable[
         name = NOTIFY_STATES.get(event.new)
         if name is None:
             return None
-        if event.new == "UP":
+        if event.new == State.UP.value:
             if reported is _FROM_OLD:
-                if event.old in ("INIT", "FALLING"):
+                if event.old in (State.INIT.value, State.FALLING.value):
                     return None
-            elif reported not in ("DOWN", "DEGRADED"):
+            elif reported not in (State.DOWN.value, State.DEGRADED.value):
                 return None
         row = uplink_row({"name": event.uplink, "interface": event.interface, "state": event.new,
                           "reason": event.reason, "rtt_ms": event.rtt_ms, "loss_pct": event.loss_pct}, index)

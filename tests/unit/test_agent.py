@@ -29,9 +29,9 @@ from pysnmp.proto.api import v1, v2c
 
 from linkwatch.config import SnmpAgentConfig, SnmpConfig, SnmpUserConfig
 from linkwatch.snmp import SnmpError, mib
-from linkwatch.snmp.agent import (END_OF_MIB_VIEW, NO_SUCH_INSTANCE, NO_SUCH_OBJECT, ActiveTracker, BoundedCache,
-                                  QuietUsm, SnmpAgent, View, answer_bulk, answer_get, answer_next, envelope_check,
-                                  make_view, readable_objects, set_error)
+from linkwatch.snmp.agent import BoundedCache, QuietUsm, SnmpAgent
+from linkwatch.snmp.view import (END_OF_MIB_VIEW, NO_SUCH_INSTANCE, NO_SUCH_OBJECT, View, answer_bulk, answer_get,
+                                 answer_next, envelope_check, make_view, readable_objects, set_error)
 from linkwatch.snmp.mib import Layout
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,9 +52,10 @@ def oid_of(text: str) -> tuple[int, ...]:
 NOW = time.time()
 
 
-def make_status(active=("wan1",), now: float = NOW) -> dict:
+def make_status(active=("wan1",), now: float = NOW, previous_active=()) -> dict:
     return {
         "version": "9.9-test", "started": now - 123.0, "mode": "failover", "active": list(active),
+        "previous_active": list(previous_active),
         "reason": "wan1 is the best UP uplink", "active_changes": 4,
         "uplinks": [
             {"name": "wan1", "interface": "up1", "state": "UP", "reason": "3 good rounds", "active": "wan1" in active,
@@ -265,15 +266,6 @@ def test_set_is_not_writable_for_our_objects_and_no_access_elsewhere():
     assert set_error(view, [(1, 3, 6, 1, 2, 1, 1, 5, 0)]) == ("noAccess", 1)
 
 
-def test_previous_active_is_the_set_seen_before_the_current_one():
-    t = ActiveTracker()
-    assert t.update(["wan1"]) == ()
-    assert t.update(["wan1"]) == ()
-    assert t.update(["wan2"]) == ("wan1",)
-    assert t.update(["wan2"]) == ("wan1",)
-    assert t.update([]) == ("wan2",)
-
-
 def test_make_view_sizes_are_the_encoded_sizes():
     inst = mib.instances(LAYOUT, make_status(), 5.0, {}, ())
     view = make_view(LAYOUT, inst, readable_objects(LAYOUT), 0.0)
@@ -452,7 +444,7 @@ def test_previous_active_uplinks_follow_a_change(eng):
     eng.run(a.start())
     try:
         client(port, v2c_auth(), "get", [f"{BASE}.1.1.3.0"])
-        eng.status_value = make_status(active=("wan2",))
+        eng.status_value = make_status(active=("wan2",), previous_active=("wan1",))  # as the engine's status has it
         time.sleep(0.1)
         err, status, _, vbs = client(port, v2c_auth(), "get", [f"{BASE}.1.1.3.0", f"{BASE}.1.1.7.0",
                                                                f"{BASE}.1.2.1.14.2"])
@@ -460,6 +452,20 @@ def test_previous_active_uplinks_follow_a_change(eng):
         assert int(vbs[2][1]) == 7  # lwUplinkSuppressedTraps from suppressed_fn
     finally:
         eng.run(a.close())
+
+
+def test_previous_active_uplinks_are_the_status_previous_active(agent, eng):
+    """lwPreviousActiveUplinks is the engine's previous_active as it is: the agent keeps no history of
+    its own (its first snapshot already shows it, and a change it never saw is not invented)."""
+    scalars = [f"{BASE}.1.1.3.0", f"{BASE}.1.1.7.0"]
+    eng.status_value = make_status(active=("wan1",), previous_active=("wan2", "lte"))
+    expired(agent)
+    err, status, _, vbs = client(agent.port, v2c_auth(), "get", scalars)
+    assert err is None and not status and [bytes(v) for _, v in vbs] == [b"wan1", b"wan2,lte"]
+    eng.status_value = make_status(active=("wan2",), previous_active=())
+    expired(agent)
+    err, status, _, vbs = client(agent.port, v2c_auth(), "get", scalars)
+    assert err is None and not status and [bytes(v) for _, v in vbs] == [b"wan2", b""]
 
 
 def test_status_raising_gives_generr_and_the_engine_loop_goes_on(agent, eng):

@@ -2,7 +2,7 @@
 
 import time
 
-from linkwatch.commands import format_status
+from linkwatch.commands.status import format_status
 
 STATUS = {
     "mode": "failover", "active": ["wan1"], "reason": "best tier: wan1",

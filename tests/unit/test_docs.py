@@ -21,6 +21,12 @@ def test_every_command_is_in_the_parser_and_the_other_way_round():
     assert set(sub.choices) == set(cli.COMMANDS)
 
 
+def test_every_command_is_registered_with_its_help_from_COMMANDS():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert {a.dest: a.help for a in sub._choices_actions} == cli.COMMANDS
+
+
 def test_every_lab_subcommand_is_documented():
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")

@@ -793,7 +793,7 @@ def test_parse_since_rejects_naming_the_value_and_the_forms(text):
 # ---------------------------------------------------------------------------------------------
 # `linkwatch history`
 
-from linkwatch import history_cli  # noqa: E402
+from linkwatch.commands import history as history_cli  # noqa: E402
 
 
 def test_history_command_prints_oldest_first_one_line_per_event(filled, tz, capsys):
@@ -867,12 +867,12 @@ def test_history_command_finds_the_database_through_the_config(tmp_path, filled,
 def test_register_adds_the_history_command_like_the_other_commands():
     import argparse
 
-    from linkwatch import commands as cli
+    from linkwatch.commands import common
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command")
     history_cli.register(sub)
     assert sub.choices["history"].description and history_cli.HELP == "print the event log from the history database"
     args = parser.parse_args(["history", "--since", "1h"])
-    assert args.func is history_cli.cmd_history and args.config == cli.DEFAULT_CONFIG == history_cli.DEFAULT_CONFIG
+    assert args.func is history_cli.cmd_history and args.config == common.DEFAULT_CONFIG == history_cli.DEFAULT_CONFIG
     assert args.limit == 200 and args.db is None

@@ -18,7 +18,8 @@ import pytest
 
 from linkwatch.config import DEFAULT_BASE_OID
 from linkwatch.core.events import ActiveChanged, AdminAction, EngineEvent, UplinkStateChanged
-from linkwatch.snmp import cli as mib_cli
+from linkwatch.commands import mib as mib_cli
+from linkwatch.core.health import State
 from linkwatch.snmp.mib import (COLUMNS, FALSE, MAX_TEXT, NOTIFICATION_OBJECTS, NOTIFICATIONS, SCALARS,
                                 STATE_VALUES, TRUE, UNKNOWN, UNKNOWN_DATE, Layout, MibError, date_and_time,
                                 flapping, instances, notification_for, parse_oid, uplink_row)
@@ -110,7 +111,7 @@ def definitions(mib_dir: Path, ietf: str, tmp_path: Path, names: list[str]) -> d
 def test_packaged_mib_is_the_generated_one_for_the_default_base():
     assert PACKAGED.read_text() == render(DEFAULT_BASE_OID), (
         "packaging/mibs/LINKWATCH-MIB.txt is stale: regenerate it with "
-        "`python -m linkwatch.snmp.cli --base-oid " + DEFAULT_BASE_OID + " > packaging/mibs/LINKWATCH-MIB.txt`")
+        "`python -m linkwatch.commands.mib --base-oid " + DEFAULT_BASE_OID + " > packaging/mibs/LINKWATCH-MIB.txt`")
 
 
 @needs_smilint
@@ -276,6 +277,17 @@ def test_instances_are_sorted_and_complete_for_two_uplinks():
     # a walk returns the table column by column: all names, then all interfaces, ...
     table = [oid[len(LAYOUT.table):] for oid in oids if oid[:len(LAYOUT.table)] == LAYOUT.table]
     assert table[:4] == [(1, 2, 1), (1, 2, 2), (1, 3, 1), (1, 3, 2)]
+
+
+def test_every_uplink_state_has_its_fixed_mib_number():
+    """lwUplinkState covers exactly the states of core.health.State, with the numbers the MIB has
+    always had (managers store them), and a state the MIB does not know shows as init(1)."""
+    assert set(STATE_VALUES) == {s.value for s in State}
+    assert STATE_VALUES == {"INIT": 1, "UP": 2, "FALLING": 3, "DOWN": 4, "RISING": 5, "DEGRADED": 6, "DISABLED": 7}
+    for state in State:
+        row = uplink_row(dict(status()["uplinks"][0], state=state.value), 1)
+        assert row["lwUplinkState"] == ("Integer32", STATE_VALUES[state.value])
+    assert uplink_row(dict(status()["uplinks"][0], state="BOGUS"), 1)["lwUplinkState"] == ("Integer32", 1)
 
 
 def test_value_encodings():

@@ -14,7 +14,7 @@ from linkwatch.report.control import ControlError
 from linkwatch.report import metrics
 from linkwatch.webui import WEB_DIR
 from linkwatch.webui.app import create_app
-from linkwatch.webui.cli import PasswdError, set_password_hash, write_config
+from linkwatch.commands.passwd import PasswdError, set_password_hash, write_config
 from linkwatch.webui.security import PasswordError, Throttle, hash_password, password_ok
 
 PASSWORD = "correct horse battery"

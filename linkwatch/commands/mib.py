@@ -4,6 +4,7 @@ A thin wrapper over :func:`linkwatch.snmp.mibtext.render`. The base OID is ``--b
 else ``[snmp] base_oid`` of ``--config``; without ``--config`` and with no file at the default path,
 the default base (the module shipped as packaging/mibs/LINKWATCH-MIB.txt). The module goes to stdout
 (``linkwatch mib > LINKWATCH-MIB.txt``); errors are one line on stderr with exit code 2.
+Also runnable alone: ``python -m linkwatch.commands.mib --base-oid OID``.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 
+from linkwatch.commands import common
+from linkwatch.commands.common import DEFAULT_CONFIG, EXIT_OK, EXIT_USAGE, UsageError, fail, load_config
+
+NAME = "mib"
 HELP = "print LINKWATCH-MIB for the configured base OID"
-DEFAULT_CONFIG = "/etc/linkwatch/linkwatch.toml"  # the same default as every other command (linkwatch.commands)
-
-
-class UsageError(Exception):
-    """A bad --base-oid or config: exit code 2."""
+PREFIX = "linkwatch mib"  # how its lines on stderr start
 
 
 def base_oid(args: argparse.Namespace) -> str:
@@ -25,18 +27,14 @@ def base_oid(args: argparse.Namespace) -> str:
     was named and none exists at the default path)."""
     if args.base_oid:
         return args.base_oid
-    from linkwatch.config import DEFAULT_BASE_OID, ConfigError, load
+    from linkwatch.config import DEFAULT_BASE_OID
 
     path = args.config or DEFAULT_CONFIG
     if args.config is None and not os.path.exists(path):
-        print(f"linkwatch mib: no {path}; printing the module for the default base OID {DEFAULT_BASE_OID}",
+        print(f"{PREFIX}: no {path}; printing the module for the default base OID {DEFAULT_BASE_OID}",
               file=sys.stderr)
         return DEFAULT_BASE_OID
-    try:
-        return load(path).snmp.base_oid
-    except ConfigError as e:
-        more = f" (+{len(e.issues) - 1} more; see linkwatch check-config {path})" if len(e.issues) > 1 else ""
-        raise UsageError(f"{e.issues[0]}{more}") from None
+    return load_config(path).snmp.base_oid
 
 
 def cmd_mib(args: argparse.Namespace) -> int:
@@ -46,16 +44,15 @@ def cmd_mib(args: argparse.Namespace) -> int:
     try:
         text = render(base_oid(args))
     except (UsageError, MibError) as e:
-        print(f"linkwatch mib: {e}", file=sys.stderr)
-        return 2
+        return fail(e, EXIT_USAGE, PREFIX)
     sys.stdout.write(text)
-    return 0
+    return EXIT_OK
 
 
 def register(subparsers) -> None:
     """Add the ``mib`` command to an argparse subparsers object."""
     sp = subparsers.add_parser(
-        "mib", help=HELP,
+        NAME, help=HELP,
         description="Print the LINKWATCH-MIB module (SMIv2) registered at the base OID that the engine's "
                     "agent and traps use, for loading into snmptrapd, net-snmp tools or an NMS. "
                     "packaging/mibs/LINKWATCH-MIB.txt is the module for the default base OID.")
@@ -67,13 +64,9 @@ def register(subparsers) -> None:
     sp.set_defaults(func=cmd_mib)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linkwatch.snmp.cli")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    register(sub)
-    args = parser.parse_args(["mib", *(argv if argv is not None else sys.argv[1:])])
-    return args.func(args)
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m linkwatch.commands.mib [options]``: the command on its own."""
+    return common.main([sys.modules[__name__]], argv, alone=NAME)
 
 
 if __name__ == "__main__":

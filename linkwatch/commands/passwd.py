@@ -1,19 +1,18 @@
-"""`linkwatch web` (serve the UI with waitress) and `linkwatch passwd` (set the login password).
-
-Flask and waitress are imported only when `linkwatch web` runs: the engine never loads them.
-"""
+"""`linkwatch passwd`: set the web login password, i.e. write ``[web] password_hash`` into the
+config file (atomically, everything else untouched; refused if the result would not be valid)."""
 
 from __future__ import annotations
 
 import getpass
-import logging
 import os
 import re
 import sys
 import tempfile
 
-WEB_HELP = "serve the web dashboard, JSON API and /metrics (unprivileged)"
-PASSWD_HELP = "set the web login password: writes [web] password_hash into the config"
+from linkwatch.commands.common import DEFAULT_CONFIG, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, fail
+
+NAME = "passwd"
+HELP = "set the web login password: writes [web] password_hash into the config"
 
 
 class PasswdError(ValueError):
@@ -86,67 +85,21 @@ def cmd_passwd(args) -> int:
         hash_ = hash_password(password)
         if args.print:
             print(hash_)
-            return 0
+            return EXIT_OK
         with open(args.config, encoding="utf-8-sig") as f:
             text = f.read()
         write_config(args.config, set_password_hash(text, hash_))
     except (PasswordError, PasswdError) as e:
-        print(f"linkwatch: {e}", file=sys.stderr)
-        return 2
+        return fail(e, EXIT_USAGE)
     except OSError as e:
-        print(f"linkwatch: {args.config}: {e.strerror or e}", file=sys.stderr)
-        return 1
+        return fail(f"{args.config}: {e.strerror or e}", EXIT_RUNTIME)
     print(f"{args.config}: password set; restart the web UI (systemctl restart linkwatch-web) to use it")
-    return 0
+    return EXIT_OK
 
 
-def cmd_web(args) -> int:
-    from linkwatch.commands import load_and_log
-    from linkwatch.config import LISTEN_EXAMPLES, parse_listen
-
-    config = load_and_log(args)
-    if config is None:
-        return 2
-    log = logging.getLogger("linkwatch.web")
-    try:
-        host, port = parse_listen(args.listen or config.web.listen)
-    except ValueError as e:
-        why = f": {e}" if str(e) else ""
-        print(f"linkwatch: --listen: got {args.listen!r}, expected {LISTEN_EXAMPLES}{why}", file=sys.stderr)
-        return 2
-    if os.geteuid() == 0:
-        log.warning("running as root: the web UI needs no privileges; run it as an unprivileged user "
-                    "in the control socket's group")
-    if not config.web.password_hash:
-        log.warning("no [web] password_hash: nobody can log in, controls are off (linkwatch passwd sets one)")
-    import waitress
-
-    from linkwatch.webui.app import create_app
-
-    app = create_app(config)
-    log.info("web UI on http://%s:%d/ (engine socket %s, history %s)", host if ":" not in host else f"[{host}]",
-             port, config.control.socket, config.history.path or "off")
-    try:
-        waitress.serve(app, host=host, port=port, threads=args.threads, ident="linkwatch",
-                       clear_untrusted_proxy_headers=True, channel_timeout=30)
-    except OSError as e:
-        print(f"linkwatch: cannot serve on {host}:{port}: {e.strerror or e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def register(sub) -> None:
-    """Add the `web` and `passwd` subcommands to the main parser's subparsers."""
-    from linkwatch.commands import DEFAULT_CONFIG
-
-    sp = sub.add_parser("web", help=WEB_HELP, description=WEB_HELP)
-    sp.add_argument("--config", default=DEFAULT_CONFIG, help="config file")
-    sp.add_argument("--listen", help='address:port, overrides [web] listen (e.g. "127.0.0.1:8080")')
-    sp.add_argument("--threads", type=int, default=4, help="worker threads (default 4)")
-    sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    sp.set_defaults(func=cmd_web)
-
-    sp = sub.add_parser("passwd", help=PASSWD_HELP, description=PASSWD_HELP + (
+def register(subparsers) -> None:
+    """Add the ``passwd`` command to an argparse subparsers object."""
+    sp = subparsers.add_parser(NAME, help=HELP, description=HELP + (
         ". Asks twice on a terminal; otherwise reads one line from stdin."))
     sp.add_argument("--config", default=DEFAULT_CONFIG, help="config file to write the hash into")
     sp.add_argument("--print", action="store_true", help="only print the hash, change no file")

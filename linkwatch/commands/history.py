@@ -4,7 +4,7 @@ A thin wrapper over :class:`linkwatch.history.HistoryReader` (read-only: safe ne
 engine, and for a user who may only read the file). The database is ``[history] path`` of the
 config unless ``--db`` names it. Errors are one line on stderr: exit 1 when the database is missing
 or unreadable, 2 for bad usage or config. Also runnable alone:
-``python -m linkwatch.history_cli --db /var/lib/linkwatch/history.db --since 1h``.
+``python -m linkwatch.commands.history --db /var/lib/linkwatch/history.db --since 1h``.
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from linkwatch.commands import common
+from linkwatch.commands.common import (DEFAULT_CONFIG, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, UsageError, fail,
+                                       load_config)
 from linkwatch.core.events import EVENT_TYPES, EventError, event_from_dict
 from linkwatch.history.reader import EVENT_KINDS, HistoryError, HistoryReader, parse_since
 from linkwatch.sinks.log import format_event
 
+NAME = "history"
 HELP = "print the event log from the history database"
-DEFAULT_CONFIG = "/etc/linkwatch/linkwatch.toml"  # the same default as every other command (linkwatch.commands)
 DEFAULT_LIMIT = 200
-
-
-class UsageError(Exception):
-    """A bad argument or config: exit code 2."""
+PREFIX = "linkwatch history"  # how its lines on stderr start
 
 
 # --- formatting (pure) -----------------------------------------------------------------------
@@ -76,13 +76,7 @@ def db_path(args: argparse.Namespace) -> str:
     """``--db``, else ``[history] path`` of ``--config``."""
     if args.db:
         return args.db
-    from linkwatch.config import ConfigError, load
-
-    try:
-        config = load(args.config)
-    except ConfigError as e:
-        more = f" (+{len(e.issues) - 1} more; see linkwatch check-config {args.config})" if len(e.issues) > 1 else ""
-        raise UsageError(f"{e.issues[0]}{more}") from None
+    config = load_config(args.config)
     if not config.history.path:
         raise UsageError(f"{args.config}: [history] path is not set (no history is kept); or give --db PATH")
     return config.history.path
@@ -109,28 +103,26 @@ def cmd_history(args: argparse.Namespace) -> int:
         since = parse_since(args.since, now) if args.since else None
         until = parse_since(args.until, now) if args.until else None
     except (UsageError, HistoryError) as e:
-        print(f"linkwatch history: {e}", file=sys.stderr)
-        return 2
+        return fail(e, EXIT_USAGE, PREFIX)
     try:
         with HistoryReader(path) as reader:
             rows = reader.events(uplink=args.uplink, since=since, until=until, kinds=kinds, limit=args.limit)
     except HistoryError as e:
-        print(f"linkwatch history: {e}", file=sys.stderr)
-        return 1
+        return fail(e, EXIT_RUNTIME, PREFIX)
     rows.reverse()  # oldest first, for reading
     if args.json:
         print(json.dumps(rows, indent=2))
     elif rows:
         print("\n".join(format_lines(rows)))
     else:
-        print("linkwatch history: no events" + (f" since {args.since}" if args.since else ""), file=sys.stderr)
-    return 0
+        print(f"{PREFIX}: no events" + (f" since {args.since}" if args.since else ""), file=sys.stderr)
+    return EXIT_OK
 
 
 def register(subparsers) -> None:
     """Add the ``history`` command to an argparse subparsers object."""
     sp = subparsers.add_parser(
-        "history", help=HELP,
+        NAME, help=HELP,
         description="Print events (state changes with their numbers, failovers, admin actions, engine "
                     "start/stop) from the history database, oldest first. Read-only.")
     sp.add_argument("--config", default=DEFAULT_CONFIG,
@@ -148,15 +140,8 @@ def register(subparsers) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linkwatch.history_cli")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    register(sub)
-    args = parser.parse_args(["history", *(argv if argv is not None else sys.argv[1:])])
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        return 130
+    """``python -m linkwatch.commands.history [options]``: the command on its own."""
+    return common.main([sys.modules[__name__]], argv, alone=NAME)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,32 @@
+"""`linkwatch run`: run the engine in the foreground (what linkwatch.service starts)."""
+
+from __future__ import annotations
+
+import logging
+
+from linkwatch.commands.common import DEFAULT_CONFIG, EXIT_RUNTIME, EXIT_USAGE, fail, load_and_log
+
+NAME = "run"
+HELP = "run the engine in the foreground"
+
+
+def cmd_run(args) -> int:
+    from linkwatch.daemon.engine import Engine
+    import asyncio
+
+    config = load_and_log(args)
+    if config is None:
+        return EXIT_USAGE
+    try:
+        return asyncio.run(Engine(config, args.config).run())
+    except Exception as e:  # domain errors (socket in use, no permission) as one line
+        logging.getLogger("linkwatch").debug("engine failed", exc_info=True)
+        return fail(e, EXIT_RUNTIME)
+
+
+def register(subparsers) -> None:
+    """Add the ``run`` command to an argparse subparsers object."""
+    sp = subparsers.add_parser(NAME, help=HELP)
+    sp.add_argument("--config", default=DEFAULT_CONFIG)
+    sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    sp.set_defaults(func=cmd_run)

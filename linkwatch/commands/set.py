@@ -1,0 +1,26 @@
+"""`linkwatch set UPLINK ACTION`: an admin override (disable, enable, force, auto), applied by the
+running engine over its control socket."""
+
+from __future__ import annotations
+
+from linkwatch.commands.common import EXIT_OK, EXIT_RUNTIME, add_client_options, ask
+
+NAME = "set"
+HELP = "admin override: disable, enable, force or auto an uplink"
+
+
+def cmd_set(args) -> int:
+    answer = ask(args, {"cmd": "set", "uplink": args.uplink, "action": args.action})
+    if answer is None:
+        return EXIT_RUNTIME
+    print(f"{answer.get('message', 'ok')}; active: {', '.join(answer.get('active', [])) or '-'}")
+    return EXIT_OK
+
+
+def register(subparsers) -> None:
+    """Add the ``set`` command to an argparse subparsers object."""
+    sp = subparsers.add_parser(NAME, help=HELP)
+    add_client_options(sp)
+    sp.add_argument("uplink")
+    sp.add_argument("action", choices=["disable", "enable", "force", "auto"])
+    sp.set_defaults(func=cmd_set)
