@@ -16,9 +16,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
+    # Built from a copy of the tracked files: an old build/ directory in the checkout would put
+    # modules that no longer exist into the wheel (setuptools does not clean it).
+    src = tmp_path_factory.mktemp("src")
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in filter(None, tracked.decode().split("\0")):
+        if (ROOT / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            (src / name).write_bytes((ROOT / name).read_bytes())
     out = tmp_path_factory.mktemp("wheel")
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-                           "-w", str(out), str(ROOT)], capture_output=True, text=True, timeout=300)
+                           "-w", str(out), str(src)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     (path,) = out.glob("linkwatch-*.whl")
     return path
@@ -26,8 +34,11 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_wheel_carries_every_package_and_the_web_assets(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for expected in ("linkwatch/engine.py", "linkwatch/snmp/agent.py", "linkwatch/webui/app.py",
-                     "linkwatch/lab/topology.py", "linkwatch/probes/icmp.py", "linkwatch/web/__init__.py",
+    modules = {str(p.relative_to(ROOT)) for p in (ROOT / "linkwatch").rglob("*.py")}
+    assert modules - names == set(), "modules missing from the wheel (a package not listed in pyproject.toml?)"
+    assert {n for n in names if n.startswith("linkwatch/") and n.endswith(".py")} - modules - {
+        "linkwatch/web/__init__.py", "linkwatch/web/templates/__init__.py", "linkwatch/web/static/__init__.py"} == set()
+    for expected in ("linkwatch/daemon/engine.py", "linkwatch/core/engine.py", "linkwatch/web/__init__.py",
                      "linkwatch/web/templates/dashboard.html", "linkwatch/web/static/app.js",
                      "linkwatch/web/static/style.css"):
         assert expected in names, f"{expected} missing from {wheel.name}"
