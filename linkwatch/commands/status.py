@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-from linkwatch.commands.common import EXIT_OK, EXIT_RUNTIME, add_client_options, ask
+from linkwatch.commands.common import EXIT_OK, EXIT_RUNTIME, add_client_options, ask, fail
+from linkwatch.core.status import Status, StatusError, status_from_dict
 
 NAME = "status"
 HELP = "show the uplinks as the running engine sees them"
@@ -36,21 +37,20 @@ def _ago(t: float | None) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
-def format_status(st: dict) -> str:
+def format_status(st: Status) -> str:
     """The status snapshot as text: the uplink table, the active line, then one line each for the
     history, the SNMP traps and the SNMP agent when they are on."""
     rows = [("UPLINK", "IF", "STATE", "ACTIVE", "RTT", "LOSS", "JITTER", "SINCE", "PROBES/DAY", "REASON")]
-    for u in st["uplinks"]:
+    for u in st.uplinks:
         rows.append((
-            u["name"] + (" (forced)" if u.get("forced") else ""), u["interface"], u["state"],
-            "yes" if u["active"] else "no", _fmt(u["rtt_ms"], "ms"), _fmt(u["loss_pct"], "%", 0),
-            _fmt(u["jitter_ms"], "ms"), _ago(u.get("since")), _fmt_bytes(u.get("probe_bytes_per_day")),
-            u["reason"],
+            u.name + (" (forced)" if u.forced else ""), u.interface, u.state.value,
+            "yes" if u.active else "no", _fmt(u.rtt_ms, "ms"), _fmt(u.loss_pct, "%", 0),
+            _fmt(u.jitter_ms, "ms"), _ago(u.since), _fmt_bytes(u.probe_bytes_per_day), u.reason,
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
-    lines.append(f"active: {', '.join(st['active']) or '-'} ({st['mode']}): {st.get('reason', '')}")
-    history = (st.get("sinks", {}).get("history") or {}).get("detail")
+    lines.append(f"active: {', '.join(st.active) or '-'} ({st.mode}): {st.reason}")
+    history = st.sinks["history"].detail if "history" in st.sinks else None
     if history:
         pending = history.get("pending_events", 0) + history.get("pending_samples", 0)
         line = (f"history: {history.get('events_written', 0)} events, {history.get('samples_written', 0)} samples "
@@ -58,16 +58,16 @@ def format_status(st: dict) -> str:
         if history.get("last_error"):
             line += f"; FAILING: {history['last_error']}"
         lines.append(line)
-    traps = (st.get("sinks", {}).get("snmp-traps") or {}).get("detail")
+    traps = st.sinks["snmp-traps"].detail if "snmp-traps" in st.sinks else None
     if traps:
         lines.append(f"snmp traps: {traps.get('sent', 0)} sent, {traps.get('failed', 0)} failed, "
                      f"{sum((traps.get('suppressed') or {}).values())} held back by the storm limit")
-    snmp = st.get("snmp") or {}
-    if snmp.get("agent_error"):
-        lines.append(f"snmp agent: NOT RUNNING: {snmp['agent_error']}")
-    elif snmp.get("agent"):
-        a = snmp["agent"]
-        lines.append(f"snmp agent on {snmp.get('agent_listen')}: {a.get('answered', 0)} answered, "
+    snmp = st.snmp
+    if snmp is not None and snmp.agent_error:
+        lines.append(f"snmp agent: NOT RUNNING: {snmp.agent_error}")
+    elif snmp is not None and snmp.agent:
+        a = snmp.agent
+        lines.append(f"snmp agent on {snmp.agent_listen}: {a.get('answered', 0)} answered, "
                      f"{a.get('bad_community', 0)} bad community, {a.get('bad_user_or_keys', 0)} bad v3 user/keys, "
                      f"{a.get('malformed', 0)} malformed")
     return "\n".join(lines)
@@ -77,8 +77,11 @@ def cmd_status(args) -> int:
     answer = ask(args, {"cmd": "status"})
     if answer is None:
         return EXIT_RUNTIME
-    st = answer["status"]
-    print(json.dumps(st, indent=2) if args.json else format_status(st))
+    try:
+        st = status_from_dict(answer.get("status"))
+    except StatusError as e:
+        return fail(f"the engine sent a status this linkwatch cannot read: {e}", EXIT_RUNTIME)
+    print(json.dumps(st.to_dict(), indent=2) if args.json else format_status(st))
     return EXIT_OK
 
 

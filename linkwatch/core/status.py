@@ -205,13 +205,13 @@ def _split_optional(tp: Any) -> tuple[Any, bool]:
 
 def _load(tp: Any, raw: Any, path: str) -> Any:
     tp, optional = _split_optional(tp)
+    if tp is Any:  # free-form (a sink's own detail, the agent's counters)
+        return raw
     if raw is None:
         if optional:
             return None
         raise StatusError(f"{path}: missing (null)")
     origin = typing.get_origin(tp)
-    if tp is Any:
-        return raw
     if dataclasses.is_dataclass(tp):
         if not isinstance(raw, dict):
             raise StatusError(f"{path}: expected an object, got {type(raw).__name__}")

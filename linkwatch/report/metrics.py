@@ -1,11 +1,9 @@
-"""Prometheus text exposition of the engine's status (pure: status dict in, text out)."""
+"""Prometheus text exposition of the engine's status (pure: a Status in, text out)."""
 
 from __future__ import annotations
 
-from linkwatch.core.events import STATES
-
-STATE_ORDER = ("INIT", "UP", "FALLING", "DOWN", "RISING", "DEGRADED", "DISABLED")
-assert set(STATE_ORDER) == STATES
+from linkwatch.core.states import STATE_NAMES, usable
+from linkwatch.core.status import Status, UplinkStatus
 
 
 def _label(value: str) -> str:
@@ -17,27 +15,30 @@ def _num(value) -> str:
     return "NaN" if value is None else repr(float(value))
 
 
-# name -> (type, help, value of an uplink's status dict)
+# name -> (type, help, value of an uplink's status)
 _UPLINK_GAUGES = {
-    "linkwatch_uplink_up": ("gauge", "1 when the uplink is UP or DEGRADED (usable), else 0",
-                            lambda u: 1 if u["state"] in ("UP", "DEGRADED") else 0),
-    "linkwatch_uplink_active": ("gauge", "1 when the uplink carries traffic", lambda u: 1 if u["active"] else 0),
-    "linkwatch_uplink_rtt_ms": ("gauge", "mean RTT over the quality window, ms (NaN: unknown)",
-                                lambda u: u.get("rtt_ms")),
+    "linkwatch_uplink_up": ("gauge", "1 when the uplink can carry traffic (UP, FALLING or DEGRADED), else 0",
+                            lambda u: 1 if usable(u.state) else 0),
+    "linkwatch_uplink_active": ("gauge", "1 when the uplink carries traffic", lambda u: 1 if u.active else 0),
+    "linkwatch_uplink_rtt_ms": ("gauge", "mean RTT over the quality window, ms (NaN: unknown)", lambda u: u.rtt_ms),
     "linkwatch_uplink_loss_ratio": ("gauge", "probe loss over the quality window, 0..1 (NaN: unknown)",
-                                    lambda u: None if u.get("loss_pct") is None else u["loss_pct"] / 100.0),
+                                    lambda u: None if u.loss_pct is None else u.loss_pct / 100.0),
     "linkwatch_uplink_jitter_ms": ("gauge", "mean RTT difference between successive probes, ms",
-                                   lambda u: u.get("jitter_ms")),
+                                   lambda u: u.jitter_ms),
     "linkwatch_uplink_since_seconds": ("gauge", "wall-clock time of the last state change (epoch)",
-                                       lambda u: u.get("since")),
+                                       lambda u: u.since),
     "linkwatch_uplink_transitions_total": ("counter", "state changes since the engine started",
-                                           lambda u: u.get("transitions", 0)),
+                                           lambda u: u.transitions),
     "linkwatch_uplink_down_total": ("counter", "times the uplink went DOWN since the engine started",
-                                    lambda u: u.get("downs", 0)),
+                                    lambda u: u.downs),
 }
 
 
-def render(status: dict | None) -> str:
+def _labels(u: UplinkStatus) -> str:
+    return f'uplink="{_label(u.name)}",interface="{_label(u.interface)}"'
+
+
+def render(status: Status | None) -> str:
     """The /metrics page. ``status`` is the engine's status; None when the engine did not answer."""
     out = ["# HELP linkwatch_engine_up 1 when the engine answered this scrape", "# TYPE linkwatch_engine_up gauge",
            f"linkwatch_engine_up {0 if status is None else 1}"]
@@ -45,19 +46,18 @@ def render(status: dict | None) -> str:
         return "\n".join(out) + "\n"
     out += ["# HELP linkwatch_engine_start_time_seconds when the engine started (epoch)",
             "# TYPE linkwatch_engine_start_time_seconds gauge",
-            f"linkwatch_engine_start_time_seconds {_num(status.get('started'))}",
+            f"linkwatch_engine_start_time_seconds {_num(status.started)}",
             "# HELP linkwatch_active_changes_total times the set of active uplinks changed",
             "# TYPE linkwatch_active_changes_total counter",
-            f"linkwatch_active_changes_total {_num(status.get('active_changes', 0))}",
+            f"linkwatch_active_changes_total {_num(status.active_changes)}",
             "# HELP linkwatch_uplink_state 1 for the uplink's current state, 0 for the others",
             "# TYPE linkwatch_uplink_state gauge"]
-    uplinks = status.get("uplinks", [])
-    for u in uplinks:
-        for state in STATE_ORDER:
-            out.append(f'linkwatch_uplink_state{{uplink="{_label(u["name"])}",state="{state}"}} '
-                       f'{1 if u["state"] == state else 0}')
+    for u in status.uplinks:
+        for state in STATE_NAMES:
+            out.append(f'linkwatch_uplink_state{{uplink="{_label(u.name)}",state="{state}"}} '
+                       f'{1 if u.state == state else 0}')
     for name, (kind, text, get) in _UPLINK_GAUGES.items():
         out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
-        for u in uplinks:
-            out.append(f'{name}{{uplink="{_label(u["name"])}",interface="{_label(u["interface"])}"}} {_num(get(u))}')
+        for u in status.uplinks:
+            out.append(f"{name}{{{_labels(u)}}} {_num(get(u))}")
     return "\n".join(out) + "\n"

@@ -24,12 +24,13 @@ from linkwatch import __version__
 from linkwatch.config import Config
 from linkwatch.report.control import ControlError, call
 from linkwatch.core.events import EVENT_TYPES
+from linkwatch.core.states import ADMIN_ACTIONS as ACTIONS
+from linkwatch.core.status import Status, StatusError, status_from_dict
 from linkwatch.history.reader import HistoryError, HistoryReader, parse_since
 from linkwatch.report import metrics
 from linkwatch.webui import WEB_DIR
 from linkwatch.webui.security import USER, Throttle, new_token, password_ok, token_ok
 
-ACTIONS = ("disable", "enable", "force", "auto")
 NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 MAX_LIMIT = 1000
 
@@ -170,14 +171,18 @@ def create_app(config: Config, engine: Callable[[dict], dict] | None = None,
 
     # ---- engine and history access ----------------------------------------------------------
 
-    def engine_status() -> tuple[dict | None, str | None]:
+    def engine_status() -> tuple[Status | None, str | None]:
         try:
             answer = ask({"cmd": "status"})
         except ControlError as e:
             return None, str(e)
         if not answer.get("ok") or not isinstance(answer.get("status"), dict):
             return None, str(answer.get("error", "the engine gave no status"))
-        return answer["status"], None
+        try:
+            return status_from_dict(answer["status"]), None
+        except StatusError as e:
+            app.logger.error("web: unreadable status from the engine: %s", e)
+            return None, f"the engine sent a status this web UI cannot read: {e}"
 
     def need_history() -> None:
         if not history_path:
@@ -271,7 +276,7 @@ def create_app(config: Config, engine: Callable[[dict], dict] | None = None,
         status, error = engine_status()
         if status is None:
             return api_error(503, error or "engine not reachable")
-        return jsonify({"ok": True, "status": status})
+        return jsonify({"ok": True, "status": status.to_dict()})
 
     @app.get("/api/v1/events")
     def api_events():

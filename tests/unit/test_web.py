@@ -7,9 +7,16 @@ import copy
 import os
 import re
 
+import sys
+from pathlib import Path
+
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from statusdata import status_dict  # noqa: E402
+
 from linkwatch.config import loads
+from linkwatch.core.status import status_from_dict
 from linkwatch.report.control import ControlError
 from linkwatch.report import metrics
 from linkwatch.webui import WEB_DIR
@@ -36,23 +43,7 @@ target = "198.51.100.1"
 
 EVIL = '<script>alert(1)</script>'
 
-STATUS = {
-    "version": "0.1.0", "pid": 42, "started": 1.7e9, "mode": "failover", "active": ["wan1"], "forced": None,
-    "reason": "best tier: wan1", "last_apply_ms": 0.6, "conntrack_flushes": [], "active_changes": 1,
-    "sinks": {},
-    "uplinks": [
-        {"name": "wan1", "interface": "eth1", "state": "UP", "reason": "5 good rounds", "active": True,
-         "since": 1.7e9, "priority": 1, "weight": 1, "table": 101, "rtt_ms": 12.5, "loss_pct": 0.0,
-         "jitter_ms": 0.4, "carrier": True, "address": "198.51.100.2", "gateway": "198.51.100.1",
-         "forced": False, "interval_ms": 250, "probe_bytes_per_day": 1000, "rounds": 10, "downs": 0,
-         "transitions": 1, "probe_error": None, "probes": []},
-        {"name": "lte", "interface": "wwan0", "state": "DOWN", "reason": "3 failed rounds", "active": False,
-         "since": 1.7e9, "priority": 2, "weight": 1, "table": 102, "rtt_ms": None, "loss_pct": 100.0,
-         "jitter_ms": None, "carrier": True, "address": "203.0.113.2", "gateway": "203.0.113.1",
-         "forced": False, "interval_ms": 1000, "probe_bytes_per_day": None, "rounds": 4, "downs": 1,
-         "transitions": 3, "probe_error": None, "probes": []},
-    ],
-}
+STATUS = status_dict()
 
 
 class FakeEngine:
@@ -337,9 +328,31 @@ def test_metrics_are_prometheus_text_with_one_state_per_uplink():
 def test_metrics_escape_label_values_and_report_an_absent_engine():
     st = copy.deepcopy(STATUS)
     st["uplinks"][0]["interface"] = 'a"b\\c\nd'
-    text = metrics.render(st)
+    text = metrics.render(status_from_dict(st))
     assert 'interface="a\\"b\\\\c\\nd"' in text
     assert metrics.render(None) .strip().endswith("linkwatch_engine_up 0")
+
+
+def test_metrics_count_a_falling_uplink_as_up_as_the_policy_does():
+    """FALLING still carries traffic (the policy keeps it until it is DOWN): /metrics agrees."""
+    st = copy.deepcopy(STATUS)
+    st["uplinks"][0].update(state="FALLING")
+    st["uplinks"][1].update(state="RISING")
+    text = metrics.render(status_from_dict(st))
+    assert 'linkwatch_uplink_up{uplink="wan1",interface="eth1"} 1' in text
+    assert 'linkwatch_uplink_up{uplink="lte",interface="wwan0"} 0' in text
+    for state in ("UP", "FALLING", "DEGRADED"):
+        st["uplinks"][0].update(state=state)
+        assert 'linkwatch_uplink_up{uplink="wan1",interface="eth1"} 1' in metrics.render(status_from_dict(st))
+
+
+def test_an_unreadable_status_is_a_503_not_a_crash():
+    broken = copy.deepcopy(STATUS)
+    broken["uplinks"][0]["state"] = "EXPLODED"
+    client, _ = make("public_read = true", engine=FakeEngine(broken))
+    r = client.get("/api/v1/status")
+    assert r.status_code == 503 and "status.uplinks[0].state" in r.get_json()["error"]
+    assert client.get("/").status_code == 200
 
 
 # ---- passwords and `linkwatch passwd` ---------------------------------------------------------------
