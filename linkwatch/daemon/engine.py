@@ -1,12 +1,10 @@
 """The engine's I/O shell: tasks, sockets, timers, the kernel, the sinks, the SNMP agent.
 
-Every decision is made by the pure core (:func:`linkwatch.core.engine.step`). This module only
-turns what happens into the core's inputs, with the time of its one :class:`Clock`, and carries
-out the core's outputs, always in the same order: forget stale neighbour entries, make the
-kernel's routing equal the plan, publish the events, then flush the conntrack entries of uplinks
-that lost their traffic. One task does that work, so kernel changes never overlap and events reach
-the sinks only after the routes they announce are in place. Every netlink call runs off the event
-loop; sinks cannot delay a failover (their queues never block).
+Every decision is made by the pure core (:func:`linkwatch.core.engine.step`). The shell turns what
+happens -- netlink events, finished probe rounds (:mod:`.probing`), control requests, timers,
+SIGHUP -- into the core's inputs, with the time of its one :class:`Clock`, and hands the outputs to
+the :class:`~linkwatch.daemon.applier.Applier`, which carries them out in order. Every netlink call
+runs off the event loop; sinks cannot delay a failover (their queues never block).
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ import logging
 import os
 import signal
 import time
-from collections import deque
 from typing import Any
 
 from linkwatch import __version__
@@ -37,9 +34,11 @@ from linkwatch.core.inputs import (
     Stop,
     Tick,
 )
-from linkwatch.core.status import FlushReport, ShellReport, SinkStats, SnmpStatus, Status, build_status
+from linkwatch.core.status import ShellReport, SinkStats, Status, build_status
+from linkwatch.daemon.applier import Applier
 from linkwatch.daemon.probing import MakeProbes, Prober
 from linkwatch.daemon.sdnotify import Notifier
+from linkwatch.daemon.snmp import AgentSlot
 from linkwatch.kernel import Kernel
 from linkwatch.probes import make_probes
 from linkwatch.report.control import ControlServer
@@ -74,19 +73,12 @@ class Engine:
         self.state: EngineState = initial_state(config)
         self.sinks: SinkRunner | None = None
         self.control: ControlServer | None = None
-        self.agent: Any = None  # the SNMP agent, when [snmp.agent] is enabled
-        self.agent_error: str | None = None
+        self.snmp = AgentSlot()
         self.notifier = Notifier()  # systemd Type=notify and WatchdogSec (no-op outside systemd)
-        self.last_apply_ms: float | None = None
-        self.flushes: deque[FlushReport] = deque(maxlen=20)
+        self.applier = Applier(self.kernel, lambda: self.state.routing, self._publish)
         self._probers: dict[str, Prober] = {}
         self._tasks: dict[str, asyncio.Task] = {}
-        self._background: set[asyncio.Task] = set()  # flushes, old sinks draining
-        self._pending: list[Outputs] = []  # outputs not carried out yet, oldest first
-        self._applied: Any = None  # the routing last applied without errors
-        self._work = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._lock = asyncio.Lock()  # one carry-out at a time
+        self._background: set[asyncio.Task] = set()  # replaced sinks draining, removed probers closing
         self._recheck: asyncio.TimerHandle | None = None
         self._recheck_at: float | None = None
         self._wakeup = asyncio.Event()
@@ -105,9 +97,7 @@ class Engine:
         self.state, out = step(self.state, inp, self.clock.now())
         for level, message in out.log:
             log.log(_LEVELS.get(level, logging.INFO), "%s", message)
-        self._pending.append(out)
-        self._idle.clear()
-        self._work.set()
+        self.applier.add(out)
         for name, plan in out.probes.items():
             prober = self._probers.get(name)
             if prober is not None:
@@ -129,68 +119,14 @@ class Engine:
         self._recheck, self._recheck_at = None, None
         self.feed(Tick())
 
-    # ---- carrying the outputs out ----------------------------------------------------------------
-
-    async def _applier(self) -> None:
-        while True:
-            await self._work.wait()
-            self._work.clear()
-            await self.carry_out()
-
-    async def carry_out(self, repair: bool = False) -> None:
-        """Carry out every pending output. ``repair``: re-check the kernel even if the plan did
-        not change (someone else may have deleted or changed linkwatch's objects)."""
-        async with self._lock:
-            batch, self._pending = self._pending, []
-            for ifindex, gateway in (n for out in batch for n in out.forget_neighbours):
-                try:  # a stale FAILED neighbour entry would delay failback by a second or more
-                    await self.kernel.forget_neighbour(ifindex, gateway)
-                except Exception as e:
-                    log.warning("cannot drop the neighbour entry of %s (ifindex %d): %s", gateway, ifindex, e)
-            routing = self.state.routing  # the newest plan: it includes every output in the batch
-            if routing is not None and (repair or routing != self._applied):
-                try:
-                    report = await self.kernel.apply(routing)
-                except Exception:  # a netlink hiccup must not take the engine (and the routes) down
-                    log.exception("routing apply failed; routes left as they are, retrying")
-                    self._applied = None
-                else:
-                    if report.changed:
-                        self.last_apply_ms = report.elapsed_ms
-                        log.info("routing applied in %.1fms: %s", report.elapsed_ms,
-                                 "; ".join(report.added + report.replaced + report.removed)[:500])
-                    for err in report.errors:
-                        log.error("routing: %s", err)
-                    self._applied = routing if not report.errors else None
-            for event in (e for out in batch for e in out.events):
-                if self.sinks is not None:
-                    self.sinks.publish(event)
-            for name, address in (f for out in batch for f in out.flushes):
-                self._spawn(self._flush(name, address))
-            if not self._pending:
-                self._idle.set()
-
-    async def settle(self, timeout: float = SETTLE_TIMEOUT) -> None:
-        """Wait until every output fed so far has been carried out (at most ``timeout``)."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout)
-
-    async def _flush(self, name: str, address: str) -> None:
-        """Delete the NAT entries of an uplink that lost its traffic (after the route switch)."""
-        t0 = time.monotonic()
-        try:
-            n = await self.kernel.flush_nat(address)
-        except Exception as e:
-            log.warning("conntrack flush for %s (%s) failed: %s", name, address, e)
-            return
-        ms = (time.monotonic() - t0) * 1000
-        self.flushes.append(FlushReport(name, address, n, round(ms, 1)))
-        log.info("conntrack: deleted %d entries NATed to %s (%s) in %.0fms", n, address, name, ms)
-
-    def _spawn(self, coro) -> None:
+    def _in_background(self, coro) -> None:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _publish(self, event: Any) -> None:
+        if self.sinks is not None:
+            self.sinks.publish(event)
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -202,6 +138,7 @@ class Engine:
         try:
             await self.start()
         except BaseException:
+            await self.applier.close(0.0, finish=False)
             await self._close_io()  # never touches the routes: a failed start changes nothing
             raise
         self.notifier.notify("READY=1", f"STATUS=active: {','.join(self.state.active) or '-'}")
@@ -218,7 +155,7 @@ class Engine:
                         await self.reload()
                         self.notifier.notify("READY=1", f"STATUS=active: {','.join(self.state.active) or '-'}")
                     if not self._stop:
-                        await self.carry_out(repair=True)  # repair what someone else changed
+                        await self.applier.carry_out(repair=True)  # repair what someone else changed
                 except Exception:  # a netlink hiccup must not take the engine (and the routes) down
                     log.exception("engine loop error; routes left as they are, retrying in %gs", REPAIR_INTERVAL)
                 self._watchdog_ping()
@@ -253,13 +190,13 @@ class Engine:
         kernel_active = await self.kernel.active_gateways()
         self.control = ControlServer(cfg.control.socket, self.handle_request, cfg.control.mode, cfg.control.group)
         await self.control.start()
-        self._tasks["applier"] = asyncio.create_task(self._applier(), name="applier")
+        self.applier.start()
         self.feed(Start(facts, tuple(kernel_active), f"linkwatch {__version__}, pid {os.getpid()}"))
-        await self.carry_out(repair=True)
+        await self.applier.carry_out(repair=True)
         self._start_monitor()
         self._sync_probers()
         self._start_sampler()
-        await self._start_agent()
+        await self.snmp.start(cfg.snmp, self.status, self.suppressed_traps)
         log.info("engine started: %d uplinks, mode=%s, control=%s", len(cfg.uplinks), cfg.policy.mode,
                  cfg.control.socket)
 
@@ -270,29 +207,25 @@ class Engine:
         for prober in self._probers.values():
             await prober.close()
         self._probers.clear()
-        for name in [n for n in self._tasks if n != "applier"]:
-            await self._cancel(name)
-        if self.sinks is not None:
-            self.feed(Stop())
-        await self.carry_out()
-        await self._cancel("applier")
+        for name in list(self._tasks):
+            task = self._tasks.pop(name)
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        self.feed(Stop())
+        await self.applier.close(SINK_DRAIN)
         if self.config.policy.on_stop == "withdraw":
-            with contextlib.suppress(Exception):
+            try:
                 report = await self.kernel.withdraw()
                 log.info("withdrew linkwatch routes and rules (%d removed)", len(report.removed))
+            except Exception as e:
+                log.error("could not withdraw linkwatch's routes and rules: %s", e)
         else:
             log.info("stopping; routes stay as they are (fail-static)")
         await self._close_io()
 
-    async def _cancel(self, name: str) -> None:
-        task = self._tasks.pop(name, None)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-
     async def _close_io(self) -> None:
-        await self._stop_agent()
+        await self.snmp.stop()
         if self.control:
             await self.control.close()
             self.control = None
@@ -342,8 +275,8 @@ class Engine:
         if new.history != old.history:
             self._start_sampler()
         if new.snmp != old.snmp:
-            await self._stop_agent()
-            await self._start_agent()
+            await self.snmp.stop()
+            await self.snmp.start(new.snmp, self.status, self.suppressed_traps)
 
     async def _swap_sinks(self, config: Config) -> None:
         """New sinks take over before the old ones stop: an event published meanwhile (a failover
@@ -352,7 +285,7 @@ class Engine:
         await new.start()
         old, self.sinks = self.sinks, new
         if old is not None:
-            self._spawn(old.stop(drain_timeout=SINK_DRAIN))
+            self._in_background(old.stop(drain_timeout=SINK_DRAIN))
 
     # ---- tasks: probers, link monitor, history sampler -----------------------------------------------
 
@@ -360,7 +293,7 @@ class Engine:
         """One prober per configured uplink, following the core's probe plans."""
         plans = probe_plans(self.state)
         for name in [n for n in self._probers if n not in plans]:
-            self._spawn(self._probers.pop(name).close())
+            self._in_background(self._probers.pop(name).close())
         for name, plan in plans.items():
             prober = self._probers.get(name)
             if prober is None:
@@ -417,35 +350,6 @@ class Engine:
             self.feed(PeriodEnd(start, end))
             start = end
 
-    # ---- SNMP agent ----------------------------------------------------------------------------------
-
-    async def _start_agent(self) -> None:
-        """Start the SNMP agent if [snmp.agent] enables it. A failure (address in use) is logged and
-        shown in status: the agent is not worth a router without failover."""
-        self.agent_error = None
-        if not self.config.snmp.agent.enabled:
-            return
-        from linkwatch.snmp import SnmpError
-        from linkwatch.snmp.agent import SnmpAgent
-
-        agent = SnmpAgent(self.config.snmp, lambda: self.status().to_dict(), asyncio.get_running_loop(),
-                          self.suppressed_traps)
-        try:
-            await agent.start()
-        except (SnmpError, OSError) as e:
-            self.agent_error = str(e)
-            log.error("snmp agent not started: %s", e)
-            return
-        self.agent = agent
-
-    async def _stop_agent(self) -> None:
-        agent, self.agent = self.agent, None
-        if agent is not None:
-            try:
-                await agent.close()
-            except Exception as e:  # closing must not stop the engine from stopping
-                log.warning("snmp agent close failed: %s", e)
-
     def suppressed_traps(self) -> dict[str, int]:
         """Traps held back by the storm limit, per uplink (for lwUplinkSuppressedTraps)."""
         traps = self.sinks.sink("snmp-traps") if self.sinks is not None else None
@@ -459,7 +363,7 @@ class Engine:
             return {"ok": True, "status": self.status().to_dict()}
         if cmd == "set":
             out = self.feed(AdminRequest(req.get("uplink"), req.get("action"), req.get("source", "cli")))
-            await self.settle()  # answer once the routes it caused are in place
+            await self.applier.settle(SETTLE_TIMEOUT)  # answer once the routes it caused are in place
             return dict(out.reply or {"ok": False, "error": "no answer"})
         if cmd == "reload":
             self.request_reload()
@@ -470,20 +374,11 @@ class Engine:
 
     def status(self) -> Status:
         return build_status(self.state, self.clock.now(), ShellReport(
-            version=__version__, pid=os.getpid(), last_apply_ms=self.last_apply_ms,
-            conntrack_flushes=tuple(self.flushes), sinks=self._sink_stats(), snmp=self._snmp_status()))
+            version=__version__, pid=os.getpid(), last_apply_ms=self.applier.last_apply_ms,
+            conntrack_flushes=tuple(self.applier.flushes), sinks=self._sink_stats(),
+            snmp=self.snmp.status(self.config.snmp)))
 
     def _sink_stats(self) -> dict[str, SinkStats]:
         if self.sinks is None:
             return {}
         return {name: SinkStats(**stats) for name, stats in self.sinks.stats().items()}
-
-    def _snmp_status(self) -> SnmpStatus | None:
-        snmp = self.config.snmp
-        if not snmp.traps and not snmp.agent.enabled:
-            return None
-        from linkwatch.snmp import engine_id
-
-        return SnmpStatus(engine_id=engine_id(snmp.engine_id).hex(), base_oid=snmp.base_oid,
-                          agent=self.agent.stats() if self.agent is not None else None,
-                          agent_error=self.agent_error, agent_listen=snmp.agent.listen if snmp.agent.enabled else None)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from linkwatch.core.inputs import ProbeResult, ProbeSpec
 from linkwatch.core.uplink import ProbePlan
-from linkwatch.probes import Probe
+from linkwatch.probes.base import Probe
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import dns.name
 import dns.rcode
 import dns.rdatatype
 
-from linkwatch.probes import (
+from linkwatch.probes.base import (
     IP_RECVERR,
     IPV4_HEADER,
     UDP_HEADER,

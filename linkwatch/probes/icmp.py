@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from icmplib import ICMPv4Socket
 from icmplib.exceptions import ICMPSocketError, SocketAddressError, SocketPermissionError
 
-from linkwatch.probes import (
+from linkwatch.probes.base import (
     IP_RECVERR,
     IPV4_HEADER,
     LoopReader,

@@ -243,7 +243,7 @@ def test_an_snmp_agent_that_cannot_listen_is_reported_and_the_engine_goes_on(tmp
         run = Running(path)
         async with run as engine:
             snmp = engine.status().snmp
-            assert engine.agent is None and "127.0.0.1" in snmp.agent_error
+            assert engine.snmp.agent is None and "127.0.0.1" in snmp.agent_error
             assert "s3cret-ro" not in json.dumps(engine.status().to_dict())
             await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
             run.probes.silent.add(FACTS["up1"].address)

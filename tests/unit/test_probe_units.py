@@ -16,16 +16,14 @@ import pytest
 from icmplib import ICMPv4Socket
 
 from linkwatch.lab.services import ServicesError, dns_reply, echo_reply, parse_endpoint
-from linkwatch.probes import (
+from linkwatch.probes import ProbeError, ProbeSpec, make_probes
+from linkwatch.probes.base import (
     IP_RECVERR,
     SO_EE_ORIGIN_ICMP,
     SO_EE_ORIGIN_LOCAL,
-    ProbeError,
-    ProbeSpec,
     RoundProbe,
     RoundTracker,
     check_run_args,
-    make_probes,
     parse_queued_error,
 )
 from linkwatch.probes.dns import classify_response, fresh_id, query_template, with_id

@@ -1,0 +1,132 @@
+"""Carrying out the core's outputs, always in the same order, one batch at a time.
+
+For every batch of :class:`~linkwatch.core.engine.Outputs`: forget stale neighbour entries, make
+the kernel's routing equal the newest plan, publish the events, then flush the conntrack entries
+of uplinks that lost their traffic. One task does this, so kernel changes never overlap, events
+reach the sinks only after the routes they announce are in place, and a slow conntrack flush never
+delays a route switch (flushes run in the background).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from linkwatch.core.engine import Outputs
+from linkwatch.core.routing import RouteSet
+from linkwatch.core.status import FlushReport
+
+log = logging.getLogger("linkwatch.engine")
+
+FLUSHES_KEPT = 20  # the last conntrack flushes status shows
+
+
+class Applier:
+    """Applies outputs to ``kernel`` and publishes their events with ``publish``. ``plan()`` gives
+    the newest routing plan (it includes every output fed so far)."""
+
+    def __init__(self, kernel: Any, plan: Callable[[], RouteSet | None], publish: Callable[[Any], None]):
+        self.kernel = kernel
+        self.plan = plan
+        self.publish = publish
+        self.last_apply_ms: float | None = None
+        self.flushes: deque[FlushReport] = deque(maxlen=FLUSHES_KEPT)
+        self._pending: list[Outputs] = []
+        self._applied: RouteSet | None = None  # the routing last applied without errors
+        self._work = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._lock = asyncio.Lock()
+        self._background: set[asyncio.Task] = set()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="applier")
+
+    def add(self, out: Outputs) -> None:
+        """Queue one step's outputs; the applier task carries them out soon after."""
+        self._pending.append(out)
+        self._idle.clear()
+        self._work.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._work.wait()
+            self._work.clear()
+            await self.carry_out()
+
+    async def carry_out(self, repair: bool = False) -> None:
+        """Carry out every pending output now. ``repair``: re-check the kernel even if the plan did
+        not change (someone else may have deleted or changed linkwatch's objects)."""
+        async with self._lock:
+            batch, self._pending = self._pending, []
+            for ifindex, gateway in (n for out in batch for n in out.forget_neighbours):
+                try:  # a stale FAILED neighbour entry would delay failback by a second or more
+                    await self.kernel.forget_neighbour(ifindex, gateway)
+                except Exception as e:
+                    log.warning("cannot drop the neighbour entry of %s (ifindex %d): %s", gateway, ifindex, e)
+            routing = self.plan()
+            if routing is not None and (repair or routing != self._applied):
+                await self._apply(routing)
+            for event in (e for out in batch for e in out.events):
+                self.publish(event)
+            for name, address in (f for out in batch for f in out.flushes):
+                self._spawn(self._flush(name, address))
+            if not self._pending:
+                self._idle.set()
+
+    async def _apply(self, routing: RouteSet) -> None:
+        try:
+            report = await self.kernel.apply(routing)
+        except Exception:  # a netlink hiccup must not take the engine (and the routes) down
+            log.exception("routing apply failed; routes left as they are, retrying")
+            self._applied = None
+            return
+        if report.changed:
+            self.last_apply_ms = report.elapsed_ms
+            log.info("routing applied in %.1fms: %s", report.elapsed_ms,
+                     "; ".join(report.added + report.replaced + report.removed)[:500])
+        for err in report.errors:
+            log.error("routing: %s", err)
+        self._applied = routing if not report.errors else None
+
+    async def settle(self, timeout: float) -> None:
+        """Wait until every output added so far has been carried out (at most ``timeout``)."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
+
+    async def _flush(self, name: str, address: str) -> None:
+        """Delete the NAT entries of an uplink that lost its traffic (after the route switch)."""
+        t0 = time.monotonic()
+        try:
+            n = await self.kernel.flush_nat(address)
+        except Exception as e:
+            log.warning("conntrack flush for %s (%s) failed: %s", name, address, e)
+            return
+        ms = (time.monotonic() - t0) * 1000
+        self.flushes.append(FlushReport(name, address, n, round(ms, 1)))
+        log.info("conntrack: deleted %d entries NATed to %s (%s) in %.0fms", n, address, name, ms)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self, grace: float, finish: bool = True) -> None:
+        """Carry out what is left (unless not ``finish``), stop the task, let the flushes finish
+        (each within ``grace``)."""
+        if finish:
+            await self.carry_out()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            self._task = None
+        for task in list(self._background):
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(task, grace)

@@ -1,0 +1,414 @@
+"""The machinery every probe kind shares: one round's bookkeeping (:class:`RoundTracker`), the
+attempt schedule of a run (:class:`RoundProbe`), reading sockets and their error queues from the
+event loop, and the small checks and texts around them. The kinds live in :mod:`.icmp` and
+:mod:`.dns`; :func:`linkwatch.probes.make_probes` builds them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from linkwatch.core.inputs import ProbeResult
+
+KINDS = ("icmp", "dns")
+ICMP_MODES = ("auto", "raw", "dgram")
+IPV4_HEADER = 20  # bytes; the kernel adds no IP options to our probes
+UDP_HEADER = 8
+
+# errno values after which a socket is still usable: the network said no, the socket is fine.
+TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.EAGAIN,
+        errno.ENETUNREACH,
+        errno.EHOSTUNREACH,
+        errno.ENETDOWN,
+        errno.EHOSTDOWN,
+        errno.ECONNREFUSED,
+        errno.EPERM,  # an nftables drop on output
+        errno.EACCES,
+        errno.ENOBUFS,
+        errno.EMSGSIZE,
+        errno.EADDRNOTAVAIL,  # our source address left; the bound socket works once it is back
+        errno.ENOPROTOOPT,
+        errno.EPROTO,
+    }
+)
+
+# Linux IP_RECVERR (not exported by Python's socket module): ICMP errors go to the error queue.
+IP_RECVERR = 11
+SO_EE_ORIGIN_LOCAL = 1
+SO_EE_ORIGIN_ICMP = 2
+_SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")
+
+
+class ProbeError(Exception):
+    """A probe was asked for something it cannot do (bad spec, mode, arguments, privileges)."""
+
+
+class Probe(Protocol):
+    """What the engine uses: one run per round, close when the probe goes away."""
+
+    kind: str
+    target: str
+
+    async def run(self, timeout: float, attempts: int) -> ProbeResult: ...
+
+    def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def check_ipv4(value: str, what: str) -> str:
+    """Return ``value`` if it is a dotted IPv4 address, else raise ProbeError naming it."""
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except (ipaddress.AddressValueError, ValueError, TypeError):
+        raise ProbeError(f"{what} must be an IPv4 address, got {value!r}") from None
+
+
+def check_run_args(timeout: float, attempts: int) -> None:
+    """Raise ProbeError unless ``timeout`` > 0 and ``attempts`` is an integer >= 1."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ProbeError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        raise ProbeError(f"attempts must be an integer >= 1, got {attempts!r}")
+
+
+def icmp_error_text(icmp_type: int, icmp_code: int) -> str:
+    """Short error text for an ICMP error message."""
+    if icmp_type == 3:
+        return "unreachable"
+    if icmp_type == 11:
+        return "time exceeded"
+    if icmp_type == 12:
+        return "parameter problem"
+    return f"icmp type {icmp_type} code {icmp_code}"
+
+
+def os_error_text(exc: BaseException) -> str:
+    """Short text for a socket error: its strerror without the errno prefix, first letter lower."""
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+    return text[:1].lower() + text[1:]
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when the socket that raised ``exc`` is still usable."""
+    return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
+
+
+@dataclass(frozen=True)
+class QueuedError:
+    """One entry of a socket's error queue (IP_RECVERR): what failed and the quoted payload."""
+
+    text: str
+    payload: bytes  # the start of our own packet's payload (ICMP header, or UDP payload)
+    size: int  # estimated IP-layer bytes of the error packet
+
+
+def parse_queued_error(payload: bytes, ancillary: list[tuple[int, int, bytes]]) -> QueuedError | None:
+    """Decode a ``recvmsg(..., MSG_ERRQUEUE)`` result; None if it carries no IP_RECVERR data."""
+    for level, kind, data in ancillary:
+        if level != socket.IPPROTO_IP or kind != IP_RECVERR or len(data) < _SOCK_EXTENDED_ERR.size:
+            continue
+        ee_errno, origin, ee_type, ee_code, _pad, _info, _data = _SOCK_EXTENDED_ERR.unpack_from(data)
+        if origin == SO_EE_ORIGIN_ICMP:
+            # outer IP + ICMP error header + quoted IP header + quoted payload
+            return QueuedError(icmp_error_text(ee_type, ee_code), payload, 2 * IPV4_HEADER + 8 + len(payload))
+        return QueuedError(os_error_text(OSError(ee_errno, os.strerror(ee_errno))), payload, 0)
+    return None
+
+
+def drain_error_queue(sock: socket.socket, limit: int = 64) -> list[QueuedError]:
+    """Read every entry of ``sock``'s error queue (bounded), without blocking."""
+    found: list[QueuedError] = []
+    for _ in range(limit):
+        try:
+            payload, ancillary, _flags, _addr = sock.recvmsg(2048, 512, socket.MSG_ERRQUEUE)
+        except OSError:  # BlockingIOError: the queue is empty
+            break
+        queued = parse_queued_error(payload, ancillary)
+        if queued is not None:
+            found.append(queued)
+    return found
+
+
+def pump(
+    sock: socket.socket,
+    on_packet: Callable[[bytes, tuple[str, int], float], None],
+    on_queued: Callable[[QueuedError], None],
+    limit: int = 16,
+) -> OSError | None:
+    """Read what a readable socket holds: up to ``limit`` datagrams, then its error queue.
+
+    Called from an asyncio reader. The error queue (IP_RECVERR) is read only when the socket
+    turns out to hold no datagram or reports an error, so the common case costs one or two
+    recvfrom calls. Returns the OSError when the socket is dead (not a transient error).
+    """
+    for count in range(limit):
+        try:
+            data, addr = sock.recvfrom(2048)
+        except (BlockingIOError, InterruptedError):
+            if count == 0:  # woken by EPOLLERR: the error queue holds something
+                for queued in drain_error_queue(sock):
+                    on_queued(queued)
+            return None
+        except OSError as exc:  # sk_err from an ICMP error: details are in the error queue
+            for queued in drain_error_queue(sock):
+                on_queued(queued)
+            return None if is_transient(exc) else exc
+        on_packet(data, addr, time.monotonic())
+    return None
+
+
+# --------------------------------------------------------------------------- one run's bookkeeping
+
+PENDING = "pending"
+ANSWERED = "answered"
+FAILED = "failed"
+
+
+class RoundTracker:
+    """Bookkeeping of one run: which attempts went out, which got answered or failed.
+
+    Pure (times are arguments). Keys identify attempts (ICMP sequence, DNS id); a key that this
+    run did not send is unknown and never counts, which is what drops late replies.
+    """
+
+    def __init__(self, attempts: int) -> None:
+        self.attempts = attempts
+        self.keys: dict[Hashable, int] = {}
+        self.sent_at: list[float | None] = []
+        self.fates: list[str] = []
+        self.errors: list[str | None] = []
+        self.answered: int | None = None
+        self.rtt: float | None = None
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    @property
+    def made(self) -> int:
+        """Attempts made so far (sent, or failed to send)."""
+        return len(self.fates)
+
+    @property
+    def done(self) -> bool:
+        """Answered, or every attempt made and failed: nothing left to wait for."""
+        if self.answered is not None:
+            return True
+        return self.made == self.attempts and all(f == FAILED for f in self.fates)
+
+    def sent(self, key: Hashable, now: float, nbytes: int) -> int:
+        """Record an attempt that went out with ``key``; returns its index."""
+        index = self.made
+        self.keys[key] = index
+        self.sent_at.append(now)
+        self.fates.append(PENDING)
+        self.errors.append(None)
+        self.bytes_sent += nbytes
+        return index
+
+    def send_failed(self, error: str) -> int:
+        """Record an attempt that could not be sent (socket error); it is lost at once."""
+        index = self.made
+        self.sent_at.append(None)
+        self.fates.append(FAILED)
+        self.errors.append(error)
+        return index
+
+    def owns(self, key: Hashable) -> bool:
+        """True when ``key`` belongs to an attempt of this run."""
+        return key in self.keys
+
+    def answer(self, key: Hashable, now: float, nbytes: int) -> bool:
+        """An answer for ``key`` arrived at ``now``; True if it is the run's answer."""
+        index = self.keys.get(key)
+        if index is None:
+            return False
+        self.bytes_received += nbytes
+        if self.answered is not None or self.fates[index] != PENDING:
+            return False
+        sent_at = self.sent_at[index]
+        assert sent_at is not None
+        self.fates[index] = ANSWERED
+        self.answered = index
+        self.rtt = max(0.0, now - sent_at)
+        return True
+
+    def fail(self, key: Hashable, error: str, nbytes: int) -> bool:
+        """An error (ICMP unreachable, bad rcode) came back for ``key``; True if it counted."""
+        index = self.keys.get(key)
+        if index is None:
+            return False
+        self.bytes_received += nbytes
+        if self.fates[index] != PENDING:
+            return False
+        self.fates[index] = FAILED
+        self.errors[index] = error
+        return True
+
+    def result(self, kind: str, target: str) -> ProbeResult:
+        """The ProbeResult of this run as it stands (call when the run is over)."""
+        if self.answered is None:
+            counted = self.made
+            lost = counted
+            error = next((e for e in reversed(self.errors) if e), None) or "timeout"
+            return ProbeResult(kind, target, False, None, counted, lost, self.bytes_sent, self.bytes_received, error)
+        lost = 0
+        for index, fate in enumerate(self.fates):
+            # failed attempts are known lost; pending ones sent before the answered one were
+            # given up on (that is why the next went out); later pending ones are in flight.
+            if fate == FAILED or (fate == PENDING and index < self.answered):
+                lost += 1
+        return ProbeResult(
+            kind, target, True, self.rtt, lost + 1, lost, self.bytes_sent, self.bytes_received, None
+        )
+
+
+# --------------------------------------------------------------------------- shared run() driver
+
+
+class RoundProbe:
+    """Base of the probe kinds: schedules attempts of a run and resolves it.
+
+    Subclasses implement ``_ensure_open(loop)`` (raise OSError if the socket cannot be opened),
+    ``_send(tracker, now)`` (send one attempt, record it with ``tracker.sent``; raise OSError on
+    failure), ``_drop_socket()`` (close a dead socket; the next attempt reopens it) and
+    ``_release()`` (close for good), and call ``_answer``/``_fail`` from their socket reader.
+    """
+
+    kind: str = ""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        # Runs in flight. Rounds may overlap (timeout > interval, or a faster interval while a
+        # transition is pending): each run has its own tracker, and attempt keys (ICMP sequence,
+        # DNS id) are unique across them, so an answer always finds the run that sent it.
+        self._runs: dict[RoundTracker, asyncio.Future[None]] = {}
+        self._closed = False
+
+    async def run(self, timeout: float, attempts: int) -> ProbeResult:
+        """Run one round; never raises for network problems (they become ok=False results)."""
+        check_run_args(timeout, attempts)
+        if self._closed:
+            raise ProbeError(f"{self.kind} probe to {self.target} is closed")
+        loop = asyncio.get_running_loop()
+        tracker = RoundTracker(attempts)
+        done: asyncio.Future[None] = loop.create_future()
+        self._runs[tracker] = done
+        handles: list[asyncio.TimerHandle] = []
+        try:
+            start = loop.time()
+            self._attempt(loop, tracker)
+            step = timeout / attempts
+            for k in range(1, attempts):
+                handles.append(loop.call_at(start + k * step, self._attempt, loop, tracker))
+            handles.append(loop.call_at(start + timeout, _resolve, done))
+            if not tracker.done:
+                await done
+        finally:
+            for handle in handles:
+                handle.cancel()
+            self._runs.pop(tracker, None)
+        return tracker.result(self.kind, self.target)
+
+    def close(self) -> None:
+        """Release the probe's sockets; ends the running rounds."""
+        if self._closed:
+            return
+        self._closed = True
+        for done in list(self._runs.values()):
+            _resolve(done)
+        self._release()
+
+    # -- hooks for subclasses
+
+    def _ensure_open(self, loop: asyncio.AbstractEventLoop) -> None:
+        raise NotImplementedError
+
+    def _send(self, tracker: RoundTracker, now: float) -> None:
+        raise NotImplementedError
+
+    def _drop_socket(self) -> None:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
+    # -- called by the socket readers
+
+    def _owner(self, key: Hashable) -> RoundTracker | None:
+        for tracker in self._runs:
+            if tracker.owns(key):
+                return tracker
+        return None
+
+    def _answer(self, key: Hashable, now: float, nbytes: int) -> None:
+        tracker = self._owner(key)
+        if tracker is not None and tracker.answer(key, now, nbytes):
+            self._maybe_done(tracker)
+
+    def _fail(self, key: Hashable, error: str, nbytes: int) -> None:
+        tracker = self._owner(key)
+        if tracker is not None and tracker.fail(key, error, nbytes):
+            self._maybe_done(tracker)
+
+    def _owns(self, key: Hashable) -> bool:
+        return self._owner(key) is not None
+
+    # -- internals
+
+    def _attempt(self, loop: asyncio.AbstractEventLoop, tracker: RoundTracker) -> None:
+        if tracker.done or tracker not in self._runs or tracker.made >= tracker.attempts:
+            return
+        try:
+            self._ensure_open(loop)
+            self._send(tracker, time.monotonic())
+        except OSError as exc:
+            tracker.send_failed(os_error_text(exc))
+            if not is_transient(exc):
+                self._drop_socket()
+        self._maybe_done(tracker)
+
+    def _maybe_done(self, tracker: RoundTracker) -> None:
+        done = self._runs.get(tracker)
+        if done is not None and tracker.done:
+            _resolve(done)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class LoopReader:
+    """A non-blocking socket registered as an asyncio reader on whichever loop uses it."""
+
+    def __init__(self, sock: socket.socket, callback: Callable[[], None]) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self._callback = callback
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Make sure ``loop`` (and only it) watches the socket."""
+        if self._loop is loop:
+            return
+        self.detach()
+        loop.add_reader(self.sock.fileno(), self._callback)
+        self._loop = loop
+
+    def detach(self) -> None:
+        """Stop watching the socket (call before closing it)."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self.sock.fileno())
+        self._loop = None
