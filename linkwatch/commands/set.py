@@ -4,6 +4,7 @@ running engine over its control socket."""
 from __future__ import annotations
 
 from linkwatch.commands.common import EXIT_OK, EXIT_RUNTIME, add_client_options, ask
+from linkwatch.core.states import ADMIN_ACTIONS
 
 NAME = "set"
 HELP = "admin override: disable, enable, force or auto an uplink"
@@ -22,5 +23,5 @@ def register(subparsers) -> None:
     sp = subparsers.add_parser(NAME, help=HELP)
     add_client_options(sp)
     sp.add_argument("uplink")
-    sp.add_argument("action", choices=["disable", "enable", "force", "auto"])
+    sp.add_argument("action", choices=ADMIN_ACTIONS)
     sp.set_defaults(func=cmd_set)

@@ -43,6 +43,7 @@ from typing import Any, Protocol
 
 from linkwatch.config import SnmpConfig, TrapReceiverConfig
 from linkwatch.core.events import ActiveChanged, Event, UplinkStateChanged
+from linkwatch.core.states import State
 from linkwatch.snmp import SnmpError, engine_id
 from linkwatch.snmp.mib import Layout, Notification, OID, flapping, notification_for
 
@@ -337,7 +338,7 @@ class _Receiver:
 @dataclass
 class _Uplink:
     index: int  # row index in LINKWATCH-MIB (1 = first in the config)
-    state: str = "INIT"
+    state: str = State.INIT.value
     transitions: int = 0  # state changes seen (the engine's lwUplinkTransitions counts the same)
     reported: str | None = None  # the state the last notification about this uplink carried
 
