@@ -221,9 +221,6 @@ def _load(tp: Any, raw: Any, path: str) -> Any:
             if f.name not in raw:
                 if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
                     continue
-                if _split_optional(hints[f.name])[1]:
-                    values[f.name] = None
-                    continue
                 raise StatusError(f"{path}.{f.name}: missing")
             values[f.name] = _load(hints[f.name], raw[f.name], f"{path}.{f.name}")
         return tp(**values)
@@ -278,6 +275,7 @@ def _schema(tp: Any) -> dict[str, Any]:
             "type": "object",
             "properties": {f.name: _schema(hints[f.name]) for f in fields},
             "required": [f.name for f in fields],
+            "additionalProperties": False,
         }
     elif tp is State:
         out = {"type": "string", "enum": [s.value for s in State]}

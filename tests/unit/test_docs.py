@@ -92,3 +92,43 @@ def test_docs_are_linked_from_the_readme():
     for name in ("install.md", "operations.md", "troubleshooting.md", "configuration.md", "snmp.md"):
         assert (ROOT / "docs" / name).exists()
         assert f"docs/{name}" in README, f"README does not link docs/{name}"
+
+
+def _quick_start_commands() -> list[str]:
+    import re
+
+    block = re.search(r"## Try it.*?```sh\n(.*?)```", README, re.S).group(1)
+    return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.split("#", 1)[0].strip()]
+
+
+def test_the_quick_start_commands_work_as_written_in_a_root_shell_without_sudo(tmp_path):
+    """A fresh Debian machine where one is root often has no sudo: the README's two commands must
+    not need it, and nothing they run may call it."""
+    import os
+    import subprocess
+
+    commands = _quick_start_commands()
+    assert len(commands) == 2, commands
+    listing = subprocess.run(["git", "ls-files", "-s", "scripts"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.splitlines()
+    modes = {line.split("\t")[1]: line.split()[0] for line in listing}  # "100755 <sha> 0\tscripts/x.sh"
+    for command in commands:
+        assert "sudo" not in command.split(), f"README quick start needs sudo: {command}"
+        script = command.split()[0]
+        assert script.startswith("./scripts/"), command
+        path = script[2:]
+        assert modes.get(path) == "100755", f"{path} is not executable in git: `{command}` would fail"
+        assert (ROOT / path).read_text().startswith("#!"), path
+    for script in ("scripts/demo.sh", "scripts/test.sh", "scripts/bootstrap.sh", "scripts/fetch-ietf-mibs.sh"):
+        assert "sudo" not in (ROOT / script).read_text().split(), f"{script} calls sudo"
+    if not (ROOT / ".venv" / ".linkwatch-installed").exists():
+        return  # not bootstrapped here: the static checks above are what can be said
+    trap = tmp_path / "bin"
+    trap.mkdir()
+    (trap / "sudo").write_text("#!/bin/sh\necho 'sudo called' >&2\nexit 97\n")
+    (trap / "sudo").chmod(0o755)
+    env = dict(os.environ, PATH=f"{trap}:{os.environ['PATH']}")
+    done = subprocess.run(f"{commands[0]} --help", shell=True, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and "sudo called" not in done.stderr, done.stderr[-2000:]
+    assert "usage: linkwatch lab demo" in done.stdout
