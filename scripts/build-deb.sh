@@ -29,7 +29,7 @@ done
 die() { echo "build-deb: $*" >&2; exit 1; }
 command -v git >/dev/null || die "git is needed (apt-get install git)"
 command -v dpkg-buildpackage >/dev/null || die "dpkg-buildpackage is needed (apt-get install dpkg-dev)"
-[ -d "$repo/.git" ] || die "$repo is not a git checkout"
+git -C "$repo" rev-parse --is-inside-work-tree >/dev/null 2>&1 || die "$repo is not a git checkout"
 
 version=$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' \
     "$repo/pyproject.toml")
