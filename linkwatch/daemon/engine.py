@@ -428,7 +428,7 @@ class Engine:
         from linkwatch.snmp import SnmpError
         from linkwatch.snmp.agent import SnmpAgent
 
-        agent = SnmpAgent(self.config.snmp, lambda: self.status().to_dict(), asyncio.get_running_loop(),
+        agent = SnmpAgent(self.config.snmp, self.status, asyncio.get_running_loop(),
                           self.suppressed_traps)
         try:
             await agent.start()
