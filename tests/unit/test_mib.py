@@ -412,7 +412,7 @@ def test_cli_reads_the_base_from_the_config(tmp_path, capsys):
     cfg.write_text(cfg.read_text().replace("1.3.6.1.4.1.99999.7", "2.5"))
     assert mib_cli.main(["--config", str(cfg)]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and "snmp.base_oid" in err and "'2.5'" in err or '"2.5"' in err
+    assert out == "" and "snmp.base_oid" in err and ("'2.5'" in err or '"2.5"' in err)
 
 
 def test_cli_without_a_config_prints_the_default_module(tmp_path, monkeypatch, capsys):
