@@ -1,9 +1,9 @@
 """The SNMP agent: the UDP server that answers GET, GETNEXT and GETBULK on LINKWATCH-MIB, in a
 thread of its own, with pysnmp doing the message processing and security.
 
-What it answers is exactly :func:`linkwatch.snmp.mib.instances` of the engine's status, as
-:mod:`.view` (pure) builds and walks it; lwPreviousActiveUplinks is the status's
-``previous_active``. The values are a snapshot at most ``cache_ttl`` (0.5 s) old: one status call
+What it answers is exactly :func:`linkwatch.snmp.mib.instances` of the engine's status (the typed
+:class:`linkwatch.core.status.Status`), as :mod:`.view` (pure) builds and walks it;
+lwPreviousActiveUplinks is the status's ``previous_active``. The values are a snapshot at most ``cache_ttl`` (0.5 s) old: one status call
 serves a whole walk, and RTT, jitter and loss change every probe round anyway.
 
 Who may read: SNMPv2c with ``[snmp.agent] community`` (read-only) and SNMPv3 (USM) users named in
@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from pysnmp.carrier.asyncio.dgram import udp, udp6
 from pysnmp.carrier.asyncio.dispatch import AsyncioDispatcher
@@ -52,6 +52,9 @@ from linkwatch.snmp import SnmpError, engine_id, mib
 from linkwatch.snmp.mib import OID, Layout
 from linkwatch.snmp.view import (EXCEPTIONS, MAX_RESPONSE, View, answer_bulk, answer_get, answer_next,
                                  envelope_check, make_view, readable_objects, set_error)
+
+if TYPE_CHECKING:
+    from linkwatch.core.status import Status
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +167,7 @@ class _Request:
 class SnmpAgent:
     """The engine's SNMP agent. ``status_fn`` and ``suppressed_fn`` are called on ``loop`` only."""
 
-    def __init__(self, cfg: SnmpConfig, status_fn: Callable[[], dict], loop: asyncio.AbstractEventLoop,
+    def __init__(self, cfg: SnmpConfig, status_fn: Callable[[], Status], loop: asyncio.AbstractEventLoop,
                  suppressed_fn: Callable[[], dict[str, int]], *, cache_ttl: float = CACHE_TTL,
                  status_timeout: float = STATUS_TIMEOUT) -> None:
         self.cfg = cfg
@@ -177,7 +180,6 @@ class SnmpAgent:
         self.objects = readable_objects(self.layout)
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._last_error: str | None = None
-        self._started = time.time()
         self._thread: threading.Thread | None = None
         self._aloop: asyncio.AbstractEventLoop | None = None
         self._snmp: Any = None
@@ -392,7 +394,7 @@ class SnmpAgent:
 
     # --- the status snapshot -----------------------------------------------------------------------
 
-    def _engine_snapshot(self) -> tuple[dict, dict[str, int]]:
+    def _engine_snapshot(self) -> tuple[Status, dict[str, int]]:
         """Runs ON the engine's loop."""
         return self.status_fn(), dict(self.suppressed_fn() or {})
 
@@ -431,10 +433,8 @@ class SnmpAgent:
         for req in waiting:
             self._answer(req, self._view)
 
-    def _make_view(self, status: dict, suppressed: dict[str, int]) -> View:
-        previous = tuple(status.get("previous_active", ()))
-        started = status.get("started") or self._started
-        instances = mib.instances(self.layout, status, max(0.0, time.time() - started), suppressed, previous)
+    def _make_view(self, status: Status, suppressed: dict[str, int]) -> View:
+        instances = mib.instances(self.layout, status, max(0.0, time.time() - status.started), suppressed)
         return make_view(self.layout, instances, self.objects, time.monotonic())
 
     # --- answering ---------------------------------------------------------------------------------

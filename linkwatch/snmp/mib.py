@@ -20,10 +20,14 @@ from __future__ import annotations
 import datetime
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from linkwatch.core.events import ActiveChanged, Event, UplinkStateChanged
-from linkwatch.core.health import State
+from linkwatch.core.states import State
+
+if TYPE_CHECKING:  # annotations only: `linkwatch mib` and the trap sink need not load the engine's core
+    from linkwatch.core.status import Status, UplinkStatus
 
 OID = tuple[int, ...]
 Value = tuple[str, Any]  # (syntax, value); syntax is one of SYNTAXES
@@ -116,8 +120,7 @@ class Layout:
         return self.base + (1, 2)
 
 
-def _text(value: Any) -> Value:
-    text = "" if value is None else str(value)
+def _text(text: str) -> Value:
     return ("OctetString", text.encode("utf-8", "replace")[:MAX_TEXT].decode("utf-8", "ignore"))
 
 
@@ -147,45 +150,58 @@ def _names(names: Iterable[str]) -> Value:
     return _text(",".join(names))
 
 
-def uplink_row(u: dict, index: int, suppressed: int = 0) -> dict[str, Value]:
-    """The table row of one uplink of the engine's status (``status["uplinks"][index - 1]``)."""
+def _state(state: State | str) -> Value:
+    """lwUplinkState of a state or its name (events carry names; one the MIB does not know reads
+    as init(1))."""
+    try:
+        return ("Integer32", _STATE_NUMBERS[State(state)])
+    except ValueError:
+        return ("Integer32", _STATE_NUMBERS[State.INIT])
+
+
+def _counter(n: int) -> Value:
+    return ("Counter32", int(n) & 0xFFFFFFFF)
+
+
+def uplink_row(u: UplinkStatus, index: int, suppressed: int = 0) -> dict[str, Value]:
+    """The table row of one uplink of the engine's status (``status.uplinks[index - 1]``)."""
     return {
-        "lwUplinkName": _text(u["name"]),
-        "lwUplinkInterface": _text(u["interface"]),
-        "lwUplinkState": ("Integer32", STATE_VALUES.get(u["state"], STATE_VALUES[State.INIT.value])),
-        "lwUplinkReason": _text(u.get("reason")),
-        "lwUplinkActive": ("Integer32", TRUE if u.get("active") else FALSE),
-        "lwUplinkPriority": ("Integer32", int(u.get("priority", 0))),
-        "lwUplinkRtt": _micros(u.get("rtt_ms")),
-        "lwUplinkJitter": _micros(u.get("jitter_ms")),
-        "lwUplinkLoss": _hundredths(u.get("loss_pct")),
-        "lwUplinkLastChange": ("OctetString", date_and_time(u.get("since"))),
-        "lwUplinkTransitions": ("Counter32", int(u.get("transitions", 0)) & 0xFFFFFFFF),
-        "lwUplinkDowns": ("Counter32", int(u.get("downs", 0)) & 0xFFFFFFFF),
-        "lwUplinkSuppressedTraps": ("Counter32", int(suppressed) & 0xFFFFFFFF),
+        "lwUplinkName": _text(u.name),
+        "lwUplinkInterface": _text(u.interface),
+        "lwUplinkState": _state(u.state),
+        "lwUplinkReason": _text(u.reason),
+        "lwUplinkActive": ("Integer32", TRUE if u.active else FALSE),
+        "lwUplinkPriority": ("Integer32", u.priority),
+        "lwUplinkRtt": _micros(u.rtt_ms),
+        "lwUplinkJitter": _micros(u.jitter_ms),
+        "lwUplinkLoss": _hundredths(u.loss_pct),
+        "lwUplinkLastChange": ("OctetString", date_and_time(u.since)),
+        "lwUplinkTransitions": _counter(u.transitions),
+        "lwUplinkDowns": _counter(u.downs),
+        "lwUplinkSuppressedTraps": _counter(suppressed),
     }
 
 
-def scalars(status: dict, uptime_s: float, previous_active: Iterable[str] = ()) -> dict[str, Value]:
+def scalars(status: Status, uptime_s: float) -> dict[str, Value]:
     return {
-        "lwVersion": _text(status.get("version")),
+        "lwVersion": _text(status.version),
         "lwUptime": ("TimeTicks", max(0, int(uptime_s * 100)) & 0xFFFFFFFF),
-        "lwActiveUplinks": _names(status.get("active", [])),
-        "lwMode": ("Integer32", MODE_VALUES.get(status.get("mode"), 1)),
-        "lwUplinkCount": ("Integer32", len(status.get("uplinks", []))),
-        "lwActiveChanges": ("Counter32", int(status.get("active_changes", 0)) & 0xFFFFFFFF),
-        "lwPreviousActiveUplinks": _names(previous_active),
-        "lwActiveReason": _text(status.get("reason")),
+        "lwActiveUplinks": _names(status.active),
+        "lwMode": ("Integer32", MODE_VALUES.get(status.mode, 1)),
+        "lwUplinkCount": ("Integer32", len(status.uplinks)),
+        "lwActiveChanges": _counter(status.active_changes),
+        "lwPreviousActiveUplinks": _names(status.previous_active),
+        "lwActiveReason": _text(status.reason),
     }
 
 
-def instances(layout: Layout, status: dict, uptime_s: float, suppressed: dict[str, int] | None = None,
-              previous_active: Iterable[str] = ()) -> list[tuple[OID, Value]]:
-    """Every readable instance of the MIB for this status, sorted by OID (what a walk returns)."""
-    out: list[tuple[OID, Value]] = [(layout.scalar(n), v) for n, v in
-                                    scalars(status, uptime_s, previous_active).items()]
-    for index, u in enumerate(status.get("uplinks", []), start=1):
-        for name, value in uplink_row(u, index, (suppressed or {}).get(u["name"], 0)).items():
+def instances(layout: Layout, status: Status, uptime_s: float,
+              suppressed: Mapping[str, int] | None = None) -> list[tuple[OID, Value]]:
+    """Every readable instance of the MIB for this status, sorted by OID (what a walk returns).
+    ``suppressed``: the traps held back per uplink name (lwUplinkSuppressedTraps; 0 when absent)."""
+    out: list[tuple[OID, Value]] = [(layout.scalar(n), v) for n, v in scalars(status, uptime_s).items()]
+    for index, u in enumerate(status.uplinks, start=1):
+        for name, value in uplink_row(u, index, (suppressed or {}).get(u.name, 0)).items():
             out.append((layout.column(name, index), value))
     return sorted(out)
 
@@ -223,9 +239,10 @@ def notification_for(layout: Layout, event: Event, index: int, active: Iterable[
                     return None
             elif reported not in (State.DOWN.value, State.DEGRADED.value):
                 return None
-        row = uplink_row({"name": event.uplink, "interface": event.interface, "state": event.new,
-                          "reason": event.reason, "rtt_ms": event.rtt_ms, "loss_pct": event.loss_pct}, index)
-        values = {**row, "lwActiveUplinks": _names(active)}
+        values = {"lwUplinkName": _text(event.uplink), "lwUplinkInterface": _text(event.interface),
+                  "lwUplinkState": _state(event.new), "lwUplinkReason": _text(event.reason),
+                  "lwUplinkLoss": _hundredths(event.loss_pct), "lwUplinkRtt": _micros(event.rtt_ms),
+                  "lwActiveUplinks": _names(active)}
         binds = tuple((layout.column(o, index) if o in COLUMNS else layout.scalar(o), values[o])
                       for o in NOTIFICATION_OBJECTS[name])
         return Notification(name, layout.notification(name), binds)
@@ -245,8 +262,8 @@ def flapping(layout: Layout, uplink: str, index: int, state: str, transitions: i
     ``transitions`` and ``suppressed`` are the uplink's counters (lwUplinkTransitions and
     lwUplinkSuppressedTraps, both Counter32 "since the engine started"), i.e. the values the agent
     shows in the uplink's row; what this window held back is the increase of ``suppressed``."""
-    row = uplink_row({"name": uplink, "interface": "", "state": state, "transitions": transitions}, index,
-                     suppressed)
+    values = {"lwUplinkName": _text(uplink), "lwUplinkState": _state(state),
+              "lwUplinkTransitions": _counter(transitions), "lwUplinkSuppressedTraps": _counter(suppressed)}
     name = "lwUplinkFlapping"
     return Notification(name, layout.notification(name),
-                        tuple((layout.column(o, index), row[o]) for o in NOTIFICATION_OBJECTS[name]))
+                        tuple((layout.column(o, index), values[o]) for o in NOTIFICATION_OBJECTS[name]))

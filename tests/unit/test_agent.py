@@ -28,11 +28,13 @@ from pysnmp.proto.secmod.rfc3414.service import SnmpUSMSecurityModel
 from pysnmp.proto.api import v1, v2c
 
 from linkwatch.config import SnmpAgentConfig, SnmpConfig, SnmpUserConfig
+from linkwatch.core.status import Status
 from linkwatch.snmp import SnmpError, mib
 from linkwatch.snmp.agent import BoundedCache, QuietUsm, SnmpAgent
 from linkwatch.snmp.view import (END_OF_MIB_VIEW, NO_SUCH_INSTANCE, NO_SUCH_OBJECT, View, answer_bulk, answer_get,
                                  answer_next, envelope_check, make_view, readable_objects, set_error)
 from linkwatch.snmp.mib import Layout
+from tests import statusdata
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = "1.3.6.1.4.1.8072.9999.9999.7745"
@@ -52,20 +54,16 @@ def oid_of(text: str) -> tuple[int, ...]:
 NOW = time.time()
 
 
-def make_status(active=("wan1",), now: float = NOW, previous_active=()) -> dict:
-    return {
-        "version": "9.9-test", "started": now - 123.0, "mode": "failover", "active": list(active),
-        "previous_active": list(previous_active),
-        "reason": "wan1 is the best UP uplink", "active_changes": 4,
-        "uplinks": [
-            {"name": "wan1", "interface": "up1", "state": "UP", "reason": "3 good rounds", "active": "wan1" in active,
-             "since": now - 60, "priority": 1, "rtt_ms": 1.25, "loss_pct": 0.0, "jitter_ms": 0.3,
-             "transitions": 2, "downs": 0},
-            {"name": "wan2", "interface": "up2", "state": "DOWN", "reason": "3 failed rounds",
-             "active": "wan2" in active, "since": now - 30, "priority": 2, "rtt_ms": None, "loss_pct": 100.0,
-             "jitter_ms": None, "transitions": 5, "downs": 2},
-        ],
-    }
+def make_status(active=("wan1",), now: float = NOW, previous_active=()) -> Status:
+    return statusdata.make_status(
+        [statusdata.uplink_dict("wan1", interface="up1", state="UP", reason="3 good rounds", active="wan1" in active,
+                                since=now - 60, priority=1, rtt_ms=1.25, loss_pct=0.0, jitter_ms=0.3, transitions=2,
+                                downs=0),
+         statusdata.uplink_dict("wan2", interface="up2", state="DOWN", reason="3 failed rounds",
+                                active="wan2" in active, since=now - 30, priority=2, rtt_ms=None, loss_pct=100.0,
+                                jitter_ms=None, transitions=5, downs=2)],
+        version="9.9-test", started=now - 123.0, mode="failover", active=list(active),
+        previous_active=list(previous_active), reason="wan1 is the best UP uplink", active_changes=4)
 
 
 class FakeEngine:
@@ -81,13 +79,13 @@ class FakeEngine:
         self.calls = 0
         self.wrong_thread = 0
 
-    def status(self) -> dict:
+    def status(self) -> Status:
         self.calls += 1
         if threading.current_thread() is not self.thread:
             self.wrong_thread += 1
         if self.mode == "raise":
             raise RuntimeError("status exploded")
-        return dict(self.status_value)
+        return self.status_value
 
     def suppressed(self) -> dict[str, int]:
         return dict(self.suppressed_value)
@@ -156,8 +154,8 @@ def delta(agent: SnmpAgent, before: dict, key: str) -> int:
 # --- pure: the view ------------------------------------------------------------------------------
 
 
-def view_of(status: dict) -> View:
-    inst = mib.instances(LAYOUT, status, 1.0, {}, ())
+def view_of(status: Status) -> View:
+    inst = mib.instances(LAYOUT, status, 1.0, {})
     return View(tuple(o for o, _ in inst), tuple(v for _, v in inst), readable_objects(LAYOUT))
 
 
@@ -235,7 +233,7 @@ def test_getnext_walks_the_instances_in_order_then_end_of_mib_view():
         if r == END_OF_MIB_VIEW:
             break
         walked.append((oid, view.values[r]))
-    assert walked == mib.instances(LAYOUT, status, 1.0, {}, ())
+    assert walked == mib.instances(LAYOUT, status, 1.0, {})
     assert answer_next(view, [(2, 0)]) == [((2, 0), END_OF_MIB_VIEW)]
 
 
@@ -267,7 +265,7 @@ def test_set_is_not_writable_for_our_objects_and_no_access_elsewhere():
 
 
 def test_make_view_sizes_are_the_encoded_sizes():
-    inst = mib.instances(LAYOUT, make_status(), 5.0, {}, ())
+    inst = mib.instances(LAYOUT, make_status(), 5.0, {})
     view = make_view(LAYOUT, inst, readable_objects(LAYOUT), 0.0)
     for (name, value), size in zip(view.values, view.sizes):
         vb = v2c.VarBind()
@@ -317,10 +315,9 @@ def plain(value) -> object:
     return int(value)
 
 
-def expected_plain(status: dict, suppressed: dict, previous=()) -> list[tuple[tuple[int, ...], object]]:
+def expected_plain(status: Status, suppressed: dict) -> list[tuple[tuple[int, ...], object]]:
     out = []
-    for oid, (syntax, value) in mib.instances(LAYOUT, status, time.time() - status["started"], suppressed,
-                                              previous):
+    for oid, (syntax, value) in mib.instances(LAYOUT, status, time.time() - status.started, suppressed):
         out.append((oid, value.encode() if isinstance(value, str) else value))
     return out
 

@@ -12,6 +12,7 @@ import math
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,13 @@ import pytest
 from linkwatch.config import DEFAULT_BASE_OID
 from linkwatch.core.events import ActiveChanged, AdminAction, EngineEvent, UplinkStateChanged
 from linkwatch.commands import mib as mib_cli
-from linkwatch.core.health import State
+from linkwatch.core.states import State
+from linkwatch.core.status import Status, UplinkStatus
 from linkwatch.snmp.mib import (COLUMNS, FALSE, MAX_TEXT, NOTIFICATION_OBJECTS, NOTIFICATIONS, SCALARS,
                                 STATE_VALUES, TRUE, UNKNOWN, UNKNOWN_DATE, Layout, MibError, date_and_time,
                                 flapping, instances, notification_for, parse_oid, uplink_row)
 from linkwatch.snmp.mibtext import PARENTS, parent_of, render
+from tests.statusdata import make_status, uplink_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGED = ROOT / "packaging" / "mibs" / "LINKWATCH-MIB.txt"
@@ -197,20 +200,25 @@ def test_notification_objects_in_the_mib_are_those_of_mib_py(ietf_dir, tmp_path)
     assert got == NOTIFICATION_OBJECTS
 
 
-def status(**over) -> dict:
-    """A status as Engine.status returns it (the keys the MIB reads), two uplinks."""
+def status(**over) -> Status:
+    """A status as Engine.status returns it, two uplinks; ``over``: top-level fields in their JSON form.
+    lte never changed state: its ``since`` is 0 (no time known)."""
     uplinks = [
-        {"name": "wan1", "interface": "eth1", "state": "UP", "reason": "3 good rounds", "active": True,
-         "since": 1795672141.37, "priority": 1, "weight": 1, "table": 101, "rtt_ms": 12.3456, "loss_pct": 2.5,
-         "jitter_ms": 0.4, "carrier": True, "rounds": 99, "downs": 2, "transitions": 7},
-        {"name": "lte", "interface": "wwan0", "state": "DOWN", "reason": "carrier lost", "active": False,
-         "since": None, "priority": 2, "weight": 1, "table": 102, "rtt_ms": None, "loss_pct": None,
-         "jitter_ms": None, "carrier": False, "rounds": 10, "downs": 1, "transitions": 3},
+        uplink_dict("wan1", interface="eth1", state="UP", reason="3 good rounds", active=True, since=1795672141.37,
+                    priority=1, weight=1, table=101, rtt_ms=12.3456, loss_pct=2.5, jitter_ms=0.4, carrier=True,
+                    rounds=99, downs=2, transitions=7),
+        uplink_dict("lte", interface="wwan0", state="DOWN", reason="carrier lost", active=False, since=0.0,
+                    priority=2, weight=1, table=102, rtt_ms=None, loss_pct=None, jitter_ms=None, carrier=False,
+                    rounds=10, downs=1, transitions=3),
     ]
-    st = {"version": "0.1.0", "pid": 42, "started": 1795670000.0, "mode": "failover", "active": ["wan1"],
-          "forced": None, "reason": "wan1 is the best healthy tier", "active_changes": 5, "uplinks": uplinks}
-    st.update(over)
-    return st
+    fields = {"version": "0.1.0", "pid": 42, "started": 1795670000.0, "mode": "failover", "active": ["wan1"],
+              "forced": None, "reason": "wan1 is the best healthy tier", "active_changes": 5}
+    return make_status(uplinks, **{**fields, **over})
+
+
+def uplink(index: int = 0, **over) -> UplinkStatus:
+    """An uplink of status() (0: wan1, 1: lte), with fields replaced."""
+    return replace(status().uplinks[index], **over)
 
 
 def _range_ok(syntax: str, value) -> bool:
@@ -236,8 +244,8 @@ def test_every_instance_has_the_mib_type_and_fits_its_range(ietf_dir, tmp_path):
     base_type = {"OCTET STRING": "OctetString", "INTEGER": "Integer32", "Integer32": "Integer32",
                  "Counter32": "Counter32", "TimeTicks": "TimeTicks"}
     by_oid = {LAYOUT.scalar(n): n for n in SCALARS} | {LAYOUT.column(n, i): n for n in COLUMNS for i in (1, 2)}
-    long_text = status(reason="r" * 400, uplinks=[dict(status()["uplinks"][0], reason="é" * 300, rtt_ms=1e9,
-                                                       loss_pct=250.0, priority=2**31 - 1)])
+    long_text = replace(status(reason="r" * 400), uplinks=(uplink(reason="é" * 300, rtt_ms=1e9, loss_pct=250.0,
+                                                                  priority=2**31 - 1),))
     seen = set()
     for st in (status(), status(mode="balance", active=[]), long_text):
         for oid, (syntax, value) in instances(LAYOUT, st, uptime_s=3600.5, suppressed={"wan1": 4}):
@@ -255,7 +263,7 @@ def test_every_instance_has_the_mib_type_and_fits_its_range(ietf_dir, tmp_path):
 
 
 def test_instances_are_sorted_and_complete_for_two_uplinks():
-    got = instances(LAYOUT, status(), uptime_s=123.456, suppressed={"lte": 9}, previous_active=["lte"])
+    got = instances(LAYOUT, status(previous_active=["lte"]), uptime_s=123.456, suppressed={"lte": 9})
     oids = [oid for oid, _ in got]
     assert oids == sorted(oids) and len(set(oids)) == len(oids)
     want = {LAYOUT.scalar(n) for n in SCALARS} | {LAYOUT.column(c, i) for c in COLUMNS if c != "lwUplinkIndex"
@@ -280,18 +288,20 @@ def test_instances_are_sorted_and_complete_for_two_uplinks():
 
 
 def test_every_uplink_state_has_its_fixed_mib_number():
-    """lwUplinkState covers exactly the states of core.health.State, with the numbers the MIB has
-    always had (managers store them), and a state the MIB does not know shows as init(1)."""
+    """lwUplinkState covers exactly the states of core.states.State, with the numbers the MIB has
+    always had (managers store them), and a state name the MIB does not know (only an event's
+    plain string can carry one) shows as init(1)."""
     assert set(STATE_VALUES) == {s.value for s in State}
     assert STATE_VALUES == {"INIT": 1, "UP": 2, "FALLING": 3, "DOWN": 4, "RISING": 5, "DEGRADED": 6, "DISABLED": 7}
     for state in State:
-        row = uplink_row(dict(status()["uplinks"][0], state=state.value), 1)
+        row = uplink_row(uplink(state=state), 1)
         assert row["lwUplinkState"] == ("Integer32", STATE_VALUES[state.value])
-    assert uplink_row(dict(status()["uplinks"][0], state="BOGUS"), 1)["lwUplinkState"] == ("Integer32", 1)
+    bogus = dict(flapping(LAYOUT, "lte", 2, "BOGUS", transitions=1, suppressed=1).varbinds)
+    assert bogus[LAYOUT.column("lwUplinkState", 2)] == ("Integer32", 1)
 
 
 def test_value_encodings():
-    row = uplink_row(status()["uplinks"][0], 1)
+    row = uplink_row(status().uplinks[0], 1)
     assert row["lwUplinkRtt"] == ("Integer32", 12346)  # 12.3456 ms in microseconds
     assert row["lwUplinkJitter"] == ("Integer32", 400)
     assert row["lwUplinkLoss"] == ("Integer32", 250)  # 2.5 % in hundredths
@@ -299,22 +309,22 @@ def test_value_encodings():
     assert row["lwUplinkPriority"] == ("Integer32", 1)
     # 1795672141.37 = 2026-11-26 05:49:01.37 UTC: year (2 octets), month, day, h, m, s, deciseconds, '+', 0, 0
     assert row["lwUplinkLastChange"] == ("OctetString", bytes([0x07, 0xEA, 11, 26, 5, 49, 1, 3, ord("+"), 0, 0]))
-    unknown = uplink_row(status()["uplinks"][1], 2)
+    unknown = uplink_row(status().uplinks[1], 2)
     assert unknown["lwUplinkRtt"] == unknown["lwUplinkJitter"] == unknown["lwUplinkLoss"] == ("Integer32", UNKNOWN)
     assert unknown["lwUplinkActive"] == ("Integer32", FALSE)
     assert unknown["lwUplinkLastChange"] == ("OctetString", UNKNOWN_DATE) and len(UNKNOWN_DATE) == 8
-    edge = uplink_row(dict(status()["uplinks"][0], rtt_ms=math.nan, loss_pct=100.0, jitter_ms=5e9), 1)
+    edge = uplink_row(uplink(rtt_ms=math.nan, loss_pct=100.0, jitter_ms=5e9), 1)
     assert edge["lwUplinkRtt"] == ("Integer32", UNKNOWN)
     assert edge["lwUplinkLoss"] == ("Integer32", 10000)
     assert edge["lwUplinkJitter"] == ("Integer32", 2**31 - 1)
-    assert uplink_row(dict(status()["uplinks"][0], loss_pct=120.0, rtt_ms=0.0004), 1)["lwUplinkLoss"][1] == 10000
+    assert uplink_row(uplink(loss_pct=120.0, rtt_ms=0.0004), 1)["lwUplinkLoss"][1] == 10000
     assert date_and_time(None) == date_and_time(0) == UNKNOWN_DATE
 
 
 def test_long_texts_are_cut_to_255_bytes_of_valid_utf8():
-    row = uplink_row(dict(status()["uplinks"][0], reason="x" * 300, name="n" * 40), 1)
+    row = uplink_row(uplink(reason="x" * 300, name="n" * 40), 1)
     assert row["lwUplinkReason"] == ("OctetString", "x" * MAX_TEXT)
-    cut = uplink_row(dict(status()["uplinks"][0], reason="é" * 200), 1)["lwUplinkReason"][1]
+    cut = uplink_row(uplink(reason="é" * 200), 1)["lwUplinkReason"][1]
     assert len(cut.encode()) <= MAX_TEXT and cut == "é" * 127  # 254 bytes: no half character
     many = instances(LAYOUT, status(active=[f"uplink{i:02d}" for i in range(40)]), 0)
     assert len(dict(many)[LAYOUT.scalar("lwActiveUplinks")][1].encode()) == MAX_TEXT
@@ -402,7 +412,7 @@ def test_cli_reads_the_base_from_the_config(tmp_path, capsys):
     cfg.write_text(cfg.read_text().replace("1.3.6.1.4.1.99999.7", "2.5"))
     assert mib_cli.main(["--config", str(cfg)]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and "snmp.base_oid" in err and "'2.5'" in err or '"2.5"' in err
+    assert out == "" and "snmp.base_oid" in err and ("'2.5'" in err or '"2.5"' in err)
 
 
 def test_cli_without_a_config_prints_the_default_module(tmp_path, monkeypatch, capsys):
