@@ -50,7 +50,7 @@ class LabError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Uplink:
+class LabUplink:
     """Addresses of uplink k: router side ``up{k}``, provider side ``dn``, transit to inet."""
 
     index: int
@@ -88,7 +88,7 @@ class Uplink:
         return 100 * self.index
 
 
-def uplink_for_address(address: str) -> Uplink | None:
+def uplink_for_address(address: str) -> LabUplink | None:
     """The uplink whose router address is ``address`` (``"ip"`` or ``"ip:port"``), else None."""
     host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
     try:
@@ -96,8 +96,8 @@ def uplink_for_address(address: str) -> Uplink | None:
     except ValueError:
         return None
     for k in range(1, MAX_UPLINKS + 1):
-        if str(ip) == Uplink(k).address:
-            return Uplink(k)
+        if str(ip) == LabUplink(k).address:
+            return LabUplink(k)
     return None
 
 
@@ -134,8 +134,8 @@ class LabSpec:
         return f"{self.prefix}p{k}"
 
     @property
-    def uplink_list(self) -> list[Uplink]:
-        return [Uplink(k) for k in range(1, self.uplinks + 1)]
+    def uplink_list(self) -> list[LabUplink]:
+        return [LabUplink(k) for k in range(1, self.uplinks + 1)]
 
     @property
     def namespaces(self) -> list[str]:
