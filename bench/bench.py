@@ -30,7 +30,9 @@ sys.path.insert(0, str(REPO))
 from linkwatch.lab import client, topology  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from labbench import fault, log, settled, status, wait_for  # noqa: E402
-from linkwatch.lab.topology import EngineOptions, LabSpec  # noqa: E402
+from linkwatch.lab.plan import LabSpec  # noqa: E402
+from linkwatch.lab.processes import run_command  # noqa: E402
+from linkwatch.lab.topology import EngineOptions  # noqa: E402
 
 FLOW_INTERVAL = 0.005
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -143,7 +145,7 @@ table inet lwbench {{
 
 
 def nft_bytes(ns: str) -> int:
-    out = topology.run_command(["ip", "netns", "exec", ns, "nft", "-j", "list", "table", "inet", "lwbench"])
+    out = run_command(["ip", "netns", "exec", ns, "nft", "-j", "list", "table", "inet", "lwbench"])
     total = 0
     for item in json.loads(out)["nftables"]:
         rule = item.get("rule")
@@ -161,8 +163,8 @@ def cpu_memory_traffic(name: str, seconds: float) -> dict:
         time.sleep(3.0)  # standby uplinks settle on their slower interval
         pid = status(spec)["pid"]
         for u in spec.uplink_list:
-            topology.run_command(["ip", "netns", "exec", spec.provider_ns(u.index), "nft", "-f", "-"],
-                                 input_text=COUNTERS.format(addr=u.address))
+            run_command(["ip", "netns", "exec", spec.provider_ns(u.index), "nft", "-f", "-"],
+                        input_text=COUNTERS.format(addr=u.address))
         cpu0, _ = proc_cpu_rss(pid)
         b0 = {u.name: nft_bytes(spec.provider_ns(u.index)) for u in spec.uplink_list}
         t0 = time.monotonic()
@@ -193,16 +195,16 @@ def two_probe_traffic(spec: LabSpec, seconds: float) -> dict:
     wait_for(lambda: settled(spec), 40.0, "wan1 active, all UP")
     time.sleep(3.0)
     for u in spec.uplink_list:
-        topology.run_command(["ip", "netns", "exec", spec.provider_ns(u.index), "nft", "-f", "-"],
-                             input_text=COUNTERS.format(addr=u.address))
+        run_command(["ip", "netns", "exec", spec.provider_ns(u.index), "nft", "-f", "-"],
+                    input_text=COUNTERS.format(addr=u.address))
     b0 = {u.name: nft_bytes(spec.provider_ns(u.index)) for u in spec.uplink_list}
     t0 = time.monotonic()
     time.sleep(seconds)
     elapsed = time.monotonic() - t0
     b1 = {u.name: nft_bytes(spec.provider_ns(u.index)) for u in spec.uplink_list}
     for u in spec.uplink_list:
-        topology.run_command(["ip", "netns", "exec", spec.provider_ns(u.index), "nft", "delete", "table", "inet",
-                              "lwbench"])
+        run_command(["ip", "netns", "exec", spec.provider_ns(u.index), "nft", "delete", "table", "inet",
+                     "lwbench"])
     per_day = {n: (b1[n] - b0[n]) / elapsed * 86400 for n in b1}
     log("2 probes: bytes/day " + ", ".join(f"{n} {v / 1e6:.1f} MB" for n, v in per_day.items()))
     return {"targets_per_uplink": 2, "seconds": round(elapsed, 1), "probe_bytes_per_day": per_day}

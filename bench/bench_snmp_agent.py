@@ -176,10 +176,10 @@ def timed(argv: list[str]) -> tuple[float, subprocess.CompletedProcess]:
 
 
 def net_snmp_walks(spec, auth: list[str], subtree: str, n: int, expect: int) -> list[float]:
-    from linkwatch.lab import topology
+    from linkwatch.lab.processes import netns_exec
 
-    argv = topology.netns_exec(spec.client_ns, ["snmpbulkwalk", *auth, "-t", "2", "-r", "0", "-m", "", "-On",
-                                                f"-Cr{MAX_REPETITIONS}", AGENT, subtree])
+    argv = netns_exec(spec.client_ns, ["snmpbulkwalk", *auth, "-t", "2", "-r", "0", "-m", "", "-On",
+                                       f"-Cr{MAX_REPETITIONS}", AGENT, subtree])
     out = []
     for _ in range(n):
         took, done = timed(argv)
@@ -193,6 +193,7 @@ def net_snmp_walks(spec, auth: list[str], subtree: str, n: int, expect: int) -> 
 def engine_load(spec, seconds: float, flood: bool) -> dict:
     """Probe rounds per second and mean reported RTT over ``seconds``, optionally under a walk flood."""
     from linkwatch.lab import topology
+    from linkwatch.lab.processes import child_env, netns_exec
 
     def snap() -> dict:
         st, err = topology.engine_status(spec, timeout=2.0)
@@ -202,9 +203,9 @@ def engine_load(spec, seconds: float, flood: bool) -> dict:
 
     proc = None
     if flood:
-        proc = subprocess.Popen(topology.netns_exec(spec.client_ns, [sys.executable, __file__, "--client",
-                                                                     "--walk-for", str(seconds)]),
-                                stdout=subprocess.PIPE, text=True, env=topology.child_env())
+        proc = subprocess.Popen(netns_exec(spec.client_ns, [sys.executable, __file__, "--client",
+                                                            "--walk-for", str(seconds)]),
+                                stdout=subprocess.PIPE, text=True, env=child_env())
     t0, s0 = time.monotonic(), snap()
     rtts = []
     while time.monotonic() - t0 < seconds:
@@ -222,7 +223,9 @@ def engine_load(spec, seconds: float, flood: bool) -> dict:
 
 def bench_main(args: argparse.Namespace) -> None:
     from linkwatch.lab import topology
-    from linkwatch.lab.topology import EngineOptions, LabSpec
+    from linkwatch.lab.plan import LabSpec
+    from linkwatch.lab.processes import child_env, netns_exec
+    from linkwatch.lab.topology import EngineOptions
 
     spec = LabSpec(LAB, UPLINKS)
     options = EngineOptions(probe_targets=3, overrides={"snmp": {
@@ -248,8 +251,8 @@ def bench_main(args: argparse.Namespace) -> None:
             results[f"snmpbulkwalk_{name}_ms"] = net_snmp_walks(spec, auth, BASE, args.walks, INSTANCES)
             results[f"snmpbulkwalk_{name}_empty_ms"] = net_snmp_walks(spec, auth, BASE + ".3", args.walks, 0)
         log("Python client walks in the client namespace")
-        argv = topology.netns_exec(spec.client_ns, [sys.executable, __file__, "--client", "--walks", str(args.walks)])
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=topology.child_env())
+        argv = netns_exec(spec.client_ns, [sys.executable, __file__, "--client", "--walks", str(args.walks)])
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=child_env())
         if done.returncode != 0:
             raise RuntimeError(f"client failed: {done.stderr.strip()[-500:]}")
         client = json.loads(done.stdout)

@@ -55,7 +55,8 @@ from linkwatch.history import HistoryReader  # noqa: E402
 from linkwatch.lab import topology  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from labbench import fault, log, settled, status, wait_for  # noqa: E402
-from linkwatch.lab.topology import EngineOptions, LabSpec  # noqa: E402
+from linkwatch.lab.plan import LabSpec  # noqa: E402
+from linkwatch.lab.topology import EngineOptions  # noqa: E402
 from linkwatch.snmp.mib import Layout, notification_for  # noqa: E402
 from linkwatch.sinks.snmp_traps import PysnmpSender  # noqa: E402
 

@@ -53,7 +53,9 @@ from history_fill import fill  # noqa: E402
 
 from linkwatch.lab import topology  # noqa: E402
 from linkwatch.lab.safety import NETNS_DIR  # noqa: E402
-from linkwatch.lab.topology import EngineOptions, LabSpec  # noqa: E402
+from linkwatch.lab.plan import LabSpec  # noqa: E402
+from linkwatch.lab.processes import read_records  # noqa: E402
+from linkwatch.lab.topology import EngineOptions  # noqa: E402
 
 LAB = "bW"
 UPLINKS = ("wan1", "wan2", "wan3", "wan4")
@@ -341,7 +343,7 @@ def wait_all_up(spec: LabSpec, timeout: float = 90.0) -> float:
 
 
 def web_pid(spec: LabSpec) -> int:
-    recs = [r for r in topology.read_records(spec.state_dir) if r.role == "web" and r.alive]
+    recs = [r for r in read_records(spec.state_dir) if r.role == "web" and r.alive]
     if not recs:
         raise BenchError(f"no live web process recorded in {spec.state_dir}")
     return recs[0].pid

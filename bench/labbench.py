@@ -6,7 +6,7 @@ import sys
 import time
 
 from linkwatch.lab import faults, topology
-from linkwatch.lab.topology import LabSpec
+from linkwatch.lab.plan import LabSpec
 
 
 def log(msg: str) -> None:

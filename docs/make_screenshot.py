@@ -20,10 +20,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from linkwatch.lab import faults, topology  # noqa: E402
-from linkwatch.lab.topology import EngineOptions, LabSpec  # noqa: E402
+from linkwatch.lab.plan import LAN_ROUTER, LabSpec  # noqa: E402
+from linkwatch.lab.processes import child_env, netns_exec  # noqa: E402
+from linkwatch.lab.topology import EngineOptions  # noqa: E402
 
 LAB = "shot"
-LISTEN = f"{topology.LAN_ROUTER}:8080"
+LISTEN = f"{LAN_ROUTER}:8080"
 
 
 def inner(url: str, out: str) -> int:
@@ -66,9 +68,9 @@ def outer(out: str, warmup: float) -> int:
         time.sleep(warmup)
         print(faults.apply_fault(LAB, "wan1", faults.Fault("blackhole")), flush=True)
         time.sleep(8)
-        env = topology.child_env()
+        env = child_env()
         env["SE_OFFLINE"] = "true"
-        done = subprocess.run(topology.netns_exec(spec.client_ns, [
+        done = subprocess.run(netns_exec(spec.client_ns, [
             sys.executable, os.path.abspath(__file__), "--inner", "--url", f"http://{LISTEN}/", "--out", out]),
             env=env, timeout=120)
         print(f"wrote {out}" if done.returncode == 0 else "screenshot failed", flush=True)

@@ -12,7 +12,17 @@ import sys
 from collections.abc import Callable, Sequence
 
 from linkwatch.lab.safety import NotInLabError
-from linkwatch.lab.topology import DEFAULT_NAME, DEFAULT_UPLINKS, MAX_UPLINKS, LabError
+from linkwatch.lab.plan import (
+    DEFAULT_NAME,
+    DEFAULT_UPLINKS,
+    DNS_SERVER,
+    ECHO_PORT,
+    ECHO_SERVER,
+    LAN_CLIENT,
+    MAX_UPLINKS,
+    LabError,
+    LabSpec,
+)
 
 ERRORS = (LabError, NotInLabError)
 DEFAULT_WEB = "127.0.0.1:8080"  # FaultError and FlowError are LabErrors
@@ -32,12 +42,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     from linkwatch.lab import topology
 
     options = topology.EngineOptions(web=args.web)
-    spec = topology.up(topology.LabSpec(args.name, args.uplinks), engine=not args.no_engine, options=options)
+    spec = topology.up(LabSpec(args.name, args.uplinks), engine=not args.no_engine, options=options)
     print(f"lab {spec.name!r} is up: {', '.join(spec.namespaces)}")
     for u in spec.uplink_list:
         print(f"  {u.name}: router {u.interface} {u.address}/29 via {u.gateway} ({spec.provider_ns(u.index)})")
-    print(f"  client {topology.LAN_CLIENT} in {spec.client_ns}; echo {topology.ECHO_SERVER}:{topology.ECHO_PORT}, "
-          f"DNS {topology.DNS_SERVER}, ICMP targets 203.0.113.1-12 in {spec.inet_ns}")
+    print(f"  client {LAN_CLIENT} in {spec.client_ns}; echo {ECHO_SERVER}:{ECHO_PORT}, "
+          f"DNS {DNS_SERVER}, ICMP targets 203.0.113.1-12 in {spec.inet_ns}")
     print(f"  engine: {'control socket ' + spec.control_socket if not args.no_engine else 'not started (--no-engine)'}")
     if args.web and not args.no_engine:
         from linkwatch.lab import web

@@ -41,10 +41,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from linkwatch.lab.safety import NotInLabError, require_lab_namespace
-from linkwatch.lab.topology import (
-    ECHO_PORT, ECHO_SERVER, LabError, child_env, discover, forget_process, namespace_exists,
-    python_module_argv, record_process, stop_pid, uplink_for_address,
-)
+from linkwatch.lab.namespaces import discover, namespace_exists
+from linkwatch.lab.plan import ECHO_PORT, ECHO_SERVER, LabError, uplink_for_address
+from linkwatch.lab.processes import child_env, forget_process, python_module_argv, record_process, stop_pid
 
 DEFAULT_INTERVAL = 0.010
 MIN_INTERVAL = 0.001

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from linkwatch.lab import faults, topology
+from linkwatch.lab import web as lab_web
 from linkwatch.lab.client import FlowHandle, FlowReport, start_flow
-from linkwatch.lab.topology import DEFAULT_NAME, LabError, LabSpec
+from linkwatch.lab.namespaces import discover, existing_lab_namespaces
+from linkwatch.lab.plan import DEFAULT_NAME, LabError, LabSpec
 
 TICK = 0.5
 STEADY = 1.5  # seconds of steady state shown before each step
@@ -150,8 +152,8 @@ def run_demo(name: str = DEFAULT_NAME, keep: bool = False, uplinks: int = 2, out
     if spec.uplinks < 2:
         raise DemoError("the demo needs at least 2 uplinks")
     created = False
-    if topology.existing_lab_namespaces(name):
-        spec = topology.discover(name)
+    if existing_lab_namespaces(name):
+        spec = discover(name)
         _, err = topology.engine_status(spec)
         if err:
             raise DemoError(f"lab {name!r} is up but its engine does not answer ({err}); "
@@ -162,8 +164,6 @@ def run_demo(name: str = DEFAULT_NAME, keep: bool = False, uplinks: int = 2, out
         topology.up(spec, engine=True, options=topology.EngineOptions(web=web))
         created = True
         if web:
-            from linkwatch.lab import web as lab_web
-
             print(f"dashboard: {lab_web.url(web)} (controls: log in with password {lab_web.LAB_PASSWORD!r})",
                   file=out, flush=True)
     pause = min(max(pause, 0.0), 600.0)

@@ -18,7 +18,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from linkwatch.lab.topology import LabError, LabSpec, discover, namespace_exists, netns_exec, run_command
+from linkwatch.lab.namespaces import discover, namespace_exists
+from linkwatch.lab.plan import LabError, LabSpec
+from linkwatch.lab.processes import netns_exec, run_command
 
 FAULT_TABLE = "lwfault"
 PROVIDER_LINK = "dn"

@@ -21,17 +21,8 @@ import site
 import subprocess
 import sys
 
-from linkwatch.lab.topology import (
-    LAN_ROUTER,
-    LabError,
-    LabSpec,
-    _PYTHON_ROOT,
-    _wait_until,
-    child_env,
-    netns_exec,
-    start_background,
-    tail,
-)
+from linkwatch.lab.plan import LAN_ROUTER, LabError, LabSpec
+from linkwatch.lab.processes import PYTHON_ROOT, child_env, netns_exec, start_background, tail, wait_until
 
 LAB_PASSWORD = "linkwatch-lab"
 UNPRIVILEGED = ("nobody", "nogroup")
@@ -59,7 +50,7 @@ def in_router(listen: str) -> bool:
 
 
 def _unprivileged_env() -> dict[str, str]:
-    paths = [_PYTHON_ROOT] + [p for p in site.getsitepackages() if os.path.isdir(p)]
+    paths = [PYTHON_ROOT] + [p for p in site.getsitepackages() if os.path.isdir(p)]
     return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": os.pathsep.join(paths),
             "PYTHONUNBUFFERED": "1", "HOME": "/nonexistent"}
 
@@ -127,7 +118,7 @@ def start(spec: LabSpec, runner: tuple[list[str], dict[str, str]], listen: str):
     argv, env = runner
     proc, rec = start_background(spec.state_dir, "web", argv, spec.web_log, env=env)
     host, port = check_listen(listen)
-    if not _wait_until(lambda: tcp_listening(proc.pid, host, port), WEB_TIMEOUT, proc):
+    if not wait_until(lambda: tcp_listening(proc.pid, host, port), WEB_TIMEOUT, proc):
         raise LabError(f"the web UI did not answer on {listen} within {WEB_TIMEOUT:g}s: {tail(spec.web_log)}")
     return rec
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from linkwatch.lab import topology
-from linkwatch.lab.topology import LabSpec
+from linkwatch.lab.plan import LabSpec
 
 
 def status(spec: LabSpec) -> dict:

@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 
 from linkwatch.lab import topology
-from linkwatch.lab.topology import EngineOptions, LabSpec
+from linkwatch.lab.plan import LAN_ROUTER, LabSpec
+from linkwatch.lab.processes import child_env, netns_exec, read_records
+from linkwatch.lab.topology import EngineOptions
 from linkwatch.lab.web import LAB_PASSWORD
 
 pytestmark = [
@@ -30,16 +32,16 @@ pytestmark = [
 ]
 
 LAB = "tB"
-LISTEN = f"{topology.LAN_ROUTER}:8088"
+LISTEN = f"{LAN_ROUTER}:8088"
 SCENARIO = Path(__file__).with_name("browser_scenario.py")
 
 
 def run_scenario(spec: LabSpec, screenshot: Path) -> list[dict]:
-    env = topology.child_env()
+    env = child_env()
     env["SE_OFFLINE"] = "true"  # Selenium must not look for drivers on the internet
-    argv = topology.netns_exec(spec.client_ns, [sys.executable, str(SCENARIO), "--lab", LAB,
-                                                "--url", f"http://{LISTEN}/", "--password", LAB_PASSWORD,
-                                                "--screenshot", str(screenshot)])
+    argv = netns_exec(spec.client_ns, [sys.executable, str(SCENARIO), "--lab", LAB,
+                                       "--url", f"http://{LISTEN}/", "--password", LAB_PASSWORD,
+                                       "--screenshot", str(screenshot)])
     done = subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env)
     steps = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     errors = [s for s in steps if s["step"] == "error"]
@@ -54,7 +56,7 @@ def admin_events(spec: LabSpec, want: int = 2, timeout: float = 10.0) -> list[tu
     while True:
         done = subprocess.run([sys.executable, "-m", "linkwatch", "history", "--db", spec.history_path,
                                "--since", "10m", "--kind", "admin", "--json"], capture_output=True, text=True,
-                              env=topology.child_env(), timeout=30)
+                              env=child_env(), timeout=30)
         assert done.returncode == 0, done.stderr
         found = [(e["action"], e["uplink"], e["source"].split("@")[0]) for e in json.loads(done.stdout)]
         if len(found) >= want or time.monotonic() > deadline:
@@ -69,7 +71,7 @@ def test_dashboard_follows_a_failover_live_and_controls_work(tmp_path):
     screenshot = Path(os.environ.get("LINKWATCH_SCREENSHOT", tmp_path / "dashboard.png"))
     options = EngineOptions(web=LISTEN, overrides={"policy": {"failback_hold": "2s"}})
     with topology.running(spec, options=options):
-        web = next(r for r in topology.read_records(spec.state_dir) if r.role == "web")
+        web = next(r for r in read_records(spec.state_dir) if r.role == "web")
         uid = os.stat(f"/proc/{web.pid}").st_uid
         assert pwd.getpwuid(uid).pw_name == "nobody", "the web UI runs unprivileged"
         steps = {s["step"]: s for s in run_scenario(spec, screenshot)}

@@ -20,7 +20,11 @@ import pytest
 from pyroute2 import IPRoute
 
 from linkwatch.lab import client, faults, topology
-from linkwatch.lab.topology import EngineOptions, LabSpec
+from linkwatch.lab.engine_config import engine_config
+from linkwatch.lab.namespaces import existing_lab_namespaces
+from linkwatch.lab.plan import LabSpec
+from linkwatch.lab.processes import forget_process
+from linkwatch.lab.topology import EngineOptions
 from tests.integration.labutil import status, wait_for
 
 pytestmark = [
@@ -101,7 +105,7 @@ def lab(tmp_path_factory):
         yield spec
     finally:
         topology.down(LAB)
-    assert not topology.existing_lab_namespaces(LAB)
+    assert not existing_lab_namespaces(LAB)
 
 
 @pytest.fixture
@@ -226,7 +230,7 @@ def test_kill9_and_restart_change_nothing(healthy):
     os.kill(engine_pid(healthy), signal.SIGKILL)
     time.sleep(0.5)
     assert active_route_gateways(healthy) == [GW1], "fail-static: routes stay when the engine dies"
-    topology.forget_process(healthy.state_dir, "engine")
+    forget_process(healthy.state_dir, "engine")
     topology.start_engine(healthy, OPTIONS)
     time.sleep(2.0)
     rules_after, routes_after = owned(healthy)
@@ -309,7 +313,7 @@ def test_hooks_get_mwan3_variables(healthy):
 def test_reload_keeps_state_and_flush_off_leaves_snat_flow_stuck(healthy):
     """SIGHUP with flush_conntrack = false: no failover from the reload itself; then a failover
     leaves the client's long-lived snat flow stuck — the control experiment for the flush."""
-    text = topology.engine_config(healthy, 2, {"policy": {"failback_hold": "2s", "flush_conntrack": False}})
+    text = engine_config(healthy, 2, {"policy": {"failback_hold": "2s", "flush_conntrack": False}})
     Path(healthy.config_path).write_text(text)
     try:
         flow = client.start_flow(LAB, duration=6.0, interval=0.01)
@@ -325,7 +329,7 @@ def test_reload_keeps_state_and_flush_off_leaves_snat_flow_stuck(healthy):
         before = report.replies[0].seen
         assert before.startswith(UP1)
     finally:
-        Path(healthy.config_path).write_text(topology.engine_config(healthy, 2, OPTIONS.overrides))
+        Path(healthy.config_path).write_text(engine_config(healthy, 2, OPTIONS.overrides))
         os.kill(engine_pid(healthy), signal.SIGHUP)
         time.sleep(2.5)
 

@@ -14,7 +14,8 @@ import pytest
 
 from linkwatch.history import HistoryReader
 from linkwatch.lab import faults, topology
-from linkwatch.lab.topology import EngineOptions, LabSpec
+from linkwatch.lab.plan import STATE_ROOT, LabSpec
+from linkwatch.lab.topology import EngineOptions
 from tests.integration.labutil import status, wait_for
 
 pytestmark = [
@@ -65,4 +66,4 @@ def test_an_unwritable_history_never_delays_failover_and_catches_up_later():
         assert status(spec)["sinks"]["history"]["detail"]["last_error"] is None
     finally:
         topology.down(LAB)
-        shutil.rmtree(os.path.join(topology.STATE_ROOT, f"lab-{LAB}"), ignore_errors=True)
+        shutil.rmtree(os.path.join(STATE_ROOT, f"lab-{LAB}"), ignore_errors=True)

@@ -23,7 +23,27 @@ if str(REPO) not in sys.path:  # the tree is tested in place, not installed
 
 from linkwatch.lab import cli, client, faults, topology  # noqa: E402
 from linkwatch.lab.client import AddressChange, FlowReport, Reply, summarize  # noqa: E402
-from linkwatch.lab.topology import LabError, LabSpec  # noqa: E402
+from linkwatch.lab.engine_config import engine_config  # noqa: E402
+from linkwatch.lab.namespaces import discover, existing_lab_namespaces, namespace_prefixes  # noqa: E402
+from linkwatch.lab.plan import (  # noqa: E402
+    LAB_RANGES,
+    LabError,
+    LabSpec,
+    build_plan,
+    check_no_overlap,
+    find_overlaps,
+    lab_role,
+    router_nat_ruleset,
+    sysctl_plan,
+    uplink_for_address,
+)
+from linkwatch.lab.processes import (  # noqa: E402
+    child_env,
+    process_start_time,
+    read_records,
+    run_command,
+    udp_listeners,
+)
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 root_lab = [needs_root, pytest.mark.root, pytest.mark.lab]
@@ -36,11 +56,11 @@ def run_py(args: list[str], ns: str | None = None, timeout: float = 30.0) -> sub
     argv = [sys.executable, *args]
     if ns:
         argv = ["ip", "netns", "exec", ns, *argv]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=topology.child_env())
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=child_env())
 
 
 def lab_namespaces(name: str) -> list[str]:
-    return topology.existing_lab_namespaces(name)
+    return existing_lab_namespaces(name)
 
 
 def lower_up(ns: str, ifname: str) -> bool:
@@ -56,7 +76,7 @@ def lower_up(ns: str, ifname: str) -> bool:
 
 def test_find_overlaps_ignores_unrelated_prefixes_and_default_routes():
     host = ["192.0.2.2/24", "127.0.0.1/8", "0.0.0.0/0", "fd00::2/64", "10.78.0.0/16", "198.51.101.0/24"]
-    assert topology.find_overlaps(topology.LAB_RANGES, host) == []
+    assert find_overlaps(LAB_RANGES, host) == []
 
 
 @pytest.mark.parametrize("existing, hits", [
@@ -66,15 +86,15 @@ def test_find_overlaps_ignores_unrelated_prefixes_and_default_routes():
     ("10.200.3.0/30", ["10.200.0.0/16"]),
 ])
 def test_find_overlaps_reports_each_overlapping_lab_range(existing, hits):
-    found = topology.find_overlaps(topology.LAB_RANGES, ["192.0.2.0/24", (existing, "route in table 77")])
+    found = find_overlaps(LAB_RANGES, ["192.0.2.0/24", (existing, "route in table 77")])
     assert [str(o.lab_range) for o in found] == hits
     assert all(o.origin == "route in table 77" for o in found)
 
 
 def test_check_no_overlap_names_the_prefix_and_where_it_is():
-    topology.check_no_overlap([("192.0.2.2/24", "address on eth0")])  # the host's own: fine
+    check_no_overlap([("192.0.2.2/24", "address on eth0")])  # the host's own: fine
     with pytest.raises(LabError, match=r"203\.0\.113\.0/24 overlaps 203\.0\.113\.0/24 \(address on d0\)"):
-        topology.check_no_overlap([("192.0.2.2/24", "address on eth0"), ("203.0.113.9/24", "address on d0")])
+        check_no_overlap([("192.0.2.2/24", "address on eth0"), ("203.0.113.9/24", "address on d0")])
 
 
 def test_lab_spec_rejects_bad_names_and_sizes():
@@ -88,7 +108,7 @@ def test_lab_spec_rejects_bad_names_and_sizes():
 
 def test_build_plan_addresses_and_routes_for_three_uplinks():
     spec = LabSpec("pl", 3)
-    plan = [" ".join(c) for c in topology.build_plan(spec)]
+    plan = [" ".join(c) for c in build_plan(spec)]
     assert spec.namespaces == ["lw-pl-router", "lw-pl-p1", "lw-pl-p2", "lw-pl-p3", "lw-pl-inet", "lw-pl-client"]
     assert "ip -n lw-pl-router addr add 198.51.100.18/29 dev up3" in plan
     assert "ip -n lw-pl-p3 addr add 198.51.100.17/29 dev dn" in plan
@@ -97,21 +117,21 @@ def test_build_plan_addresses_and_routes_for_three_uplinks():
     assert "ip -n lw-pl-p2 route add default via 10.200.2.2 dev in" in plan
     assert "ip -n lw-pl-client route add default via 10.77.0.1 dev eth0" in plan
     # every command acts on the lab's own namespaces, never the caller's
-    for cmd in topology.build_plan(spec):
+    for cmd in build_plan(spec):
         ns = cmd[3] if cmd[1] == "netns" else cmd[2]
-        assert topology.lab_role("pl", ns) is not None, cmd
+        assert lab_role("pl", ns) is not None, cmd
     assert not any("192.0.2." in c for c in plan)
 
 
 def test_router_nat_uses_snat_per_uplink():
-    rules = topology.router_nat_ruleset(LabSpec("pl", 2))
+    rules = router_nat_ruleset(LabSpec("pl", 2))
     assert 'oifname "up1" snat to 198.51.100.2' in rules
     assert 'oifname "up2" snat to 198.51.100.10' in rules
     assert "masquerade" not in rules
 
 
 def test_sysctls_forward_on_router_and_providers_only():
-    plan = topology.sysctl_plan(LabSpec("pl", 2))
+    plan = sysctl_plan(LabSpec("pl", 2))
     assert "net.ipv4.ip_forward=1" in plan["lw-pl-router"] and "net.ipv4.ip_forward=1" in plan["lw-pl-p2"]
     assert "net.ipv4.ip_forward=1" not in plan["lw-pl-client"]
     assert any(s.startswith("net.ipv4.ping_group_range=0 ") for s in plan["lw-pl-router"])
@@ -119,7 +139,7 @@ def test_sysctls_forward_on_router_and_providers_only():
 
 def test_engine_config_is_the_documented_toml():
     spec = LabSpec("cf", 2)
-    cfg = tomllib.loads(topology.engine_config(spec, probe_targets=3, overrides={
+    cfg = tomllib.loads(engine_config(spec, probe_targets=3, overrides={
         "health": {"down_after": 3, "interval": 0.2}, "policy": {"failback_hold": 2.5}},
         extra_toml='[log]\nlevel = "debug"'))
     assert cfg["control"]["socket"] == "/run/linkwatch/lab-cf/control.sock"
@@ -131,7 +151,7 @@ def test_engine_config_is_the_documented_toml():
             {"type": "icmp", "target": "203.0.113.2"}]}
     assert cfg["health"] == {"down_after": 3, "interval": 0.2}
     assert cfg["policy"]["failback_hold"] == 2.5 and cfg["log"]["level"] == "debug"
-    one = tomllib.loads(topology.engine_config(spec, probe_targets=1))
+    one = tomllib.loads(engine_config(spec, probe_targets=1))
     assert [p["type"] for p in one["uplinks"]["wan1"]["probes"]] == ["icmp"]
 
 
@@ -143,7 +163,7 @@ def test_engine_config_is_the_documented_toml():
 ])
 def test_engine_config_rejects_bad_input(kwargs, message):
     with pytest.raises(LabError, match=message):
-        topology.engine_config(LabSpec("cf", 2), **kwargs)
+        engine_config(LabSpec("cf", 2), **kwargs)
 
 
 def test_fault_names_parse_and_rulesets():
@@ -167,14 +187,14 @@ def test_udp_listeners_parses_proc_net_udp():
     text = ("   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
             "  1: 357100CB:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2\n"
             "  2: 077100CB:1B5F 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2\n")
-    assert topology.udp_listeners(text) == {("203.0.113.53", 53), ("203.0.113.7", 7007)}
+    assert udp_listeners(text) == {("203.0.113.53", 53), ("203.0.113.7", 7007)}
 
 
 def test_uplink_for_address_maps_router_addresses_only():
-    assert topology.uplink_for_address("198.51.100.10:40000").name == "wan2"
-    assert topology.uplink_for_address("198.51.100.58").name == "wan8"
-    assert topology.uplink_for_address("198.51.100.9") is None  # a gateway, not the router
-    assert topology.uplink_for_address("junk") is None
+    assert uplink_for_address("198.51.100.10:40000").name == "wan2"
+    assert uplink_for_address("198.51.100.58").name == "wan8"
+    assert uplink_for_address("198.51.100.9") is None  # a gateway, not the router
+    assert uplink_for_address("junk") is None
 
 
 def _replies(spec: list[tuple[int, float, str]], interval: float = 0.01) -> list[Reply]:
@@ -271,17 +291,17 @@ def test_up_down_leaves_no_namespace_and_no_process():
     try:
         assert done.returncode == 0, done.stderr
         assert len(lab_namespaces(name)) == 5
-        spec = topology.discover(name)
+        spec = discover(name)
         flow = client.start_flow(name, duration=30.0, interval=0.05)
         time.sleep(0.5)
-        records = topology.read_records(spec.state_dir)
+        records = read_records(spec.state_dir)
         assert {r.role for r in records} == {"services", f"flow-{flow.pid}"}
         assert all(r.alive for r in records)
     finally:
         down = run_py(["-m", "linkwatch.lab.cli", "down", "--name", name])
     assert down.returncode == 0, down.stderr
     assert lab_namespaces(name) == []
-    assert not any(topology.process_start_time(r.pid) == r.start_time for r in records)
+    assert not any(process_start_time(r.pid) == r.start_time for r in records)
     assert not os.path.exists(spec.state_dir)
     again = run_py(["-m", "linkwatch.lab.cli", "down", "--name", name])
     assert again.returncode == 0 and "nothing to tear down" in again.stdout
@@ -377,7 +397,7 @@ def test_blackhole_on_the_standby_uplink_leaves_the_flow_alone(healthy):
 def test_loss_30_percent_each_way(healthy):
     faults.apply_fault(LAB, "1", faults.parse_fault(["loss", "30"]))
     faults.apply_fault(LAB, "1", faults.parse_fault(["loss", "30"]))
-    rules = topology.run_command(["ip", "netns", "exec", healthy.provider_ns(1), "nft", "list", "ruleset"])
+    rules = run_command(["ip", "netns", "exec", healthy.provider_ns(1), "nft", "list", "ruleset"])
     assert rules.count("numgen random mod 100 < 30") == 1
     report = client.start_flow(LAB, duration=3.0, interval=0.005).result()
     # a round trip survives with 0.7 × 0.7 = 49 %: 51 % lost, ± ~5 standard deviations over 600
@@ -451,7 +471,7 @@ def scratch_ns():
 @pytest.mark.root
 @needs_root
 def test_lab_up_refuses_inside_a_namespace_with_an_overlapping_address(scratch_ns):
-    assert ("203.0.113.9/24", "address on d0") in topology.namespace_prefixes(scratch_ns)
+    assert ("203.0.113.9/24", "address on d0") in namespace_prefixes(scratch_ns)
     done = run_py(["-m", "linkwatch.lab.cli", "up", "--name", "tCo", "--no-engine"], ns=scratch_ns)
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()

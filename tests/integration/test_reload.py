@@ -17,7 +17,10 @@ import pytest
 from pyroute2 import IPRoute
 
 from linkwatch.lab import client, topology
-from linkwatch.lab.topology import EngineOptions, LabSpec
+from linkwatch.lab.engine_config import engine_config
+from linkwatch.lab.namespaces import existing_lab_namespaces
+from linkwatch.lab.plan import LabSpec
+from linkwatch.lab.topology import EngineOptions
 from tests.integration.labutil import status, wait_for
 
 pytestmark = [
@@ -33,7 +36,7 @@ FLOW_S, INTERVAL = 6.0, 0.01
 
 
 def config_text(spec: LabSpec) -> str:
-    return topology.engine_config(spec, 2, OVERRIDES)
+    return engine_config(spec, 2, OVERRIDES)
 
 
 def owned(spec: LabSpec) -> tuple[list, list]:
@@ -71,7 +74,7 @@ def lab():
         yield spec
     finally:
         topology.down(LAB)
-    assert not topology.existing_lab_namespaces(LAB)
+    assert not existing_lab_namespaces(LAB)
 
 
 def test_good_reload_under_traffic_loses_nothing_and_keeps_state(lab):

@@ -18,7 +18,9 @@ import pytest
 from pyroute2 import IPRoute
 
 from linkwatch.lab import topology
-from linkwatch.lab.topology import LabSpec
+from linkwatch.lab.engine_config import engine_config
+from linkwatch.lab.plan import LabSpec
+from linkwatch.lab.processes import child_env, netns_exec
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
@@ -58,11 +60,11 @@ def test_ready_after_the_first_reconcile_watchdog_reload_and_stop(tmp_path):
     try:
         topology.up(spec, engine=False)
         with open(spec.config_path, "w") as f:
-            f.write(topology.engine_config(spec, 2))
-        env = topology.child_env()
+            f.write(engine_config(spec, 2))
+        env = child_env()
         env.update(NOTIFY_SOCKET=str(tmp_path / "notify.sock"), WATCHDOG_USEC="2000000")
-        argv = topology.netns_exec(spec.router_ns, [sys.executable, "-m", "linkwatch", "run", "--config",
-                                                    spec.config_path])
+        argv = netns_exec(spec.router_ns, [sys.executable, "-m", "linkwatch", "run", "--config",
+                                           spec.config_path])
         proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         ready = receive(sock, "READY=1", 15)
         assert active_route_present(spec), "READY=1 came before the active route was in the kernel"

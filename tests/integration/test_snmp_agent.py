@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 
 from linkwatch.lab import faults, topology
-from linkwatch.lab.topology import EngineOptions, LabSpec
+from linkwatch.lab.namespaces import existing_lab_namespaces
+from linkwatch.lab.plan import LabSpec
+from linkwatch.lab.processes import netns_exec
+from linkwatch.lab.topology import EngineOptions
 from tests.integration.labutil import status, wait_for
 
 pytestmark = [
@@ -54,7 +57,7 @@ def lab():
         yield spec
     finally:
         topology.down(LAB)
-    assert not topology.existing_lab_namespaces(LAB)
+    assert not existing_lab_namespaces(LAB)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +71,7 @@ def mib_args() -> list[str]:
 
 def snmp(spec: LabSpec, tool: str, auth: list[str], *args: str, timeout: float = 1.0) -> subprocess.CompletedProcess:
     """A net-snmp tool in the lab's client namespace, against the agent."""
-    argv = topology.netns_exec(spec.client_ns, [tool, *auth, "-t", str(timeout), "-r", "1", *args])
+    argv = netns_exec(spec.client_ns, [tool, *auth, "-t", str(timeout), "-r", "1", *args])
     return subprocess.run(argv, capture_output=True, text=True, timeout=20)
 
 

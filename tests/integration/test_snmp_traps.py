@@ -24,7 +24,9 @@ from pathlib import Path
 import pytest
 
 from linkwatch.lab import faults, topology
-from linkwatch.lab.topology import EngineOptions, LabSpec
+from linkwatch.lab.namespaces import existing_lab_namespaces
+from linkwatch.lab.plan import LabSpec
+from linkwatch.lab.topology import EngineOptions
 from tests.integration.labutil import status, wait_for
 from tests.integration.trapd import Trapd, snmp_toml, value
 
@@ -133,7 +135,7 @@ def lab():
         for t in trapds.values():
             t.cleanup()
         topology.down(LAB)
-    assert not topology.existing_lab_namespaces(LAB)
+    assert not existing_lab_namespaces(LAB)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,9 @@ import pytest
 from pyroute2 import IPRoute
 
 from linkwatch.lab import client, faults, topology
-from linkwatch.lab.topology import LabSpec
+from linkwatch.lab.engine_config import engine_config
+from linkwatch.lab.plan import LabSpec
+from linkwatch.lab.processes import record_process
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 pytestmark = [
@@ -66,7 +68,7 @@ def lab():
     tree = readable_tree()
     try:
         config = Path(tree) / "linkwatch.toml"
-        config.write_text(topology.engine_config(spec, 2, {"policy": {"failback_hold": "2s"}}))
+        config.write_text(engine_config(spec, 2, {"policy": {"failback_hold": "2s"}}))
         config.chmod(0o644)
         shutil.chown(spec.state_dir, "nobody", "nogroup")  # the engine creates its control socket there
         argv = ["ip", "netns", "exec", spec.router_ns, "setpriv", "--reuid=nobody", "--regid=nogroup",
@@ -76,7 +78,7 @@ def lab():
         with open(Path(tree) / "engine.log", "w") as log:
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd="/",
                                     env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": tree})
-        topology.record_process(spec.state_dir, "engine", proc.pid, argv)  # `lab down` stops it by pid
+        record_process(spec.state_dir, "engine", proc.pid, argv)  # `lab down` stops it by pid
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             st, _ = topology.engine_status(spec, timeout=0.5)

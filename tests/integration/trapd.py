@@ -40,13 +40,13 @@ def snmp_toml(user: str, auth_key: str, priv_key: str, community: str, receivers
     """The engine's [snmp.users.USER] (SHA-256 + AES) and one [[snmp.traps]] per receiver dict
     (port, version "2c" or "3" and any other TrapReceiverConfig key); host, the community (v2c) and
     the user at authPriv (v3) are filled in."""
-    from linkwatch.lab.topology import _toml_value
+    from linkwatch.lab.engine_config import toml_value
 
-    lines = [f"[snmp.users.{user}]", 'auth = "sha256"', f"auth_key = {_toml_value(auth_key)}", 'priv = "aes"',
-             f"priv_key = {_toml_value(priv_key)}"]
+    lines = [f"[snmp.users.{user}]", 'auth = "sha256"', f"auth_key = {toml_value(auth_key)}", 'priv = "aes"',
+             f"priv_key = {toml_value(priv_key)}"]
     for r in receivers:
         fill = {"community": community} if r.get("version", "2c") == "2c" else {"user": user, "level": "authPriv"}
-        lines += ["", "[[snmp.traps]]"] + [f"{k} = {_toml_value(v)}" for k, v in
+        lines += ["", "[[snmp.traps]]"] + [f"{k} = {toml_value(v)}" for k, v in
                                            {"host": LAN_RECEIVER, **r, **fill}.items()]
     return "\n".join(lines) + "\n"
 

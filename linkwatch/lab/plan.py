@@ -1,0 +1,310 @@
+"""The lab's plan: names, address plan and build commands of a lab. Pure: no I/O.
+
+A lab named N with U uplinks is made of these namespaces::
+
+    lw-N-client  eth0 10.77.0.2/24 ── lan0 10.77.0.1/24  lw-N-router
+                                          up1 198.51.100.2/29  ── dn 198.51.100.1/29   lw-N-p1
+                                          up2 198.51.100.10/29 ── dn 198.51.100.9/29   lw-N-p2 ...
+    lw-N-pk   in 10.200.k.1/30 ── pk 10.200.k.2/30   lw-N-inet (targets 203.0.113.1-12, .53, .7)
+
+The router NATs with ``snat to <uplink address>`` per uplink and has one ``default via <gw>
+metric 100*k`` per uplink in its main table (what DHCP clients would install).
+
+:class:`LabSpec` derives every name and path of a lab; :func:`build_plan`, :func:`sysctl_plan` and
+:func:`router_nat_ruleset` say how to build it; :func:`find_overlaps` and :func:`check_no_overlap`
+are the network-safety check against the prefixes of the namespace ``up`` starts from.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+LAB_RANGES = ("198.51.100.0/24", "203.0.113.0/24", "10.77.0.0/24", "10.200.0.0/16")
+DEFAULT_NAME = "lab"
+DEFAULT_UPLINKS = 2
+MAX_UPLINKS = 8
+STATE_ROOT = "/run/linkwatch"
+
+LAN_ROUTER = "10.77.0.1"
+LAN_CLIENT = "10.77.0.2"
+LAN_PREFIXLEN = 24
+ICMP_TARGETS = tuple(f"203.0.113.{i}" for i in range(1, 13))
+DNS_SERVER = "203.0.113.53"
+DNS_ANSWER = "203.0.113.80"
+ECHO_SERVER = "203.0.113.7"
+ECHO_PORT = 7007
+DNS_QUERY = "example.com"
+NAT_TABLE = "lwlab"  # the router's NAT table; the engine's own tables have other names
+
+PING_GROUP_RANGE = "0 2147483647"
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,16}$")
+
+
+class LabError(RuntimeError):
+    """The lab cannot be built, found or torn down as asked."""
+
+
+@dataclass(frozen=True)
+class LabUplink:
+    """Addresses of uplink k: router side ``up{k}``, provider side ``dn``, transit to inet."""
+
+    index: int
+
+    @property
+    def name(self) -> str:
+        return f"wan{self.index}"
+
+    @property
+    def interface(self) -> str:
+        return f"up{self.index}"
+
+    @property
+    def network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(f"198.51.100.{8 * (self.index - 1)}/29")
+
+    @property
+    def gateway(self) -> str:
+        return f"198.51.100.{8 * (self.index - 1) + 1}"
+
+    @property
+    def address(self) -> str:
+        return f"198.51.100.{8 * (self.index - 1) + 2}"
+
+    @property
+    def provider_transit(self) -> str:
+        return f"10.200.{self.index}.1"
+
+    @property
+    def inet_transit(self) -> str:
+        return f"10.200.{self.index}.2"
+
+    @property
+    def metric(self) -> int:
+        return 100 * self.index
+
+
+def uplink_for_address(address: str) -> LabUplink | None:
+    """The uplink whose router address is ``address`` (``"ip"`` or ``"ip:port"``), else None."""
+    host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
+    try:
+        ip = ipaddress.IPv4Address(host)
+    except ValueError:
+        return None
+    for k in range(1, MAX_UPLINKS + 1):
+        if str(ip) == LabUplink(k).address:
+            return LabUplink(k)
+    return None
+
+
+@dataclass(frozen=True)
+class LabSpec:
+    """A lab's name and size, and every name and path derived from them."""
+
+    name: str = DEFAULT_NAME
+    uplinks: int = DEFAULT_UPLINKS
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+            raise LabError(f"lab name {self.name!r} is invalid: use 1-16 letters, digits or '_'")
+        if not isinstance(self.uplinks, int) or not 1 <= self.uplinks <= MAX_UPLINKS:
+            raise LabError(f"uplinks={self.uplinks!r} is out of range: expected 1 to {MAX_UPLINKS}")
+
+    @property
+    def prefix(self) -> str:
+        return f"lw-{self.name}-"
+
+    @property
+    def router_ns(self) -> str:
+        return f"{self.prefix}router"
+
+    @property
+    def inet_ns(self) -> str:
+        return f"{self.prefix}inet"
+
+    @property
+    def client_ns(self) -> str:
+        return f"{self.prefix}client"
+
+    def provider_ns(self, k: int) -> str:
+        return f"{self.prefix}p{k}"
+
+    @property
+    def uplink_list(self) -> list[LabUplink]:
+        return [LabUplink(k) for k in range(1, self.uplinks + 1)]
+
+    @property
+    def namespaces(self) -> list[str]:
+        """Every namespace of the lab, in build order."""
+        return ([self.router_ns] + [self.provider_ns(u.index) for u in self.uplink_list]
+                + [self.inet_ns, self.client_ns])
+
+    @property
+    def state_dir(self) -> str:
+        return os.path.join(STATE_ROOT, f"lab-{self.name}")
+
+    @property
+    def control_socket(self) -> str:
+        return os.path.join(self.state_dir, "control.sock")
+
+    @property
+    def config_path(self) -> str:
+        return os.path.join(self.state_dir, "linkwatch.toml")
+
+    @property
+    def hooks_dir(self) -> str:
+        return os.path.join(self.state_dir, "hooks.d")
+
+    @property
+    def engine_log(self) -> str:
+        return os.path.join(self.state_dir, "engine.log")
+
+    @property
+    def services_log(self) -> str:
+        return os.path.join(self.state_dir, "services.log")
+
+    @property
+    def history_path(self) -> str:
+        return os.path.join(self.state_dir, "history.db")
+
+    @property
+    def web_log(self) -> str:
+        return os.path.join(self.state_dir, "web.log")
+
+
+def lab_role(spec_name: str, namespace: str) -> str | None:
+    """``router``/``inet``/``client``/``p<k>`` when ``namespace`` belongs to lab ``spec_name``."""
+    prefix = f"lw-{spec_name}-"
+    if not namespace.startswith(prefix):
+        return None
+    role = namespace[len(prefix):]
+    if role in ("router", "inet", "client") or re.fullmatch(r"p[1-9][0-9]*", role):
+        return role
+    return None
+
+
+def build_plan(spec: LabSpec) -> list[list[str]]:
+    """Every command that builds the lab's namespaces, links, addresses and routes, in order.
+
+    NAT rules and sysctls are separate (:func:`router_nat_ruleset`, :func:`sysctl_plan`).
+    """
+    r, i, c = spec.router_ns, spec.inet_ns, spec.client_ns
+    cmds: list[list[str]] = [["ip", "netns", "add", ns] for ns in spec.namespaces]
+    cmds += [["ip", "-n", ns, "link", "set", "lo", "up"] for ns in spec.namespaces]
+    # LAN
+    cmds += [
+        ["ip", "-n", r, "link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns", c],
+        ["ip", "-n", r, "addr", "add", f"{LAN_ROUTER}/{LAN_PREFIXLEN}", "dev", "lan0"],
+        ["ip", "-n", c, "addr", "add", f"{LAN_CLIENT}/{LAN_PREFIXLEN}", "dev", "eth0"],
+        ["ip", "-n", r, "link", "set", "lan0", "up"],
+        ["ip", "-n", c, "link", "set", "eth0", "up"],
+        ["ip", "-n", c, "route", "add", "default", "via", LAN_ROUTER, "dev", "eth0"],
+    ]
+    # the internet's targets live on a port-less bridge (this kernel has no dummy driver)
+    cmds += [["ip", "-n", i, "link", "add", "targets", "type", "bridge"]]
+    for addr in dict.fromkeys((*ICMP_TARGETS, DNS_SERVER, ECHO_SERVER)):  # .7 is both ICMP and echo
+        cmds.append(["ip", "-n", i, "addr", "add", f"{addr}/32", "dev", "targets"])
+    cmds.append(["ip", "-n", i, "link", "set", "targets", "up"])
+    for u in spec.uplink_list:
+        p, k = spec.provider_ns(u.index), u.index
+        cmds += [
+            ["ip", "-n", r, "link", "add", u.interface, "type", "veth", "peer", "name", "dn", "netns", p],
+            ["ip", "-n", r, "addr", "add", f"{u.address}/29", "dev", u.interface],
+            ["ip", "-n", p, "addr", "add", f"{u.gateway}/29", "dev", "dn"],
+            ["ip", "-n", p, "link", "add", "in", "type", "veth", "peer", "name", f"p{k}", "netns", i],
+            ["ip", "-n", p, "addr", "add", f"{u.provider_transit}/30", "dev", "in"],
+            ["ip", "-n", i, "addr", "add", f"{u.inet_transit}/30", "dev", f"p{k}"],
+            ["ip", "-n", r, "link", "set", u.interface, "up"],
+            ["ip", "-n", p, "link", "set", "dn", "up"],
+            ["ip", "-n", p, "link", "set", "in", "up"],
+            ["ip", "-n", i, "link", "set", f"p{k}", "up"],
+            ["ip", "-n", p, "route", "add", "default", "via", u.inet_transit, "dev", "in"],
+            ["ip", "-n", i, "route", "add", str(u.network), "via", u.provider_transit, "dev", f"p{k}"],
+            ["ip", "-n", r, "route", "add", "default", "via", u.gateway, "dev", u.interface,
+             "metric", str(u.metric)],
+        ]
+    return cmds
+
+
+def sysctl_plan(spec: LabSpec) -> dict[str, list[str]]:
+    """sysctl settings per namespace (set right after creation, before any link exists).
+
+    Forwarding on router and providers; reverse-path filtering off everywhere (the lab's
+    asymmetric moments are the engine's business, not the kernel's); unprivileged ICMP widened in
+    the router, where the engine probes.
+    """
+    common = ["net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"]
+    plan = {ns: list(common) for ns in spec.namespaces}
+    plan[spec.router_ns] += ["net.ipv4.ip_forward=1", f"net.ipv4.ping_group_range={PING_GROUP_RANGE}"]
+    for u in spec.uplink_list:
+        plan[spec.provider_ns(u.index)].append("net.ipv4.ip_forward=1")
+    return plan
+
+
+def router_nat_ruleset(spec: LabSpec) -> str:
+    """The router's NAT: ``snat to`` the uplink's address (not masquerade, see DESIGN.md)."""
+    rules = "\n".join(f'        oifname "{u.interface}" snat to {u.address}' for u in spec.uplink_list)
+    return (
+        f"table ip {NAT_TABLE}\n"
+        f"delete table ip {NAT_TABLE}\n"
+        f"table ip {NAT_TABLE} {{\n"
+        "    chain postrouting {\n"
+        "        type nat hook postrouting priority srcnat; policy accept;\n"
+        f"{rules}\n"
+        "    }\n"
+        "}\n"
+    )
+
+
+def services_argv() -> list[str]:
+    """Arguments of ``linkwatch.lab.services`` for the inet namespace."""
+    return ["--dns", DNS_SERVER, "--echo", f"{ECHO_SERVER}:{ECHO_PORT}", "--answer", DNS_ANSWER]
+
+
+# --- overlap check -----------------------------------------------------------------------------
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Overlap:
+    lab_range: ipaddress.IPv4Network
+    existing: IPNetwork
+    origin: str = ""
+
+    def __str__(self) -> str:
+        where = f" ({self.origin})" if self.origin else ""
+        return f"lab range {self.lab_range} overlaps {self.existing}{where}"
+
+
+def find_overlaps(lab_ranges: Iterable[str], existing: Iterable[str | tuple[str, str]]) -> list[Overlap]:
+    """Pairs (lab range, existing prefix) that overlap. Pure.
+
+    ``existing`` holds prefixes (``"203.0.113.0/24"``), interface addresses (``"203.0.113.9/24"``,
+    taken as their network) or host routes, each optionally paired with an origin for the
+    message. Default routes (prefix length 0) are ignored: every namespace with an uplink has
+    one. Prefixes of another address family never overlap.
+    """
+    ranges = [ipaddress.ip_network(r) for r in lab_ranges]
+    found: list[Overlap] = []
+    for item in existing:
+        text, origin = (item, "") if isinstance(item, str) else item
+        net = ipaddress.ip_network(text, strict=False)
+        if net.prefixlen == 0:
+            continue
+        for lab_range in ranges:
+            if lab_range.version == net.version and lab_range.overlaps(net):
+                found.append(Overlap(lab_range, net, origin))
+    return found
+
+
+def check_no_overlap(existing: Iterable[str | tuple[str, str]]) -> None:
+    """Raise LabError naming every overlap of the lab's ranges with ``existing``."""
+    overlaps = find_overlaps(LAB_RANGES, existing)
+    if overlaps:
+        listed = "; ".join(str(o) for o in overlaps)
+        raise LabError(f"refusing to start: {listed}. The lab's packets could leak into this network")
