@@ -199,7 +199,7 @@ def engine_load(spec, seconds: float, flood: bool) -> dict:
         st, err = topology.engine_status(spec, timeout=2.0)
         if st is None:
             raise RuntimeError(f"engine does not answer: {err}")
-        return st
+        return st.to_dict()
 
     proc = None
     if flood:
@@ -241,7 +241,7 @@ def bench_main(args: argparse.Namespace) -> None:
         deadline = time.monotonic() + 60
         while True:
             st, _ = topology.engine_status(spec, timeout=2.0)
-            if st and all(u["state"] == "UP" for u in st["uplinks"]):
+            if st and all(u.state == "UP" for u in st.uplinks):
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError("uplinks did not all come UP within 60 s")

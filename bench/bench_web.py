@@ -319,7 +319,7 @@ def engine_status(spec: LabSpec) -> dict:
     st, err = topology.engine_status(spec, timeout=2.0)
     if st is None:
         raise BenchError(f"engine does not answer: {err}")
-    return st
+    return st.to_dict()
 
 
 def history_counter(st: dict) -> dict:
@@ -335,7 +335,7 @@ def wait_all_up(spec: LabSpec, timeout: float = 90.0) -> float:
     while time.monotonic() - t0 < timeout:
         st, _ = topology.engine_status(spec, timeout=1.0)
         if st is not None:
-            states = {u["name"]: u["state"] for u in st["uplinks"]}
+            states = {u.name: u.state.value for u in st.uplinks}
             if len(states) == spec.uplinks and all(s == "UP" for s in states.values()):
                 return time.monotonic() - t0
         time.sleep(0.2)

@@ -17,7 +17,7 @@ def status(spec: LabSpec) -> dict:
     st, err = topology.engine_status(spec, timeout=2.0)
     if st is None:
         raise RuntimeError(f"engine does not answer: {err}")
-    return st
+    return st.to_dict()
 
 
 def wait_for(pred, timeout: float, what: str, step: float = 0.02) -> float:

@@ -1,8 +1,7 @@
 """The `linkwatch` command: one module per subcommand in this package, each a thin wrapper over the
 library with a ``register(subparsers)``; :mod:`linkwatch.commands.common` holds what they share
 (default paths, asking the engine, the error convention: 0 ok, 1 runtime error, 2 bad config or
-usage) and the one ``main`` that parses and dispatches. `linkwatch lab` lives with the lab
-(:mod:`linkwatch.lab.cli`).
+usage) and the one ``main`` that parses and dispatches.
 
 The command modules are imported when the parser is built, not with this package, so that
 ``python -m linkwatch.commands.history`` runs the module once.
@@ -35,8 +34,7 @@ COMMANDS = {
 def command_modules() -> list[ModuleType]:
     """The modules that register the subcommands, in the order `linkwatch --help` lists them."""
     # (this binds the package attribute `set` to the module: no builtin set() in this file)
-    from linkwatch.commands import check_config, history, mib, passwd, run, set, status, web
-    from linkwatch.lab import cli as lab
+    from linkwatch.commands import check_config, history, lab, mib, passwd, run, set, status, web
 
     return [run, status, set, check_config, lab, web, passwd, history, mib]
 

@@ -108,10 +108,9 @@ class Demo:
     def snap(self) -> Snapshot:
         status, err = topology.engine_status(self.spec, timeout=0.4)
         p = self.flow.progress() or {}
-        uplinks = (status or {}).get("uplinks", [])
-        return Snapshot(self.now(), tuple((status or {}).get("active", [])),
-                        tuple((u.get("name", "?"), str(u.get("state", "?"))) for u in uplinks),
-                        p.get("uplink"), p.get("since_reply"), err)
+        active = status.active if status else ()
+        states = tuple((u.name, u.state.value) for u in status.uplinks) if status else ()
+        return Snapshot(self.now(), active, states, p.get("uplink"), p.get("since_reply"), err)
 
     def watch(self, until: Callable[[Snapshot], bool], timeout: float, what: str) -> Snapshot | None:
         """Print a line per TICK until ``until`` holds (returns that snapshot) or time runs out."""

@@ -23,6 +23,8 @@ import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+from linkwatch.core.status import Status, StatusError, status_from_dict
+from linkwatch.report.control import call
 from linkwatch.lab import web
 from linkwatch.lab.engine_config import engine_config
 from linkwatch.lab.faults import describe_faults
@@ -77,19 +79,18 @@ def _services_listening(pid: int) -> bool:
     return all(addr in bound or ("0.0.0.0", addr[1]) in bound for addr in need)
 
 
-def engine_status(spec: LabSpec, timeout: float = 1.0) -> tuple[dict | None, str | None]:
+def engine_status(spec: LabSpec, timeout: float = 1.0) -> tuple[Status | None, str | None]:
     """(status, None) from the engine's control socket, or (None, why not)."""
-    try:
-        from linkwatch.report.control import call
-    except ImportError as e:
-        return None, f"engine control module unavailable: {e}"
     try:
         answer = call(spec.control_socket, {"cmd": "status"}, timeout=timeout)
     except Exception as e:  # ControlError and anything a half-written engine might raise
         return None, str(e)
     if not answer.get("ok"):
         return None, f"engine said: {answer.get('error', answer)}"
-    return answer.get("status", {}), None
+    try:
+        return status_from_dict(answer.get("status")), None
+    except StatusError as e:
+        return None, f"unreadable status: {e}"
 
 
 # --- up / down / status ------------------------------------------------------------------------
@@ -242,7 +243,7 @@ class LabStatus:
     spec: LabSpec
     namespaces: dict[str, bool]
     processes: list[tuple[ProcessRecord, bool]]
-    engine: dict | None
+    engine: Status | None
     engine_error: str | None
     faults: dict[str, str]
 

@@ -9,10 +9,11 @@ from linkwatch.lab.plan import LabSpec
 
 
 def status(spec: LabSpec) -> dict:
-    """The lab engine's status; fails the test when the engine does not answer."""
+    """The lab engine's status as JSON, the form outside tools read (``status --json``); fails the
+    test when the engine does not answer."""
     st, err = topology.engine_status(spec, timeout=2.0)
     assert st is not None, err
-    return st
+    return st.to_dict()
 
 
 def wait_for(pred, timeout: float, what: str, step: float = 0.05):

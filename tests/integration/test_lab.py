@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # the tree is tested in place, not installed
     sys.path.insert(0, str(REPO))
 
-from linkwatch.lab import cli, client, faults, topology  # noqa: E402
+from linkwatch.commands import lab as cli  # noqa: E402
+from linkwatch.lab import client, faults, topology  # noqa: E402
 from linkwatch.lab.client import AddressChange, FlowReport, Reply, summarize  # noqa: E402
 from linkwatch.lab.engine_config import engine_config  # noqa: E402
 from linkwatch.lab.namespaces import discover, existing_lab_namespaces, namespace_prefixes  # noqa: E402
@@ -287,7 +288,7 @@ def healthy(lab):
 def test_up_down_leaves_no_namespace_and_no_process():
     name = "tC2"
     topology.down(name)
-    done = run_py(["-m", "linkwatch.lab.cli", "up", "--name", name, "--no-engine"])
+    done = run_py(["-m", "linkwatch.commands.lab", "up", "--name", name, "--no-engine"])
     try:
         assert done.returncode == 0, done.stderr
         assert len(lab_namespaces(name)) == 5
@@ -298,12 +299,12 @@ def test_up_down_leaves_no_namespace_and_no_process():
         assert {r.role for r in records} == {"services", f"flow-{flow.pid}"}
         assert all(r.alive for r in records)
     finally:
-        down = run_py(["-m", "linkwatch.lab.cli", "down", "--name", name])
+        down = run_py(["-m", "linkwatch.commands.lab", "down", "--name", name])
     assert down.returncode == 0, down.stderr
     assert lab_namespaces(name) == []
     assert not any(process_start_time(r.pid) == r.start_time for r in records)
     assert not os.path.exists(spec.state_dir)
-    again = run_py(["-m", "linkwatch.lab.cli", "down", "--name", name])
+    again = run_py(["-m", "linkwatch.commands.lab", "down", "--name", name])
     assert again.returncode == 0 and "nothing to tear down" in again.stdout
 
 
@@ -336,7 +337,7 @@ def test_up_starts_the_engine_in_the_router_and_down_stops_it():
         with open(spec.config_path, "rb") as f:
             assert len(tomllib.load(f)["uplinks"]["wan1"]["probes"]) == 3
         st = topology.status(spec.name)
-        assert [u["name"] for u in st.engine["uplinks"]] == ["wan1", "wan2"], st.engine_error
+        assert [u.name for u in st.engine.uplinks] == ["wan1", "wan2"], st.engine_error
         (engine,) = [rec for rec, alive in st.processes if rec.role == "engine" and alive]
         assert os.stat(f"/run/netns/{spec.router_ns}").st_ino == os.stat(f"/proc/{engine.pid}/ns/net").st_ino
     assert engine.alive is False and lab_namespaces(spec.name) == []
@@ -472,7 +473,7 @@ def scratch_ns():
 @needs_root
 def test_lab_up_refuses_inside_a_namespace_with_an_overlapping_address(scratch_ns):
     assert ("203.0.113.9/24", "address on d0") in namespace_prefixes(scratch_ns)
-    done = run_py(["-m", "linkwatch.lab.cli", "up", "--name", "tCo", "--no-engine"], ns=scratch_ns)
+    done = run_py(["-m", "linkwatch.commands.lab", "up", "--name", "tCo", "--no-engine"], ns=scratch_ns)
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("linkwatch lab up: refusing to start")

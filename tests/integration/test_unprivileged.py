@@ -82,7 +82,7 @@ def lab():
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             st, _ = topology.engine_status(spec, timeout=0.5)
-            if st and all(u["state"] == "UP" for u in st["uplinks"]) and st["active"] == ["wan1"]:
+            if st and all(u.state == "UP" for u in st.uplinks) and st.active == ("wan1",):
                 break
             assert proc.poll() is None, (Path(tree) / "engine.log").read_text()[-2000:]
             time.sleep(0.2)
@@ -108,7 +108,7 @@ def capabilities(pid: int) -> tuple[int, int]:
 def test_runs_as_nobody_with_two_capabilities_and_does_its_job(lab):
     spec, proc, tree = lab
     st, _ = topology.engine_status(spec)
-    uid, cap = capabilities(st["pid"])
+    uid, cap = capabilities(st.pid)
     assert uid == 65534, "the engine runs as nobody"
     assert cap == (1 << CAP_NET_ADMIN) | (1 << CAP_NET_RAW), hex(cap)
     with IPRoute(netns=spec.router_ns) as ipr:
@@ -120,8 +120,8 @@ def test_runs_as_nobody_with_two_capabilities_and_does_its_job(lab):
     report = flow.result(timeout=20)
     assert [c.after for c in report.changes] == ["198.51.100.10"], report.summary()
     st, _ = topology.engine_status(spec)
-    assert st["active"] == ["wan2"]
-    flushes = st["conntrack_flushes"]
-    assert flushes and flushes[-1]["uplink"] == "wan1" and flushes[-1]["deleted"] >= 1, flushes
+    assert st.active == ("wan2",)
+    flushes = st.conntrack_flushes
+    assert flushes and flushes[-1].uplink == "wan1" and flushes[-1].deleted >= 1, flushes
     log = (Path(tree) / "engine.log").read_text()
     assert "Traceback" not in log and "ERROR" not in log, log[-3000:]

@@ -2,7 +2,7 @@
 
 Each handler is a thin wrapper over :mod:`linkwatch.lab.topology`, :mod:`~linkwatch.lab.faults`
 and :mod:`~linkwatch.lab.demo`; domain errors become one line on stderr and exit code 1.
-Also runnable alone: ``python -m linkwatch.lab.cli up --name N --no-engine``.
+Also runnable alone: ``python -m linkwatch.commands.lab up --name N --no-engine``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from linkwatch.commands import common
 from linkwatch.lab.safety import NotInLabError
 from linkwatch.lab.plan import (
     DEFAULT_NAME,
@@ -24,6 +25,8 @@ from linkwatch.lab.plan import (
     LabSpec,
 )
 
+NAME = "lab"
+HELP = "build and drive the network-namespace lab (root)"
 ERRORS = (LabError, NotInLabError)
 DEFAULT_WEB = "127.0.0.1:8080"  # FaultError and FlowError are LabErrors
 
@@ -80,12 +83,11 @@ def format_status(st) -> str:
     if st.engine is None:
         lines.append(f"  engine: not answering ({st.engine_error})")
     else:
-        for u in st.engine.get("uplinks", []):
-            rtt = u.get("rtt_ms")
-            loss = u.get("loss_pct")
-            lines.append(f"  engine {u.get('name')}: {u.get('state')}{' ACTIVE' if u.get('active') else ''} "
+        for u in st.engine.uplinks:
+            rtt, loss = u.rtt_ms, u.loss_pct
+            lines.append(f"  engine {u.name}: {u.state.value}{' ACTIVE' if u.active else ''} "
                          f"rtt={'-' if rtt is None else f'{rtt:.1f}ms'} loss={'-' if loss is None else f'{loss:.0f}%'}")
-        lines.append(f"  engine active: {', '.join(st.engine.get('active', [])) or '-'}")
+        lines.append(f"  engine active: {', '.join(st.engine.active) or '-'}")
     return "\n".join(lines)
 
 
@@ -112,7 +114,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add the ``lab`` command (up, down, status, fault, demo) to an argparse subparsers object."""
-    lab = subparsers.add_parser("lab", help="build and drive the network-namespace lab (root)",
+    lab = subparsers.add_parser(NAME, help=HELP,
                                 description="A small internet in network namespaces: the demo and the test bed.")
     sub = lab.add_subparsers(dest="lab_command", metavar="SUBCOMMAND")
     sub.required = True
@@ -148,15 +150,8 @@ def register(subparsers) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linkwatch.lab.cli")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    register(sub)
-    args = parser.parse_args(["lab", *(argv if argv is not None else sys.argv[1:])])
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        return 130
+    """``python -m linkwatch.commands.lab SUBCOMMAND ...``: the command on its own."""
+    return common.main([sys.modules[__name__]], argv, alone=NAME)
 
 
 if __name__ == "__main__":
