@@ -93,7 +93,7 @@ def test_dashboard_follows_a_failover_live_and_controls_work(tmp_path):
     assert steps["logged_in"]["has_logout"] is True
     assert steps["forced"]["cards"]["wan2"]["active"] and "force wan2" in steps["forced"]["message"]
     assert steps["auto"]["cards"]["wan1"]["active"]
-    assert st["forced"] is None and st["active"] == ["wan1"], "the engine agrees with the page"
+    assert st.forced is None and st.active == ("wan1",), "the engine agrees with the page"
 
     phone = steps["phone"]
     assert phone["page"] <= phone["viewport"] and phone["widest"] <= phone["viewport"], phone
