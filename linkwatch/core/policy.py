@@ -10,7 +10,9 @@ Rules, in order:
    current active set that still works. If the current set no longer works, the best uplink takes
    over at once, recovered or not.
 4. While an uplink that would be preferred is still INIT (the engine just started), keep what the
-   kernel already has: a restart never causes a failover.
+   kernel already has: a restart never causes a failover. An uplink of the current set that is
+   still INIT (adopted from the kernel at a restart, rebuilt by a reload) is presumed to work for
+   ``init_grace`` at most: the current set stays until its uplinks have been probed.
 5. If no uplink works, keep the current active set if it can still be routed (fail-static: the
    probes may be wrong, the kernel route may not), else every routable uplink of the best tier;
    when nothing is routable, the active table is empty and the main table's default remains.
@@ -49,7 +51,7 @@ class Decision:
     active: tuple[str, ...]
     weights: tuple[tuple[str, int], ...]
     reason: str
-    recheck_at: float | None = None  # a held failback becomes due then: decide again at that time
+    recheck_at: float | None = None  # a held failback, or a start-up grace, ends then: decide again
 
 
 def _healthy(v: UplinkView) -> bool:

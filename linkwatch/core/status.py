@@ -274,8 +274,8 @@ def _schema(tp: Any) -> dict[str, Any]:
         out: dict[str, Any] = {
             "type": "object",
             "properties": {f.name: _schema(hints[f.name]) for f in fields},
-            "required": [f.name for f in fields],
-            "additionalProperties": False,
+            "required": [f.name for f in fields if f.default is dataclasses.MISSING
+                         and f.default_factory is dataclasses.MISSING],
         }
     elif tp is State:
         out = {"type": "string", "enum": [s.value for s in State]}

@@ -37,7 +37,9 @@ class Applier:
         self.last_apply_ms: float | None = None
         self.flushes: deque[FlushReport] = deque(maxlen=FLUSHES_KEPT)
         self._pending: list[Outputs] = []
-        self._applied: RouteSet | None = None  # the routing last applied without errors
+        self._attempted: RouteSet | None = None  # the plan last applied, with or without errors
+        self._failed = False  # the last apply had errors: retried on the next repair only
+        self._withdrawn = False
         self._work = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -50,6 +52,8 @@ class Applier:
 
     def add(self, out: Outputs) -> None:
         """Queue one step's outputs; the applier task carries them out soon after."""
+        if not (out.events or out.flushes or out.forget_neighbours) and out.routing == self._attempted:
+            return  # nothing to do (most probe rounds): no task switch
         self._pending.append(out)
         self._idle.clear()
         self._work.set()
@@ -64,36 +68,53 @@ class Applier:
         """Carry out every pending output now. ``repair``: re-check the kernel even if the plan did
         not change (someone else may have deleted or changed linkwatch's objects)."""
         async with self._lock:
-            batch, self._pending = self._pending, []
-            for ifindex, gateway in (n for out in batch for n in out.forget_neighbours):
-                try:  # a stale FAILED neighbour entry would delay failback by a second or more
-                    await self.kernel.forget_neighbour(ifindex, gateway)
-                except Exception as e:
-                    log.warning("cannot drop the neighbour entry of %s (ifindex %d): %s", gateway, ifindex, e)
-            routing = self.plan()
-            if routing is not None and (repair or routing != self._applied):
-                await self._apply(routing)
-            for event in (e for out in batch for e in out.events):
-                self.publish(event)
-            for name, address in (f for out in batch for f in out.flushes):
-                self._spawn(self._flush(name, address))
-            if not self._pending:
-                self._idle.set()
+            await self._carry_out(repair)
+
+    async def _carry_out(self, repair: bool) -> None:
+        batch, self._pending = self._pending, []
+        for ifindex, gateway in (n for out in batch for n in out.forget_neighbours):
+            try:  # a stale FAILED neighbour entry would delay failback by a second or more
+                await self.kernel.forget_neighbour(ifindex, gateway)
+            except Exception as e:
+                log.warning("cannot drop the neighbour entry of %s (ifindex %d): %s", gateway, ifindex, e)
+        routing = self.plan()
+        # A refused change is retried at the next repair (every 2 s), not after every probe round.
+        if routing is not None and not self._withdrawn and (repair or routing != self._attempted):
+            await self._apply(routing)
+        for event in (e for out in batch for e in out.events):
+            self.publish(event)
+        for name, address in (f for out in batch for f in out.flushes):
+            self._spawn(self._flush(name, address))
+        if not self._pending:
+            self._idle.set()
 
     async def _apply(self, routing: RouteSet) -> None:
+        retry = self._failed and routing == self._attempted
+        self._attempted = routing
         try:
             report = await self.kernel.apply(routing)
-        except Exception:  # a netlink hiccup must not take the engine (and the routes) down
-            log.exception("routing apply failed; routes left as they are, retrying")
-            self._applied = None
+        except Exception as e:  # a netlink hiccup must not take the engine (and the routes) down
+            if not retry:
+                log.exception("routing apply failed; routes left as they are, retrying every repair")
+            else:
+                log.debug("routing apply failed again: %s", e)
+            self._failed = True
             return
         if report.changed:
             self.last_apply_ms = report.elapsed_ms
             log.info("routing applied in %.1fms: %s", report.elapsed_ms,
                      "; ".join(report.added + report.replaced + report.removed)[:500])
         for err in report.errors:
-            log.error("routing: %s", err)
-        self._applied = routing if not report.errors else None
+            log.log(logging.DEBUG if retry else logging.ERROR, "routing: %s", err)
+        if retry and not report.errors:
+            log.info("routing: the kernel took the plan this time")
+        self._failed = bool(report.errors)
+
+    async def withdraw(self) -> Any:
+        """Remove linkwatch's routes and rules (a clean stop); nothing is applied afterwards."""
+        async with self._lock:
+            self._withdrawn = True
+            return await self.kernel.withdraw()
 
     async def settle(self, timeout: float) -> None:
         """Wait until every output added so far has been carried out (at most ``timeout``)."""

@@ -19,7 +19,16 @@ from typing import Any
 
 from linkwatch import __version__
 from linkwatch.config import Config, ConfigError, load
-from linkwatch.core.engine import EngineState, Outputs, initial_state, probe_plans, reload_refusal, routing_params, step
+from linkwatch.core.engine import (
+    EngineState,
+    Outputs,
+    initial_state,
+    probe_plans,
+    reload_refusal,
+    routing_params,
+    same_uplink,
+    step,
+)
 from linkwatch.core.inputs import (
     AdminRequest,
     FactsChanged,
@@ -48,7 +57,7 @@ from linkwatch.sinks.runner import SinkRunner
 log = logging.getLogger("linkwatch.engine")
 
 REPAIR_INTERVAL = 2.0  # re-check the kernel for deleted/changed owned objects this often
-SETTLE_TIMEOUT = 2.0  # an admin request waits at most this long for its routes before answering
+SETTLE_TIMEOUT = 1.0  # an admin request waits at most this long for its routes (clients wait 2 s)
 SINK_DRAIN = 30.0  # a reload's old sinks get this long to deliver what they hold
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -165,8 +174,9 @@ class Engine:
         return 0
 
     def _watchdog_ping(self) -> None:
-        """WATCHDOG=1 from the main loop, once per half watchdog interval: a loop stuck in a
-        netlink call or a deadlock stops the pings, and systemd restarts the engine."""
+        """WATCHDOG=1 from the main loop, once per half watchdog interval: a stuck loop stops the
+        pings, and so does a hung netlink call (the loop's repair waits for the applier), and
+        systemd restarts the engine; the kernel keeps the last good routes meanwhile."""
         interval = self.notifier.watchdog_interval
         now = time.monotonic()
         if interval and now - self._last_ping >= interval * 0.9:
@@ -212,16 +222,17 @@ class Engine:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
-        self.feed(Stop())
-        await self.applier.close(SINK_DRAIN)
-        if self.config.policy.on_stop == "withdraw":
+        await self.applier.carry_out()  # what was decided before the stop
+        if self.config.policy.on_stop == "withdraw":  # before "stopped" is told: events follow routes
             try:
-                report = await self.kernel.withdraw()
+                report = await self.applier.withdraw()
                 log.info("withdrew linkwatch routes and rules (%d removed)", len(report.removed))
             except Exception as e:
                 log.error("could not withdraw linkwatch's routes and rules: %s", e)
         else:
             log.info("stopping; routes stay as they are (fail-static)")
+        self.feed(Stop())
+        await self.applier.close(SINK_DRAIN)
         await self._close_io()
 
     async def _close_io(self) -> None:
@@ -269,9 +280,11 @@ class Engine:
         if self.config is not new:
             return  # the core refused it (it said why)
         logging.getLogger("linkwatch").setLevel(getattr(logging, new.log.level.upper()))
+        kept = {u.name for u in old.uplinks for n in new.uplinks if u.name == n.name and same_uplink(u, n)}
+        for name in [n for n in self._probers if n not in kept]:  # rebuilt: rounds under the old config
+            self._in_background(self._probers.pop(name).close())  # must not count for the new uplink
         self._sync_probers()
-        if [u.interface for u in new.uplinks] != [u.interface for u in old.uplinks]:
-            self._start_monitor()
+        self._start_monitor()  # a fresh snapshot: facts that changed while the file was read count too
         if new.history != old.history:
             self._start_sampler()
         if new.snmp != old.snmp:
@@ -279,13 +292,14 @@ class Engine:
             await self.snmp.start(new.snmp, self.status, self.suppressed_traps)
 
     async def _swap_sinks(self, config: Config) -> None:
-        """New sinks take over before the old ones stop: an event published meanwhile (a failover
-        during the reload) reaches the new sinks, and the old ones deliver what they hold."""
+        """New sinks take the events at once, so one published meanwhile (a failover during the
+        reload) is not lost; the old ones deliver what they hold, and each new sink starts
+        delivering only when its predecessor has finished, so events stay in order."""
         new = SinkRunner(build_sinks(config))
-        await new.start()
         old, self.sinks = self.sinks, new
         if old is not None:
             self._in_background(old.stop(drain_timeout=SINK_DRAIN))
+        await new.start(after=old, wait=SINK_DRAIN)  # each sink resumes where its predecessor ends
 
     # ---- tasks: probers, link monitor, history sampler -----------------------------------------------
 

@@ -367,7 +367,7 @@ class Reconciler:
             log.debug("deferred %s", line)
         else:
             report.errors.append(line)
-            log.warning("routing: %s", line)
+            log.debug("refused: %s", line)  # the caller reports the errors (once per streak)
         return False
 
     def _active_gateways(self) -> list[tuple[str, int]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
@@ -79,13 +80,19 @@ class SinkRunner:
         self._stopping = False
         self._closed = False
 
-    async def start(self) -> None:
-        """Start one worker per sink (events published before this are kept, up to the limit)."""
+    async def start(self, after: SinkRunner | None = None, wait: float = 30.0) -> None:
+        """Start one worker per sink (events published before this are kept, up to the limit).
+
+        ``after``: the runner this one replaces (a reload). Each sink here first waits (at most
+        ``wait`` seconds) until the sink of the same name there has delivered what it held, so
+        one sink never sees events out of order across the swap (a hook told "UP" after "DOWN")."""
         if self._started or self._closed:
             return
         self._started = True
+        before = {lane.sink.name: lane.task for lane in (after._lanes if after else ()) if lane.task is not None}
         for lane in self._lanes:
-            lane.task = asyncio.create_task(self._worker(lane), name=f"sink-{lane.sink.name}")
+            lane.task = asyncio.create_task(self._worker(lane, before.get(lane.sink.name), wait),
+                                            name=f"sink-{lane.sink.name}")
 
     def publish(self, event: Event) -> None:
         """Queue ``event`` for every sink. Never blocks, never raises."""
@@ -112,7 +119,10 @@ class SinkRunner:
         lane.queue.append(event)  # a full deque drops its oldest entry itself
         lane.wake.set()
 
-    async def _worker(self, lane: _Lane) -> None:
+    async def _worker(self, lane: _Lane, predecessor: asyncio.Task | None = None, wait: float = 0.0) -> None:
+        if predecessor is not None:
+            with contextlib.suppress(BaseException):  # its own failures are its own
+                await asyncio.wait_for(asyncio.shield(predecessor), wait)
         while True:
             if not lane.queue:
                 if lane.burst_drops:

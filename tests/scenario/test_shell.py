@@ -256,11 +256,14 @@ def test_an_snmp_agent_that_cannot_listen_is_reported_and_the_engine_goes_on(tmp
 
 def test_restart_into_a_kernel_that_routes_changes_nothing(tmp_path):
     async def scenario():
-        kernel = FakeKernel(FACTS, active=((GATEWAY["lte"], FACTS["up2"].ifindex),))
+        kernel = FakeKernel(FACTS, active=((GATEWAY["fibre"], FACTS["up1"].ifindex),))
         run = Running(write_config(tmp_path), kernel=kernel)
         async with run as engine:
-            assert active_gateways(kernel.applied[0]) == [GATEWAY["lte"]], "the first apply keeps the kernel's route"
-            assert engine.state.active_changes == 0
+            await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
+            await asyncio.sleep(1.5)  # longer than failback_hold (1 s): rounds, ticks and repairs ran
+            assert {tuple(active_gateways(r)) for r in kernel.applied} == {(GATEWAY["fibre"],)}, \
+                "every apply kept the kernel's route"
+            assert engine.state.active_changes == 0 and engine.state.active == ("fibre",)
     asyncio.run(scenario())
 
 
@@ -289,3 +292,139 @@ def test_a_refused_reload_keeps_everything(tmp_path, garbage):
             await engine.reload()
             assert engine.config is before and engine.state.active == ("fibre",)
     asyncio.run(scenario())
+
+
+# ---- regressions found by review (each failed before its fix) ------------------------------------
+
+
+class RefusingKernel(FakeKernel):
+    """A kernel that refuses part of every plan (a gateway it will not take, say)."""
+
+    async def apply(self, routes):
+        self.applied.append(routes)
+        from linkwatch.kernel.reconciler import ApplyReport
+
+        return ApplyReport(errors=["replace route default via 198.51.100.1 dev #11 table 101: "
+                                   "Nexthop has invalid gateway (errno 22)"])
+
+
+def test_a_refused_plan_is_retried_at_the_repair_tick_not_after_every_round(tmp_path, caplog):
+    path = write_config(tmp_path)
+
+    async def scenario():
+        kernel = RefusingKernel(FACTS)
+        run = Running(path, kernel=kernel)
+        async with run:
+            await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
+            await asyncio.sleep(0.3)
+            before = len(kernel.applied)
+            await asyncio.sleep(4.1)  # ~130 probe rounds at these intervals, 2 repair ticks
+            return len(kernel.applied) - before
+
+    with caplog.at_level(logging.DEBUG, logger="linkwatch.engine"):
+        applies = asyncio.run(scenario())
+    assert applies <= 3, f"{applies} applies in 4 s"
+    errors = [r for r in caplog.records if r.name == "linkwatch.engine" and r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]  # once per streak, not once per retry
+
+
+def test_hooks_see_one_uplinks_events_in_order_across_a_sink_swap(tmp_path):
+    hooks = tmp_path / "hooks.d"
+    hooks.mkdir()
+    record = tmp_path / "hook.log"
+    slow = hooks / "10-record"
+    slow.write_text(f'#!/bin/sh\n[ "$LINKWATCH_EVENT" = uplink_state ] && '
+                    f'echo "$LINKWATCH_UPLINK $LINKWATCH_OLD_STATE $LINKWATCH_STATE" >> {record}\nsleep 0.2\n')
+    slow.chmod(0o755)
+    path = write_config(tmp_path, f'[hooks]\ndirectory = "{hooks}"\ntimeout = "5s"\n')
+
+    async def scenario():
+        run = Running(path)
+        async with run as engine:
+            await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
+            path.write_text(path.read_text().replace('timeout = "5s"', 'timeout = "4s"'))
+            engine.request_reload()  # while the old hook sink still works through the start
+            run.probes.silent.add(FACTS["up1"].address)
+            await until(lambda: run.states()["fibre"] == "DOWN", what="fibre DOWN")
+            await until(lambda: engine.config.hooks.timeout == 4.0, what="reload")
+
+    asyncio.run(scenario())
+    fibre = [line.split()[1:] for line in record.read_text().splitlines() if line.startswith("fibre")]
+    assert fibre == [["INIT", "UP"], ["UP", "FALLING"], ["FALLING", "DOWN"]], fibre
+
+
+class RacingKernel(FakeKernel):
+    """DHCP renumbers lte while the engine is reading the facts for a reload."""
+
+    race = False
+
+    async def read_facts(self, ifnames):
+        snapshot = await super().read_facts(ifnames)
+        if self.race:
+            self.race = False
+            await asyncio.sleep(0)
+            self.change("up2", address="198.51.100.11")
+        return snapshot
+
+
+def test_a_link_change_during_a_reload_is_not_lost(tmp_path):
+    path = write_config(tmp_path)
+
+    async def scenario():
+        kernel = RacingKernel(FACTS)
+        run = Running(path, kernel=kernel)
+        async with run as engine:
+            await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
+            path.write_text(path.read_text().replace("priority = 2", "priority = 3"))  # lte is rebuilt
+            kernel.race = True
+            await engine.reload()
+            await until(lambda: engine.state.uplink("lte").facts.address == "198.51.100.11", what="new address")
+            rules = sorted(r.src for r in engine.state.routing.rules if r.src)
+            assert rules == ["198.51.100.11/32", "198.51.100.2/32"], rules
+    asyncio.run(scenario())
+
+
+def test_a_reload_that_rebuilds_an_uplink_keeps_saying_why_it_is_not_probed(tmp_path):
+    path = write_config(tmp_path)
+
+    async def scenario():
+        probes = FakeProbes()
+
+        def make(specs, source):
+            if source == FACTS["up2"].address:
+                raise PermissionError("no permission for ICMP sockets")
+            return probes(specs, source)
+
+        run = Running(path, probes=make)  # type: ignore[arg-type]
+        async with run as engine:
+            await until(lambda: engine.status().uplink("lte").probe_error is not None, what="probe error")
+            path.write_text(path.read_text().replace("priority = 2", "priority = 3"))  # lte is rebuilt
+            await engine.reload()
+            await until(lambda: engine.status().uplink("lte").probe_error is not None, what="error again")
+            assert "ICMP" in engine.status().uplink("lte").probe_error
+    asyncio.run(scenario())
+
+
+def test_with_withdraw_stopped_is_told_after_the_routes_are_gone(tmp_path):
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace("[policy]\n", '[policy]\non_stop = "withdraw"\n'))
+    run = Running(path)
+    seen = []
+
+    class Spy(logging.Handler):
+        def emit(self, record):
+            if "engine stopped" in record.getMessage():
+                seen.append("withdrawn" if run.kernel.applied and run.kernel.applied[-1] is None else "routes")
+
+    spy, events_log = Spy(), logging.getLogger("linkwatch.events")
+    events_log.addHandler(spy)
+    events_log.setLevel(logging.INFO)
+
+    async def scenario():
+        async with run:
+            await asyncio.sleep(0.2)
+    try:
+        asyncio.run(scenario())
+    finally:
+        events_log.removeHandler(spy)
+    assert seen == ["withdrawn"]
