@@ -318,9 +318,9 @@ class Engine:
             else:
                 prober.update(plan)
 
-    def _round_done(self, name: str, results: tuple, seq: int) -> None:
-        if self._probers.get(name) is not None:
-            self.feed(RoundDone(name, results, seq))
+    def _round_done(self, prober: Prober, results: tuple, seq: int) -> None:
+        if self._probers.get(prober.name) is prober:  # not a round of a prober a reload replaced
+            self.feed(RoundDone(prober.name, results, seq))
 
     def _probe_trouble(self, name: str, error: str | None) -> None:
         self.feed(ProbeTrouble(name, error))

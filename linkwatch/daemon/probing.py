@@ -26,7 +26,7 @@ class Prober:
     """The probing task of one uplink."""
 
     def __init__(self, name: str, plan: ProbePlan, make_probes: MakeProbes,
-                 on_round: Callable[[str, tuple[ProbeResult, ...], int], None],
+                 on_round: Callable[[Prober, tuple[ProbeResult, ...], int], None],
                  on_trouble: Callable[[str, str | None], None], clock: Callable[[], float]):
         self.name = name
         self.plan = plan
@@ -42,6 +42,7 @@ class Prober:
         self._task: asyncio.Task | None = None
         self._rounds: set[asyncio.Task] = set()
         self._last_start = -1e9
+        self.closed = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"prober:{self.name}")
@@ -56,6 +57,8 @@ class Prober:
         self._wake.set()  # the interval (or whether to run at all) may have changed
 
     async def close(self) -> None:
+        self.closed = True  # also ends the loop if a cancellation is lost (3.11's wait_for can drop one)
+        self._wake.set()
         tasks = [t for t in (self._task, *self._rounds) if t is not None]
         for t in tasks:
             t.cancel()
@@ -65,7 +68,7 @@ class Prober:
         self._close_probes()
 
     async def _run(self) -> None:
-        while True:
+        while not self.closed:
             now = self._clock()
             due = self._last_start + self.plan.interval
             if now < due:
@@ -106,8 +109,8 @@ class Prober:
         except Exception:
             log.exception("probe round on %s failed; the next round goes on", self.name)
             return
-        if generation == self._generation:  # else the probes were rebuilt meanwhile (address change)
-            self._on_round(self.name, tuple(results), seq)
+        if generation == self._generation and not self.closed:  # else rebuilt or closed meanwhile
+            self._on_round(self, tuple(results), seq)
 
     def _close_probes(self) -> None:
         for p in self._probes:

@@ -428,3 +428,26 @@ def test_with_withdraw_stopped_is_told_after_the_routes_are_gone(tmp_path):
     finally:
         events_log.removeHandler(spy)
     assert seen == ["withdrawn"]
+
+
+def test_a_rebuilt_uplink_is_probed_by_one_prober_at_its_own_interval(tmp_path):
+    """The prober a reload replaces stops for good: it once went on at the fast interval of the
+    rebuilt (INIT) uplink, five times the standby rate, and its rounds counted for the new one."""
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace('standby_interval = "30ms"', 'standby_interval = "300ms"'))
+
+    async def scenario():
+        run = Running(path)
+        async with run as engine:
+            await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
+            path.write_text(path.read_text().replace("priority = 2", "priority = 3"))  # lte is rebuilt
+            await engine.reload()
+            await until(lambda: run.states()["lte"] == "UP", what="lte UP again")
+            await asyncio.sleep(0.2)
+            before = engine.state.uplink("lte").rounds
+            await asyncio.sleep(1.2)
+            rounds = engine.state.uplink("lte").rounds - before
+            assert rounds <= 6, f"{rounds} rounds in 1.2 s at a 300 ms standby interval"
+            probers = [t for t in asyncio.all_tasks() if t.get_name() == "prober:lte"]
+            assert len(probers) == 1
+    asyncio.run(scenario())
