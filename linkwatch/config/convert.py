@@ -168,6 +168,64 @@ def _percent() -> _Conv:
     return _Conv(expected, check)
 
 
+def _number(low: float, high: float) -> _Conv:
+    expected = f"a number {low:g}..{high:g}"
+
+    def check(raw: Any) -> float:
+        if (_is_int(raw) or isinstance(raw, float)) and math.isfinite(raw) and low <= raw <= high:
+            return float(raw)
+        raise _Bad(expected)
+
+    return _Conv(expected, check)
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?)\s*(B|kB|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*")
+_SIZE_UNITS = {"B": 1, "kB": 10**3, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+               "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+SIZE_EXAMPLES = 'a size like "500MB", "10GB" or "1.5GiB"'
+
+
+def parse_size(text: str) -> int:
+    """ "10GB" -> 10_000_000_000 bytes (decimal units as ISPs bill, binary ones with an i)."""
+    m = _SIZE.fullmatch(text) if isinstance(text, str) else None
+    if m is None:
+        raise ValueError(f"not a size: {text!r} (expected e.g. '500MB', '10GB')")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+
+
+def format_size(n: float) -> str:
+    """Bytes -> "1.5GB" (decimal units, one decimal)."""
+    for unit, size in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{int(n)}B"
+
+
+def _size() -> _Conv:
+    def check(raw: Any) -> int:
+        try:
+            value = parse_size(raw)
+        except ValueError:
+            raise _Bad(SIZE_EXAMPLES) from None
+        if value <= 0:
+            raise _Bad("a size greater than 0")
+        return value
+
+    return _Conv(SIZE_EXAMPLES, check)
+
+
+def _percent_list() -> _Conv:
+    expected = "a list of percentages 1..1000 in rising order, like [80, 100]"
+
+    def check(raw: Any) -> tuple[int, ...]:
+        if (not isinstance(raw, list) or not raw or not all(_is_int(x) and 1 <= x <= 1000 for x in raw)
+                or list(raw) != sorted(set(raw))):
+            raise _Bad(expected)
+        return tuple(raw)
+
+    return _Conv(expected, check)
+
+
 def _boolean() -> _Conv:
     def check(raw: Any) -> bool:
         if not isinstance(raw, bool):

@@ -172,6 +172,15 @@ def _health_rules(h: HealthConfig, name: Callable[[str], str]) -> list[tuple[tup
         (("quality_window", "interval"), h.quality_window >= 4 * h.interval,
          f"expected at least 4 × {name('interval')} = {d(4 * h.interval)} (interval {d(h.interval)}): "
          "a shorter window holds too few rounds for loss, RTT and jitter statistics"),
+        (("late_window", "timeout"), h.late_window >= h.timeout,
+         f"expected at least {name('timeout')} ({d(h.timeout)}): a late reply is one that comes after the "
+         "timeout"),
+        (("proven_interval", "interval"), h.proven_interval >= h.interval,
+         f"expected at least {name('interval')} ({d(h.interval)}): the LAN's traffic lets the engine probe "
+         "less, not more"),
+        (("counter_interval", "suspect_after"), h.suspect_after is None or h.counter_interval <= h.suspect_after / 2,
+         f"expected at most half of {name('suspect_after')} ({d(h.suspect_after or 0)}): the counters must be "
+         "read at least twice within the window that makes an uplink suspect"),
         (("loss_recovered", "loss_degraded"), h.loss_recovered < h.loss_degraded,
          f"expected less than {name('loss_degraded')} ({h.loss_degraded:g}%): an uplink must recover "
          "below the loss that degraded it, or it flaps on the boundary"),
@@ -460,6 +469,11 @@ def _validate(doc: Mapping[str, Any], source: str) -> Config:
             sections[f.name], bad[f.name] = _section(f.metadata[TABLE], doc, f.name, issues)
     sections["snmp"] = _snmp(doc, issues)
     _check_health(sections["health"], bad["health"], "health", None, issues)
+    pol = sections["policy"]
+    if not {"flap_reuse", "flap_suppress"} & bad["policy"] and pol.flap_reuse >= pol.flap_suppress:
+        issues.append(ConfigIssue("policy.flap_reuse", (
+            f"got {pol.flap_reuse:g}, expected less than policy.flap_suppress ({pol.flap_suppress:g}): a dampened "
+            "uplink is let back once its penalty has decayed below the level that dampened it")))
     hist = sections["history"]
     if not {"event_delay", "commit_interval"} & bad["history"] and hist.event_delay > hist.commit_interval:
         issues.append(ConfigIssue("history.event_delay", (

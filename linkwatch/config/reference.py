@@ -34,7 +34,8 @@ def _default_text(f: dataclasses.Field) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return f"{value:g}" if "percentage" in expected else json.dumps(format_duration(value))
+        plain = "percentage" in expected or "number" in expected
+        return f"{value:g}" if plain else json.dumps(format_duration(value))
     if isinstance(value, int) and f.name == "mode":
         return json.dumps(f"0{value:o}")
     if isinstance(value, (tuple, list)):

@@ -26,6 +26,9 @@ from linkwatch.config.convert import (
     _ip_address,
     _listen,
     _names_list,
+    _number,
+    _percent_list,
+    _size,
     _octal_mode,
     _oid,
     _password_hash,
@@ -75,12 +78,26 @@ class HealthConfig:
         _duration(MIN_INTERVAL), "seconds between probe rounds on an uplink that carries traffic"))
     fast_interval: float = field(default=0.1, metadata=_key(
         _duration(MIN_INTERVAL), "interval while a transition is pending (FALLING/RISING)"))
-    standby_interval: float = field(default=1.0, metadata=_key(
-        _duration(MIN_INTERVAL), "interval on uplinks that carry no traffic (metered backup links)"))
+    standby_interval: float = field(default=10.0, metadata=_key(
+        _duration(MIN_INTERVAL), "interval on uplinks that carry no traffic (metered backup links); one "
+        "target per round, in turn, and every target at fast_interval while the active uplink is in doubt"))
+    proven_interval: float = field(default=2.0, metadata=_key(
+        _duration(MIN_INTERVAL), "interval on an active uplink while the LAN's own traffic keeps coming in "
+        "through it (that traffic proves it works)"))
     timeout: float = field(default=0.25, metadata=_key(
         _duration(), "a round fails when no attempt is answered within this"))
     attempts: int = field(default=2, metadata=_key(
         _integer(1, 5), "packets per target per round at most (retransmit at timeout/attempts)"))
+    late_window: float = field(default=3.0, metadata=_key(
+        _duration(), "a reply this late still proves the uplink works: slow, not dead"))
+    suspect_after: float | None = field(default=0.15, metadata=_key(
+        _duration(MIN_INTERVAL, allow_off=True), "LAN packets leaving the active uplink with nothing coming "
+        'back for this long make it suspect: a burst of probes confirms at once; "off": probes only'))
+    burst_timeout: float = field(default=0.15, metadata=_key(
+        _duration(3 * MIN_INTERVAL), "the confirming burst (3 packets per target) gets no answer within this: DOWN"))
+    counter_interval: float = field(default=0.05, metadata=_key(
+        _duration(MIN_INTERVAL), "how often the active uplink's interface counters are read (standby: every "
+        "standby_interval)"))
     down_after: int = field(default=3, metadata=_key(
         _integer(1, 100), "failed rounds in a row before DOWN"))
     up_after: int = field(default=5, metadata=_key(
@@ -124,6 +141,10 @@ class UplinkConfig:
     priority: int = field(default=1, metadata=_key(
         _integer(0, 2**31 - 1), "lower is preferred; equal priorities form a tier"))
     weight: int = field(default=1, metadata=_key(_integer(1, 256), "share in multipath (balance mode)"))
+    quota: int | None = field(default=None, metadata=_key(
+        _size(), "monthly traffic quota (received + sent on the interface); None = no quota"))
+    quota_warn: tuple[int, ...] = field(default=(80, 100), metadata=_key(
+        _percent_list(), "percentages of the quota at which an event (and trap) is raised, once a month each"))
     table: int = field(metadata=_key(
         _integer(1, 2**32 - 1, ROUTE_TABLES_RESERVED, what="a routing table number"),
         "routing table of this uplink; absent = first free from 101 upward in file order",
@@ -141,9 +162,18 @@ class PolicyConfig:
     mode: str = field(default="failover", metadata=_key(
         _choice("failover", "balance"), "failover: best priority tier; balance: all healthy, weighted"))
     failback_hold: float = field(default=10.0, metadata=_key(
-        _duration(), "a better uplink must stay UP this long before traffic moves back to it"))
+        _duration(), "a better uplink must stay UP this long (no FALLING dip either) before traffic moves "
+        "back to it"))
     flush_conntrack: bool = field(default=True, metadata=_key(
         _boolean(), "delete conntrack entries NATed through an uplink that stops carrying traffic"))
+    dampening: bool = field(default=True, metadata=_key(
+        _boolean(), "flap dampening: an uplink that keeps failing does not take traffic back until stable"))
+    flap_half_life: float = field(default=60.0, metadata=_key(
+        _duration(1.0), "a flap penalty halves in this time (each DOWN adds 1, each FALLING dip 0.5)"))
+    flap_suppress: float = field(default=3.0, metadata=_key(
+        _number(0.5, 100), "penalty at which an uplink is dampened (shown as flapping)"))
+    flap_reuse: float = field(default=1.0, metadata=_key(
+        _number(0.1, 100), "penalty below which a dampened uplink may take traffic back"))
     on_stop: str = field(default="keep", metadata=_key(
         _choice("keep", "withdraw"), "keep routes when the engine stops (fail-static) or withdraw them"))
 

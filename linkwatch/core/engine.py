@@ -15,14 +15,28 @@ The flow inside one step is the data flow of DESIGN.md, one way::
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from linkwatch.config import Config, UplinkConfig
-from linkwatch.core.events import ActiveChanged, AdminAction, EngineEvent, Event, UplinkSamples, UplinkStateChanged
+from linkwatch.core import dampening as damp
+from linkwatch.core.dampening import DIP_PENALTY, DOWN_PENALTY, DampeningParams
+from linkwatch.core.events import (
+    ActiveChanged,
+    AdminAction,
+    EngineEvent,
+    Event,
+    QuotaReached,
+    UplinkDampened,
+    UplinkSamples,
+    UplinkStateChanged,
+)
+from linkwatch.core.evidence import Traffic, take_period
 from linkwatch.core.health import Tally, Transition
 from linkwatch.core.inputs import (
     AdminRequest,
+    Counters,
     FactsChanged,
     Input,
     LinkFacts,
@@ -38,7 +52,7 @@ from linkwatch.core.inputs import (
 )
 from linkwatch.core.policy import Decision, PolicyParams, decide
 from linkwatch.core.routing import RouteSet, RoutingError, RoutingParams, plan
-from linkwatch.core.states import ADMIN_ACTIONS
+from linkwatch.core.states import ADMIN_ACTIONS, USABLE, State
 from linkwatch.core.uplink import (
     ProbePlan,
     UplinkState,
@@ -49,6 +63,7 @@ from linkwatch.core.uplink import (
     view_of,
     with_admin,
     with_facts,
+    with_counters,
     with_round,
 )
 
@@ -118,17 +133,31 @@ class _Step:
     decide: bool = False  # something the policy depends on changed
     reason_prefix: str = ""
 
-    def put(self, u: UplinkState, transitions: list[Transition]) -> None:
-        """Store ``u`` and turn its transitions into events."""
+    def put(self, u: UplinkState, transitions: list[Transition] = ()) -> None:
+        """Store ``u`` and turn its transitions into events (and flap penalties)."""
         u = counted(u, transitions, self.now.mono, self.now.wall)
-        self.state = replace(self.state, uplinks=tuple(u if x.name == u.name else x for x in self.state.uplinks))
+        params = dampening_params(self.state.config)
+        was = u.penalty.dampened
         for t in transitions:
             s = u.stats
             self.events.append(UplinkStateChanged(
                 at=self.now.wall, mono=self.now.mono, uplink=u.name, interface=u.cfg.interface, old=t.old.value,
                 new=t.new.value, reason=t.reason, loss_pct=s.loss_pct, rtt_ms=s.rtt_ms, jitter_ms=s.jitter_ms))
+            amount = DOWN_PENALTY if t.new == State.DOWN else DIP_PENALTY if t.new == State.FALLING else 0.0
+            if amount and t.old in USABLE:
+                u = replace(u, penalty=damp.add(u.penalty, amount, self.now.mono, params))
+        if u.penalty.dampened != was:
+            self.dampened(u)
+        self.state = replace(self.state, uplinks=tuple(u if x.name == u.name else x for x in self.state.uplinks))
         if transitions:
             self.decide = True
+
+    def dampened(self, u: UplinkState) -> None:
+        p = damp.current(u.penalty, self.now.mono, dampening_params(self.state.config))
+        self.events.append(UplinkDampened(self.now.wall, self.now.mono, u.name, u.penalty.dampened, round(p, 2)))
+        self.log.append(("info", f"uplink={u.name} " + (f"dampened: flap penalty {p:.1f}" if u.penalty.dampened
+                                                         else f"no longer dampened: flap penalty {p:.1f}")))
+        self.decide = True
 
     def facts(self, u: UplinkState, facts: LinkFacts | None, initial: bool = False) -> None:
         outcome = with_facts(u, facts, self.now.mono, initial)
@@ -161,8 +190,11 @@ def step(state: EngineState, inp: Input, now: Now) -> tuple[EngineState, Outputs
 
 
 def _on_start(s: _Step, inp: Start) -> None:
-    s.state = replace(s.state, started=s.now.wall,
-                      uplinks=tuple(new_uplink(u.cfg, s.now.mono, s.now.wall) for u in s.state.uplinks))
+    month = month_of(s.now.wall)
+    s.state = replace(s.state, started=s.now.wall, uplinks=tuple(
+        replace(new_uplink(u.cfg, s.now.mono, s.now.wall),
+                counters=Traffic(month=month, month_bytes=inp.month_bytes.get(u.name, 0)))
+        for u in s.state.uplinks))
     s.engine_event("started", inp.detail)
     for u in s.state.uplinks:
         s.facts(u, inp.facts.get(u.cfg.interface), initial=True)
@@ -179,8 +211,42 @@ def _on_round(s: _Step, inp: RoundDone) -> None:
     u = s.state.uplink(inp.uplink)
     if u is None:
         return  # a round of an uplink a reload removed
-    u, transitions = with_round(u, tuple(inp.results), inp.seq, s.now.mono)
+    u, transitions = with_round(u, tuple(inp.results), inp.seq, s.now.mono, inp.started, inp.burst)
     s.put(u, transitions)
+
+
+def month_of(wall: float) -> str:
+    """The calendar month (local time) a wall-clock time falls in: "2026-12"."""
+    return datetime.datetime.fromtimestamp(wall).strftime("%Y-%m")
+
+
+def _on_counters(s: _Step, inp: Counters) -> None:
+    month = month_of(s.now.wall)
+    for u in s.state.uplinks:
+        c = inp.by_interface.get(u.cfg.interface)
+        if c is None:
+            continue
+        active = u.name in s.state.active
+        plan = probe_plan(u, active, False)
+        new = with_counters(u, c, s.now.mono, month, active, plan.interval)
+        if new.suspect_since is not None and u.suspect_since is None:
+            s.log.append(("info", f"uplink={u.name} suspect: LAN packets leave, nothing comes back; probe burst"))
+        s.put(new)
+        _quota(s, new)
+
+
+def _quota(s: _Step, u: UplinkState) -> None:
+    """Raise each quota threshold once a month."""
+    quota = u.cfg.quota
+    if not quota:
+        return
+    used = u.counters.month_bytes
+    due = [p for p in u.cfg.quota_warn if used >= quota * p / 100 and p not in u.quota_warned]
+    if not due:
+        return
+    s.put(replace(u, quota_warned=u.quota_warned + tuple(due)))
+    for p in due:
+        s.events.append(QuotaReached(s.now.wall, s.now.mono, u.name, p, used, quota))
 
 
 def _on_facts(s: _Step, inp: FactsChanged) -> None:
@@ -225,6 +291,11 @@ def _on_admin(s: _Step, inp: AdminRequest) -> None:
 
 def _on_tick(s: _Step, inp: Tick) -> None:
     s.decide = True  # a held failback or the start-up grace may be due
+    params = dampening_params(s.state.config)
+    for u in s.state.uplinks:
+        settled = damp.settle(u.penalty, s.now.mono, params)
+        if settled != u.penalty:
+            s.put(replace(u, penalty=settled))
 
 
 def _on_probe_trouble(s: _Step, inp: ProbeTrouble) -> None:
@@ -238,11 +309,12 @@ def _on_period_end(s: _Step, inp: PeriodEnd) -> None:
     uplinks = []
     for u in s.state.uplinks:
         p = u.period.summary()
+        counters, rx_bytes, tx_bytes = take_period(u.counters)
         s.events.append(UplinkSamples(
             at=inp.end, mono=s.now.mono, uplink=u.name, start=inp.start, sent=p.sent, lost=p.lost,
             loss_pct=p.loss_pct, rtt_avg_ms=p.rtt_avg_ms, rtt_min_ms=p.rtt_min_ms, rtt_max_ms=p.rtt_max_ms,
-            jitter_ms=p.jitter_ms))
-        uplinks.append(replace(u, period=Tally()))
+            jitter_ms=p.jitter_ms, rx_bytes=rx_bytes, tx_bytes=tx_bytes))
+        uplinks.append(replace(u, period=Tally(), counters=counters))
     s.state = replace(s.state, uplinks=tuple(uplinks))
 
 
@@ -307,7 +379,7 @@ def _on_reload(s: _Step, inp: Reload) -> None:
 _HANDLERS = {
     Start: _on_start, RoundDone: _on_round, FactsChanged: _on_facts, AdminRequest: _on_admin, Tick: _on_tick,
     ProbeTrouble: _on_probe_trouble, PeriodEnd: _on_period_end, Stop: _on_stop, ReloadFailed: _on_reload_failed,
-    Reload: _on_reload,
+    Reload: _on_reload, Counters: _on_counters,
 }
 
 
@@ -329,6 +401,9 @@ def _decide(s: _Step) -> None:
         s.moves.append(ActiveChanged(s.now.wall, s.now.mono, st.active, d.active, s.reason_prefix + d.reason))
         for name in st.active:
             u = st.uplink(name)
+            # Until flows stay on their own uplink (issue 11), a flow NATed to an uplink that no
+            # longer carries traffic would leave through the new one with the old source and hang:
+            # its entries go, working uplink or not, so it re-NATs at once.
             if name not in d.active and u is not None and u.nat_address:
                 s.flush(name, u.nat_address)
     _activate(s)
@@ -346,8 +421,29 @@ def _activate(s: _Step) -> None:
     s.state = replace(st, routing=routing)
 
 
+def in_doubt(state: EngineState) -> bool:
+    """An active uplink is suspect or failing: every uplink is probed at full rate."""
+    return any(u.suspect_since is not None or u.health.state != State.UP for u in state.uplinks
+               if u.name in state.active)
+
+
 def probe_plans(state: EngineState) -> dict[str, ProbePlan]:
-    return {u.name: probe_plan(u, u.name in state.active) for u in state.uplinks}
+    doubt = in_doubt(state)
+    return {u.name: probe_plan(u, u.name in state.active, doubt) for u in state.uplinks}
+
+
+def dampening_params(config: Config) -> DampeningParams:
+    p = config.policy
+    return DampeningParams(p.dampening, p.flap_half_life, p.flap_suppress, p.flap_reuse)
+
+
+def _recheck_at(st: EngineState) -> float | None:
+    """The next Tick the core needs: a held failback, a start-up grace, a dampening that ends."""
+    params = dampening_params(st.config)
+    times = [t for t in (damp.reuse_at(u.penalty, params) for u in st.uplinks) if t is not None]
+    if st.decision is not None and st.decision.recheck_at is not None:
+        times.append(st.decision.recheck_at)
+    return min(times) if times else None
 
 
 def _finish(s: _Step) -> tuple[EngineState, Outputs]:
@@ -355,5 +451,5 @@ def _finish(s: _Step) -> tuple[EngineState, Outputs]:
     st = s.state
     return st, Outputs(
         routing=st.routing, probes=probe_plans(st), events=tuple(s.events + s.moves), flushes=tuple(s.flushes),
-        forget_neighbours=tuple(s.neighbours), recheck_at=st.decision.recheck_at if st.decision else None,
+        forget_neighbours=tuple(s.neighbours), recheck_at=_recheck_at(st),
         reply=s.reply, log=tuple(s.log))

@@ -96,13 +96,41 @@ class UplinkSamples:
     rtt_min_ms: float | None
     rtt_max_ms: float | None
     jitter_ms: float | None
+    rx_bytes: int = 0  # the interface's own traffic in the period (counters), received ...
+    tx_bytes: int = 0  # ... and sent
     kind: ClassVar[str] = "samples"
 
 
-Event = UplinkStateChanged | ActiveChanged | EngineEvent | AdminAction | UplinkSamples
+@dataclass(frozen=True)
+class UplinkDampened:
+    """An uplink that kept failing is dampened (it does not take traffic back), or no longer is."""
+
+    at: float
+    mono: float
+    uplink: str
+    dampened: bool
+    penalty: float
+    kind: ClassVar[str] = "dampened"
+
+
+@dataclass(frozen=True)
+class QuotaReached:
+    """An uplink's traffic this month reached ``percent`` % of its quota."""
+
+    at: float
+    mono: float
+    uplink: str
+    percent: int
+    used: int  # bytes this month
+    quota: int  # bytes
+    kind: ClassVar[str] = "quota"
+
+
+Event = UplinkStateChanged | ActiveChanged | EngineEvent | AdminAction | UplinkSamples | UplinkDampened | QuotaReached
 
 EVENT_TYPES: dict[str, type] = {
-    cls.kind: cls for cls in (UplinkStateChanged, ActiveChanged, EngineEvent, AdminAction, UplinkSamples)
+    cls.kind: cls for cls in (UplinkStateChanged, ActiveChanged, EngineEvent, AdminAction, UplinkSamples,
+                              UplinkDampened, QuotaReached)
 }
 
 
@@ -142,6 +170,12 @@ def _string(kind: str, name: str, value: Any) -> str:
     return value
 
 
+def _bool(kind: str, name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise EventError(f"{kind}.{name}: expected true or false, got {value!r}")
+    return value
+
+
 def _state(kind: str, name: str, value: Any) -> str:
     value = _string(kind, name, value)
     if value not in STATES:
@@ -172,8 +206,11 @@ _FIELD_CHECKS: dict[str, dict[str, Any]] = {
     "samples": {
         "at": _number, "mono": _number, "uplink": _string, "start": _number, "sent": _count, "lost": _count,
         "loss_pct": _opt_number, "rtt_avg_ms": _opt_number, "rtt_min_ms": _opt_number,
-        "rtt_max_ms": _opt_number, "jitter_ms": _opt_number,
+        "rtt_max_ms": _opt_number, "jitter_ms": _opt_number, "rx_bytes": _count, "tx_bytes": _count,
     },
+    "dampened": {"at": _number, "mono": _number, "uplink": _string, "dampened": _bool, "penalty": _number},
+    "quota": {"at": _number, "mono": _number, "uplink": _string, "percent": _count, "used": _count,
+              "quota": _count},
 }
 
 

@@ -21,7 +21,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from linkwatch.core.states import PENDING, State
+from linkwatch.core.states import State
 
 
 # The transition table, as data. Anything else is a bug and raises IllegalTransition.
@@ -63,7 +63,8 @@ class Sample:
     target: str
     sent: int  # attempts whose fate is known
     lost: int
-    rtt: float | None  # seconds, when answered
+    rtt: float | None  # seconds, when answered (or, in a round that timed out, of a late reply)
+    late: int = 0  # replies to earlier rounds' lost attempts that came late: they were not lost
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def window_stats(samples: Iterable[Sample], now: float, window: float, since: fl
         if s.at < start or s.at > now:
             continue
         sent += s.sent
-        lost += s.lost
+        lost += s.lost - s.late
         if s.rtt is not None:
             rtts.append(s.rtt)
             prev = last_by_target.get(s.target)
@@ -102,7 +103,7 @@ def window_stats(samples: Iterable[Sample], now: float, window: float, since: fl
     if sent == 0:
         return EMPTY_STATS
     return Stats(
-        loss_pct=100.0 * lost / sent,
+        loss_pct=100.0 * max(lost, 0) / sent,
         rtt_ms=1000.0 * sum(rtts) / len(rtts) if rtts else None,
         jitter_ms=1000.0 * sum(diffs) / len(diffs) if diffs else None,
         attempts=sent,
@@ -140,12 +141,12 @@ class Tally:
 
     def add(self, s: Sample) -> Tally:
         if s.rtt is None:
-            return replace(self, sent=self.sent + s.sent, lost=self.lost + s.lost)
+            return replace(self, sent=self.sent + s.sent, lost=self.lost + s.lost - s.late)
         last = dict(self.last_rtt)
         prev = last.get(s.target)
         last[s.target] = s.rtt
         return Tally(
-            sent=self.sent + s.sent, lost=self.lost + s.lost, rtt_sum=self.rtt_sum + s.rtt,
+            sent=self.sent + s.sent, lost=self.lost + s.lost - s.late, rtt_sum=self.rtt_sum + s.rtt,
             rtt_count=self.rtt_count + 1,
             rtt_min=s.rtt if self.rtt_min is None else min(self.rtt_min, s.rtt),
             rtt_max=s.rtt if self.rtt_max is None else max(self.rtt_max, s.rtt),
@@ -156,7 +157,7 @@ class Tally:
     def summary(self) -> Summary:
         known = self.sent > 0  # as window_stats: nothing sent says nothing
         return Summary(
-            sent=self.sent, lost=self.lost, loss_pct=100.0 * self.lost / self.sent if known else None,
+            sent=self.sent, lost=max(self.lost, 0), loss_pct=100.0 * max(self.lost, 0) / self.sent if known else None,
             rtt_avg_ms=1000.0 * self.rtt_sum / self.rtt_count if known and self.rtt_count else None,
             rtt_min_ms=None if self.rtt_min is None else 1000.0 * self.rtt_min,
             rtt_max_ms=None if self.rtt_max is None else 1000.0 * self.rtt_max,
@@ -225,11 +226,14 @@ def _working_state(h: Health) -> State:
     return State.DEGRADED if h.quality_bad else State.UP
 
 
-def on_round(h: Health, answered: int, targets: int, stats: Stats, p: HealthParams, now: float) -> tuple[Health, list[Transition]]:
-    """Feed one finished round: ``answered`` of ``targets`` targets answered.
+def on_round(h: Health, answered: int, targets: int, stats: Stats, p: HealthParams, now: float,
+             slow: str | None = None) -> tuple[Health, list[Transition]]:
+    """Feed one finished round: ``answered`` of ``targets`` targets answered in time.
 
     ``stats`` are the window statistics including this round (see :func:`window_stats`,
-    computed from ``h.quality_since``).
+    computed from ``h.quality_since``). ``slow`` says why a round that timed out is not a failure
+    (late replies, traffic arriving: the uplink is alive, only slow): it counts neither way, and
+    an uplink FALLING on such a round is UP again.
     """
     if h.state == State.DISABLED or not h.link_ok:
         return h, []
@@ -249,6 +253,11 @@ def on_round(h: Health, answered: int, targets: int, stats: Stats, p: HealthPara
             if h.good_rounds >= p.up_after:
                 return _came_up(h, p, now, f"{h.good_rounds} good rounds")
             return _move(h, State.RISING, f"{h.good_rounds}/{p.up_after} good rounds", now)
+        return h, []
+    if slow is not None:
+        h = replace(h, failed_rounds=0)
+        if h.state == State.FALLING:
+            return _settle_quality(h, stats, p, now, f"slow, not dead: {slow}")
         return h, []
     h = replace(h, failed_rounds=h.failed_rounds + 1, good_rounds=0)
     if h.failed_rounds >= p.down_after:
@@ -291,6 +300,14 @@ def _settle_quality(h: Health, stats: Stats, p: HealthParams, now: float, reason
     return _move(h, target, reason, now)
 
 
+def on_dead(h: Health, reason: str, p: HealthParams, now: float) -> tuple[Health, list[Transition]]:
+    """Silence confirmed another way (the LAN's packets unanswered and a burst of probes too):
+    DOWN at once, without waiting for ``down_after`` rounds."""
+    if h.state in (State.DISABLED, State.DOWN) or not h.link_ok:
+        return h, []
+    return _move(h, State.DOWN, reason, now, failed_rounds=p.down_after, good_rounds=0)
+
+
 def on_link(h: Health, ok: bool, reason: str, now: float) -> tuple[Health, list[Transition]]:
     """Carrier/address/gateway news from netlink. Loss is DOWN at once; return must be earned by rounds."""
     if h.state == State.DISABLED:
@@ -316,10 +333,3 @@ def on_admin(h: Health, disabled: bool, now: float) -> tuple[Health, list[Transi
         h, more = _move(h, State.DOWN, "enabled by admin; link still down", now)
         trans += more
     return h, trans
-
-
-def round_interval(state: State, active: bool, interval: float, fast: float, standby: float) -> float:
-    """How long until the next round: fast while a transition is pending, slow on idle uplinks."""
-    if state in PENDING or state == State.INIT:
-        return fast
-    return interval if active else standby

@@ -56,6 +56,20 @@ class ProbeResult:
     bytes_sent: int  # IP-layer bytes this run sent
     bytes_received: int  # IP-layer bytes of the packets received for this run's attempts
     error: str | None  # "timeout", "unreachable", "rcode SERVFAIL", socket error text, ...
+    late: int = 0  # replies to earlier runs' attempts that came after their timeout, during this run
+    late_rtt: float | None = None  # seconds, the longest of those (slow, not dead)
+    refused: bool = False  # an attempt got an explicit "no" (ICMP unreachable, a bad rcode)
+
+
+@dataclass(frozen=True)
+class LinkCounters:
+    """An interface's packet and byte counters as the kernel keeps them (they only grow, but
+    start again from 0 when the interface is re-created, e.g. a PPPoE reconnect)."""
+
+    rx_packets: int
+    tx_packets: int
+    rx_bytes: int
+    tx_bytes: int
 
 
 # ---- the inputs of one step -------------------------------------------------------------------
@@ -70,6 +84,7 @@ class Start:
     facts: Mapping[str, LinkFacts]
     kernel_active: tuple[tuple[str, int], ...] = ()
     detail: str = ""
+    month_bytes: Mapping[str, int] = field(default_factory=dict)  # per uplink: this month so far (history)
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,8 @@ class RoundDone:
     uplink: str
     results: tuple[ProbeResult, ...]
     seq: int | None = None
+    burst: bool = False  # a burst the core asked for, to confirm a suspicion (ProbePlan.burst)
+    started: float | None = None  # monotonic time the round began (traffic since then is evidence)
 
 
 @dataclass(frozen=True)
@@ -98,6 +115,13 @@ class AdminRequest:
     uplink: object
     action: object
     source: object = "cli"
+
+
+@dataclass(frozen=True)
+class Counters:
+    """The interfaces' counters, read now (by interface name; uplinks not read this time are absent)."""
+
+    by_interface: Mapping[str, LinkCounters]
 
 
 @dataclass(frozen=True)
@@ -143,4 +167,5 @@ class Stop:
     """The engine stops (SIGTERM)."""
 
 
-Input = Start | RoundDone | FactsChanged | AdminRequest | Tick | Reload | ReloadFailed | ProbeTrouble | PeriodEnd | Stop
+Input = (Start | RoundDone | FactsChanged | AdminRequest | Tick | Reload | ReloadFailed | ProbeTrouble | PeriodEnd
+         | Stop | Counters)

@@ -13,7 +13,9 @@ Rules, in order:
    kernel already has: a restart never causes a failover. An uplink of the current set that is
    still INIT (adopted from the kernel at a restart, rebuilt by a reload) is presumed to work for
    ``init_grace`` at most: the current set stays until its uplinks have been probed.
-5. If no uplink works, keep the current active set if it can still be routed (fail-static: the
+5. Flap dampening: an uplink that kept failing (its penalty past ``flap_suppress``) takes no
+   traffic back while another uplink works, until its penalty has decayed.
+6. If no uplink works, keep the current active set if it can still be routed (fail-static: the
    probes may be wrong, the kernel route may not), else every routable uplink of the best tier;
    when nothing is routable, the active table is empty and the main table's default remains.
    When nothing has been probed yet (start-up), the reason says so: it is not an outage.
@@ -37,6 +39,7 @@ class UplinkView:
     working_since: float = 0.0  # when it last became working (or recovered from DEGRADED)
     degraded: bool = False  # quality is bad (DEGRADED, or FALLING/RISING from DEGRADED)
     since: float = 0.0  # when it entered its current state
+    dampened: bool = False  # it kept failing: it takes no traffic back until its penalty decays
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,12 @@ def decide(
     cur = [by_name[n] for n in current if n in by_name]
     if not working:
         return _none_working(uplinks, cur, note)
+    # A flapping uplink does not take traffic back while another works (it keeps what it has).
+    dampened = [v for v in working if v.dampened and v.name not in current]
+    if dampened and len(dampened) < len(working):
+        working = [v for v in working if v not in dampened]
+        if any(_rank(v) <= min(_rank(w) for w in working) for v in dampened):
+            note += f"{_names(dampened)} dampened (flapping); "
 
     # A restart must not fail over: while a better-or-equal uplink is still INIT, keep the kernel's choice.
     best_known = min(_rank(v) for v in working)

@@ -20,7 +20,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from linkwatch.core.engine import EngineState
+from linkwatch.core import dampening as damp
+from linkwatch.core import evidence as ev
+from linkwatch.core.dampening import DampeningParams
+from linkwatch.core.engine import EngineState, dampening_params, in_doubt, month_of
 from linkwatch.core.inputs import Now
 from linkwatch.core.states import State, usable
 from linkwatch.core.uplink import UplinkState, bytes_per_day, gateway_of, probe_plan
@@ -69,6 +72,14 @@ class UplinkStatus:
     transitions: int
     probe_error: str | None
     probes: tuple[ProbeStatus, ...] = ()
+    proven: bool = False  # the LAN's own traffic keeps coming in: it works without asking (fewer probes)
+    suspect: bool = False  # LAN packets leave with nothing coming back: a probe burst is confirming
+    slow_rounds: int = 0  # rounds that timed out while it showed it was alive (late replies, traffic)
+    dampened: bool = False  # it kept failing (flapping): no traffic back until the penalty decays
+    flap_penalty: float = 0.0
+    month_bytes: int = 0  # traffic on the interface this month (received + sent), kept across restarts
+    quota_bytes: int | None = None
+    quota_pct: float | None = None
 
 
 @dataclass(frozen=True)
@@ -145,19 +156,25 @@ def _r(v: float | None) -> float | None:
     return None if v is None else round(v, 2)
 
 
-def uplink_status(u: UplinkState, active: bool, forced: bool, mono: float) -> UplinkStatus:
-    s, f = u.stats, u.facts
+def uplink_status(u: UplinkState, active: bool, forced: bool, now: Now, doubt: bool,
+                  damping: DampeningParams) -> UplinkStatus:
+    s, f, mono = u.stats, u.facts, now.mono
     bpd = bytes_per_day(u, mono)
+    month = u.counters.month_bytes if u.counters.month == month_of(now.wall) else 0
     return UplinkStatus(
         name=u.name, interface=u.cfg.interface, state=u.health.state, usable=usable(u.health.state),
         reason=u.health.reason, active=active, since=u.wall_since, priority=u.cfg.priority, weight=u.cfg.weight,
         table=u.cfg.table, rtt_ms=_r(s.rtt_ms), loss_pct=_r(s.loss_pct), jitter_ms=_r(s.jitter_ms),
         carrier=bool(f and f.carrier), address=f.address if f else None, gateway=gateway_of(u.cfg, f),
-        forced=forced, interval_ms=round(probe_plan(u, active).interval * 1000),
+        forced=forced, interval_ms=round(probe_plan(u, active, doubt).interval * 1000),
         probe_bytes_per_day=None if bpd is None else round(bpd), rounds=u.rounds, downs=u.downs,
         transitions=u.transitions, probe_error=u.probe_error,
         probes=tuple(ProbeStatus(r.kind, r.target, r.ok, _r(r.rtt and r.rtt * 1000), r.error)
                      for r in u.last_results),
+        proven=active and ev.proven(u.counters, mono), suspect=u.suspect_since is not None,
+        slow_rounds=u.slow_rounds, dampened=u.penalty.dampened,
+        flap_penalty=round(damp.current(u.penalty, mono, damping), 2), month_bytes=month,
+        quota_bytes=u.cfg.quota, quota_pct=_r(100.0 * month / u.cfg.quota) if u.cfg.quota else None,
     )
 
 
@@ -170,8 +187,8 @@ def build_status(state: EngineState, now: Now, shell: ShellReport) -> Status:
         previous_active=tuple(state.previous_active), reason=d.reason if d else "",
         last_apply_ms=_r(shell.last_apply_ms), conntrack_flushes=tuple(shell.conntrack_flushes),
         active_changes=state.active_changes,
-        uplinks=tuple(uplink_status(u, u.name in state.active, state.forced == u.name, now.mono)
-                      for u in state.uplinks),
+        uplinks=tuple(uplink_status(u, u.name in state.active, state.forced == u.name, now, in_doubt(state),
+                                    dampening_params(state.config)) for u in state.uplinks),
         sinks=dict(shell.sinks), snmp=shell.snmp,
     )
 

@@ -8,15 +8,19 @@ the transitions into events.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 from linkwatch.config import UplinkConfig
 from linkwatch.core import health as hm
+from linkwatch.core.dampening import Penalty
+from linkwatch.core import evidence as ev
+from linkwatch.core.evidence import Traffic
 from linkwatch.core.health import EMPTY_STATS, Health, HealthParams, Sample, Stats, Tally, Transition, window_stats
-from linkwatch.core.inputs import LinkFacts, ProbeResult, ProbeSpec
+from linkwatch.core.inputs import LinkCounters, LinkFacts, ProbeResult, ProbeSpec
 from linkwatch.core.policy import UplinkView
 from linkwatch.core.routing import UplinkRoute
-from linkwatch.core.states import USABLE, State
+from linkwatch.core.states import PENDING, USABLE, State
 
 TRAFFIC_WINDOW = 60.0  # seconds of probe traffic the bytes/day estimate is based on
 
@@ -61,6 +65,11 @@ class ProbePlan:
     interval: float
     timeout: float
     attempts: int
+    rotate: bool = False  # one target per round, in turn (a standby uplink on a data budget)
+    burst: int = 0  # a new number asks for one burst round at once (a suspicion to confirm)
+    burst_timeout: float = 0.15
+    counter_interval: float = 1.0  # how often to read the interface counters
+    late_window: float = 3.0  # a reply this late is still heard (slow, not dead)
 
 
 @dataclass(frozen=True)
@@ -74,7 +83,16 @@ class UplinkState:
     samples: tuple[Sample, ...] = ()  # the quality window
     stats: Stats = EMPTY_STATS
     last_results: tuple[ProbeResult, ...] = ()  # the latest result of each probe
-    traffic: tuple[tuple[float, int], ...] = ()  # (mono, probe bytes) of each round, last TRAFFIC_WINDOW
+    probe_traffic: tuple[tuple[float, int], ...] = ()  # (mono, probe bytes) of each round, last TRAFFIC_WINDOW
+    counters: Traffic = field(default_factory=Traffic)  # the interface's own traffic (evidence, month)
+    last_reply_at: float | None = None  # the last probe reply, in time or late
+    last_late_at: float | None = None  # the last late reply: the uplink has been slow
+    slow_rounds: int = 0  # rounds that timed out while the uplink showed it was alive
+    suspect_since: float | None = None  # LAN packets leaving with nothing coming back since
+    quiet_until: float = 0.0  # no new suspicion before this (a burst just answered)
+    bursts: int = 0  # bursts asked for
+    penalty: Penalty = field(default_factory=Penalty)  # flap dampening
+    quota_warned: tuple[int, ...] = ()  # quota thresholds already raised this month
     working_since: float = 0.0  # when it last became working (the failback hold counts from here)
     wall_since: float = 0.0  # wall-clock time of the last state change
     nat_address: str | None = None  # last address seen: NAT entries to flush even after it is gone
@@ -103,8 +121,8 @@ def counted(u: UplinkState, transitions: list[Transition], mono: float, wall: fl
     """``u`` with its counters and clocks moved on by ``transitions``."""
     for t in transitions:
         if (t.new in (State.UP, State.DEGRADED) and t.old not in USABLE) or (
-                t.old == State.DEGRADED and t.new == State.UP):
-            u = replace(u, working_since=mono)
+                t.old in (State.DEGRADED, State.FALLING) and t.new == State.UP):
+            u = replace(u, working_since=mono)  # a FALLING dip restarts the failback hold too
         u = replace(u, downs=u.downs + (t.new == State.DOWN), transitions=u.transitions + 1, wall_since=wall)
     return u
 
@@ -141,13 +159,19 @@ def with_facts(u: UplinkState, facts: LinkFacts | None, mono: float, initial: bo
     return FactsOutcome(u, transitions, stale, forget)
 
 
-def with_round(u: UplinkState, results: tuple[ProbeResult, ...], seq: int | None,
-               mono: float) -> tuple[UplinkState, list[Transition]]:
+def with_round(u: UplinkState, results: tuple[ProbeResult, ...], seq: int | None, mono: float,
+               started: float | None = None, burst: bool = False) -> tuple[UplinkState, list[Transition]]:
     """Feed a finished round. Rounds overlap (timeout > fast_interval): one that started before a
-    round already applied adds its samples to the statistics but does not step the state."""
+    round already applied adds its samples to the statistics but does not step the state.
+
+    A round that timed out is *slow*, not failed, when the uplink shows it is alive: replies to
+    earlier rounds came late, the interface kept receiving while the round ran, or replies have
+    been late lately (only silence is death). An explicit refusal (ICMP unreachable) is a failure.
+    A burst round (to confirm a suspicion) that gets no answer while nothing comes in at all
+    takes the uplink DOWN at once."""
     if not u.health.link_ok:
         return u, []  # the link went away while the round was in flight
-    new = tuple(Sample(mono, r.target, r.sent, r.lost, r.rtt) for r in results)
+    new = tuple(Sample(mono, r.target, r.sent, r.lost, r.rtt if r.ok else r.late_rtt, r.late) for r in results)
     horizon = mono - max(u.params.quality_window, 1.0)
     samples = tuple(s for s in u.samples if s.at >= horizon) + new
     period = u.period
@@ -156,17 +180,88 @@ def with_round(u: UplinkState, results: tuple[ProbeResult, ...], seq: int | None
     latest = {(r.kind, r.target): r for r in u.last_results}
     latest.update({(r.kind, r.target): r for r in results})
     nbytes = sum(r.bytes_sent + r.bytes_received for r in results)
-    traffic = tuple(t for t in u.traffic if mono - t[0] <= TRAFFIC_WINDOW) + ((mono, nbytes),)
+    probe_traffic = tuple(t for t in u.probe_traffic if mono - t[0] <= TRAFFIC_WINDOW) + ((mono, nbytes),)
     stats = window_stats(samples, mono, u.params.quality_window, u.health.quality_since)
+    answered = sum(1 for r in results if r.ok)
+    late = sum(r.late for r in results)
     u = replace(u, rounds=u.rounds + 1, samples=samples, period=period, last_results=tuple(latest.values()),
-                traffic=traffic, stats=stats)
+                probe_traffic=probe_traffic, stats=stats,
+                last_reply_at=mono if answered or late else u.last_reply_at,
+                last_late_at=mono if late else u.last_late_at)
     if seq is not None:
         if seq < u.applied_seq:
             return u, []
         u = replace(u, applied_seq=seq)
-    answered = sum(1 for r in results if r.ok)
-    health, transitions = hm.on_round(u.health, answered, len(results), stats, u.params, mono)
-    return replace(u, health=health), transitions
+    good = bool(results) and answered >= min(u.params.min_targets, len(results))
+    if burst:
+        why = None if good else _dead_by_burst(u, results, mono)
+        u = replace(u, suspect_since=None)
+        if good:
+            u = replace(u, quiet_until=mono + QUIET_AFTER_BURST)
+        else:
+            if why is None:
+                return u, []  # no answer, but no proof of death either: the rounds decide
+            health, transitions = hm.on_dead(u.health, why, u.params, mono)
+            return replace(u, health=health), transitions
+    slow = None if good else _slow(u, results, started, mono)
+    health, transitions = hm.on_round(u.health, answered, len(results), stats, u.params, mono, slow)
+    return replace(u, health=health, slow_rounds=u.slow_rounds + (slow is not None)), transitions
+
+
+QUIET_AFTER_BURST = 1.0  # a suspicion the burst disproved is not raised again before this
+
+
+def _recently_slow(u: UplinkState, mono: float) -> bool:
+    return u.last_late_at is not None and mono - u.last_late_at <= u.cfg.health.late_window
+
+
+def _slow(u: UplinkState, results: tuple[ProbeResult, ...], started: float | None, mono: float) -> str | None:
+    """Why a round that got no answer in time is not a failure (None: it is one)."""
+    if any(r.refused for r in results):
+        return None  # an explicit "no" from the network
+    late = [r for r in results if r.late]
+    if late:
+        rtt = max((r.late_rtt or 0.0) for r in late)
+        return f"{sum(r.late for r in late)} late repl{'y' if sum(r.late for r in late) == 1 else 'ies'} " \
+               f"(RTT {rtt * 1000:.0f}ms)"
+    recent_reply = u.last_reply_at is not None and mono - u.last_reply_at <= u.cfg.health.late_window
+    if started is not None and recent_reply and ev.rx_since(u.counters, started) >= ev.PROOF_MIN_RX:
+        return f"{ev.rx_since(u.counters, started)} packets came in meanwhile"
+    if _recently_slow(u, mono):
+        return "replies have been late lately"
+    return None
+
+
+def _dead_by_burst(u: UplinkState, results: tuple[ProbeResult, ...], mono: float) -> str | None:
+    """Why a burst that got no answer proves the uplink dead (None: it does not)."""
+    if u.suspect_since is None or _recently_slow(u, mono) or any(r.late for r in results):
+        return None
+    if ev.rx_since(u.counters, u.suspect_since) > 0:
+        return None  # something came in after all
+    packets = sum(r.sent for r in results)
+    return (f"LAN packets unanswered for {(mono - u.suspect_since) * 1000:.0f}ms and a burst of "
+            f"{packets} probes too")
+
+
+def with_counters(u: UplinkState, c: LinkCounters, mono: float, month: str, active: bool,
+                  interval: float) -> UplinkState:
+    """New interface counters. An active, working uplink whose packets leave with nothing coming
+    back becomes suspect (the shell sends a burst at once); traffic coming in clears that."""
+    counters = ev.observe(u.counters, c, mono, month)
+    if u.quota_warned and counters.month != u.counters.month:
+        u = replace(u, quota_warned=())  # a new month
+    u = replace(u, counters=counters)
+    h = u.cfg.health
+    if u.suspect_since is not None:
+        if ev.rx_since(counters, u.suspect_since) > 0 or mono - u.suspect_since > h.burst_timeout + 1.0:
+            u = replace(u, suspect_since=None)
+        return u
+    if not active or h.suspect_after is None or u.health.state not in USABLE or mono < u.quiet_until:
+        return u
+    probe_packets = len(u.cfg.probes) * h.attempts * max(1, math.ceil(h.suspect_after / interval))
+    if ev.silent(counters, mono, h.suspect_after, probe_packets):
+        u = replace(u, suspect_since=mono, bursts=u.bursts + 1)
+    return u
 
 
 def with_admin(u: UplinkState, disable: bool, mono: float) -> tuple[UplinkState, list[Transition]]:
@@ -176,7 +271,7 @@ def with_admin(u: UplinkState, disable: bool, mono: float) -> tuple[UplinkState,
 
 def bytes_per_day(u: UplinkState, mono: float) -> float | None:
     """Probe traffic extrapolated from the last minute's rounds (None: too little to tell)."""
-    recent = [(t, b) for t, b in u.traffic if mono - t <= TRAFFIC_WINDOW]
+    recent = [(t, b) for t, b in u.probe_traffic if mono - t <= TRAFFIC_WINDOW]
     if len(recent) < 2:
         return None
     span = max(mono - recent[0][0], 1e-3)
@@ -197,17 +292,31 @@ def route_of(u: UplinkState) -> UplinkRoute:
 def view_of(u: UplinkState) -> UplinkView:
     """What the policy needs to know about the uplink."""
     return UplinkView(u.name, u.health.state, u.cfg.priority, u.cfg.weight, link_verdict(u.cfg, u.facts)[0],
-                      u.working_since, u.health.quality_bad, u.health.since)
+                      u.working_since, u.health.quality_bad, u.health.since, u.penalty.dampened)
 
 
-def probe_plan(u: UplinkState, active: bool) -> ProbePlan:
+def probe_plan(u: UplinkState, active: bool, doubt: bool) -> ProbePlan:
+    """How to probe ``u`` now. ``doubt``: an active uplink is suspect or failing, so every uplink is
+    probed at full rate and the failover decision rests on fresh evidence."""
     h = u.cfg.health
     source = u.facts.address if u.facts else None
+    state = u.health.state
+    if state in PENDING or state == State.INIT or (doubt and not active):
+        interval = h.fast_interval
+    elif active:
+        interval = h.proven_interval if ev.proven(u.counters, u.counters.last_at or 0.0) else h.interval
+    else:
+        interval = h.standby_interval
     return ProbePlan(
         source=source,
         specs=tuple(ProbeSpec(p.type, p.target, p.query) for p in u.cfg.probes),
-        running=u.health.state != State.DISABLED and u.health.link_ok and source is not None,
-        interval=hm.round_interval(u.health.state, active, h.interval, h.fast_interval, h.standby_interval),
+        running=state != State.DISABLED and u.health.link_ok and source is not None,
+        interval=interval,
         timeout=h.timeout,
         attempts=h.attempts,
+        rotate=not active and not doubt and state not in PENDING and state != State.INIT,
+        burst=u.bursts,
+        burst_timeout=h.burst_timeout,
+        counter_interval=h.counter_interval if active else max(1.0, min(h.standby_interval, 10.0)),
+        late_window=h.late_window,
     )

@@ -3,7 +3,9 @@
 A :class:`Prober` starts a round every ``plan.interval`` while ``plan.running``, binds its probes to
 ``plan.source`` (rebuilding them when the address or the probe list changes) and hands every
 finished round to the engine. Rounds may overlap (timeout > fast interval): each is numbered at its
-start, and rounds of probes that were rebuilt meanwhile are dropped.
+start, and rounds of probes that were rebuilt meanwhile are dropped. On a data budget
+(``plan.rotate``) a round asks one target, in turn; a new ``plan.burst`` number starts one burst
+round at once: every target, BURST_ATTEMPTS packets each within ``plan.burst_timeout``.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from linkwatch.probes.base import Probe
 log = logging.getLogger(__name__)
 
 MakeProbes = Callable[[Sequence[ProbeSpec], str], list[Probe]]
+BURST_ATTEMPTS = 3
 
 
 class Prober:
     """The probing task of one uplink."""
 
     def __init__(self, name: str, plan: ProbePlan, make_probes: MakeProbes,
-                 on_round: Callable[[Prober, tuple[ProbeResult, ...], int], None],
+                 on_round: Callable[[Prober, tuple[ProbeResult, ...], int, float, bool], None],
                  on_trouble: Callable[[str, str | None], None], clock: Callable[[], float]):
         self.name = name
         self.plan = plan
@@ -42,6 +45,8 @@ class Prober:
         self._task: asyncio.Task | None = None
         self._rounds: set[asyncio.Task] = set()
         self._last_start = -1e9
+        self._turn = 0  # the next target of a rotating round
+        self._burst_due = False
         self.closed = False
 
     def start(self) -> None:
@@ -53,6 +58,8 @@ class Prober:
             return
         if (plan.source, plan.specs) != (self.plan.source, self.plan.specs):
             self._close_probes()
+        if plan.burst > self.plan.burst:
+            self._burst_due = True
         self.plan = plan
         self._wake.set()  # the interval (or whether to run at all) may have changed
 
@@ -70,6 +77,10 @@ class Prober:
     async def _run(self) -> None:
         while not self.closed:
             now = self._clock()
+            if self._burst_due:
+                self._burst_due = False
+                if self.plan.running and self._ensure_probes():
+                    self._start_round(list(self._probes), now, burst=True)
             due = self._last_start + self.plan.interval
             if now < due:
                 self._wake.clear()
@@ -78,10 +89,17 @@ class Prober:
                 continue  # recompute: the plan (and so the interval) may have changed
             self._last_start = now
             if self.plan.running and self._ensure_probes():
-                self._seq += 1
-                task = asyncio.create_task(self._round(list(self._probes), self._generation, self._seq))
-                self._rounds.add(task)
-                task.add_done_callback(self._rounds.discard)
+                probes = list(self._probes)
+                if self.plan.rotate and probes:
+                    probes = [probes[self._turn % len(probes)]]
+                    self._turn += 1
+                self._start_round(probes, now)
+
+    def _start_round(self, probes: list[Probe], now: float, burst: bool = False) -> None:
+        self._seq += 1
+        task = asyncio.create_task(self._round(probes, self._generation, self._seq, now, burst))
+        self._rounds.add(task)
+        task.add_done_callback(self._rounds.discard)
 
     def _ensure_probes(self) -> bool:
         if self._probes:
@@ -102,15 +120,17 @@ class Prober:
             self._on_trouble(self.name, None)
         return True
 
-    async def _round(self, probes: list[Probe], generation: int, seq: int) -> None:
+    async def _round(self, probes: list[Probe], generation: int, seq: int, started: float, burst: bool) -> None:
         plan = self.plan
+        timeout, attempts = (plan.burst_timeout, BURST_ATTEMPTS) if burst else (plan.timeout, plan.attempts)
         try:
-            results = await asyncio.gather(*(p.run(plan.timeout, plan.attempts) for p in probes))
+            results = await asyncio.gather(*(p.run(timeout, attempts, late_window=plan.late_window)
+                                             for p in probes))
         except Exception:
             log.exception("probe round on %s failed; the next round goes on", self.name)
             return
         if generation == self._generation and not self.closed:  # else rebuilt or closed meanwhile
-            self._on_round(self, tuple(results), seq)
+            self._on_round(self, tuple(results), seq, started, burst)
 
     def _close_probes(self) -> None:
         for p in self._probes:

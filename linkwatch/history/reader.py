@@ -261,6 +261,13 @@ class HistoryReader:
                 "rtt_min_ms": rmin, "rtt_max_ms": rmax, "jitter_ms": jitter})
         return {"step": step, "period": period, "since": since, "until": until, "uplinks": out}
 
+    def traffic_since(self, since: float) -> dict[str, int]:
+        """Bytes received + sent on each uplink's interface in the periods that began at ``since``
+        or later (the month so far, for the engine's quota after a restart)."""
+        rows = self._query("SELECT uplink, SUM(rx_bytes + tx_bytes) FROM samples WHERE start >= :since "
+                           "GROUP BY uplink", {"since": float(since)})
+        return {uplink: int(total or 0) for uplink, total in rows}
+
     def uplinks(self) -> list[str]:
         """Every uplink name found in the samples or the events, sorted."""
         names: set[str] = set()

@@ -58,6 +58,12 @@ def migrations() -> Migrations:
         db["samples"].create_index(["uplink", "start"], index_name="samples_uplink_start")
         db["meta"].create({"key": str, "value": str}, pk="key", not_null={"value"})
 
+    @m(name="m003_interface_traffic")
+    def m003(db: Database) -> None:
+        # the interface's own bytes per period: the month's traffic survives a restart
+        db["samples"].add_column("rx_bytes", int, not_null_default=0)
+        db["samples"].add_column("tx_bytes", int, not_null_default=0)
+
     _MIGRATIONS = m
     return m
 

@@ -23,11 +23,21 @@ class Kernel:
         self.params = params
         self.netns = netns
         self._reconciler: Any = None
+        self._counters: Any = None
 
     async def open(self) -> None:
+        from linkwatch.kernel.counters import CounterReader
         from linkwatch.kernel.reconciler import Reconciler
 
         self._reconciler = await asyncio.to_thread(Reconciler, self.params, self.netns)
+        if self.netns is None:  # the raw counter socket lives in the engine's own namespace
+            self._counters = CounterReader()
+
+    async def read_counters(self, ifindexes: Sequence[int]) -> dict[int, Any]:
+        """Packet and byte counters of these interfaces (those that exist), by ifindex."""
+        if self._counters is None:
+            return {}
+        return await self._counters.read(ifindexes)
 
     async def read_facts(self, ifnames: Sequence[str]) -> dict[str, LinkFacts]:
         from linkwatch.kernel.facts import read_facts_async
@@ -60,6 +70,9 @@ class Kernel:
         return await asyncio.to_thread(flush_nat, address, self.netns)
 
     async def close(self) -> None:
+        if self._counters is not None:
+            self._counters.close()
+            self._counters = None
         reconciler, self._reconciler = self._reconciler, None
         if reconciler is not None:
             await asyncio.to_thread(reconciler.close)

@@ -14,7 +14,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from linkwatch.core.inputs import ProbeResult
@@ -60,7 +60,7 @@ class Probe(Protocol):
     kind: str
     target: str
 
-    async def run(self, timeout: float, attempts: int) -> ProbeResult: ...
+    async def run(self, timeout: float, attempts: int, late_window: float = 0.0) -> ProbeResult: ...
 
     def close(self) -> None: ...
 
@@ -181,7 +181,7 @@ class RoundTracker:
     """Bookkeeping of one run: which attempts went out, which got answered or failed.
 
     Pure (times are arguments). Keys identify attempts (ICMP sequence, DNS id); a key that this
-    run did not send is unknown and never counts, which is what drops late replies.
+    run did not send is unknown and never counts for it (a late reply is the probe's business).
     """
 
     def __init__(self, attempts: int) -> None:
@@ -194,6 +194,7 @@ class RoundTracker:
         self.rtt: float | None = None
         self.bytes_sent = 0
         self.bytes_received = 0
+        self.refused = False  # an attempt got an explicit "no" (ICMP error, bad rcode)
 
     @property
     def made(self) -> int:
@@ -254,7 +255,13 @@ class RoundTracker:
             return False
         self.fates[index] = FAILED
         self.errors[index] = error
+        self.refused = True
         return True
+
+    def pending(self) -> list[tuple[Hashable, float]]:
+        """(key, sent at) of the attempts still unanswered: when the run ends, their replies are late."""
+        return [(key, self.sent_at[i]) for key, i in self.keys.items()  # type: ignore[misc]
+                if self.fates[i] == PENDING and self.sent_at[i] is not None]
 
     def result(self, kind: str, target: str) -> ProbeResult:
         """The ProbeResult of this run as it stands (call when the run is over)."""
@@ -295,10 +302,18 @@ class RoundProbe:
         # DNS id) are unique across them, so an answer always finds the run that sent it.
         self._runs: dict[RoundTracker, asyncio.Future[None]] = {}
         self._closed = False
+        # Attempts of finished runs that got no answer in time: a reply within the late window
+        # still proves the path works (slow, not dead) and is reported with the next result.
+        self._expired: dict[Hashable, float] = {}  # key -> sent at
+        self._late: list[float] = []  # RTTs of late replies not reported yet
+        self._late_bytes = 0
+        self._late_window = 0.0
 
-    async def run(self, timeout: float, attempts: int) -> ProbeResult:
-        """Run one round; never raises for network problems (they become ok=False results)."""
+    async def run(self, timeout: float, attempts: int, late_window: float = 0.0) -> ProbeResult:
+        """Run one round; never raises for network problems (they become ok=False results).
+        ``late_window``: how long after sending a reply still counts as a late one."""
         check_run_args(timeout, attempts)
+        self._late_window = max(late_window, 0.0)
         if self._closed:
             raise ProbeError(f"{self.kind} probe to {self.target} is closed")
         loop = asyncio.get_running_loop()
@@ -308,6 +323,8 @@ class RoundProbe:
         handles: list[asyncio.TimerHandle] = []
         try:
             start = loop.time()
+            horizon = time.monotonic() - self._late_window
+            self._expired = {k: t for k, t in self._expired.items() if t >= horizon}
             self._attempt(loop, tracker)
             step = timeout / attempts
             for k in range(1, attempts):
@@ -319,7 +336,13 @@ class RoundProbe:
             for handle in handles:
                 handle.cancel()
             self._runs.pop(tracker, None)
-        return tracker.result(self.kind, self.target)
+            if self._late_window:
+                self._expired.update(tracker.pending())
+        result = tracker.result(self.kind, self.target)
+        late, self._late = self._late, []
+        late_bytes, self._late_bytes = self._late_bytes, 0
+        return replace(result, late=len(late), late_rtt=max(late) if late else None, refused=tracker.refused,
+                       bytes_received=result.bytes_received + late_bytes)
 
     def close(self) -> None:
         """Release the probe's sockets; ends the running rounds."""
@@ -354,8 +377,14 @@ class RoundProbe:
 
     def _answer(self, key: Hashable, now: float, nbytes: int) -> None:
         tracker = self._owner(key)
-        if tracker is not None and tracker.answer(key, now, nbytes):
-            self._maybe_done(tracker)
+        if tracker is not None:
+            if tracker.answer(key, now, nbytes):
+                self._maybe_done(tracker)
+            return
+        sent_at = self._expired.pop(key, None)
+        if sent_at is not None and now - sent_at <= self._late_window:
+            self._late.append(now - sent_at)
+            self._late_bytes += nbytes
 
     def _fail(self, key: Hashable, error: str, nbytes: int) -> None:
         tracker = self._owner(key)
@@ -363,7 +392,8 @@ class RoundProbe:
             self._maybe_done(tracker)
 
     def _owns(self, key: Hashable) -> bool:
-        return self._owner(key) is not None
+        """An attempt of a run in flight, or a late one still worth hearing about."""
+        return self._owner(key) is not None or key in self._expired
 
     # -- internals
 

@@ -19,6 +19,7 @@ class FakeKernel:
         self.neighbours: list[tuple[int, str]] = []
         self.flushed: list[str] = []
         self.fail_neighbours = False
+        self.counters: dict[int, object] = {}  # ifindex -> LinkCounters; absent: not read
         self.opened = self.closed = False
         self._monitors: list[FakeMonitor] = []
 
@@ -32,6 +33,9 @@ class FakeKernel:
         m = FakeMonitor(self, tuple(ifnames))
         self._monitors.append(m)
         return m
+
+    async def read_counters(self, ifindexes):
+        return {i: self.counters[i] for i in ifindexes if i in self.counters}
 
     async def active_gateways(self):
         return list(self.active)
@@ -101,7 +105,7 @@ class FakeProbe:
     def __init__(self, owner: FakeProbes, spec: ProbeSpec, source: str):
         self.owner, self.kind, self.target, self.source = owner, spec.kind, spec.target, source
 
-    async def run(self, timeout, attempts):
+    async def run(self, timeout, attempts, late_window=0.0):
         if self.source in self.owner.silent:
             await asyncio.sleep(timeout)
             return ProbeResult(self.kind, self.target, False, None, attempts, attempts, 28 * attempts, 0, "timeout")

@@ -313,8 +313,9 @@ ERROR_CASES = {
     "fast_interval above interval": (doc(health='fast_interval = "500ms"'), "health.fast_interval",
                                      ["got 500ms", "at most health.interval (250ms)"]),
     "interval above standby_interval": (
-        doc(health='interval = "2s"\nfast_interval = "1s"\nquality_window = "1m"\ntimeout = "1s"'),
-        "health.standby_interval", ["got 1s", "at least health.interval (2s)"]),
+        doc(health='interval = "20s"\nfast_interval = "1s"\nquality_window = "2m"\ntimeout = "1s"\n'
+                   'proven_interval = "20s"'),
+        "health.standby_interval", ["got 10s", "at least health.interval (20s)"]),
     "loss_recovered not below loss_degraded": (doc(health="loss_degraded = 30\nloss_recovered = 30"),
                                                "health.loss_recovered",
                                                ["got 30%", "less than health.loss_degraded (30%)", "flap"]),
@@ -498,7 +499,8 @@ def test_describe_keys_follows_the_dataclasses():
         assert [k for k in keys if k.startswith(section + ".")] == [
             f"{section}.{f.name}" for f in dataclasses.fields(cls)]
     assert [k for k in keys if k.startswith("uplinks.")] == [
-        "uplinks.*.interface", "uplinks.*.gateway", "uplinks.*.priority", "uplinks.*.weight", "uplinks.*.table",
+        "uplinks.*.interface", "uplinks.*.gateway", "uplinks.*.priority", "uplinks.*.weight", "uplinks.*.quota",
+        "uplinks.*.quota_warn", "uplinks.*.table",
         "uplinks.*.probes.*.type", "uplinks.*.probes.*.target", "uplinks.*.probes.*.query"]
     overrides = set(describe_keys(per_uplink_health=True)) - set(keys)
     assert overrides == {f"uplinks.*.health.{f.name}" for f in dataclasses.fields(HealthConfig)}

@@ -6,7 +6,7 @@ import pytest
 
 from linkwatch.core.health import (
     EMPTY_STATS, TRANSITIONS, Health, HealthParams, IllegalTransition, Sample, State, Stats, _move,
-    on_admin, on_link, on_round, quality_verdict, round_interval, window_stats,
+    on_admin, on_link, on_round, quality_verdict, window_stats,
 )
 
 P = HealthParams(down_after=3, up_after=5, min_targets=1, quality_window=10.0, loss_degraded=40.0,
@@ -180,14 +180,6 @@ def test_window_stats_respects_window_and_since():
     assert window_stats(samples, now=9.0, window=100.0).loss_pct == pytest.approx(50.0)
     assert window_stats(samples, now=9.0, window=100.0, since=5.0).loss_pct == 0.0
     assert window_stats([], now=1.0, window=1.0) == EMPTY_STATS
-
-
-def test_round_interval_fast_while_pending_slow_on_standby():
-    assert round_interval(State.FALLING, True, 0.25, 0.1, 1.0) == 0.1
-    assert round_interval(State.RISING, False, 0.25, 0.1, 1.0) == 0.1
-    assert round_interval(State.UP, True, 0.25, 0.1, 1.0) == 0.25
-    assert round_interval(State.UP, False, 0.25, 0.1, 1.0) == 1.0
-    assert round_interval(State.DOWN, False, 0.25, 0.1, 1.0) == 1.0
 
 
 def test_random_loss_rarely_fails_three_rounds_in_a_row():

@@ -20,6 +20,7 @@ from linkwatch.config import HistoryConfig
 from linkwatch.core.events import ActiveChanged, AdminAction, EngineEvent, UplinkSamples, UplinkStateChanged
 from linkwatch.history import (
     MIGRATION_SET,
+    SAMPLE_COLUMNS,
     Batch,
     BatchPolicy,
     Batcher,
@@ -39,7 +40,7 @@ from linkwatch.sinks.history import HistorySink
 from linkwatch.sinks.runner import SinkRunner
 
 BASE = 1_764_000_000.0  # a wall time divisible by 3600 (and by 240)
-MIGRATIONS = ["m001_events_and_samples", "m002_uplink_indexes_and_meta"]
+MIGRATIONS = ["m001_events_and_samples", "m002_uplink_indexes_and_meta", "m003_interface_traffic"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,7 +225,7 @@ def test_a_database_with_only_the_first_migration_is_upgraded_and_keeps_its_rows
     assert old.migrated == MIGRATIONS[:1]
     old.conn.execute("INSERT INTO events (at, kind, uplink, data) VALUES (?, ?, ?, ?)", event_row(state(BASE)))
     old.conn.execute("INSERT INTO samples (uplink, start, at, sent, lost, loss_pct, rtt_avg_ms, rtt_min_ms, "
-                     "rtt_max_ms, jitter_ms) VALUES (?,?,?,?,?,?,?,?,?,?)", sample_row(sample(BASE)))
+                     "rtt_max_ms, jitter_ms) VALUES (?,?,?,?,?,?,?,?,?,?)", sample_row(sample(BASE))[:10])
     old.close()
     reader = HistoryReader(str(path), clock=lambda: BASE + 3600)
     assert reader.sample_period() == 60.0  # no meta table yet: from the newest row
@@ -236,7 +237,23 @@ def test_a_database_with_only_the_first_migration_is_upgraded_and_keeps_its_rows
     assert store.conn.execute("SELECT count(*) FROM events").fetchone()[0] == 1
     assert store.conn.execute("SELECT count(*) FROM samples").fetchone()[0] == 1
     assert store.conn.execute("SELECT count(*) FROM meta").fetchone()[0] == 0
+    assert store.conn.execute("SELECT rx_bytes, tx_bytes FROM samples").fetchone() == (0, 0), "old rows: 0 bytes"
     store.close()
+
+
+def test_the_months_traffic_is_summed_from_the_samples(tmp_path):
+    from dataclasses import replace
+
+    path = tmp_path / "h.db"
+    store = HistoryStore(str(path))
+    rows = [sample_row(replace(sample(BASE + 60 * i), rx_bytes=1000 * i, tx_bytes=10)) for i in range(3)]
+    store.conn.executemany(f"INSERT INTO samples ({', '.join(SAMPLE_COLUMNS)}) VALUES "
+                           f"({', '.join('?' * len(SAMPLE_COLUMNS))})", rows)
+    store.conn.commit()
+    store.close()
+    with HistoryReader(str(path)) as reader:
+        assert reader.traffic_since(BASE) == {rows[0][0]: 3000 + 30}
+        assert reader.traffic_since(BASE + 61) == {rows[0][0]: 2000 + 10}
 
 
 def test_new_files_are_readable_by_others_whatever_the_umask(tmp_path):

@@ -217,8 +217,42 @@ def test_answer_of_an_earlier_round_is_ignored() -> None:
         return first, second
 
     first, second = asyncio.run(scenario())
-    assert not first.ok and not second.ok
-    assert second.bytes_received == 0
+    assert not first.ok and not second.ok, "a late reply does not answer the round it arrives in"
+    assert second.bytes_received == 0 and second.late == 0, "without a late window it is not heard at all"
+
+
+def test_a_late_reply_within_the_late_window_is_reported_with_the_next_result() -> None:
+    async def scenario():
+        probe = FakeProbe()
+        first = await probe.run(0.1, 1, late_window=1.0)  # key 1, unanswered in time
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.05, probe.reply, 1)  # 0.15 s after it was sent: late
+        second = await probe.run(0.1, 1, late_window=1.0)
+        third = await probe.run(0.1, 1, late_window=1.0)
+        return first, second, third
+
+    first, second, third = asyncio.run(scenario())
+    assert (first.ok, first.late) == (False, 0)
+    assert not second.ok and second.late == 1 and second.late_rtt == pytest.approx(0.15, abs=0.03)
+    assert second.bytes_received == 10 and not second.refused
+    assert third.late == 0, "reported once"
+
+
+def test_a_reply_later_than_the_late_window_is_not_counted_and_refusals_are_flagged() -> None:
+    async def scenario():
+        probe = FakeProbe()
+        await probe.run(0.05, 1, late_window=0.1)
+        await asyncio.sleep(0.15)
+        probe.reply(1)  # 0.2 s after sending: beyond the window
+        second = await probe.run(0.05, 1, late_window=0.1)
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.01, probe.reply, 3, "unreachable")
+        third = await probe.run(0.1, 1, late_window=0.1)
+        return second, third
+
+    second, third = asyncio.run(scenario())
+    assert second.late == 0 and not second.refused
+    assert third.refused and third.error == "unreachable"
 
 
 def test_run_ends_early_when_every_attempt_has_failed() -> None:

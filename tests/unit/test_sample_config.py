@@ -43,7 +43,7 @@ def test_sample_loads_without_errors():
 
 # Keys the sample shows only commented out: secrets (a working sample value would be a known
 # password) and example entries (users, trap receivers) that must not be live on a fresh install.
-COMMENTED_OK = ("web.password_hash", "snmp.engine_id", "snmp.agent.community", "snmp.users.*.*",
+COMMENTED_OK = ("web.password_hash", "snmp.engine_id", "snmp.agent.community", "snmp.users.*.*", "uplinks.*.quota",
                 "snmp.traps.*.*")
 
 

@@ -1,0 +1,96 @@
+"""Evidence from the traffic itself: an uplink's interface counters, read every few tens of ms.
+Pure: counters and ``now`` in, new :class:`Traffic` and verdicts out.
+
+* Packets coming in are proof of life: a probe round that timed out while the interface kept
+  receiving is *slow*, not failed (a saturated link with a deep modem queue answers late).
+* Packets going out while nothing comes back is suspicion: the engine confirms it at once with a
+  burst of probes and fails over when the burst gets no answer either.
+* While the LAN's own traffic keeps coming in, the active uplink needs fewer probes.
+* The same counters give each uplink's traffic this month, for a metered link's quota.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from linkwatch.core.inputs import LinkCounters
+
+KEEP = 3.0  # seconds of counter deltas kept (covers every window below)
+PROOF_MIN_RX = 3  # packets received after a round began that prove the uplink is alive (ARP, RAs: fewer)
+SUSPECT_EXTRA_TX = 3  # packets sent beyond what the probes themselves send, to call silence suspicious
+PROVEN_WINDOW = 2.0  # seconds over which the LAN's traffic proves the active uplink works ...
+PROVEN_MIN_RX = 20  # ... when this many packets came in (10 per second)
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What the counters moved between two reads ``(start, end]``."""
+
+    start: float
+    end: float
+    rx_packets: int
+    tx_packets: int
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """The counters of one uplink's interface as the core has seen them."""
+
+    last: LinkCounters | None = None
+    last_at: float | None = None
+    deltas: tuple[Delta, ...] = ()  # the last KEEP seconds
+    month: str = ""  # "YYYY-MM" (local time) that month_bytes counts
+    month_bytes: int = 0  # received + sent this month (the part the engine saw)
+    period_rx_bytes: int = 0  # since the last history period
+    period_tx_bytes: int = 0
+
+
+def _grown(new: int, old: int) -> int:
+    """How much a counter grew; a counter that went down was reset (the interface came back)."""
+    return new - old if new >= old else new
+
+
+def observe(tr: Traffic, c: LinkCounters, mono: float, month: str) -> Traffic:
+    """``tr`` after reading ``c`` at ``mono`` (wall-clock month ``month``)."""
+    if tr.month != month:
+        tr = replace(tr, month=month, month_bytes=0)
+    if tr.last is None or tr.last_at is None:
+        return replace(tr, last=c, last_at=mono)
+    rx_bytes = _grown(c.rx_bytes, tr.last.rx_bytes)
+    tx_bytes = _grown(c.tx_bytes, tr.last.tx_bytes)
+    delta = Delta(tr.last_at, mono, _grown(c.rx_packets, tr.last.rx_packets), _grown(c.tx_packets, tr.last.tx_packets))
+    deltas = tuple(d for d in tr.deltas if d.end > mono - KEEP) + (delta,)
+    return replace(tr, last=c, last_at=mono, deltas=deltas, month_bytes=tr.month_bytes + rx_bytes + tx_bytes,
+                   period_rx_bytes=tr.period_rx_bytes + rx_bytes, period_tx_bytes=tr.period_tx_bytes + tx_bytes)
+
+
+def forget(tr: Traffic) -> Traffic:
+    """The interface went away or was renumbered: the next read starts afresh (month kept)."""
+    return replace(tr, last=None, last_at=None, deltas=())
+
+
+def rx_since(tr: Traffic, t: float) -> int:
+    """Packets received in reads that ended after ``t``."""
+    return sum(d.rx_packets for d in tr.deltas if d.end > t)
+
+
+def silent(tr: Traffic, mono: float, window: float, probe_packets: int) -> bool:
+    """Packets kept leaving for the last ``window`` seconds (more than ``probe_packets``, what the
+    probes themselves may send in it) and not one came back: suspicion."""
+    inside = [d for d in tr.deltas if d.end > mono - window]
+    if not inside or inside[0].start > mono - window:
+        return False  # the reads do not cover the whole window yet
+    tx = sum(d.tx_packets for d in inside)
+    rx = sum(d.rx_packets for d in inside)
+    return rx == 0 and tx >= probe_packets + SUSPECT_EXTRA_TX
+
+
+def proven(tr: Traffic, mono: float) -> bool:
+    """The LAN's own traffic keeps coming in: the uplink works without asking."""
+    return rx_since(tr, mono - PROVEN_WINDOW) >= PROVEN_MIN_RX and bool(tr.deltas) and (
+        tr.deltas[0].start <= mono - PROVEN_WINDOW)
+
+
+def take_period(tr: Traffic) -> tuple[Traffic, int, int]:
+    """(traffic with the period's byte counts reset, rx bytes, tx bytes of the period)."""
+    return replace(tr, period_rx_bytes=0, period_tx_bytes=0), tr.period_rx_bytes, tr.period_tx_bytes

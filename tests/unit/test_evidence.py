@@ -1,0 +1,210 @@
+"""The pure rules of issue 10 with made-up time: evidence from the interface counters, slow-not-dead
+rounds, the confirming burst, flap dampening and the probe plan on a data budget."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from linkwatch.config import loads
+from linkwatch.core import dampening as damp
+from linkwatch.core import evidence as ev
+from linkwatch.core.inputs import LinkCounters, LinkFacts, ProbeResult
+from linkwatch.core.states import State
+from linkwatch.core.uplink import new_uplink, probe_plan, with_counters, with_facts, with_round
+
+CONFIG = """
+[uplinks.wan1]
+interface = "up1"
+[[uplinks.wan1.probes]]
+type = "icmp"
+target = "203.0.113.1"
+[[uplinks.wan1.probes]]
+type = "icmp"
+target = "203.0.113.2"
+"""
+FACTS = LinkFacts("up1", 11, True, "198.51.100.2", 29, "198.51.100.1")
+
+
+def c(rx: int, tx: int, rxb: int = 0, txb: int = 0) -> LinkCounters:
+    return LinkCounters(rx, tx, rxb, txb)
+
+
+def reads(traffic: ev.Traffic, start: float, step: float, rx_per: int, tx_per: int, n: int,
+          base: tuple[int, int] = (0, 0)) -> ev.Traffic:
+    rx, tx = base
+    for i in range(n):
+        rx, tx = rx + rx_per, tx + tx_per
+        traffic = ev.observe(traffic, c(rx, tx, rx * 100, tx * 100), start + i * step, "2026-12")
+    return traffic
+
+
+# ---- counters -> evidence ----------------------------------------------------------------------------
+
+
+def test_deltas_bytes_and_a_counter_reset():
+    t = ev.observe(ev.Traffic(), c(100, 50, 10_000, 5_000), 1.0, "2026-12")
+    assert t.deltas == () and t.month_bytes == 0, "the first read is only a baseline"
+    t = ev.observe(t, c(110, 60, 11_000, 6_000), 1.05, "2026-12")
+    assert t.deltas[-1] == ev.Delta(1.0, 1.05, 10, 10) and t.month_bytes == 2_000
+    t = ev.observe(t, c(3, 2, 300, 200), 1.10, "2026-12")  # the interface was re-created (PPPoE)
+    assert t.deltas[-1].rx_packets == 3 and t.month_bytes == 2_500
+    t = ev.observe(t, c(4, 2, 400, 200), 1.15, "2027-01")
+    assert t.month == "2027-01" and t.month_bytes == 100, "a new month starts from zero"
+
+
+def test_silence_needs_the_whole_window_and_more_than_the_probes_send():
+    t = reads(ev.Traffic(), 0.0, 0.05, 5, 5, 20)  # a second of traffic both ways
+    assert not ev.silent(t, 0.95, 0.15, probe_packets=4)
+    t = reads(t, 1.0, 0.05, 0, 5, 2, base=(100, 100))  # 100 ms of sending into the void
+    assert not ev.silent(t, 1.05, 0.15, 4), "the window is not covered yet"
+    t = reads(t, 1.10, 0.05, 0, 5, 2, base=(100, 110))
+    assert ev.silent(t, 1.15, 0.15, 4)
+    assert not ev.silent(t, 1.15, 0.15, 20), "what the probes alone send is no suspicion"
+    t = reads(t, 1.20, 0.05, 1, 5, 1, base=(100, 120))
+    assert not ev.silent(t, 1.20, 0.15, 4), "one packet in is enough"
+
+
+def test_proven_by_the_lans_traffic_and_rx_since():
+    t = reads(ev.Traffic(), 0.0, 0.05, 1, 1, 41)  # 20 packets/s for 2 s
+    assert ev.proven(t, 2.0) and ev.rx_since(t, 1.5) == 10
+    t = reads(ev.Traffic(), 0.0, 0.05, 0, 3, 41)
+    assert not ev.proven(t, 2.0), "sending alone proves nothing"
+    assert not ev.proven(reads(ev.Traffic(), 0.0, 0.05, 1, 1, 10), 0.45), "too short a history"
+
+
+# ---- slow, not dead ------------------------------------------------------------------------------------
+
+
+def uplink(text: str = CONFIG, t: float = 100.0):
+    cfg = loads(text)
+    u = new_uplink(cfg.uplinks[0], t, 1e9)
+    u = with_facts(u, FACTS, t, initial=True).uplink
+    u, _ = with_round(u, ok_round(), 1, t + 0.1)
+    assert u.state == State.UP
+    return u
+
+
+def ok_round(rtt=0.01):
+    return tuple(ProbeResult("icmp", t, True, rtt, 1, 0, 28, 28, None) for t in ("203.0.113.1", "203.0.113.2"))
+
+
+def timed_out(late=0, late_rtt=None, refused=False):
+    return tuple(ProbeResult("icmp", t, False, None, 2, 2, 56, 0, "unreachable" if refused else "timeout",
+                             late=late, late_rtt=late_rtt, refused=refused)
+                 for t in ("203.0.113.1", "203.0.113.2"))
+
+
+def test_late_replies_make_a_round_slow_not_failed():
+    u = uplink()
+    u, trans = with_round(u, timed_out(late=2, late_rtt=0.42), 2, 100.4)
+    assert trans == [] and u.state == State.UP and u.slow_rounds == 1
+    assert u.stats.loss_pct == 0.0, "a late reply was not lost"
+    assert u.stats.rtt_ms == pytest.approx((10 + 10 + 420 + 420) / 4), "late RTTs show in the statistics"
+
+
+def test_silence_is_death_but_traffic_coming_in_is_life():
+    u = uplink()
+    for seq, t in enumerate((100.35, 100.45, 100.55), start=2):
+        u, _ = with_round(u, timed_out(), seq, t)
+    assert u.state == State.DOWN, "three silent rounds: DOWN as before"
+    u = uplink()
+    counters = reads(ev.Traffic(), 100.0, 0.05, 30, 3, 12, base=(0, 0))  # a download keeps coming in
+    u = replace(u, counters=counters)
+    for seq, t in enumerate((100.35, 100.45, 100.55), start=2):
+        u, trans = with_round(u, timed_out(), seq, t, started=t - 0.25)
+        assert trans == [] and u.state == State.UP
+    assert u.slow_rounds == 3
+
+
+def test_refusals_are_failures_even_with_traffic():
+    u = replace(uplink(), counters=reads(ev.Traffic(), 100.0, 0.05, 30, 3, 12))
+    u, trans = with_round(u, timed_out(refused=True), 2, 100.35, started=100.1)
+    assert [t.new for t in trans] == [State.FALLING]
+
+
+def test_a_link_that_has_been_slow_gets_the_late_window_before_down():
+    u = uplink()
+    u, _ = with_round(u, timed_out(late=1, late_rtt=1.2), 2, 100.3)
+    for seq, t in enumerate((101.0, 102.0, 103.0), start=3):
+        u, _ = with_round(u, timed_out(), seq, t)
+    assert u.state == State.UP, "replies have been late within the last 3 s"
+    for seq, t in enumerate((103.5, 103.6, 103.7), start=6):
+        u, _ = with_round(u, timed_out(), seq, t)
+    assert u.state == State.DOWN, "past the late window, silence counts again"
+
+
+# ---- suspicion and the confirming burst ------------------------------------------------------------------
+
+
+def test_silence_on_the_active_uplink_makes_it_suspect_and_a_failed_burst_takes_it_down():
+    u = uplink()
+    for i, t in enumerate((100.2, 100.25, 100.3, 100.35, 100.4)):
+        u = with_counters(u, c(100, 100 + 10 * i), t, "2026-12", active=True, interval=0.25)
+    assert u.suspect_since == 100.4 and u.bursts == 1
+    assert probe_plan(u, True, True).burst == 1
+    u, trans = with_round(u, timed_out(), 2, 100.55, burst=True)
+    assert [t.new for t in trans] == [State.DOWN]
+    assert "LAN packets unanswered for 150ms" in trans[0].reason
+
+
+def test_a_burst_that_is_answered_clears_the_suspicion_for_a_while():
+    u = uplink()
+    for i, t in enumerate((100.2, 100.25, 100.3, 100.35, 100.4)):
+        u = with_counters(u, c(100, 100 + 10 * i), t, "2026-12", active=True, interval=0.25)
+    u, trans = with_round(u, ok_round(), 2, 100.45, burst=True)
+    assert trans == [] and u.suspect_since is None and u.quiet_until == pytest.approx(101.45)
+    for i, t in enumerate((100.5, 100.55, 100.6, 100.65)):
+        u = with_counters(u, c(100, 200 + 10 * i), t, "2026-12", active=True, interval=0.25)
+    assert u.suspect_since is None, "one-way traffic (an upload, no replies) is not suspected again at once"
+
+
+def test_standby_uplinks_are_not_suspected_and_traffic_coming_in_clears_a_suspicion():
+    u = uplink()
+    for i, t in enumerate((100.2, 100.25, 100.3, 100.35, 100.4)):
+        u = with_counters(u, c(100, 100 + 10 * i), t, "2026-12", active=False, interval=0.25)
+    assert u.suspect_since is None
+    for i, t in enumerate((100.45, 100.5, 100.55, 100.6)):
+        u = with_counters(u, c(100, 200 + 10 * i), t, "2026-12", active=True, interval=0.25)
+    assert u.suspect_since is not None
+    u = with_counters(u, c(101, 240), 100.65, "2026-12", active=True, interval=0.25)
+    assert u.suspect_since is None
+
+
+# ---- the probe plan on a data budget ------------------------------------------------------------------
+
+
+def test_probe_plan_intervals():
+    u = uplink()
+    assert probe_plan(u, True, False).interval == 0.25
+    assert probe_plan(u, False, False).interval == 10.0 and probe_plan(u, False, False).rotate
+    assert probe_plan(u, False, True).interval == 0.1 and not probe_plan(u, False, True).rotate, \
+        "full rate on a standby uplink while the active one is in doubt"
+    proven = replace(u, counters=reads(ev.Traffic(), 100.0, 0.05, 2, 2, 45))
+    assert probe_plan(proven, True, False).interval == 2.0, "the LAN's traffic proves it"
+    falling = replace(u, health=replace(u.health, state=State.FALLING))
+    assert probe_plan(falling, True, False).interval == 0.1
+    assert probe_plan(u, True, False).counter_interval == 0.05 and probe_plan(u, False, False).counter_interval == 10
+
+
+# ---- flap dampening ------------------------------------------------------------------------------------
+
+
+def test_penalty_decays_suppresses_and_reuses():
+    params = damp.DampeningParams(True, 60.0, 3.0, 1.0)
+    p = damp.Penalty()
+    for t in (0.0, 0.1, 0.2):
+        p = damp.add(p, 1.0, t, params)
+    assert not p.dampened, "3 failures decayed a little: just under 3"
+    p = damp.add(p, 0.5, 0.3, params)
+    assert p.dampened and damp.current(p, 0.3, params) == pytest.approx(3.5, rel=0.01)
+    due = damp.reuse_at(p, params)
+    assert due == pytest.approx(0.3 + 60 * 1.807, rel=0.01)  # log2(3.5/1) half-lives
+    assert damp.settle(p, due - 1, params).dampened
+    assert not damp.settle(p, due + 0.01, params).dampened
+    off = damp.DampeningParams(False, 60.0, 3.0, 1.0)
+    q = damp.Penalty()
+    for t in (0.0, 1.0, 2.0, 3.0):
+        q = damp.add(q, 1.0, t, off)
+    assert not q.dampened, "dampening off: counted, never dampened"
