@@ -451,3 +451,51 @@ def test_a_rebuilt_uplink_is_probed_by_one_prober_at_its_own_interval(tmp_path):
             probers = [t for t in asyncio.all_tasks() if t.get_name() == "prober:lte"]
             assert len(probers) == 1
     asyncio.run(scenario())
+
+
+# ---- issue 10: the shell reads the counters, sends the bursts the core asks for ---------------------
+
+
+async def lan_traffic(kernel: FakeKernel, ifindex: int, stop: asyncio.Event, rx: dict, tx_per_tick: int = 3):
+    """A LAN flow through one interface: counters grow every 10 ms (rx only while rx["on"])."""
+    from linkwatch.core.inputs import LinkCounters
+
+    r = t = 0
+    while not stop.is_set():
+        t += tx_per_tick
+        if rx["on"]:
+            r += tx_per_tick
+        kernel.counters[ifindex] = LinkCounters(r, t, 1000 * r, 1000 * t)
+        await asyncio.sleep(0.01)
+
+
+def test_a_blackhole_under_lan_traffic_is_confirmed_by_a_burst_within_half_a_second(tmp_path):
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace('interval = "30ms"', 'interval = "250ms"', 1)
+                    .replace('standby_interval = "30ms"', 'standby_interval = "2s"')
+                    .replace('timeout = "40ms"', 'timeout = "250ms"').replace("attempts = 1", "attempts = 2")
+                    .replace('quality_window = "1s"', 'quality_window = "2s"'))
+
+    async def scenario():
+        run = Running(path)
+        stop, rx = asyncio.Event(), {"on": True}
+        traffic = asyncio.create_task(lan_traffic(run.kernel, FACTS["up1"].ifindex, stop, rx))
+        try:
+            async with run as engine:
+                await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
+                await asyncio.sleep(2.5)
+                assert engine.status().uplink("fibre").proven, "the LAN's traffic proves fibre"
+                assert engine.status().uplink("fibre").interval_ms == 2000
+                t0 = time.monotonic()
+                rx["on"] = False  # blackhole: the LAN keeps sending, nothing comes back ...
+                run.probes.silent.add(FACTS["up1"].address)  # ... and the probes get no answer
+                await until(lambda: engine.state.active == ("lte",), timeout=3.0, what="failover")
+                elapsed = time.monotonic() - t0
+                assert run.gateways() == [GATEWAY["lte"]]
+                down = [u for u in engine.state.uplinks if u.name == "fibre"][0]
+                assert "LAN packets unanswered" in down.health.reason
+                assert elapsed < 0.6, f"{elapsed:.2f}s"
+        finally:
+            stop.set()
+            await traffic
+    asyncio.run(scenario())

@@ -1,0 +1,166 @@
+"""Scenarios of issue 10 through the core's public API, with made-up time: a busy uplink stays put,
+the LAN's traffic detects a blackhole fast, a flapping uplink gets traffic back at most once, a
+metered standby uplink is probed on a budget, quotas raise events once a month."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import CONFIG, FACTS, Scenario, results  # noqa: E402
+
+from linkwatch.core.events import ActiveChanged, QuotaReached, UplinkDampened, UplinkStateChanged  # noqa: E402
+from linkwatch.core.inputs import Counters, LinkCounters, ProbeResult, RoundDone  # noqa: E402
+
+
+class Wire:
+    """Interface counters that grow as the test says, read every ``step`` seconds."""
+
+    def __init__(self, s: Scenario):
+        self.s = s
+        self.c = {name: [0, 0, 0, 0] for name in FACTS}
+
+    def run(self, seconds: float, step: float = 0.05, rx=None, tx=None, rounds: dict | None = None) -> None:
+        """Advance ``seconds``: each read adds rx[iface]/tx[iface] packets (1000 bytes each);
+        ``rounds``: {uplink: (every, answered)} probe rounds fed on the way."""
+        rx, tx, rounds = rx or {}, tx or {}, rounds or {}
+        next_round = {u: self.s.t + every for u, (every, _) in rounds.items()}
+        end = self.s.t + seconds
+        while self.s.t < end - 1e-9:
+            self.s.t = round(self.s.t + step, 6)
+            for iface in self.c:
+                self.c[iface][0] += rx.get(iface, 0)
+                self.c[iface][1] += tx.get(iface, 0)
+                self.c[iface][2] += 1000 * rx.get(iface, 0)
+                self.c[iface][3] += 1000 * tx.get(iface, 0)
+            self.s.feed(Counters({i: LinkCounters(*v) for i, v in self.c.items()}))
+            for uplink, (every, answered) in rounds.items():
+                if self.s.t >= next_round[uplink] - 1e-9:
+                    next_round[uplink] += every
+                    started = self.s.t - 0.25
+                    self.s.seq += 1
+                    probes = self.s.state.uplink(uplink).cfg.probes
+                    got = answered(self.s.t) if callable(answered) else answered
+                    res = got if isinstance(got, tuple) else results(probes, got)
+                    self.s.feed(RoundDone(uplink, res, self.s.seq, started=started))
+            due = self.s.outputs[-1].recheck_at
+            if due is not None and due <= self.s.t:
+                self.s.wait(0)
+
+
+def settled() -> tuple[Scenario, Wire]:
+    s = Scenario()
+    s.rounds({"fibre": "g", "lte": "g"})
+    s.wait(12.0)
+    w = Wire(s)
+    w.run(1.0, rx={"up1": 5}, tx={"up1": 5}, rounds={"fibre": (0.25, 2)})  # baseline: reads and good rounds
+    assert s.state.active == ("fibre",)
+    return s, w
+
+
+def slow_replies(queue: float):
+    """Rounds on a link whose replies wait ``queue`` seconds in a modem queue: none in time, and a
+    late one for the round sent ``queue`` seconds before (every probe answers, late)."""
+    seen: list[float] = []
+
+    def rounds(t: float):
+        seen.append(t)
+        late = 1 if any(abs(t - queue - x) < 0.13 for x in seen) else 0
+        return tuple(ProbeResult("icmp", target, False, None, 2, 2, 56, 0, "timeout", late=late,
+                                 late_rtt=queue if late else None) for target in ("203.0.113.1", "203.0.113.53"))
+    return rounds
+
+
+@pytest.mark.parametrize("queue", [0.4, 1.0, 2.0])
+def test_a_busy_uplink_whose_probes_time_out_stays_up_while_traffic_comes_in(queue):
+    s, w = settled()
+    # a saturated download: thousands of packets come in, the probes' replies sit in the modem's queue
+    w.run(30.0, rx={"up1": 400}, tx={"up1": 200}, rounds={"fibre": (0.25, slow_replies(queue)), "lte": (10.0, 2)})
+    assert s.state_of("fibre") == "UP" and s.state.active == ("fibre",)
+    assert ("UP", "FALLING") not in s.transitions("fibre")[-3:]
+    assert s.state.uplink("fibre").slow_rounds > 100
+    assert s.flushed == []
+
+
+def test_the_lans_traffic_detects_a_blackhole_in_a_fraction_of_a_second():
+    s, w = settled()
+    w.run(2.0, rx={"up1": 3}, tx={"up1": 3}, rounds={"fibre": (0.25, 2)})  # a video call both ways
+    start = s.t
+    w.run(0.3, rx={"up1": 0}, tx={"up1": 3})  # blackhole: the call goes on sending, nothing back
+    plan = s.outputs[-1].probes["fibre"]
+    assert plan.burst == 1, "suspect: the core asked for a burst"
+    assert s.outputs[-1].probes["lte"].interval == 0.1, "the standby uplink is probed at full rate now"
+    s.t += 0.15  # the burst's timeout
+    s.seq += 1
+    s.feed(RoundDone("fibre", results(s.state.uplink("fibre").cfg.probes, 0), s.seq, burst=True))
+    assert s.state_of("fibre") == "DOWN" and s.state.active == ("lte",)
+    down = [e for e in s.events if isinstance(e, UplinkStateChanged) and e.new == "DOWN"][-1]
+    assert "LAN packets unanswered" in down.reason
+    assert s.t - start < 0.5
+
+
+def test_one_way_traffic_is_not_a_failure():
+    s, w = settled()
+    # an upload-only UDP stream (no replies) on a working uplink: suspicion, a burst that is answered
+    w.run(0.3, rx={"up1": 0}, tx={"up1": 10})
+    assert s.outputs[-1].probes["fibre"].burst == 1
+    s.seq += 1
+    s.feed(RoundDone("fibre", results(s.state.uplink("fibre").cfg.probes, 2), s.seq, burst=True))
+    w.run(10.0, rx={"up1": 0}, tx={"up1": 10}, rounds={"fibre": (0.25, 2)})
+    assert s.state_of("fibre") == "UP" and s.state.active == ("fibre",)
+    assert s.outputs[-1].probes["fibre"].burst <= 11, "at most one burst a second on one-way traffic"
+
+
+def test_while_the_lans_traffic_proves_the_active_uplink_it_is_probed_less():
+    s, w = settled()
+    w.run(3.0, rx={"up1": 5}, tx={"up1": 5})
+    assert s.outputs[-1].probes["fibre"].interval == 2.0
+    assert s.status().uplink("fibre").proven
+    w.run(3.0, rx={"up1": 0}, tx={"up1": 0})  # the LAN goes idle
+    assert s.outputs[-1].probes["fibre"].interval == 0.25 and not s.status().uplink("fibre").proven
+
+
+def test_flapping_one_second_down_one_up_for_a_minute_moves_traffic_at_most_twice():
+    s = Scenario()
+    s.rounds({"fibre": "g", "lte": "g"})
+    s.wait(12.0)
+    start = s.t
+    before = len(s.active_events())
+    while s.t - start < 60.0:
+        down = int((s.t - start) // 1.0) % 2 == 0
+        s.round("fibre", not down, dt=0.1)
+        s.round("lte", True, dt=0.0)
+        s.wait(0)
+    moves = s.active_events()[before:]
+    assert len(moves) <= 2, moves
+    damp = [e for e in s.events if isinstance(e, UplinkDampened)]
+    assert damp and damp[0].uplink == "fibre" and damp[0].dampened
+    assert s.status().uplink("fibre").dampened
+    s.rounds({"fibre": "g" * 200, "lte": "g" * 200}, dt=1.0)  # 100 s of calm: the penalty decays ...
+    s.wait(300.0)
+    assert not s.state.uplink("fibre").penalty.dampened
+    assert s.state.active == ("fibre",), "... and fibre gets its traffic back"
+
+
+def test_a_standby_uplink_rotates_its_targets_at_the_standby_interval():
+    s = Scenario()
+    s.rounds({"fibre": "g", "lte": "g"})
+    plan = s.outputs[-1].probes["lte"]
+    assert plan.rotate and plan.interval == 10.0
+    assert not s.outputs[-1].probes["fibre"].rotate
+
+
+def test_quota_thresholds_are_raised_once_each():
+    text = CONFIG.replace('[uplinks.lte]\ninterface = "up2"', '[uplinks.lte]\ninterface = "up2"\nquota = "1MB"\n'
+                          'quota_warn = [50, 100]')
+    s = Scenario(text)
+    w = Wire(s)
+    for _ in range(12):
+        w.run(0.1, step=0.1, rx={"up2": 100})  # 100 kB a read
+    got = [(e.uplink, e.percent) for e in s.events if isinstance(e, QuotaReached)]
+    assert got == [("lte", 50), ("lte", 100)]
+    st = s.status().uplink("lte")
+    assert st.quota_bytes == 1_000_000 and st.month_bytes >= 1_000_000 and st.quota_pct >= 100
