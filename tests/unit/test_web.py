@@ -325,6 +325,30 @@ def test_metrics_are_prometheus_text_with_one_state_per_uplink():
     assert client.get("/metrics").status_code == 401
 
 
+def test_metrics_show_dampening_evidence_and_traffic():
+    st = copy.deepcopy(STATUS)
+    st["uplinks"][0].update(proven=True, slow_rounds=4, month_bytes=12_345_678_901, probe_bytes_per_day=24_000_000)
+    st["uplinks"][1].update(dampened=True, flap_penalty=3.5, suspect=True, month_bytes=16_000_000_000,
+                            quota_bytes=20_000_000_000, quota_pct=80.0)
+    text = metrics.render(status_from_dict(st))
+    wan1, lte = '{uplink="wan1",interface="eth1"}', '{uplink="lte",interface="wwan0"}'
+    want = {
+        "linkwatch_uplink_dampened": ("gauge", "0.0", "1.0"),
+        "linkwatch_uplink_flap_penalty": ("gauge", "0.0", "3.5"),
+        "linkwatch_uplink_proven": ("gauge", "1.0", "0.0"),
+        "linkwatch_uplink_suspect": ("gauge", "0.0", "1.0"),
+        "linkwatch_uplink_slow_rounds_total": ("counter", "4.0", "0.0"),
+        "linkwatch_uplink_probe_bytes_per_day": ("gauge", "24000000.0", "NaN"),  # lte: too few rounds to tell
+        "linkwatch_uplink_month_bytes": ("gauge", "12345678901.0", "16000000000.0"),
+        "linkwatch_uplink_quota_bytes": ("gauge", "NaN", "20000000000.0"),  # wan1 has no quota
+    }
+    lines = text.splitlines()
+    for name, (kind, v_wan1, v_lte) in want.items():
+        assert f"# TYPE {name} {kind}" in lines, name
+        assert f"{name}{wan1} {v_wan1}" in lines and f"{name}{lte} {v_lte}" in lines, name
+        assert any(line.startswith(f"# HELP {name} ") for line in lines), name
+
+
 def test_metrics_escape_label_values_and_report_an_absent_engine():
     st = copy.deepcopy(STATUS)
     st["uplinks"][0]["interface"] = 'a"b\\c\nd'
