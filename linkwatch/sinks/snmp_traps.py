@@ -1,7 +1,8 @@
 """SNMP notifications: a sink that sends LINKWATCH-MIB traps and informs to every configured receiver.
 
-Every ``uplink_state`` and ``active_changed`` event that :func:`linkwatch.snmp.mib.notification_for`
-turns into a notification goes to every ``[[snmp.traps]]`` receiver at once, each with
+Every ``uplink_state``, ``active_changed``, ``dampened`` (lwUplinkDampenedChange) and ``quota``
+(lwUplinkQuotaReached) event that :func:`linkwatch.snmp.mib.notification_for` turns into a
+notification goes to every ``[[snmp.traps]]`` receiver at once, each with
 ``sysUpTime.0`` (time since this sink started, TimeTicks), ``snmpTrapOID.0`` and the notification's
 objects. v2c uses the receiver's community; v3 uses the USM user of ``[snmp.users]`` at the
 receiver's security level, with this engine's ID (:func:`linkwatch.snmp.engine_id`) for traps (the
@@ -14,7 +15,8 @@ of its own with its own deadline (a trap: handed to the socket; an inform: ``tim
 are dropped and counted, so a dead inform receiver costs the engine nothing and never delays the
 other receivers or the next events.
 
-The storm rule (:class:`StormGate`), per uplink and once more for traffic moves: a window starts at
+The storm rule (:class:`StormGate`), per uplink (every notification about it: state, dampening,
+quota) and once more for traffic moves: a window starts at
 the first notification after the previous window ended and lasts ``trap_window`` seconds; the
 first ``trap_burst`` notifications of a window are sent, later ones are held back and counted
 (:meth:`TrapSink.suppressed`). When a window that held some back ends (a timer, not the next
@@ -223,7 +225,7 @@ class TrapSink:
     def __init__(self, cfg: SnmpConfig, uplinks: Sequence[str], sender: Sender | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self.name = "snmp-traps"
-        self.kinds = frozenset({"uplink_state", "active_changed"})
+        self.kinds = frozenset({"uplink_state", "active_changed", "dampened", "quota"})
         self.timeout = 1.0  # handle() decides and starts tasks; it never waits for the network
         self.cfg = cfg
         self.layout = Layout.from_text(cfg.base_oid)
@@ -255,38 +257,40 @@ class TrapSink:
         if isinstance(event, ActiveChanged):
             self._active = tuple(event.new)
             key, index = ACTIVE_KEY, 0
-        elif isinstance(event, UplinkStateChanged):
+        elif isinstance(event, (UplinkStateChanged, UplinkDampened, QuotaReached)):
             u = self._uplinks.get(event.uplink)
             if u is None:
                 log.debug("snmp traps: event for unknown uplink %r ignored", event.uplink)
                 return
-            u.state = event.new
-            u.transitions += 1
+            if isinstance(event, UplinkStateChanged):
+                u.state = event.new
+                u.transitions += 1
             key, index = event.uplink, u.index
         else:
             return
         reported = u.reported if u is not None else None
-        if notification_for(self.layout, event, index, self._active, reported) is None:
+        state = u.state if u is not None else None  # lwUplinkDampenedChange carries the state as it is now
+        if notification_for(self.layout, event, index, self._active, reported, state) is None:
             return
         if self._gate.offer(key, now):
             if key == ACTIVE_KEY:
                 self._reported_active = self._active
-            else:
+            elif isinstance(event, UplinkStateChanged):
                 u.reported = event.new
             # Built and sent one loop step later: the engine publishes the ActiveChanged that an
             # uplink's failure causes in the same step as the UplinkStateChanged, and this worker
             # handles both before the loop turns, so lwActiveUplinks in lwUplinkDown is the active
             # set after the change (as LINKWATCH-MIB says). call_soon keeps the events' order.
-            asyncio.get_running_loop().call_soon(self._emit, event, index, reported)
+            asyncio.get_running_loop().call_soon(self._emit, event, index, reported, state)
         elif self._gate.holding(key) == 1:
             log.info("snmp traps: storm limit for %s (%d in %gs) reached; holding back until the window ends",
                      _key_name(key), self._gate.burst, self._gate.window)
         self._arm_timer()
 
-    def _emit(self, event: UplinkStateChanged | ActiveChanged, index: int, reported: str | None) -> None:
+    def _emit(self, event: Event, index: int, reported: str | None, state: str | None) -> None:
         if self._closed:
             return
-        notification = notification_for(self.layout, event, index, self._active, reported)
+        notification = notification_for(self.layout, event, index, self._active, reported, state)
         if notification is not None:
             self._dispatch(notification, event.at)
 
