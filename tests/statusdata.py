@@ -14,7 +14,8 @@ def uplink_dict(name: str = "wan1", **over: Any) -> dict[str, Any]:
          "since": 1.7e9, "priority": 1, "weight": 1, "table": 101, "rtt_ms": 12.5, "loss_pct": 0.0,
          "jitter_ms": 0.4, "carrier": True, "address": "198.51.100.2", "gateway": "198.51.100.1",
          "forced": False, "interval_ms": 250, "probe_bytes_per_day": 1000, "rounds": 10, "downs": 0,
-         "transitions": 1, "probe_error": None, "probes": []}
+         "transitions": 1, "probe_error": None, "probes": [], "proven": False, "suspect": False, "slow_rounds": 0,
+         "dampened": False, "flap_penalty": 0.0, "month_bytes": 0, "quota_bytes": None, "quota_pct": None}
     u.update(over)
     if "state" in over and "usable" not in over:
         u["usable"] = over["state"] in ("UP", "FALLING", "DEGRADED")

@@ -6,7 +6,8 @@ import json
 import time
 
 from linkwatch.commands.common import EXIT_OK, EXIT_RUNTIME, add_client_options, ask, fail
-from linkwatch.core.status import Status, StatusError, status_from_dict
+from linkwatch.config.convert import format_size
+from linkwatch.core.status import Status, StatusError, UplinkStatus, status_from_dict
 
 NAME = "status"
 HELP = "show the uplinks as the running engine sees them"
@@ -17,13 +18,20 @@ def _fmt(v, unit: str = "", digits: int = 1) -> str:
 
 
 def _fmt_bytes(v) -> str:
-    if v is None:
-        return "-"
-    for unit in ("B", "kB", "MB", "GB"):
-        if v < 1000 or unit == "GB":
-            return f"{v:.0f}{unit}" if unit == "B" else f"{v:.1f}{unit}"
-        v /= 1000.0
-    return "-"
+    return "-" if v is None else format_size(v)
+
+
+def _name(u: UplinkStatus) -> str:
+    """The uplink's name with its markers: forced by an operator, dampened (it kept failing)."""
+    return u.name + (" (forced)" if u.forced else "") + (" FLAPPING" if u.dampened else "")
+
+
+def _month(u: UplinkStatus) -> str:
+    """This month's traffic, against the quota when there is one: ``12.3GB/20.0GB (62%)``."""
+    if not u.quota_bytes:
+        return format_size(u.month_bytes)
+    pct = u.quota_pct if u.quota_pct is not None else 100.0 * u.month_bytes / u.quota_bytes
+    return f"{format_size(u.month_bytes)}/{format_size(u.quota_bytes)} ({pct:.0f}%)"
 
 
 def _ago(t: float | None) -> str:
@@ -38,14 +46,17 @@ def _ago(t: float | None) -> str:
 
 
 def format_status(st: Status) -> str:
-    """The status snapshot as text: the uplink table, the active line, then one line each for the
-    history, the SNMP traps and the SNMP agent when they are on."""
-    rows = [("UPLINK", "IF", "STATE", "ACTIVE", "RTT", "LOSS", "JITTER", "SINCE", "PROBES/DAY", "REASON")]
+    """The status snapshot as text: the uplink table (FLAPPING after the name of a dampened uplink;
+    PROBES/DAY its probe traffic at the current rate; MONTH its traffic this month, against its quota),
+    the active line, then one line each for the history, the SNMP traps and the SNMP agent when they
+    are on."""
+    rows = [("UPLINK", "IF", "STATE", "ACTIVE", "RTT", "LOSS", "JITTER", "SINCE", "PROBES/DAY", "MONTH",
+             "REASON")]
     for u in st.uplinks:
         rows.append((
-            u.name + (" (forced)" if u.forced else ""), u.interface, u.state.value,
+            _name(u), u.interface, u.state.value,
             "yes" if u.active else "no", _fmt(u.rtt_ms, "ms"), _fmt(u.loss_pct, "%", 0),
-            _fmt(u.jitter_ms, "ms"), _ago(u.since), _fmt_bytes(u.probe_bytes_per_day), u.reason,
+            _fmt(u.jitter_ms, "ms"), _ago(u.since), _fmt_bytes(u.probe_bytes_per_day), _month(u), u.reason,
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]

@@ -31,6 +31,22 @@ _UPLINK_GAUGES = {
                                            lambda u: u.transitions),
     "linkwatch_uplink_down_total": ("counter", "times the uplink went DOWN since the engine started",
                                     lambda u: u.downs),
+    "linkwatch_uplink_dampened": ("gauge", "1 while the uplink is dampened (flapping): it takes no traffic back "
+                                  "until its flap penalty decays", lambda u: 1 if u.dampened else 0),
+    "linkwatch_uplink_flap_penalty": ("gauge", "flap penalty now (each DOWN adds 1, each FALLING dip 0.5; halves "
+                                      "every policy.flap_half_life)", lambda u: u.flap_penalty),
+    "linkwatch_uplink_proven": ("gauge", "1 while the LAN's own traffic coming in proves the active uplink works "
+                                "(probed less)", lambda u: 1 if u.proven else 0),
+    "linkwatch_uplink_suspect": ("gauge", "1 while LAN packets leave with nothing coming back (a probe burst "
+                                 "confirms)", lambda u: 1 if u.suspect else 0),
+    "linkwatch_uplink_slow_rounds_total": ("counter", "probe rounds that timed out while the uplink showed it was "
+                                           "alive (late replies, traffic): slow, not failed", lambda u: u.slow_rounds),
+    "linkwatch_uplink_probe_bytes_per_day": ("gauge", "probe traffic at the current rate, bytes per day (NaN: too "
+                                             "few rounds to tell)", lambda u: u.probe_bytes_per_day),
+    "linkwatch_uplink_month_bytes": ("gauge", "bytes received + sent on the uplink's interface this calendar "
+                                     "month (kept across restarts by the history)", lambda u: u.month_bytes),
+    "linkwatch_uplink_quota_bytes": ("gauge", "the uplink's monthly quota in bytes (NaN: no quota)",
+                                     lambda u: u.quota_bytes),
 }
 
 

@@ -9,11 +9,12 @@ background jobs, but once it exits their output is no longer captured.
 Environment: a minimal ``PATH`` plus (only the variables that apply to the event kind):
 
 =========================  ====================================================================
-LINKWATCH_EVENT            uplink_state, active_changed, engine or admin (samples events run no hooks)
+LINKWATCH_EVENT            uplink_state, active_changed, engine, admin, dampened or quota (samples
+                           events run no hooks)
 LINKWATCH_TIME             wall-clock time of the event, integer epoch seconds
 LINKWATCH_REASON           why (uplink_state, active_changed)
-LINKWATCH_UPLINK           uplink name (uplink_state, admin)
-LINKWATCH_INTERFACE        its Linux device (uplink_state)
+LINKWATCH_UPLINK           uplink name (uplink_state, admin, dampened, quota)
+LINKWATCH_INTERFACE        its Linux device (uplink_state; dampened and quota when known)
 LINKWATCH_OLD_STATE        INIT UP FALLING DOWN RISING DEGRADED DISABLED (uplink_state)
 LINKWATCH_STATE            the new state (uplink_state)
 LINKWATCH_LOSS_PCT         loss in percent, empty when unknown (uplink_state)
@@ -27,6 +28,12 @@ LINKWATCH_DETAIL           free text (engine)
 LINKWATCH_ACTION           disable, enable, force or auto (admin)
 LINKWATCH_SOURCE           who acted: cli, web:<user>@<address>, ... (admin)
 LINKWATCH_RESULT           what the action did (admin)
+LINKWATCH_DAMPENED         1: the uplink kept failing and is dampened (shown as flapping: it takes no
+                           traffic back until its flap penalty decays); 0: no longer (dampened)
+LINKWATCH_FLAP_PENALTY     the flap penalty now, e.g. 3.5 (dampened)
+LINKWATCH_QUOTA_PCT        the threshold of the monthly quota reached, in percent: 80, 100 (quota)
+LINKWATCH_MONTH_BYTES      bytes received + sent on the uplink's interface this month (quota)
+LINKWATCH_QUOTA_BYTES      the monthly quota in bytes (quota)
 ACTION                     mwan3: ``connected`` (UP from INIT/DOWN/RISING/DISABLED) or
                            ``disconnected`` (became DOWN); unset for every other change
 INTERFACE, DEVICE          mwan3: the uplink name and its Linux device; set only with ACTION
@@ -43,7 +50,8 @@ import stat
 from dataclasses import dataclass
 from typing import Mapping
 
-from linkwatch.core.events import ActiveChanged, AdminAction, EngineEvent, Event, UplinkStateChanged
+from linkwatch.core.events import (ActiveChanged, AdminAction, EngineEvent, Event, QuotaReached, UplinkDampened,
+                                   UplinkStateChanged)
 from linkwatch.core.states import State, usable
 from linkwatch.sinks.log import fmt_num
 
@@ -112,6 +120,15 @@ def hook_env(ev: Event, uplinks: Mapping[str, str] | None = None) -> dict[str, s
     elif isinstance(ev, AdminAction):
         env.update(LINKWATCH_ACTION=ev.action, LINKWATCH_UPLINK=ev.uplink, LINKWATCH_SOURCE=ev.source,
                    LINKWATCH_RESULT=ev.result)
+    elif isinstance(ev, (UplinkDampened, QuotaReached)):
+        env.update(LINKWATCH_UPLINK=ev.uplink)
+        if ev.uplink in uplinks:
+            env.update(LINKWATCH_INTERFACE=uplinks[ev.uplink])
+        if isinstance(ev, UplinkDampened):
+            env.update(LINKWATCH_DAMPENED="1" if ev.dampened else "0", LINKWATCH_FLAP_PENALTY=fmt_num(ev.penalty))
+        else:
+            env.update(LINKWATCH_QUOTA_PCT=str(ev.percent), LINKWATCH_MONTH_BYTES=str(ev.used),
+                       LINKWATCH_QUOTA_BYTES=str(ev.quota))
     return env
 
 
@@ -276,7 +293,7 @@ class HookSink:
         if not timeout > 0:
             raise HookError(f"hook timeout must be > 0 seconds, got {timeout!r}")
         self.name = "hooks"
-        self.kinds = frozenset({"uplink_state", "active_changed", "engine", "admin"})  # not samples
+        self.kinds = frozenset({"uplink_state", "active_changed", "engine", "admin", "dampened", "quota"})  # not samples
         self.directory = os.path.abspath(directory)
         self.script_timeout = float(timeout)
         self.uplinks = dict(uplinks or {})

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 
-from linkwatch.core.events import ActiveChanged, AdminAction, EngineEvent, Event, UplinkSamples, UplinkStateChanged
+from linkwatch.config.convert import format_size
+from linkwatch.core.events import (ActiveChanged, AdminAction, EngineEvent, Event, QuotaReached, UplinkDampened,
+                                   UplinkSamples, UplinkStateChanged)
 
 
 def fmt_num(value: float | None, unit: str = "", missing: str = "-") -> str:
@@ -40,11 +42,16 @@ def format_event(ev: Event) -> str:
     if isinstance(ev, UplinkSamples):
         return (f"samples uplink={ev.uplink} sent={ev.sent} lost={ev.lost} loss={fmt_num(ev.loss_pct, '%')} "
                 f"rtt={fmt_num(ev.rtt_avg_ms, 'ms')} jitter={fmt_num(ev.jitter_ms, 'ms')}")
+    if isinstance(ev, UplinkDampened):
+        return f"uplink={ev.uplink} {'dampened' if ev.dampened else 'no longer dampened'} penalty={fmt_num(ev.penalty)}"
+    if isinstance(ev, QuotaReached):
+        return (f"uplink={ev.uplink} quota {ev.percent}% reached: {format_size(ev.used)} of "
+                f"{format_size(ev.quota)}")
     return f"event {ev!r}"
 
 
 class LogSink:
-    """Logs every event at INFO in the STYLE.md form."""
+    """Logs every event in the STYLE.md form: at INFO, samples at DEBUG, a quota reached in full at WARNING."""
 
     def __init__(self, logger: logging.Logger | None = None):
         self.name = "log"
@@ -53,6 +60,8 @@ class LogSink:
 
     async def handle(self, event: Event) -> None:
         level = logging.DEBUG if isinstance(event, UplinkSamples) else logging.INFO
+        if isinstance(event, QuotaReached) and event.percent >= 100:
+            level = logging.WARNING  # a metered link over its quota costs money
         self._log.log(level, "%s", format_event(event))
 
     async def close(self) -> None:

@@ -1,7 +1,8 @@
 """SNMP notifications: a sink that sends LINKWATCH-MIB traps and informs to every configured receiver.
 
-Every ``uplink_state`` and ``active_changed`` event that :func:`linkwatch.snmp.mib.notification_for`
-turns into a notification goes to every ``[[snmp.traps]]`` receiver at once, each with
+Every ``uplink_state``, ``active_changed``, ``dampened`` (lwUplinkDampenedChange) and ``quota``
+(lwUplinkQuotaReached) event that :func:`linkwatch.snmp.mib.notification_for` turns into a
+notification goes to every ``[[snmp.traps]]`` receiver at once, each with
 ``sysUpTime.0`` (time since this sink started, TimeTicks), ``snmpTrapOID.0`` and the notification's
 objects. v2c uses the receiver's community; v3 uses the USM user of ``[snmp.users]`` at the
 receiver's security level, with this engine's ID (:func:`linkwatch.snmp.engine_id`) for traps (the
@@ -14,7 +15,8 @@ of its own with its own deadline (a trap: handed to the socket; an inform: ``tim
 are dropped and counted, so a dead inform receiver costs the engine nothing and never delays the
 other receivers or the next events.
 
-The storm rule (:class:`StormGate`), per uplink and once more for traffic moves: a window starts at
+The storm rule (:class:`StormGate`), per uplink (every notification about it: state, dampening,
+quota) and once more for traffic moves: a window starts at
 the first notification after the previous window ended and lasts ``trap_window`` seconds; the
 first ``trap_burst`` notifications of a window are sent, later ones are held back and counted
 (:meth:`TrapSink.suppressed`). When a window that held some back ends (a timer, not the next
@@ -39,13 +41,20 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 from linkwatch.config import SnmpConfig, TrapReceiverConfig
-from linkwatch.core.events import ActiveChanged, Event, UplinkStateChanged
+from linkwatch.core.events import ActiveChanged, Event, QuotaReached, UplinkDampened, UplinkStateChanged
 from linkwatch.core.states import State
-from linkwatch.snmp import SnmpError, engine_id
-from linkwatch.snmp.mib import Layout, Notification, OID, flapping, notification_for
+from linkwatch.snmp.mib import Layout, Notification, flapping, notification_for
+from linkwatch.snmp.sender import (  # noqa: F401 (the sink's API: tests and the benchmark import them here)
+    SNMP_TRAP_OID,
+    SYS_UPTIME,
+    PysnmpSender,
+    Sender,
+    TrapError,
+    describe,
+    notification_varbinds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +64,6 @@ TRAP_DEADLINE = 5.0  # seconds for a trap to be handed to the socket (includes t
 INFORM_MARGIN = 2.0  # seconds added to an inform's timeout x tries (timer resolution, set-up)
 CLOSE_GRACE = 0.5  # seconds close() lets pending sends finish before cancelling them
 HANDOVER_KEPT = 100  # the last sends whose delay after their event stats() summarizes
-SYS_UPTIME: OID = (1, 3, 6, 1, 2, 1, 1, 3, 0)  # SNMPv2-MIB::sysUpTime.0
-SNMP_TRAP_OID: OID = (1, 3, 6, 1, 6, 3, 1, 1, 4, 1, 0)  # SNMPv2-MIB::snmpTrapOID.0
-
-
-class TrapError(SnmpError):
-    """Bad storm settings, or a notification that could not be sent (the message says to where)."""
 
 
 # --- the storm rule (pure: the caller passes the time) ---------------------------------------------
@@ -154,12 +157,6 @@ def uptime_ticks(seconds: float) -> int:
     return max(0, int(seconds * 100)) & 0xFFFFFFFF
 
 
-def notification_varbinds(notification: Notification, ticks: int) -> list[tuple[OID, tuple[str, Any]]]:
-    """What goes on the wire: sysUpTime.0, snmpTrapOID.0, then the notification's objects."""
-    return [(SYS_UPTIME, ("TimeTicks", ticks)), (SNMP_TRAP_OID, ("ObjectIdentifier", notification.oid)),
-            *notification.varbinds]
-
-
 def secrets_of(cfg: SnmpConfig) -> list[str]:
     """Every community and key in ``cfg`` (to scrub them from error texts)."""
     found = [r.community for r in cfg.traps] + [cfg.agent.community]
@@ -175,139 +172,11 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-def describe(r: TrapReceiverConfig) -> str:
-    """``10.77.0.2:162 (v3 authPriv inform)``: how logs name a receiver (no secrets)."""
-    how = f"v3 {r.level}" if r.version == "3" else "v2c"
-    return f"{r.host}:{r.port} ({how} {r.kind})"
-
-
 def send_deadline(r: TrapReceiverConfig) -> float:
     """How long one send to ``r`` may take before it counts as failed."""
     if r.kind == "inform":
         return r.timeout * (r.retries + 1) + INFORM_MARGIN
     return TRAP_DEADLINE
-
-
-# --- sending -------------------------------------------------------------------------------------
-
-
-class Sender(Protocol):
-    """Puts one notification on the wire to receiver number ``receiver`` (its position in
-    ``[[snmp.traps]]``); returns when a trap was handed over or an inform acknowledged, raises
-    TrapError when it failed. The sink bounds the time it may take."""
-
-    async def send(self, receiver: int, notification: Notification, ticks: int) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-class PysnmpSender:
-    """The real sender: one pysnmp engine (this engine's ID) for every receiver, set up on first use."""
-
-    def __init__(self, cfg: SnmpConfig):
-        self.cfg = cfg
-        self._setup: asyncio.Task | None = None
-        self._engine: Any = None
-        self._targets: list[str] = []  # pysnmp notification target name per receiver
-        self._originator: Any = None
-        self._types: dict[str, Callable[[Any], Any]] = {}
-        self._closed = False
-
-    async def send(self, receiver: int, notification: Notification, ticks: int) -> None:
-        if self._setup is None:
-            self._setup = asyncio.create_task(self._set_up(), name="snmp-traps-setup")
-        await asyncio.shield(self._setup)
-        if self._closed:
-            raise TrapError("the trap sender is closed")
-        rx = self.cfg.traps[receiver]
-        binds = [(oid, self._types[syntax](value))
-                 for oid, (syntax, value) in notification_varbinds(notification, ticks)]
-        loop = asyncio.get_running_loop()
-        answered: asyncio.Future = loop.create_future()
-
-        def done(_engine, _handle, error, status, index, _binds, _ctx) -> None:
-            if not answered.done():
-                answered.set_result((error, status, index))
-
-        try:
-            self._originator.send_varbinds(self._engine, self._targets[receiver], None, b"", binds,
-                                           done if rx.kind == "inform" else None, None)
-        except Exception as e:
-            raise TrapError(f"pysnmp refused to send: {type(e).__name__}: {e}") from None
-        if rx.kind == "trap":
-            return
-        error, status, index = await answered
-        if error:
-            raise TrapError(str(error))
-        if status:
-            raise TrapError(f"the receiver answered with error status {status} at index {index}")
-
-    async def _set_up(self) -> None:
-        """Import pysnmp and build its engine off the loop (about 0.15 s of CPU here), then configure
-        every receiver (the first takes about 30 ms; a v3 user's key localization 3-40 ms)."""
-        self._engine = await asyncio.to_thread(_new_engine, engine_id(self.cfg.engine_id))
-        from pysnmp.entity.rfc3413 import ntforg
-        from pysnmp.hlapi.v3arch.asyncio import UdpTransportTarget
-        from pysnmp.hlapi.v3arch.asyncio.lcd import NotificationOriginatorLcdConfigurator
-        from pysnmp.proto.api import v2c
-
-        self._types = {"Integer32": v2c.Integer32, "OctetString": v2c.OctetString, "Counter32": v2c.Counter32,
-                       "Gauge32": v2c.Gauge32, "TimeTicks": v2c.TimeTicks,
-                       "ObjectIdentifier": v2c.ObjectIdentifier}
-        lcd = NotificationOriginatorLcdConfigurator()
-        for i, rx in enumerate(self.cfg.traps):
-            tag = f"lw{i}"  # one tag per receiver: two receivers never share a pysnmp target
-            target = await UdpTransportTarget.create((rx.host, rx.port), timeout=rx.timeout, retries=rx.retries,
-                                                     tagList=tag)
-            self._targets.append(lcd.configure(self._engine, _auth_data(self.cfg, rx, tag), target, rx.kind, b""))
-        informs = [rx.timeout for rx in self.cfg.traps if rx.kind == "inform"]
-        if informs and self._engine.transport_dispatcher is not None:  # retries on time even for short timeouts
-            self._engine.transport_dispatcher.set_timer_resolution(max(0.02, min(0.5, min(informs) / 5)))
-        self._originator = ntforg.NotificationOriginator()
-
-    async def close(self) -> None:
-        self._closed = True
-        if self._setup is not None and not self._setup.done():
-            self._setup.cancel()
-        if self._engine is not None and self._engine.transport_dispatcher is not None:
-            self._engine.close_dispatcher()
-
-
-def _new_engine(local_id: bytes) -> Any:
-    from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
-    from pysnmp.proto.rfc1902 import OctetString
-
-    return SnmpEngine(OctetString(local_id))
-
-
-AUTH_PROTOCOLS = {"none": "USM_AUTH_NONE", "md5": "USM_AUTH_HMAC96_MD5", "sha": "USM_AUTH_HMAC96_SHA",
-                  "sha224": "USM_AUTH_HMAC128_SHA224", "sha256": "USM_AUTH_HMAC192_SHA256",
-                  "sha384": "USM_AUTH_HMAC256_SHA384", "sha512": "USM_AUTH_HMAC384_SHA512"}
-# AES-192/256 with Blumenthal key extension: what net-snmp (and tools built on it) call AES192/AES256
-PRIV_PROTOCOLS = {"none": "USM_PRIV_NONE", "des": "USM_PRIV_CBC56_DES", "aes": "USM_PRIV_CFB128_AES",
-                  "aes192": "USM_PRIV_CFB192_AES_BLUMENTHAL", "aes256": "USM_PRIV_CFB256_AES_BLUMENTHAL"}
-
-
-def _auth_data(cfg: SnmpConfig, rx: TrapReceiverConfig, tag: str) -> Any:
-    from pysnmp.hlapi.v3arch.asyncio import CommunityData, UsmUserData
-    from pysnmp.hlapi.v3arch.asyncio import auth as pysnmp_auth
-
-    if rx.version == "2c":
-        return CommunityData(tag, rx.community, mpModel=1, tag=tag)
-    try:
-        user = cfg.user(rx.user or "")
-    except KeyError:
-        raise TrapError(f"{describe(rx)}: user {rx.user!r} is not in [snmp.users]") from None
-    data = UsmUserData(
-        user.name,
-        authKey=user.auth_key if user.auth != "none" else None,
-        privKey=user.priv_key if user.priv != "none" and user.auth != "none" else None,
-        authProtocol=getattr(pysnmp_auth, AUTH_PROTOCOLS[user.auth]),
-        privProtocol=getattr(pysnmp_auth, PRIV_PROTOCOLS[user.priv]),
-    )
-    # The user keeps all its keys (pysnmp has one entry per user name); the receiver's level may be lower.
-    data.security_level = rx.level
-    return data
 
 
 # --- the sink ------------------------------------------------------------------------------------
@@ -356,7 +225,7 @@ class TrapSink:
     def __init__(self, cfg: SnmpConfig, uplinks: Sequence[str], sender: Sender | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self.name = "snmp-traps"
-        self.kinds = frozenset({"uplink_state", "active_changed"})
+        self.kinds = frozenset({"uplink_state", "active_changed", "dampened", "quota"})
         self.timeout = 1.0  # handle() decides and starts tasks; it never waits for the network
         self.cfg = cfg
         self.layout = Layout.from_text(cfg.base_oid)
@@ -388,38 +257,40 @@ class TrapSink:
         if isinstance(event, ActiveChanged):
             self._active = tuple(event.new)
             key, index = ACTIVE_KEY, 0
-        elif isinstance(event, UplinkStateChanged):
+        elif isinstance(event, (UplinkStateChanged, UplinkDampened, QuotaReached)):
             u = self._uplinks.get(event.uplink)
             if u is None:
                 log.debug("snmp traps: event for unknown uplink %r ignored", event.uplink)
                 return
-            u.state = event.new
-            u.transitions += 1
+            if isinstance(event, UplinkStateChanged):
+                u.state = event.new
+                u.transitions += 1
             key, index = event.uplink, u.index
         else:
             return
         reported = u.reported if u is not None else None
-        if notification_for(self.layout, event, index, self._active, reported) is None:
+        state = u.state if u is not None else None  # lwUplinkDampenedChange carries the state as it is now
+        if notification_for(self.layout, event, index, self._active, reported, state) is None:
             return
         if self._gate.offer(key, now):
             if key == ACTIVE_KEY:
                 self._reported_active = self._active
-            else:
+            elif isinstance(event, UplinkStateChanged):
                 u.reported = event.new
             # Built and sent one loop step later: the engine publishes the ActiveChanged that an
             # uplink's failure causes in the same step as the UplinkStateChanged, and this worker
             # handles both before the loop turns, so lwActiveUplinks in lwUplinkDown is the active
             # set after the change (as LINKWATCH-MIB says). call_soon keeps the events' order.
-            asyncio.get_running_loop().call_soon(self._emit, event, index, reported)
+            asyncio.get_running_loop().call_soon(self._emit, event, index, reported, state)
         elif self._gate.holding(key) == 1:
             log.info("snmp traps: storm limit for %s (%d in %gs) reached; holding back until the window ends",
                      _key_name(key), self._gate.burst, self._gate.window)
         self._arm_timer()
 
-    def _emit(self, event: UplinkStateChanged | ActiveChanged, index: int, reported: str | None) -> None:
+    def _emit(self, event: Event, index: int, reported: str | None, state: str | None) -> None:
         if self._closed:
             return
-        notification = notification_for(self.layout, event, index, self._active, reported)
+        notification = notification_for(self.layout, event, index, self._active, reported, state)
         if notification is not None:
             self._dispatch(notification, event.at)
 

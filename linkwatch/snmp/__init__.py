@@ -1,6 +1,7 @@
 """SNMP: LINKWATCH-MIB (:mod:`.mib`, pure; its text :mod:`.mibtext`), traps
-(:mod:`linkwatch.sinks.snmp_traps`, a sink) and the agent (:mod:`.agent`, the server in the engine,
-off by default, answering from :mod:`.view`, pure). pysnmp is imported only when one of them runs."""
+(:mod:`linkwatch.sinks.snmp_traps`, a sink, sending through :mod:`.sender`) and the agent
+(:mod:`.agent`, the server in the engine, off by default, answering from :mod:`.view`, pure).
+pysnmp is imported only when one of them runs."""
 
 from __future__ import annotations
 

@@ -8,11 +8,15 @@ use only this module, so they cannot disagree with each other. Values are
 Layout under the module's OID B (``[snmp] base_oid``, default 1.3.6.1.4.1.8072.9999.9999.7745)::
 
     B.0            lwNotifications: .1 lwUplinkDown .2 lwUplinkUp .3 lwUplinkDegraded
-                   .4 lwActiveChanged .5 lwUplinkFlapping
+                   .4 lwActiveChanged .5 lwUplinkFlapping (the storm summary)
+                   .6 lwUplinkDampenedChange .7 lwUplinkQuotaReached
     B.1.1          lwScalars: .1 lwVersion .2 lwUptime .3 lwActiveUplinks .4 lwMode
                    .5 lwUplinkCount .6 lwActiveChanges .7 lwPreviousActiveUplinks .8 lwActiveReason
     B.1.2.1.C.I    lwUplinkTable, column C of the uplink with index I (1 = first in the config)
+    B.1.3          lwNotifyObjects (accessible-for-notify, only in notifications): .1 lwQuotaThreshold
     B.2            lwConformance
+
+Columns and notifications are only ever appended: managers store the numbers.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from linkwatch.core.events import ActiveChanged, Event, UplinkStateChanged
+from linkwatch.core.events import ActiveChanged, Event, QuotaReached, UplinkDampened, UplinkStateChanged
 from linkwatch.core.states import State
 
 if TYPE_CHECKING:  # annotations only: `linkwatch mib` and the trap sink need not load the engine's core
@@ -54,9 +58,12 @@ COLUMNS = {  # name -> column under B.1.2.1 (lwUplinkIndex is the not-accessible
     "lwUplinkReason": 5, "lwUplinkActive": 6, "lwUplinkPriority": 7, "lwUplinkRtt": 8,
     "lwUplinkJitter": 9, "lwUplinkLoss": 10, "lwUplinkLastChange": 11, "lwUplinkTransitions": 12,
     "lwUplinkDowns": 13, "lwUplinkSuppressedTraps": 14,
+    "lwUplinkDampened": 15, "lwUplinkFlapPenalty": 16, "lwUplinkMonthTraffic": 17, "lwUplinkQuota": 18,
+    "lwUplinkProbeBytesPerDay": 19,
 }
+NOTIFY_OBJECTS = {"lwQuotaThreshold": 1}  # name -> sub-identifier under B.1.3 (accessible-for-notify)
 NOTIFICATIONS = {"lwUplinkDown": 1, "lwUplinkUp": 2, "lwUplinkDegraded": 3, "lwActiveChanged": 4,
-                 "lwUplinkFlapping": 5}
+                 "lwUplinkFlapping": 5, "lwUplinkDampenedChange": 6, "lwUplinkQuotaReached": 7}
 # the objects each notification carries (the MIB's OBJECTS clauses, in this order)
 NOTIFICATION_OBJECTS = {
     "lwUplinkDown": ("lwUplinkName", "lwUplinkInterface", "lwUplinkState", "lwUplinkReason", "lwUplinkLoss",
@@ -67,11 +74,17 @@ NOTIFICATION_OBJECTS = {
                          "lwUplinkLoss", "lwUplinkRtt", "lwActiveUplinks"),
     "lwActiveChanged": ("lwActiveUplinks", "lwPreviousActiveUplinks", "lwActiveReason"),
     "lwUplinkFlapping": ("lwUplinkName", "lwUplinkState", "lwUplinkTransitions", "lwUplinkSuppressedTraps"),
+    "lwUplinkDampenedChange": ("lwUplinkName", "lwUplinkState", "lwUplinkDampened", "lwUplinkFlapPenalty",
+                               "lwActiveUplinks"),
+    "lwUplinkQuotaReached": ("lwUplinkName", "lwQuotaThreshold", "lwUplinkMonthTraffic", "lwUplinkQuota",
+                             "lwActiveUplinks"),
 }
 MAX_TEXT = 255  # DisplayString
 # DateAndTime when the time is unknown: 1 January of year 0, 00:00:00.0 (HOST-RESOURCES-MIB's
 # convention). DateAndTime is SIZE (8 | 11), so an empty string would break the TC.
 UNKNOWN_DATE = bytes([0, 0, 1, 1, 0, 0, 0, 0])
+MEGABYTE = 10**6  # lwUplinkMonthTraffic and lwUplinkQuota count decimal megabytes, as ISPs bill
+GAUGE_MAX = 2**32 - 1
 
 
 class MibError(ValueError):
@@ -111,6 +124,17 @@ class Layout:
         """A column's OID, or the instance of the uplink with ``index``."""
         oid = self.base + (1, 2, 1, COLUMNS[name])
         return oid if index is None else oid + (index,)
+
+    def notify_object(self, name: str) -> OID:
+        """The OID an accessible-for-notify object has in a notification (with a trailing .0)."""
+        return self.base + (1, 3, NOTIFY_OBJECTS[name], 0)
+
+    def instance(self, name: str, index: int) -> OID:
+        """The OID of any object a notification carries: a column of the uplink with ``index``, a
+        scalar, or an accessible-for-notify object."""
+        if name in COLUMNS:
+            return self.column(name, index)
+        return self.scalar(name) if name in SCALARS else self.notify_object(name)
 
     def notification(self, name: str) -> OID:
         return self.base + (0, NOTIFICATIONS[name])
@@ -163,6 +187,28 @@ def _counter(n: int) -> Value:
     return ("Counter32", int(n) & 0xFFFFFFFF)
 
 
+def _gauge(n: float) -> Value:
+    """Gauge32: never below 0, stuck at its maximum rather than wrapping."""
+    return ("Gauge32", max(0, min(int(n), GAUGE_MAX)))
+
+
+def _truth(flag: bool) -> Value:
+    return ("Integer32", TRUE if flag else FALSE)
+
+
+def _penalty(value: float) -> Value:
+    """lwUplinkFlapPenalty: hundredths."""
+    return _gauge(round(value * 100) if _known(value) else 0)
+
+
+def _megabytes(n: int | None, up: bool = False) -> Value:
+    """Bytes as whole megabytes (10^6): rounded down (traffic), or up (a quota, which must never read as
+    0, "no quota"); None is 0."""
+    if not n:
+        return _gauge(0)
+    return _gauge(-(-n // MEGABYTE) if up else n // MEGABYTE)
+
+
 def uplink_row(u: UplinkStatus, index: int, suppressed: int = 0) -> dict[str, Value]:
     """The table row of one uplink of the engine's status (``status.uplinks[index - 1]``)."""
     return {
@@ -170,7 +216,7 @@ def uplink_row(u: UplinkStatus, index: int, suppressed: int = 0) -> dict[str, Va
         "lwUplinkInterface": _text(u.interface),
         "lwUplinkState": _state(u.state),
         "lwUplinkReason": _text(u.reason),
-        "lwUplinkActive": ("Integer32", TRUE if u.active else FALSE),
+        "lwUplinkActive": _truth(u.active),
         "lwUplinkPriority": ("Integer32", u.priority),
         "lwUplinkRtt": _micros(u.rtt_ms),
         "lwUplinkJitter": _micros(u.jitter_ms),
@@ -179,6 +225,11 @@ def uplink_row(u: UplinkStatus, index: int, suppressed: int = 0) -> dict[str, Va
         "lwUplinkTransitions": _counter(u.transitions),
         "lwUplinkDowns": _counter(u.downs),
         "lwUplinkSuppressedTraps": _counter(suppressed),
+        "lwUplinkDampened": _truth(u.dampened),
+        "lwUplinkFlapPenalty": _penalty(u.flap_penalty),
+        "lwUplinkMonthTraffic": _megabytes(u.month_bytes),
+        "lwUplinkQuota": _megabytes(u.quota_bytes, up=True),
+        "lwUplinkProbeBytesPerDay": _gauge(u.probe_bytes_per_day or 0),
     }
 
 
@@ -220,15 +271,23 @@ NOTIFY_STATES = {State.DOWN.value: "lwUplinkDown", State.UP.value: "lwUplinkUp",
 _FROM_OLD = object()  # notification_for without what was reported: judge UP by the event's old state
 
 
+def _notification(layout: Layout, name: str, index: int, values: Mapping[str, Value]) -> Notification:
+    """Notification ``name`` with its objects (of the uplink with ``index``) in the MIB's order."""
+    return Notification(name, layout.notification(name),
+                        tuple((layout.instance(o, index), values[o]) for o in NOTIFICATION_OBJECTS[name]))
+
+
 def notification_for(layout: Layout, event: Event, index: int, active: Iterable[str],
-                     reported: Any = _FROM_OLD) -> Notification | None:
-    """The notification an event causes, or None (only DOWN, UP, DEGRADED and traffic moves do).
+                     reported: Any = _FROM_OLD, state: str | None = None) -> Notification | None:
+    """The notification an event causes, or None (only DOWN, UP, DEGRADED, traffic moves, a dampening
+    that starts or ends and a quota threshold do).
 
     ``index`` is the uplink's row index (1-based, config order); ``active`` the uplinks now active.
     UP is news only to receivers that last heard DOWN or DEGRADED about the uplink: ``reported`` is
     the state the last notification about it carried (None: none yet), as the trap sender keeps it.
     Without ``reported``, UP is reported from any state but INIT (start-up) and FALLING (a scare
-    that passed)."""
+    that passed). ``state`` is the uplink's state now, which lwUplinkDampenedChange carries (its
+    event has none; None reads as init(1))."""
     if isinstance(event, UplinkStateChanged):
         name = NOTIFY_STATES.get(event.new)
         if name is None:
@@ -239,19 +298,25 @@ def notification_for(layout: Layout, event: Event, index: int, active: Iterable[
                     return None
             elif reported not in (State.DOWN.value, State.DEGRADED.value):
                 return None
-        values = {"lwUplinkName": _text(event.uplink), "lwUplinkInterface": _text(event.interface),
-                  "lwUplinkState": _state(event.new), "lwUplinkReason": _text(event.reason),
-                  "lwUplinkLoss": _hundredths(event.loss_pct), "lwUplinkRtt": _micros(event.rtt_ms),
-                  "lwActiveUplinks": _names(active)}
-        binds = tuple((layout.column(o, index) if o in COLUMNS else layout.scalar(o), values[o])
-                      for o in NOTIFICATION_OBJECTS[name])
-        return Notification(name, layout.notification(name), binds)
+        return _notification(layout, name, index, {
+            "lwUplinkName": _text(event.uplink), "lwUplinkInterface": _text(event.interface),
+            "lwUplinkState": _state(event.new), "lwUplinkReason": _text(event.reason),
+            "lwUplinkLoss": _hundredths(event.loss_pct), "lwUplinkRtt": _micros(event.rtt_ms),
+            "lwActiveUplinks": _names(active)})
     if isinstance(event, ActiveChanged):
-        values = {"lwActiveUplinks": _names(event.new), "lwPreviousActiveUplinks": _names(event.old),
-                  "lwActiveReason": _text(event.reason)}
-        name = "lwActiveChanged"
-        return Notification(name, layout.notification(name),
-                            tuple((layout.scalar(o), values[o]) for o in NOTIFICATION_OBJECTS[name]))
+        return _notification(layout, "lwActiveChanged", 0, {
+            "lwActiveUplinks": _names(event.new), "lwPreviousActiveUplinks": _names(event.old),
+            "lwActiveReason": _text(event.reason)})
+    if isinstance(event, UplinkDampened):
+        return _notification(layout, "lwUplinkDampenedChange", index, {
+            "lwUplinkName": _text(event.uplink), "lwUplinkState": _state(state or State.INIT),
+            "lwUplinkDampened": _truth(event.dampened), "lwUplinkFlapPenalty": _penalty(event.penalty),
+            "lwActiveUplinks": _names(active)})
+    if isinstance(event, QuotaReached):
+        return _notification(layout, "lwUplinkQuotaReached", index, {
+            "lwUplinkName": _text(event.uplink), "lwQuotaThreshold": ("Integer32", event.percent),
+            "lwUplinkMonthTraffic": _megabytes(event.used), "lwUplinkQuota": _megabytes(event.quota, up=True),
+            "lwActiveUplinks": _names(active)})
     return None
 
 
@@ -262,8 +327,6 @@ def flapping(layout: Layout, uplink: str, index: int, state: str, transitions: i
     ``transitions`` and ``suppressed`` are the uplink's counters (lwUplinkTransitions and
     lwUplinkSuppressedTraps, both Counter32 "since the engine started"), i.e. the values the agent
     shows in the uplink's row; what this window held back is the increase of ``suppressed``."""
-    values = {"lwUplinkName": _text(uplink), "lwUplinkState": _state(state),
-              "lwUplinkTransitions": _counter(transitions), "lwUplinkSuppressedTraps": _counter(suppressed)}
-    name = "lwUplinkFlapping"
-    return Notification(name, layout.notification(name),
-                        tuple((layout.column(o, index), values[o]) for o in NOTIFICATION_OBJECTS[name]))
+    return _notification(layout, "lwUplinkFlapping", index, {
+        "lwUplinkName": _text(uplink), "lwUplinkState": _state(state), "lwUplinkTransitions": _counter(transitions),
+        "lwUplinkSuppressedTraps": _counter(suppressed)})

@@ -19,11 +19,15 @@ import textwrap
 from dataclasses import dataclass
 
 from linkwatch.config import DEFAULT_BASE_OID
-from linkwatch.snmp.mib import (COLUMNS, MODE_VALUES, NOTIFICATION_OBJECTS, NOTIFICATIONS, OID, SCALARS,
-                                STATE_VALUES, UNKNOWN_DATE, MibError, oid_str, parse_oid)
+from linkwatch.snmp.mib import (COLUMNS, MODE_VALUES, NOTIFICATION_OBJECTS, NOTIFICATIONS, NOTIFY_OBJECTS, OID,
+                                SCALARS, STATE_VALUES, UNKNOWN_DATE, MibError, oid_str, parse_oid)
 
 MODULE = "LINKWATCH-MIB"
 REVISIONS = (  # newest first; add one (and keep the old ones) whenever the module changes
+    ("202612040000Z", "Flap dampening and data budgets: the columns lwUplinkDampened, lwUplinkFlapPenalty, "
+                      "lwUplinkMonthTraffic, lwUplinkQuota and lwUplinkProbeBytesPerDay, the notifications "
+                      "lwUplinkDampenedChange and lwUplinkQuotaReached with lwQuotaThreshold, their groups and "
+                      "lwCompliance2."),
     ("202611260000Z", "The first version: the uplink table, the engine scalars, five notifications "
                       "and the storm rule."),
 )
@@ -178,6 +182,38 @@ COLUMN_TEXT: dict[str, Obj] = {
     "lwUplinkSuppressedTraps": Obj("Counter32", "How many notifications about this uplink the storm rule "
                                                 "(see lwUplinkFlapping) held back since the engine "
                                                 "started."),
+    "lwUplinkDampened": Obj("TruthValue", "true(1) while the uplink is dampened: it kept failing (went down, "
+                                          "or dipped to falling) until its flap penalty (lwUplinkFlapPenalty) "
+                                          "passed the configured suppress level, so it is shown as flapping "
+                                          "and takes no traffic back, however good its probes look, until "
+                                          "the penalty has decayed below the reuse level (it carries traffic "
+                                          "still when no other uplink can); false(2) otherwise."),
+    "lwUplinkFlapPenalty": Obj("Gauge32", "The uplink's flap penalty now, in hundredths (350 = 3.5): each "
+                                          "time it goes down adds 1, each dip to falling 0.5, and the penalty "
+                                          "halves every configured half-life (policy.flap_half_life, 60 "
+                                          "seconds by default).", units="hundredths"),
+    "lwUplinkMonthTraffic": Obj("Gauge32", "The traffic on the uplink's interface this calendar month "
+                                           "(local time), received and sent, in megabytes of 10^6 bytes "
+                                           "(as providers bill), rounded down. It is read from the "
+                                           "interface counters and kept across engine restarts by the "
+                                           "history database; it starts again from 0 on the first of the "
+                                           "month. A gauge, not a counter: compare it with lwUplinkQuota.",
+                                units="megabytes"),
+    "lwUplinkQuota": Obj("Gauge32", "The uplink's monthly traffic quota (uplinks.NAME.quota) in megabytes "
+                                    "of 10^6 bytes, rounded up; 0 if it has none.", units="megabytes"),
+    "lwUplinkProbeBytesPerDay": Obj("Gauge32", "The probe traffic linkwatch sends and receives on the "
+                                               "uplink, in bytes per day at the rate of the last minute "
+                                               "(a standby uplink is probed rarely, an active one less while "
+                                               "the LAN's own traffic proves it works); 0 if too few probe "
+                                               "rounds were sent in the last minute to tell.",
+                                    units="bytes per day"),
+}
+
+NOTIFY_TEXT: dict[str, Obj] = {
+    "lwQuotaThreshold": Obj("Integer32 (1..1000)", "The threshold of the uplink's monthly quota, in percent, "
+                                                   "that an lwUplinkQuotaReached reports as reached (one of "
+                                                   "uplinks.NAME.quota_warn, 80 and 100 by default).",
+                            units="percent", access="accessible-for-notify"),
 }
 
 NOTIFICATION_TEXT: dict[str, str] = {
@@ -198,7 +234,22 @@ NOTIFICATION_TEXT: dict[str, str] = {
                         "ended. This summary carries the uplink's current state, its transition count and "
                         "its count of held-back notifications (lwUplinkSuppressedTraps); poll lwUplinkTable "
                         "for the rest.\n\n" + STORM_RULE,
+    "lwUplinkDampenedChange": "The uplink became dampened (lwUplinkDampened true(1)): it kept failing, its "
+                              "flap penalty passed the suppress level, and it takes no traffic back until "
+                              "the penalty decays; or it is no longer dampened (false(2)) and may take "
+                              "traffic back. Carries the uplink's state, the penalty and the active set. "
+                              "Subject to the storm rule of the uplink's notifications.",
+    "lwUplinkQuotaReached": "The uplink's traffic this month (lwUplinkMonthTraffic) reached lwQuotaThreshold "
+                            "percent of its monthly quota (lwUplinkQuota); sent once a month per threshold. "
+                            "lwActiveUplinks says whether the metered uplink carries traffic. Subject to the "
+                            "storm rule of the uplink's notifications.",
 }
+
+# What the second revision added has its own groups and compliance (as IF-MIB grew): the groups and
+# the compliance statement of the first revision keep their members.
+FIRST_NOTIFICATIONS = ("lwUplinkDown", "lwUplinkUp", "lwUplinkDegraded", "lwActiveChanged", "lwUplinkFlapping")
+FLAP_TRAFFIC_COLUMNS = ("lwUplinkDampened", "lwUplinkFlapPenalty", "lwUplinkMonthTraffic", "lwUplinkQuota",
+                        "lwUplinkProbeBytesPerDay")
 
 STATE_TEXT = (
     "The health state of an uplink:\n"
@@ -261,15 +312,25 @@ def _group(kind: str, name: str, members: list[str], description: str, sub: int)
             f"    ::= {{ lwGroups {sub} }}\n\n")
 
 
+def _compliance(name: str, status: str, description: str, groups: list[str], sub: int) -> str:
+    return (f"{name} MODULE-COMPLIANCE\n"
+            f"    STATUS      {status}\n"
+            f"    DESCRIPTION\n        {quoted(description)}\n"
+            "    MODULE      -- this module\n"
+            f"        MANDATORY-GROUPS {_braced(groups, 8)}\n"
+            f"    ::= {{ lwCompliances {sub} }}\n\n")
+
+
 def _check_words() -> None:
-    for table, words in ((SCALARS, SCALAR_TEXT), (COLUMNS, COLUMN_TEXT), (NOTIFICATIONS, NOTIFICATION_TEXT)):
+    for table, words in ((SCALARS, SCALAR_TEXT), (COLUMNS, COLUMN_TEXT), (NOTIFICATIONS, NOTIFICATION_TEXT),
+                         (NOTIFY_OBJECTS, NOTIFY_TEXT)):
         odd = set(table) ^ set(words)
         if odd:
             raise MibError(f"linkwatch.snmp.mib and mibtext disagree about {', '.join(sorted(odd))}")
 
 
 def _imports(parent: Parent) -> str:
-    smi = ["MODULE-IDENTITY", "OBJECT-TYPE", "NOTIFICATION-TYPE", "Integer32", "Counter32", "TimeTicks"]
+    smi = ["MODULE-IDENTITY", "OBJECT-TYPE", "NOTIFICATION-TYPE", "Integer32", "Counter32", "Gauge32", "TimeTicks"]
     if parent.module == "SNMPv2-SMI":
         smi.append(parent.name)
     parts = [f"    {', '.join(smi[:3])},\n    {', '.join(smi[3:])}\n        FROM SNMPv2-SMI",
@@ -291,7 +352,8 @@ def render(base_oid: str | OID = DEFAULT_BASE_OID) -> str:
     module_text = ("The state of linkwatch, failover software for Linux routers with several internet "
                    "uplinks: each uplink's health and measurements (lwUplinkTable), which uplinks carry "
                    "traffic (lwScalars), and notifications when an uplink goes down, comes back up or "
-                   "degrades and when traffic moves. Every object is read-only.\n\n"
+                   "degrades, when traffic moves, when an uplink is dampened for flapping and when its "
+                   "traffic reaches a threshold of its monthly quota. Every object is read-only.\n\n"
                    f"{where}\n\n{_why_default()}\n\n{STORM_RULE}")
     revisions = "".join(f'    REVISION    "{date}"\n    DESCRIPTION\n        {quoted(text)}\n'
                         for date, text in REVISIONS)
@@ -338,6 +400,9 @@ def render(base_oid: str | OID = DEFAULT_BASE_OID) -> str:
         "LwUplinkEntry ::= SEQUENCE "
         + _braced([f"{n:<24} {COLUMN_TEXT[n].syntax.split(' (')[0]}" for n in columns], 0) + "\n\n")
     out += [_object_type(n, COLUMN_TEXT[n], "lwUplinkEntry", COLUMNS[n]) for n in columns]
+    out += ["-- Objects only notifications carry\n\n"
+            "lwNotifyObjects OBJECT IDENTIFIER ::= { lwObjects 3 }\n\n"]
+    out += [_object_type(n, NOTIFY_TEXT[n], "lwNotifyObjects", NOTIFY_OBJECTS[n]) for n in _ordered(NOTIFY_OBJECTS)]
     out.append("-- Notifications\n\n")
     out += [f"{n} NOTIFICATION-TYPE\n"
             f"    OBJECTS     {_braced(NOTIFICATION_OBJECTS[n], 16)}\n"
@@ -345,20 +410,26 @@ def render(base_oid: str | OID = DEFAULT_BASE_OID) -> str:
             f"    DESCRIPTION\n        {quoted(NOTIFICATION_TEXT[n])}\n"
             f"    ::= {{ lwNotifications {NOTIFICATIONS[n]} }}\n\n" for n in _ordered(NOTIFICATIONS)]
     readable = [n for n in columns if COLUMN_TEXT[n].access != "not-accessible"]
+    first = [n for n in readable if n not in FLAP_TRAFFIC_COLUMNS]
+    groups = ["lwScalarGroup", "lwUplinkGroup", "lwNotificationGroup"]
     out += [
         "-- Conformance\n\n"
         "lwCompliances   OBJECT IDENTIFIER ::= { lwConformance 1 }\n"
-        "lwGroups        OBJECT IDENTIFIER ::= { lwConformance 2 }\n\n"
-        "lwCompliance MODULE-COMPLIANCE\n"
-        "    STATUS      current\n"
-        f"    DESCRIPTION\n        {quoted('What a linkwatch engine implements: all of this module.')}\n"
-        "    MODULE      -- this module\n"
-        "        MANDATORY-GROUPS { lwScalarGroup, lwUplinkGroup, lwNotificationGroup }\n"
-        "    ::= { lwCompliances 1 }\n\n",
+        "lwGroups        OBJECT IDENTIFIER ::= { lwConformance 2 }\n\n",
+        _compliance("lwCompliance", "deprecated", "What a linkwatch engine of the first revision implements; "
+                    "superseded by lwCompliance2.", groups, 1),
+        _compliance("lwCompliance2", "current", "What a linkwatch engine implements: all of this module.",
+                    groups + ["lwUplinkFlapTrafficGroup", "lwFlapTrafficNotificationGroup"], 2),
         _group("OBJECT-GROUP", "lwScalarGroup", _ordered(SCALARS), "The engine-wide objects.", 1),
-        _group("OBJECT-GROUP", "lwUplinkGroup", readable, "The readable columns of lwUplinkTable.", 2),
-        _group("NOTIFICATION-GROUP", "lwNotificationGroup", _ordered(NOTIFICATIONS),
-               "The notifications linkwatch sends.", 3),
+        _group("OBJECT-GROUP", "lwUplinkGroup", first, "The readable columns of lwUplinkTable of the first "
+               "revision.", 2),
+        _group("NOTIFICATION-GROUP", "lwNotificationGroup", list(FIRST_NOTIFICATIONS),
+               "The notifications of the first revision.", 3),
+        _group("OBJECT-GROUP", "lwUplinkFlapTrafficGroup", [*FLAP_TRAFFIC_COLUMNS, *_ordered(NOTIFY_OBJECTS)],
+               "Flap dampening, probe traffic and the traffic of the month against the quota.", 4),
+        _group("NOTIFICATION-GROUP", "lwFlapTrafficNotificationGroup",
+               [n for n in _ordered(NOTIFICATIONS) if n not in FIRST_NOTIFICATIONS],
+               "The notifications about flap dampening and quotas.", 5),
         "END\n",
     ]
     return "".join(out)

@@ -4,8 +4,9 @@ GETBULK and SET are answered from it; also the cheap look at a datagram before p
 The view holds exactly :func:`linkwatch.snmp.mib.instances` of the engine's status; it is not a
 full SNMPv2-MIB agent (no sysDescr, no sysUpTime, no snmp counters). A walk of the base OID B
 returns the eight scalars ``B.1.1.n.0`` (lwVersion ... lwActiveReason), then lwUplinkTable column
-by column (``B.1.2.1.C.I``, columns 2-14 for every uplink I, lwUplinkIndex itself is
-not-accessible), then endOfMibView; nothing is answered under ``B.0`` or ``B.2`` or outside B.
+by column (``B.1.2.1.C.I``, columns 2-19 for every uplink I, lwUplinkIndex itself is
+not-accessible), then endOfMibView; nothing is answered under ``B.0``, ``B.1.3`` (objects only
+notifications carry) or ``B.2`` or outside B.
 No sockets, no threads, no clock here: :mod:`.agent` receives the requests and sends the answers.
 """
 

@@ -12,6 +12,7 @@ error is JSON with a 4xx code (5xx only when the engine or the database cannot a
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import re
 import time
@@ -22,10 +23,11 @@ from werkzeug.exceptions import HTTPException
 
 from linkwatch import __version__
 from linkwatch.config import Config
+from linkwatch.config.convert import format_size
 from linkwatch.report.control import ControlError, call
 from linkwatch.core.events import EVENT_TYPES
 from linkwatch.core.states import ADMIN_ACTIONS as ACTIONS
-from linkwatch.core.status import Status, StatusError, status_from_dict
+from linkwatch.core.status import Status, StatusError, UplinkStatus, status_from_dict
 from linkwatch.history.reader import HistoryError, HistoryReader, parse_since
 from linkwatch.report import metrics
 from linkwatch.webui import WEB_DIR
@@ -51,6 +53,26 @@ def _fmt_since(value: Any) -> str:
         return "-"
     when = datetime.datetime.fromtimestamp(value)
     return when.strftime("%H:%M:%S" if when.date() == datetime.date.today() else "%Y-%m-%d %H:%M")
+
+
+def _fmt_size(value: Any) -> str:
+    """Bytes as the page's script writes them: ``12.3GB``; ``-`` when unknown."""
+    return "-" if value is None else format_size(value)
+
+
+def _fmt_month(u: UplinkStatus) -> str:
+    """This month's traffic, against the quota when there is one (as the page's script writes it)."""
+    if not u.quota_bytes:
+        return format_size(u.month_bytes)
+    pct = math.floor((u.quota_pct or 0.0) + 0.5)  # as the script's Math.round, not round-half-even
+    return f"{format_size(u.month_bytes)} of {format_size(u.quota_bytes)} ({pct}%)"
+
+
+def _flap_title(u: UplinkStatus) -> str:
+    """The flapping badge's tooltip (as the page's script writes it)."""
+    if not u.dampened:
+        return ""
+    return f"flap penalty {u.flap_penalty:.1f}: it kept failing and takes no traffic back until the penalty decays"
 
 
 def _param_since(name: str, default: str | None, now: float) -> float | None:
@@ -106,7 +128,7 @@ def create_app(config: Config, engine: Callable[[dict], dict] | None = None,
         MAX_CONTENT_LENGTH=16 * 1024,
         JSON_SORT_KEYS=False,
     )
-    app.jinja_env.filters["since"] = _fmt_since
+    app.jinja_env.filters.update(since=_fmt_since, size=_fmt_size, month=_fmt_month, flap_title=_flap_title)
     ask = engine or _engine_call(config.control.socket)
     throttle = throttle or Throttle()
     history_path = config.history.path

@@ -61,7 +61,9 @@ def make_status(active=("wan1",), now: float = NOW, previous_active=()) -> Statu
                                 downs=0),
          statusdata.uplink_dict("wan2", interface="up2", state="DOWN", reason="3 failed rounds",
                                 active="wan2" in active, since=now - 30, priority=2, rtt_ms=None, loss_pct=100.0,
-                                jitter_ms=None, transitions=5, downs=2)],
+                                jitter_ms=None, transitions=5, downs=2, dampened=True, flap_penalty=3.5,
+                                month_bytes=16_400_000_000, quota_bytes=20_000_000_000, quota_pct=82.0,
+                                probe_bytes_per_day=None)],
         version="9.9-test", started=now - 123.0, mode="failover", active=list(active),
         previous_active=list(previous_active), reason="wan1 is the best UP uplink", active_changes=4)
 
@@ -358,15 +360,29 @@ def test_pysnmp_get_next_and_bulk(agent):
     assert err is None and not status
     assert bytes(vbs[0][1]) == b"9.9-test" and bytes(vbs[1][1]) == b"wan2"
     assert isinstance(vbs[2][1], rfc1905.NoSuchInstance) and isinstance(vbs[3][1], rfc1905.NoSuchObject)
-    err, status, _, vbs = client(agent.port, v2c_auth(), "next", [f"{BASE}.1.2.1.4", f"{BASE}.1.2.1.14.2"])
+    err, status, _, vbs = client(agent.port, v2c_auth(), "next", [f"{BASE}.1.2.1.4", f"{BASE}.1.2.1.14.2",
+                                                                  f"{BASE}.1.2.1.19.2"])
     assert err is None and not status
     assert tuple(vbs[0][0]) == LAYOUT.column("lwUplinkState", 1) and int(vbs[0][1]) == mib.STATE_VALUES["UP"]
-    assert isinstance(vbs[1][1], rfc1905.EndOfMibView)
+    assert tuple(vbs[1][0]) == LAYOUT.column("lwUplinkDampened", 1) and int(vbs[1][1]) == mib.FALSE
+    assert isinstance(vbs[2][1], rfc1905.EndOfMibView)
     err, status, _, vbs = client(agent.port, v2c_auth(), "bulk", [f"{BASE}.1.1.5", f"{BASE}.1.2.1.6"], nr=1, mr=2)
     assert err is None and not status
     assert [tuple(n) for n, _ in vbs] == [LAYOUT.scalar("lwUplinkCount"), LAYOUT.column("lwUplinkActive", 1),
                                           LAYOUT.column("lwUplinkActive", 2)]
     assert [int(v) for _, v in vbs] == [2, mib.TRUE, mib.FALSE]
+
+
+def test_dampening_and_traffic_columns_on_the_wire(agent):
+    names = ["lwUplinkDampened", "lwUplinkFlapPenalty", "lwUplinkMonthTraffic", "lwUplinkQuota",
+             "lwUplinkProbeBytesPerDay"]
+    oids = [mib.oid_str(LAYOUT.column(n, i)) for i in (1, 2) for n in names]
+    err, status, _, vbs = client(agent.port, v2c_auth(), "get", oids)
+    assert err is None and not status
+    got = [("Gauge32" if isinstance(v, rfc1902.Gauge32) else type(v).__name__, int(v)) for _, v in vbs]
+    assert got == [("Integer", mib.FALSE), ("Gauge32", 0), ("Gauge32", 0), ("Gauge32", 0), ("Gauge32", 1000),
+                   # wan2: dampened, penalty 3.5, 16.4 GB of a 20 GB quota, probe traffic unknown (0)
+                   ("Integer", mib.TRUE), ("Gauge32", 350), ("Gauge32", 16400), ("Gauge32", 20000), ("Gauge32", 0)]
 
 
 def test_the_engine_status_is_called_on_the_engine_loop_and_cached(agent, eng):

@@ -52,3 +52,26 @@ def test_snmp_lines_show_traps_and_the_agent_and_say_when_it_is_not_running():
     snmp = dict(snmp, agent=None, agent_error="cannot listen on udp 10.77.0.1:161: Permission denied")
     assert format_status(status(snmp=snmp)).splitlines()[-1] == (
         "snmp agent: NOT RUNNING: cannot listen on udp 10.77.0.1:161: Permission denied")
+
+
+def test_flapping_marker_probe_traffic_and_the_month_against_the_quota():
+    st = make_status([
+        uplink_dict("wan1", since=time.time() - 30, probe_bytes_per_day=24_000_000, month_bytes=312_000_000_000),
+        uplink_dict("lte", interface="wwan0", state="DOWN", active=False, reason="3 failed rounds", rtt_ms=None,
+                    loss_pct=100.0, jitter_ms=None, since=time.time() - 90, probe_bytes_per_day=None,
+                    dampened=True, flap_penalty=3.5, month_bytes=12_345_000_000, quota_bytes=20_000_000_000,
+                    quota_pct=61.73),
+        uplink_dict("dsl", interface="eth2", active=False, forced=True, dampened=True, since=time.time() - 5,
+                    probe_bytes_per_day=450_000, month_bytes=0, quota_bytes=500_000_000, quota_pct=0.0),
+    ])
+    lines = format_status(st).splitlines()
+    head = lines[0].split()
+    assert head[8:] == ["PROBES/DAY", "MONTH", "REASON"]
+    assert lines[1].split()[8:10] == ["24.0MB", "312.0GB"]  # no quota: the month's traffic alone
+    assert lines[2].split()[:3] == ["lte", "FLAPPING", "wwan0"]
+    assert "  -  " in lines[2] and lines[2].split()[9:12] == ["-", "12.3GB/20.0GB", "(62%)"]
+    assert lines[3].split()[:4] == ["dsl", "(forced)", "FLAPPING", "eth2"]
+    assert lines[3].split()[10:13] == ["450.0kB", "0B/500.0MB", "(0%)"]
+    # the columns line up: each value starts where its header does
+    col = lines[0].index("MONTH")
+    assert lines[2][col:].startswith("12.3GB/20.0GB (62%)") and lines[1][col:].startswith("312.0GB ")

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from linkwatch.config import HistoryConfig
-from linkwatch.core.events import ActiveChanged, AdminAction, EngineEvent, UplinkSamples, UplinkStateChanged
+from linkwatch.core.events import (ActiveChanged, AdminAction, EngineEvent, QuotaReached, UplinkDampened, UplinkSamples,
+                                   UplinkStateChanged)
 from linkwatch.history import (
     MIGRATION_SET,
     SAMPLE_COLUMNS,
@@ -827,6 +828,28 @@ def test_history_command_prints_oldest_first_one_line_per_event(filled, tz, caps
     assert history_cli.main(["--db", str(filled), "--uplink", "wan2", "--kind", "admin,engine", "--limit", "5"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "2025-11-24 16:03:20  admin  wan2  admin disable uplink=wan2 source=cli result=disabled"]
+
+
+def test_history_keeps_and_lists_dampening_and_quota_events(tmp_path, tz, capsys):
+    tz("UTC")
+    path = tmp_path / "h.db"
+    store = HistoryStore(str(path))
+    events = [state(BASE, "wan1", "UP", "DOWN"),
+              UplinkDampened(at=BASE + 1, mono=1.0, uplink="wan1", dampened=True, penalty=3.04),
+              QuotaReached(at=BASE + 2, mono=2.0, uplink="lte", percent=80, used=16_100_000_000, quota=20 * 10**9),
+              UplinkDampened(at=BASE + 100, mono=100.0, uplink="wan1", dampened=False, penalty=0.99)]
+    store.write(Batch(events=[event_row(e) for e in events], samples=[], meta={}))
+    store.close()
+    with HistoryReader(str(path)) as r:
+        assert [(e["kind"], e["uplink"]) for e in r.events(kinds=["dampened", "quota"])] == [
+            ("dampened", "wan1"), ("quota", "lte"), ("dampened", "wan1")]
+        assert [e["at"] for e in r.events(uplink="wan1", kinds="dampened")] == [BASE + 100, BASE + 1]
+    assert history_cli.main(["--db", str(path), "--kind", "dampened,quota"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "2025-11-24 16:00:01  dampened  wan1  uplink=wan1 dampened penalty=3",
+        "2025-11-24 16:00:02  quota     lte   uplink=lte quota 80% reached: 16.1GB of 20.0GB",
+        "2025-11-24 16:01:40  dampened  wan1  uplink=wan1 no longer dampened penalty=1",
+    ]
 
 
 def test_history_command_json_and_limit(filled, capsys):

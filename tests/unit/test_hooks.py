@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from linkwatch.core.events import ActiveChanged, EngineEvent, UplinkStateChanged
+from linkwatch.core.events import ActiveChanged, EngineEvent, QuotaReached, UplinkDampened, UplinkStateChanged
 from linkwatch.sinks.hooks import (
     HOOK_PATH,
     KILL_GRACE,
@@ -114,6 +114,28 @@ def test_env_for_active_changed_and_engine():
     env = hook_env(EngineEvent(7.0, 1.0, "error", "netlink socket closed"))
     assert (env["LINKWATCH_EVENT"], env["LINKWATCH_WHAT"], env["LINKWATCH_DETAIL"]) == (
         "engine", "error", "netlink socket closed")
+
+
+def test_env_for_dampened_and_quota():
+    env = hook_env(UplinkDampened(1718000000.2, 1.0, "wan1", True, 3.46), uplinks={"wan1": "eth1"})
+    assert env == {"PATH": HOOK_PATH, "LINKWATCH_EVENT": "dampened", "LINKWATCH_TIME": "1718000000",
+                   "LINKWATCH_UPLINK": "wan1", "LINKWATCH_INTERFACE": "eth1", "LINKWATCH_DAMPENED": "1",
+                   "LINKWATCH_FLAP_PENALTY": "3.5"}
+    env = hook_env(UplinkDampened(1718000000.2, 1.0, "wan1", False, 0.98))
+    assert env["LINKWATCH_DAMPENED"] == "0" and env["LINKWATCH_FLAP_PENALTY"] == "1"
+    assert "LINKWATCH_INTERFACE" not in env  # unknown device: unset, not empty
+    env = hook_env(QuotaReached(1718000000.0, 1.0, "lte", 80, 16_000_000_123, 20_000_000_000),
+                   uplinks={"lte": "wwan0"})
+    assert env == {"PATH": HOOK_PATH, "LINKWATCH_EVENT": "quota", "LINKWATCH_TIME": "1718000000",
+                   "LINKWATCH_UPLINK": "lte", "LINKWATCH_INTERFACE": "wwan0", "LINKWATCH_QUOTA_PCT": "80",
+                   "LINKWATCH_MONTH_BYTES": "16000000123", "LINKWATCH_QUOTA_BYTES": "20000000000"}
+    # mwan3's variables are for connected/disconnected only
+    assert not {"ACTION", "INTERFACE", "DEVICE"} & set(env)
+
+
+def test_hooks_run_for_dampening_and_quota_events_but_not_samples():
+    sink = HookSink("/nonexistent")
+    assert {"dampened", "quota"} <= sink.kinds and "samples" not in sink.kinds
 
 
 @pytest.mark.parametrize(
@@ -385,6 +407,9 @@ def test_shipped_example_hook_runs_for_every_event_kind(tmp_path, caplog):
         change("RISING", "UP", loss_pct=0.0, rtt_ms=9.5),
         ActiveChanged(1.0, 1.0, ("wan1",), ("wan2",), "wan1 DOWN"),
         EngineEvent(1.0, 1.0, "started"),
+        UplinkDampened(1.0, 1.0, "wan1", True, 3.5),
+        UplinkDampened(1.0, 1.0, "wan1", False, 0.9),
+        QuotaReached(1.0, 1.0, "lte", 80, 16_000_000_000, 20_000_000_000),
     ]
     with caplog.at_level(logging.DEBUG, logger="linkwatch.sinks.hooks"):
         for e in events:
@@ -396,4 +421,8 @@ def test_shipped_example_hook_runs_for_every_event_kind(tmp_path, caplog):
     assert "hook 10-log-example stdout: mwan3-style: wan1 (eth1) connected" in out
     assert "hook 10-log-example stdout: active: wan1 -> wan2 reason=wan1 DOWN" in out
     assert any(m.startswith("hook 10-log-example stdout: engine started") for m in out)
+    assert "hook 10-log-example stdout: uplink wan1 is flapping (penalty 3.5): no traffic back for now" in out
+    assert "hook 10-log-example stdout: uplink wan1 is stable again (penalty 0.9)" in out
+    assert ("hook 10-log-example stdout: uplink lte: 80% of its monthly quota used (16000000000 of "
+            "20000000000 bytes)") in out
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -18,13 +18,14 @@ from pathlib import Path
 import pytest
 
 from linkwatch.config import DEFAULT_BASE_OID
-from linkwatch.core.events import ActiveChanged, AdminAction, EngineEvent, UplinkStateChanged
+from linkwatch.core.events import ActiveChanged, AdminAction, EngineEvent, QuotaReached, UplinkDampened, \
+    UplinkStateChanged
 from linkwatch.commands import mib as mib_cli
 from linkwatch.core.states import State
 from linkwatch.core.status import Status, UplinkStatus
-from linkwatch.snmp.mib import (COLUMNS, FALSE, MAX_TEXT, NOTIFICATION_OBJECTS, NOTIFICATIONS, SCALARS,
-                                STATE_VALUES, TRUE, UNKNOWN, UNKNOWN_DATE, Layout, MibError, date_and_time,
-                                flapping, instances, notification_for, parse_oid, uplink_row)
+from linkwatch.snmp.mib import (COLUMNS, FALSE, GAUGE_MAX, MAX_TEXT, NOTIFICATION_OBJECTS, NOTIFICATIONS,
+                                NOTIFY_OBJECTS, SCALARS, STATE_VALUES, TRUE, UNKNOWN, UNKNOWN_DATE, Layout, MibError,
+                                date_and_time, flapping, instances, notification_for, parse_oid, uplink_row)
 from linkwatch.snmp.mibtext import PARENTS, parent_of, render
 from tests.statusdata import make_status, uplink_dict
 
@@ -185,9 +186,10 @@ def test_the_parent_nodes_are_where_their_modules_put_them(ietf_dir, tmp_path):
 
 @needs_net_snmp
 def test_net_snmp_reads_the_oids_that_mib_py_computes(ietf_dir, tmp_path):
-    names = ["linkwatchMIB", "lwUplinkTable", *SCALARS, *COLUMNS, *NOTIFICATIONS]
+    names = ["linkwatchMIB", "lwUplinkTable", *SCALARS, *COLUMNS, *NOTIFY_OBJECTS, *NOTIFICATIONS]
     want = ([LAYOUT.base, LAYOUT.table] + [LAYOUT.scalar(n)[:-1] for n in SCALARS]
-            + [LAYOUT.column(n) for n in COLUMNS] + [LAYOUT.notification(n) for n in NOTIFICATIONS])
+            + [LAYOUT.column(n) for n in COLUMNS] + [LAYOUT.notify_object(n)[:-1] for n in NOTIFY_OBJECTS]
+            + [LAYOUT.notification(n) for n in NOTIFICATIONS])
     got = snmptranslate(PACKAGED.parent, ietf_dir, tmp_path, "-On", *(f"LINKWATCH-MIB::{n}" for n in names))
     assert dict(zip(names, got)) == {n: "." + ".".join(map(str, oid)) for n, oid in zip(names, want)}
     assert len(got) == len(names)
@@ -200,16 +202,51 @@ def test_notification_objects_in_the_mib_are_those_of_mib_py(ietf_dir, tmp_path)
     assert got == NOTIFICATION_OBJECTS
 
 
+def smidump(path: Path, ietf: str) -> dict:
+    """The module as smidump (smitools, like smilint) reads it: its ``-f python`` output, a dict."""
+    proc = subprocess.run(["smidump", "-c", "/dev/null", "-f", "python", str(path)], capture_output=True, text=True,
+                          timeout=60, env={"SMIPATH": f"{ietf}:{NET_SNMP_MIBS}", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    namespace: dict = {}
+    exec(proc.stdout, namespace)  # smidump's python format is a Python module defining MIB
+    return namespace["MIB"]
+
+
+@pytest.mark.skipif(shutil.which("smidump") is None, reason="smidump not installed (Debian smitools)")
+def test_every_object_and_notification_is_in_a_group_of_the_current_compliance(ietf_dir):
+    """The objects and notifications of the second revision have groups of their own, which only the new
+    compliance (lwCompliance2) names; the first revision's groups and compliance keep their members."""
+    dumped = smidump(PACKAGED, ietf_dir)
+    members = {g: set(d["members"]) for g, d in dumped["groups"].items()}
+    assert members["lwUplinkGroup"] == {n for n, c in COLUMNS.items() if 2 <= c <= 14}
+    assert members["lwUplinkFlapTrafficGroup"] == {n for n, c in COLUMNS.items() if c > 14} | {"lwQuotaThreshold"}
+    assert members["lwNotificationGroup"] == {n for n, c in NOTIFICATIONS.items() if c <= 5}
+    assert members["lwFlapTrafficNotificationGroup"] == {"lwUplinkDampenedChange", "lwUplinkQuotaReached"}
+    assert set().union(*members.values()) == (set(SCALARS) | set(COLUMNS) | set(NOTIFY_OBJECTS)
+                                              | set(NOTIFICATIONS)) - {"lwUplinkIndex"}
+    compliances = {name: (c["status"], set(c["requires"])) for name, c in dumped["compliances"].items()}
+    assert compliances == {"lwCompliance": ("deprecated", {"lwScalarGroup", "lwUplinkGroup", "lwNotificationGroup"}),
+                           "lwCompliance2": ("current", set(members))}
+    threshold = dumped["nodes"]["lwQuotaThreshold"]
+    assert threshold["access"] == "notifyonly" and threshold["oid"] == mib_oid(LAYOUT.notify_object("lwQuotaThreshold"))
+    assert threshold["syntax"]["type"]["range"] == {"min": "1", "max": "1000"}
+
+
+def mib_oid(instance: tuple[int, ...]) -> str:
+    return ".".join(map(str, instance[:-1]))
+
+
 def status(**over) -> Status:
     """A status as Engine.status returns it, two uplinks; ``over``: top-level fields in their JSON form.
     lte never changed state: its ``since`` is 0 (no time known)."""
     uplinks = [
         uplink_dict("wan1", interface="eth1", state="UP", reason="3 good rounds", active=True, since=1795672141.37,
                     priority=1, weight=1, table=101, rtt_ms=12.3456, loss_pct=2.5, jitter_ms=0.4, carrier=True,
-                    rounds=99, downs=2, transitions=7),
+                    rounds=99, downs=2, transitions=7, probe_bytes_per_day=23_456_789, month_bytes=312_999_999_999),
         uplink_dict("lte", interface="wwan0", state="DOWN", reason="carrier lost", active=False, since=0.0,
                     priority=2, weight=1, table=102, rtt_ms=None, loss_pct=None, jitter_ms=None, carrier=False,
-                    rounds=10, downs=1, transitions=3),
+                    rounds=10, downs=1, transitions=3, dampened=True, flap_penalty=3.46, month_bytes=16_400_500_000,
+                    quota_bytes=20_000_000_000, quota_pct=82.0, probe_bytes_per_day=None),
     ]
     fields = {"version": "0.1.0", "pid": 42, "started": 1795670000.0, "mode": "failover", "active": ["wan1"],
               "forced": None, "reason": "wan1 is the best healthy tier", "active_changes": 5}
@@ -242,10 +279,11 @@ def test_every_instance_has_the_mib_type_and_fits_its_range(ietf_dir, tmp_path):
     """What the agent answers (instances()) is what the MIB declares: base type, range, size, enum."""
     defs = definitions(PACKAGED.parent, ietf_dir, tmp_path, [*SCALARS, *COLUMNS])
     base_type = {"OCTET STRING": "OctetString", "INTEGER": "Integer32", "Integer32": "Integer32",
-                 "Counter32": "Counter32", "TimeTicks": "TimeTicks"}
+                 "Counter32": "Counter32", "Gauge32": "Gauge32", "TimeTicks": "TimeTicks"}
     by_oid = {LAYOUT.scalar(n): n for n in SCALARS} | {LAYOUT.column(n, i): n for n in COLUMNS for i in (1, 2)}
     long_text = replace(status(reason="r" * 400), uplinks=(uplink(reason="é" * 300, rtt_ms=1e9, loss_pct=250.0,
-                                                                  priority=2**31 - 1),))
+                                                                  priority=2**31 - 1, month_bytes=10**17,
+                                                                  quota_bytes=10**16, flap_penalty=1e9),))
     seen = set()
     for st in (status(), status(mode="balance", active=[]), long_text):
         for oid, (syntax, value) in instances(LAYOUT, st, uptime_s=3600.5, suppressed={"wan1": 4}):
@@ -268,7 +306,7 @@ def test_instances_are_sorted_and_complete_for_two_uplinks():
     assert oids == sorted(oids) and len(set(oids)) == len(oids)
     want = {LAYOUT.scalar(n) for n in SCALARS} | {LAYOUT.column(c, i) for c in COLUMNS if c != "lwUplinkIndex"
                                                   for i in (1, 2)}
-    assert set(oids) == want and len(oids) == 8 + 2 * 13
+    assert set(oids) == want and len(oids) == 8 + 2 * 18
     v = dict(got)
     assert v[LAYOUT.scalar("lwUptime")] == ("TimeTicks", 12345)
     assert v[LAYOUT.scalar("lwActiveUplinks")] == ("OctetString", "wan1")
@@ -319,6 +357,22 @@ def test_value_encodings():
     assert edge["lwUplinkJitter"] == ("Integer32", 2**31 - 1)
     assert uplink_row(uplink(loss_pct=120.0, rtt_ms=0.0004), 1)["lwUplinkLoss"][1] == 10000
     assert date_and_time(None) == date_and_time(0) == UNKNOWN_DATE
+
+
+def test_dampening_and_traffic_columns():
+    wan1, lte = uplink_row(status().uplinks[0], 1), uplink_row(status().uplinks[1], 2)
+    assert [wan1[n] for n in ("lwUplinkDampened", "lwUplinkFlapPenalty", "lwUplinkMonthTraffic", "lwUplinkQuota",
+                              "lwUplinkProbeBytesPerDay")] == [
+        ("Integer32", FALSE), ("Gauge32", 0), ("Gauge32", 312_999), ("Gauge32", 0), ("Gauge32", 23_456_789)]
+    assert [lte[n] for n in ("lwUplinkDampened", "lwUplinkFlapPenalty", "lwUplinkMonthTraffic", "lwUplinkQuota",
+                             "lwUplinkProbeBytesPerDay")] == [
+        ("Integer32", TRUE), ("Gauge32", 346), ("Gauge32", 16_400), ("Gauge32", 20_000), ("Gauge32", 0)]
+    # megabytes: traffic rounded down, a quota rounded up (never 0, which means "no quota"); gauges stop at the top
+    odd = uplink_row(uplink(month_bytes=999_999, quota_bytes=1_610_612_736), 1)  # quota "1.5GiB"
+    assert odd["lwUplinkMonthTraffic"] == ("Gauge32", 0) and odd["lwUplinkQuota"] == ("Gauge32", 1611)
+    assert uplink_row(uplink(quota_bytes=1), 1)["lwUplinkQuota"] == ("Gauge32", 1)
+    huge = uplink_row(uplink(month_bytes=10**17, flap_penalty=1e8), 1)
+    assert huge["lwUplinkMonthTraffic"] == huge["lwUplinkFlapPenalty"] == ("Gauge32", GAUGE_MAX)
 
 
 def test_long_texts_are_cut_to_255_bytes_of_valid_utf8():
@@ -374,6 +428,31 @@ def test_notification_for_active_changed_and_other_events():
     assert notification_for(LAYOUT, EngineEvent(at=1.0, mono=1.0, what="started"), 0, []) is None
     admin = AdminAction(at=1.0, mono=1.0, action="disable", uplink="lte", source="cli", result="ok")
     assert notification_for(LAYOUT, admin, 2, []) is None
+
+
+def test_notification_for_a_dampening_carries_the_state_the_penalty_and_the_active_set():
+    n = notification_for(LAYOUT, UplinkDampened(1.0, 1.0, "lte", True, 3.5), 2, active=["wan1"], state="RISING")
+    assert n is not None and n.name == "lwUplinkDampenedChange" and n.oid == LAYOUT.base + (0, 6)
+    assert n.varbinds == ((LAYOUT.column("lwUplinkName", 2), ("OctetString", "lte")),
+                          (LAYOUT.column("lwUplinkState", 2), ("Integer32", STATE_VALUES["RISING"])),
+                          (LAYOUT.column("lwUplinkDampened", 2), ("Integer32", TRUE)),
+                          (LAYOUT.column("lwUplinkFlapPenalty", 2), ("Gauge32", 350)),
+                          (LAYOUT.scalar("lwActiveUplinks"), ("OctetString", "wan1")))
+    over = dict(notification_for(LAYOUT, UplinkDampened(1.0, 1.0, "lte", False, 0.99), 2, active=["lte"],
+                                 state="UP").varbinds)
+    assert over[LAYOUT.column("lwUplinkDampened", 2)] == ("Integer32", FALSE)
+    assert over[LAYOUT.column("lwUplinkFlapPenalty", 2)] == ("Gauge32", 99)
+
+
+def test_notification_for_a_quota_threshold():
+    n = notification_for(LAYOUT, QuotaReached(1.0, 1.0, "lte", 80, 16_000_400_000, 20_000_000_000), 2,
+                         active=["wan1"])
+    assert n is not None and n.name == "lwUplinkQuotaReached" and n.oid == LAYOUT.base + (0, 7)
+    assert n.varbinds == ((LAYOUT.column("lwUplinkName", 2), ("OctetString", "lte")),
+                          (LAYOUT.base + (1, 3, 1, 0), ("Integer32", 80)),  # lwQuotaThreshold.0
+                          (LAYOUT.column("lwUplinkMonthTraffic", 2), ("Gauge32", 16_000)),
+                          (LAYOUT.column("lwUplinkQuota", 2), ("Gauge32", 20_000)),
+                          (LAYOUT.scalar("lwActiveUplinks"), ("OctetString", "wan1")))
 
 
 def test_flapping_summary():

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from linkwatch.core.events import ActiveChanged, EngineEvent, UplinkStateChanged
+from linkwatch.core.events import ActiveChanged, EngineEvent, QuotaReached, UplinkDampened, UplinkStateChanged, \
+    event_to_dict
 from linkwatch.sinks.log import LogSink, format_event
 from linkwatch.sinks.runner import SinkError, SinkRunner
 
@@ -277,3 +278,36 @@ def test_log_sink_logs_at_info(caplog):
     assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
         ("test.linkwatch.logsink", logging.INFO,
          "uplink=wan1 UP -> DOWN loss=100% rtt=- reason=3 failed rounds")]
+
+
+def test_format_dampening_and_quota():
+    assert format_event(UplinkDampened(1.0, 1.0, "wan1", True, 3.5)) == "uplink=wan1 dampened penalty=3.5"
+    assert format_event(UplinkDampened(1.0, 1.0, "wan1", False, 0.94)) == (
+        "uplink=wan1 no longer dampened penalty=0.9")
+    assert format_event(QuotaReached(1.0, 1.0, "lte", 80, 16_000_000_000, 20_000_000_000)) == (
+        "uplink=lte quota 80% reached: 16.0GB of 20.0GB")
+    assert format_event(QuotaReached(1.0, 1.0, "lte", 100, 512_300_000, 500_000_000)) == (
+        "uplink=lte quota 100% reached: 512.3MB of 500.0MB")
+
+
+def test_history_lists_dampening_and_quota_events_in_the_logs_words():
+    from linkwatch.commands.history import format_lines
+
+    rows = [{"id": 1, **event_to_dict(UplinkDampened(1_700_000_000.0, 1.0, "wan1", True, 3.25))},
+            {"id": 2, **event_to_dict(QuotaReached(1_700_000_060.0, 2.0, "lte", 80, 16 * 10**9, 20 * 10**9))}]
+    lines = format_lines(rows)
+    assert lines[0].split("  ", 1)[1].split() == ["dampened", "wan1", "uplink=wan1", "dampened", "penalty=3.2"]
+    assert lines[1].endswith("  quota     lte   uplink=lte quota 80% reached: 16.0GB of 20.0GB")
+
+
+def test_log_sink_warns_when_a_quota_is_used_up(caplog):
+    logger = logging.getLogger("test.linkwatch.logsink")
+    sink = LogSink(logger)
+    with caplog.at_level(logging.INFO, logger="test.linkwatch.logsink"):
+        asyncio.run(sink.handle(QuotaReached(1.0, 1.0, "lte", 80, 16 * 10**9, 20 * 10**9)))
+        asyncio.run(sink.handle(QuotaReached(1.0, 1.0, "lte", 100, 20 * 10**9, 20 * 10**9)))
+        asyncio.run(sink.handle(UplinkDampened(1.0, 1.0, "wan1", True, 3.0)))
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.INFO, "uplink=lte quota 80% reached: 16.0GB of 20.0GB"),
+        (logging.WARNING, "uplink=lte quota 100% reached: 20.0GB of 20.0GB"),
+        (logging.INFO, "uplink=wan1 dampened penalty=3")]

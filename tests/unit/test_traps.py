@@ -13,7 +13,7 @@ import time
 import pytest
 
 from linkwatch.config import SnmpConfig, SnmpUserConfig, TrapReceiverConfig
-from linkwatch.core.events import ActiveChanged, EngineEvent, UplinkStateChanged
+from linkwatch.core.events import ActiveChanged, EngineEvent, QuotaReached, UplinkDampened, UplinkStateChanged
 from linkwatch.sinks import snmp_traps as traps
 from linkwatch.snmp import mib
 from linkwatch.sinks.snmp_traps import (
@@ -87,7 +87,7 @@ class FakeSender:
 def values(n: mib.Notification) -> dict[str, object]:
     """{"lwUplinkName": "wan1", ...}: the notification's objects by name."""
     layout = mib.Layout.from_text(mib_base())
-    names = {layout.scalar(s): s for s in mib.SCALARS}
+    names = {layout.scalar(s): s for s in mib.SCALARS} | {layout.notify_object(o): o for o in mib.NOTIFY_OBJECTS}
     out = {}
     for oid, (_, v) in n.varbinds:
         if oid in names:
@@ -247,7 +247,7 @@ def test_send_deadline_covers_every_inform_retry():
 def test_sink_protocol_attributes():
     sink = TrapSink(config(), ["wan1"], sender=FakeSender())
     assert sink.name == "snmp-traps"
-    assert sink.kinds == frozenset({"uplink_state", "active_changed"})
+    assert sink.kinds == frozenset({"uplink_state", "active_changed", "dampened", "quota"})
     assert 0 < sink.timeout <= 2.0
 
 
@@ -404,11 +404,78 @@ def test_traffic_moves_have_their_own_budget_and_summary():
     assert sink.stats()["suppressed_active"] == 3 and sink.suppressed() == {"wan1": 0, "wan2": 0}
 
 
+def dampened(uplink: str, on: bool, penalty: float) -> UplinkDampened:
+    return UplinkDampened(at=time.time(), mono=0.0, uplink=uplink, dampened=on, penalty=penalty)
+
+
+def quota(uplink: str, percent: int, used: int, limit: int) -> QuotaReached:
+    return QuotaReached(at=time.time(), mono=0.0, uplink=uplink, percent=percent, used=used, quota=limit)
+
+
+def test_dampening_and_quota_notifications():
+    async def run():
+        fake = FakeSender()
+        sink = TrapSink(config(V2C, V3, burst=10), ["wan1", "lte"], sender=fake)
+        await sink.handle(moved((), ("wan1",)))
+        await sink.handle(change("wan1", "UP", "DOWN"))
+        await sink.handle(moved(("wan1",), ("lte",)))
+        await sink.handle(dampened("wan1", True, 3.5))  # as the engine publishes it: after the DOWN
+        await sink.handle(change("wan1", "DOWN", "RISING"))
+        await sink.handle(change("wan1", "RISING", "UP"))  # still news after the dampening: it was DOWN
+        await sink.handle(quota("lte", 80, 16_000_000_000, 20_000_000_000))
+        await sink.handle(dampened("wan1", False, 0.98))
+        await settle(sink)
+        await sink.close()
+        return fake, sink
+
+    fake, sink = asyncio.run(run())
+    assert fake.names(0) == fake.names(1) == ["lwActiveChanged", "lwUplinkDown", "lwActiveChanged",
+                                              "lwUplinkDampenedChange", "lwUplinkUp", "lwUplinkQuotaReached",
+                                              "lwUplinkDampenedChange"]
+    on, off = fake.notifications("lwUplinkDampenedChange")
+    assert values(on) == {"lwUplinkName": "wan1", "lwUplinkState": mib.STATE_VALUES["DOWN"],
+                          "lwUplinkDampened": mib.TRUE, "lwUplinkFlapPenalty": 350, "lwActiveUplinks": "lte"}
+    assert values(off) == {"lwUplinkName": "wan1", "lwUplinkState": mib.STATE_VALUES["UP"],
+                           "lwUplinkDampened": mib.FALSE, "lwUplinkFlapPenalty": 98, "lwActiveUplinks": "lte"}
+    assert on.varbinds[0][0][-1] == 1  # wan1's row
+    reached = fake.notifications("lwUplinkQuotaReached")[0]
+    assert values(reached) == {"lwUplinkName": "lte", "lwQuotaThreshold": 80, "lwUplinkMonthTraffic": 16_000,
+                               "lwUplinkQuota": 20_000, "lwActiveUplinks": "lte"}
+    assert reached.varbinds[0][0][-1] == 2  # lte's row
+    assert sink.stats()["notifications"] == 7
+
+
+def test_dampening_and_quota_notifications_share_the_uplinks_storm_budget():
+    async def run():
+        fake = FakeSender()
+        sink = TrapSink(config(V2C, burst=2, window=0.3), ["wan1", "lte"], sender=fake)
+        await sink.handle(change("wan1", "UP", "DOWN"))
+        await sink.handle(dampened("wan1", True, 3.0))
+        await sink.handle(quota("wan1", 100, 20_000_000_000, 20_000_000_000))  # held back: third in the window
+        await sink.handle(quota("lte", 80, 1, 1))  # another uplink, another budget
+        await settle(sink)
+        before_end = list(fake.names())
+        await settle(sink, 0.5)
+        await sink.close()
+        return fake, sink, before_end
+
+    fake, sink, before_end = asyncio.run(run())
+    assert before_end == ["lwUplinkDown", "lwUplinkDampenedChange", "lwUplinkQuotaReached"]
+    assert fake.names() == before_end + ["lwUplinkFlapping"]
+    assert values(fake.notifications("lwUplinkQuotaReached")[0])["lwUplinkName"] == "lte"
+    assert values(fake.notifications("lwUplinkFlapping")[0]) == {
+        "lwUplinkName": "wan1", "lwUplinkState": mib.STATE_VALUES["DOWN"], "lwUplinkTransitions": 1,
+        "lwUplinkSuppressedTraps": 1}
+    assert sink.suppressed() == {"wan1": 1, "lte": 0}
+
+
 def test_events_of_unknown_uplinks_are_ignored():
     async def run():
         fake = FakeSender()
         sink = TrapSink(config(), ["wan1"], sender=fake)
         await sink.handle(change("ghost", "UP", "DOWN"))
+        await sink.handle(dampened("ghost", True, 4.0))
+        await sink.handle(quota("ghost", 80, 8, 10))
         await settle(sink)
         await sink.close()
         return fake
@@ -478,6 +545,37 @@ def test_pysnmp_sender_puts_a_v2c_trap_on_the_wire():
     assert int(dict(binds)[layout.column("lwUplinkState", 2)]) == mib.STATE_VALUES["DOWN"]
     assert st["receivers"][0]["sent"] == 1 and st["failed"] == 0
     assert COMMUNITY not in repr(st)
+
+
+def test_pysnmp_sender_puts_a_quota_trap_with_gauges_on_the_wire():
+    from pyasn1.codec.ber import decoder
+    from pysnmp.proto import api, rfc1902
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(5.0)
+    rx = TrapReceiverConfig("127.0.0.1", sock.getsockname()[1], "2c", community=COMMUNITY)
+
+    async def run():
+        sink = TrapSink(config(rx), ["wan1", "lte"])
+        await sink.handle(quota("lte", 100, 20_123_456_789, 20_000_000_000))
+        data = await asyncio.get_running_loop().run_in_executor(None, sock.recv, 65535)
+        await sink.close()
+        return data
+
+    try:
+        data = asyncio.run(run())
+    finally:
+        sock.close()
+    proto = api.PROTOCOL_MODULES[api.SNMP_VERSION_2C]
+    msg, _ = decoder.decode(data, asn1Spec=proto.Message())
+    binds = dict((tuple(oid), val) for oid, val in proto.apiPDU.get_varbinds(proto.apiMessage.get_pdu(msg)))
+    layout = mib.Layout.from_text(mib_base())
+    assert tuple(binds[SNMP_TRAP_OID]) == layout.notification("lwUplinkQuotaReached")
+    assert int(binds[layout.notify_object("lwQuotaThreshold")]) == 100
+    traffic, limit = binds[layout.column("lwUplinkMonthTraffic", 2)], binds[layout.column("lwUplinkQuota", 2)]
+    assert isinstance(traffic, rfc1902.Gauge32) and isinstance(limit, rfc1902.Gauge32)
+    assert (int(traffic), int(limit)) == (20_123, 20_000)
 
 
 def test_pysnmp_sender_reports_a_v3_user_missing_from_the_config():

@@ -6,6 +6,9 @@ from __future__ import annotations
 import copy
 import os
 import re
+import shutil
+import subprocess
+import threading
 
 import sys
 from pathlib import Path
@@ -16,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from statusdata import status_dict  # noqa: E402
 
 from linkwatch.config import loads
+from linkwatch.core.events import EVENT_TYPES
 from linkwatch.core.status import status_from_dict
 from linkwatch.report.control import ControlError
 from linkwatch.report import metrics
@@ -250,6 +254,93 @@ def test_status_api_passes_the_engine_status_and_503_when_the_engine_is_away():
     assert client.get("/healthz").status_code == 503
 
 
+def flapping_status() -> dict:
+    """STATUS with lte dampened, near its quota; wan1 proven, with probe traffic and no quota."""
+    st = copy.deepcopy(STATUS)
+    st["uplinks"][0].update(probe_bytes_per_day=24_000_000, month_bytes=312_000_000_000, proven=True, slow_rounds=2)
+    st["uplinks"][1].update(dampened=True, flap_penalty=3.46, month_bytes=16_400_000_000,
+                            quota_bytes=20_000_000_000, quota_pct=82.0, suspect=False)
+    return st
+
+
+def card_of(page: str, name: str) -> str:
+    return re.search(rf'<article class="[^"]*" data-uplink="{name}">.*?</article>', page, re.S).group(0)
+
+
+def test_cards_show_flapping_probe_traffic_and_the_month_against_the_quota():
+    client, _ = make("public_read = true", engine=FakeEngine(flapping_status()))
+    page = client.get("/").get_data(as_text=True)
+    wan1, lte = card_of(page, "wan1"), card_of(page, "lte")
+    assert '<span class="flapping" data-dampened="false" title=""></span>' in wan1
+    assert re.search(r'<span class="flapping" data-dampened="true" title="flap penalty 3\.5: [^"]*">flapping</span>', lte)
+    assert 'class="card state-DOWN dampened"' in lte and " dampened" not in wan1.split(">", 1)[0]
+    assert '<dd class="probe-bytes">24.0MB</dd>' in wan1 and '<dd class="probe-bytes">-</dd>' in lte
+    assert '<dd class="month">312.0GB</dd>' in wan1 and '<dd class="month">16.4GB of 20.0GB (82%)</dd>' in lte
+    assert re.search(r'<meter class="quota"[^>]* value="82.0"[^>]*>', lte) and "hidden" not in lte.split("<meter")[1]
+    assert re.search(r'<meter class="quota"[^>]* hidden>', wan1), "no quota: no bar"
+
+
+def test_status_api_passes_the_new_status_fields_through():
+    client, _ = make("public_read = true", engine=FakeEngine(flapping_status()))
+    wan1, lte = client.get("/api/v1/status").get_json()["status"]["uplinks"]
+    assert {k: wan1[k] for k in ("proven", "suspect", "slow_rounds", "probe_bytes_per_day", "month_bytes",
+                                 "quota_bytes", "quota_pct")} == {
+        "proven": True, "suspect": False, "slow_rounds": 2, "probe_bytes_per_day": 24_000_000,
+        "month_bytes": 312_000_000_000, "quota_bytes": None, "quota_pct": None}
+    assert {k: lte[k] for k in ("dampened", "flap_penalty", "month_bytes", "quota_bytes", "quota_pct")} == {
+        "dampened": True, "flap_penalty": 3.46, "month_bytes": 16_400_000_000, "quota_bytes": 20_000_000_000,
+        "quota_pct": 82.0}
+
+
+def test_the_timeline_asks_for_and_describes_dampening_and_quota_events():
+    text = open(os.path.join(WEB_DIR, "static", "app.js")).read()
+    kinds = re.search(r"/api/v1/events\?[^\"]*kind=([a-z_,]+)", text).group(1).split(",")
+    assert {"dampened", "quota"} <= set(kinds) and set(kinds) <= set(EVENT_TYPES)
+    assert 'case "dampened":' in text and 'case "quota":' in text
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (scripts/bootstrap.sh --test-tools)")
+def test_the_script_updates_the_cards_in_a_real_browser(tmp_path):
+    """The page renders one status; the script's first poll gets another (wan1 now flapping, over a small
+    quota; lte no longer dampened): the cards must show the second, through textContent only."""
+    from werkzeug.serving import make_server
+
+    later = flapping_status()
+    later["uplinks"][0].update(dampened=True, flap_penalty=4.0, quota_bytes=500_000_000, quota_pct=112.5,
+                               month_bytes=562_500_000)
+    later["uplinks"][1].update(dampened=False, flap_penalty=0.8, month_bytes=19_000_000_000, quota_pct=95.0)
+    engine = FakeEngine(flapping_status())
+    answers = iter([flapping_status()])
+
+    def ask(req):
+        if req["cmd"] == "status":
+            return {"ok": True, "status": next(answers, later)}
+        return engine(req)
+
+    app = create_app(loads(f"[web]\npublic_read = true\n{BASE}"), engine=ask)
+    server = make_server("127.0.0.1", 0, app)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        done = subprocess.run(["chromium", "--headless=new", "--no-sandbox", "--disable-gpu",
+                               f"--user-data-dir={tmp_path}", "--virtual-time-budget=3000", "--dump-dom",
+                               f"http://127.0.0.1:{server.server_port}/"],
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        server.shutdown()
+        thread.join(5)
+    page = done.stdout
+    assert 'data-uplink="wan1"' in page, done.stderr[-2000:]
+    wan1, lte = card_of(page, "wan1"), card_of(page, "lte")
+    assert re.search(r'<span class="flapping" data-dampened="true" title="flap penalty 4\.0: [^"]*">flapping</span>', wan1)
+    assert '<span class="flapping" data-dampened="false" title=""></span>' in lte
+    assert "dampened" in wan1.split(">", 1)[0] and "dampened" not in lte.split(">", 1)[0]
+    assert '<dd class="month">562.5MB of 500.0MB (113%)</dd>' in wan1  # the bar stops at full
+    assert re.search(r'<meter class="quota"[^>]* value="100"[^>]*>', wan1) and "hidden" not in wan1.split("<meter")[1]
+    assert '<dd class="month">19.0GB of 20.0GB (95%)</dd>' in lte
+    assert '<dd class="probe-bytes">24.0MB</dd>' in wan1
+
+
 @pytest.mark.parametrize("path, fragment", [
     ("/api/v1/events?since=yesterday", "since"),
     ("/api/v1/events?limit=0", "limit"),
@@ -323,6 +414,30 @@ def test_metrics_are_prometheus_text_with_one_state_per_uplink():
         assert line.startswith("#") or re.fullmatch(r'[a-z_]+(\{[^}]*\})? (-?[0-9.e+]+|NaN)', line), line
     client, _ = make("public_metrics = false")
     assert client.get("/metrics").status_code == 401
+
+
+def test_metrics_show_dampening_evidence_and_traffic():
+    st = copy.deepcopy(STATUS)
+    st["uplinks"][0].update(proven=True, slow_rounds=4, month_bytes=12_345_678_901, probe_bytes_per_day=24_000_000)
+    st["uplinks"][1].update(dampened=True, flap_penalty=3.5, suspect=True, month_bytes=16_000_000_000,
+                            quota_bytes=20_000_000_000, quota_pct=80.0)
+    text = metrics.render(status_from_dict(st))
+    wan1, lte = '{uplink="wan1",interface="eth1"}', '{uplink="lte",interface="wwan0"}'
+    want = {
+        "linkwatch_uplink_dampened": ("gauge", "0.0", "1.0"),
+        "linkwatch_uplink_flap_penalty": ("gauge", "0.0", "3.5"),
+        "linkwatch_uplink_proven": ("gauge", "1.0", "0.0"),
+        "linkwatch_uplink_suspect": ("gauge", "0.0", "1.0"),
+        "linkwatch_uplink_slow_rounds_total": ("counter", "4.0", "0.0"),
+        "linkwatch_uplink_probe_bytes_per_day": ("gauge", "24000000.0", "NaN"),  # lte: too few rounds to tell
+        "linkwatch_uplink_month_bytes": ("gauge", "12345678901.0", "16000000000.0"),
+        "linkwatch_uplink_quota_bytes": ("gauge", "NaN", "20000000000.0"),  # wan1 has no quota
+    }
+    lines = text.splitlines()
+    for name, (kind, v_wan1, v_lte) in want.items():
+        assert f"# TYPE {name} {kind}" in lines, name
+        assert f"{name}{wan1} {v_wan1}" in lines and f"{name}{lte} {v_lte}" in lines, name
+        assert any(line.startswith(f"# HELP {name} ") for line in lines), name
 
 
 def test_metrics_escape_label_values_and_report_an_absent_engine():

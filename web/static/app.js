@@ -27,6 +27,26 @@
     return v === null || v === undefined ? "-" : v.toFixed(digits === undefined ? 1 : digits) + " " + unit;
   }
 
+  function fmtSize(n) {
+    // decimal units, one decimal, as linkwatch.config.convert.format_size: 12.3GB
+    if (n === null || n === undefined) return "-";
+    const units = [["TB", 1e12], ["GB", 1e9], ["MB", 1e6], ["kB", 1e3]];
+    for (const [unit, size] of units) if (n >= size) return (n / size).toFixed(1) + unit;
+    return Math.floor(n) + "B";
+  }
+
+  function fmtMonth(u) {
+    // this month's traffic, against the quota when there is one (as the page's first render)
+    if (!u.quota_bytes) return fmtSize(u.month_bytes || 0);
+    return fmtSize(u.month_bytes || 0) + " of " + fmtSize(u.quota_bytes) + " (" + Math.round(u.quota_pct || 0) + "%)";
+  }
+
+  function flapTitle(u) {
+    if (!u.dampened) return "";
+    return "flap penalty " + (u.flap_penalty || 0).toFixed(1) +
+      ": it kept failing and takes no traffic back until the penalty decays";
+  }
+
   function fmtTime(t) {
     if (!t) return "-";
     const d = new Date(t * 1000);
@@ -100,6 +120,7 @@
     const head = el("header");
     head.appendChild(el("h2", "name", u.name));
     head.appendChild(el("span", "iface muted"));
+    head.appendChild(el("span", "flapping"));
     head.appendChild(el("span", "active-marker"));
     card.appendChild(head);
     card.appendChild(el("div", "state"));
@@ -107,14 +128,26 @@
     const dl = el("dl", "numbers");
     [["RTT", "rtt"], ["Jitter", "jitter"], ["Loss", "loss"], ["Since", "since"]].forEach(
       ([label, cls]) => dl.appendChild(numberRow(label, cls)));
+    [["Probes/day", "probe-bytes", "probe-cell"], ["This month", "month", "month-cell"]].forEach(([label, cls, cell]) => {
+      const row = numberRow(label, cls);
+      row.className = cell;
+      dl.appendChild(row);
+    });
     card.appendChild(dl);
+    const meter = el("meter", "quota");
+    Object.entries({ min: 0, max: 100, low: 80, high: 100, optimum: 0 }).forEach(([k, v]) => meter.setAttribute(k, v));
+    card.appendChild(meter);
     if (loggedIn) card.appendChild(el("div", "controls"));
     return card;
   }
 
   function fillCard(card, u) {
-    card.className = "card state-" + u.state + (u.active ? " active" : "");
+    card.className = "card state-" + u.state + (u.active ? " active" : "") + (u.dampened ? " dampened" : "");
     card.querySelector(".iface").textContent = u.interface + (u.forced ? " (forced)" : "");
+    const flapping = card.querySelector(".flapping");
+    flapping.textContent = u.dampened ? "flapping" : "";
+    flapping.dataset.dampened = u.dampened ? "true" : "false";
+    flapping.title = flapTitle(u);
     const marker = card.querySelector(".active-marker");
     marker.textContent = u.active ? "ACTIVE" : "";
     marker.dataset.active = u.active ? "true" : "false";
@@ -124,6 +157,12 @@
     card.querySelector(".jitter").textContent = fmt(u.jitter_ms, "ms");
     card.querySelector(".loss").textContent = fmt(u.loss_pct, "%", 0);
     card.querySelector(".since").textContent = fmtSince(u.since);
+    card.querySelector(".probe-bytes").textContent = fmtSize(u.probe_bytes_per_day);
+    card.querySelector(".month").textContent = fmtMonth(u);
+    const quota = card.querySelector(".quota");
+    quota.hidden = !u.quota_bytes;
+    quota.value = Math.min(100, u.quota_pct || 0);
+    quota.title = fmtMonth(u);
     if (loggedIn) {
       let controls = card.querySelector(".controls");
       const fresh = el("div", "controls");
@@ -155,7 +194,8 @@
       auto.disabled = !st.forced;
       auto.onclick = (ev) => { ev.preventDefault(); if (st.forced) act(st.forced, "auto"); };
     }
-    const mark = st.uplinks.map((u) => u.transitions).join(",") + "/" + st.active_changes;
+    const mark = st.uplinks.map((u) => u.transitions + (u.dampened ? "d" : "") + (u.quota_pct == null ? "" : "q" +
+      Math.floor(u.quota_pct / 10))).join(",") + "/" + st.active_changes;
     if (mark !== lastMark) {
       // the history writes an event within a couple of seconds: look now and once more a bit later
       lastMark = mark;
@@ -277,6 +317,12 @@
         return "admin " + ev.action + " " + ev.uplink + " by " + ev.source + ": " + ev.result;
       case "engine":
         return "engine " + ev.what + (ev.detail ? ": " + ev.detail : "");
+      case "dampened":
+        return ev.uplink + (ev.dampened ? ": flapping, dampened (penalty " : ": no longer dampened (penalty ") +
+          n(ev.penalty, "") + ")";
+      case "quota":
+        return ev.uplink + ": " + ev.percent + "% of the monthly quota used (" + fmtSize(ev.used) + " of " +
+          fmtSize(ev.quota) + ")";
       default:
         return ev.kind;
     }
@@ -285,10 +331,11 @@
   async function loadEvents() {
     if (!hasHistory) return;
     try {
-      const data = await getJSON("/api/v1/events?since=1d&limit=50&kind=uplink_state,active_changed,admin,engine");
+      const data = await getJSON("/api/v1/events?since=1d&limit=50&kind=uplink_state,active_changed,admin,engine,dampened,quota");
       const list = document.getElementById("timeline");
       const items = data.events.map((ev) => {
-        const li = el("li", "ev ev-" + ev.kind + (ev.new && typeof ev.new === "string" ? " to-" + ev.new : ""));
+        const li = el("li", "ev ev-" + ev.kind + (ev.new && typeof ev.new === "string" ? " to-" + ev.new : "") +
+          (ev.kind === "dampened" && ev.dampened ? " ev-flapping" : ""));
         li.appendChild(el("time", null, fmtTime(ev.at)));
         li.appendChild(el("span", "what", describe(ev)));
         return li;
