@@ -155,8 +155,6 @@ class _Step:
     def dampened(self, u: UplinkState) -> None:
         p = damp.current(u.penalty, self.now.mono, dampening_params(self.state.config))
         self.events.append(UplinkDampened(self.now.wall, self.now.mono, u.name, u.penalty.dampened, round(p, 2)))
-        self.log.append(("info", f"uplink={u.name} " + (f"dampened: flap penalty {p:.1f}" if u.penalty.dampened
-                                                         else f"no longer dampened: flap penalty {p:.1f}")))
         self.decide = True
 
     def facts(self, u: UplinkState, facts: LinkFacts | None, initial: bool = False) -> None:
@@ -193,7 +191,9 @@ def _on_start(s: _Step, inp: Start) -> None:
     month = month_of(s.now.wall)
     s.state = replace(s.state, started=s.now.wall, uplinks=tuple(
         replace(new_uplink(u.cfg, s.now.mono, s.now.wall),
-                counters=Traffic(month=month, month_bytes=inp.month_bytes.get(u.name, 0)))
+                counters=Traffic(month=month, month_bytes=inp.month_bytes.get(u.name, 0)),
+                # thresholds the month had passed before the restart were raised then
+                quota_warned=_passed(u.cfg, inp.month_bytes.get(u.name, 0)))
         for u in s.state.uplinks))
     s.engine_event("started", inp.detail)
     for u in s.state.uplinks:
@@ -227,12 +227,16 @@ def _on_counters(s: _Step, inp: Counters) -> None:
         if c is None:
             continue
         active = u.name in s.state.active
-        plan = probe_plan(u, active, False)
+        plan = probe_plan(u, active, in_doubt(s.state))
         new = with_counters(u, c, s.now.mono, month, active, plan.interval)
         if new.suspect_since is not None and u.suspect_since is None:
             s.log.append(("info", f"uplink={u.name} suspect: LAN packets leave, nothing comes back; probe burst"))
         s.put(new)
         _quota(s, new)
+
+
+def _passed(cfg: UplinkConfig, used: int) -> tuple[int, ...]:
+    return tuple(p for p in cfg.quota_warn if cfg.quota and used >= cfg.quota * p / 100)
 
 
 def _quota(s: _Step, u: UplinkState) -> None:

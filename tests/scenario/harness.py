@@ -59,13 +59,14 @@ def results(cfg_probes, answered: int, rtt: float = 0.012) -> tuple[ProbeResult,
 
 
 class Scenario:
-    def __init__(self, text: str = CONFIG, facts: dict | None = None, kernel_active: tuple = (), t: float = 1000.0):
+    def __init__(self, text: str = CONFIG, facts: dict | None = None, kernel_active: tuple = (), t: float = 1000.0,
+                 month_bytes: dict | None = None):
         self.t = t
         self.state: EngineState = initial_state(loads(text))
         self.outputs: list[Outputs] = []
         self.facts_now = dict(FACTS if facts is None else facts)
         self.seq = 0
-        self.feed(Start(self.facts_now, kernel_active, "scenario"))
+        self.feed(Start(self.facts_now, kernel_active, "scenario", month_bytes=month_bytes or {}))
 
     def now(self) -> Now:
         return Now(self.t, WALL + self.t)

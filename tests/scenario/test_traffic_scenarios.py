@@ -164,3 +164,15 @@ def test_quota_thresholds_are_raised_once_each():
     assert got == [("lte", 50), ("lte", 100)]
     st = s.status().uplink("lte")
     assert st.quota_bytes == 1_000_000 and st.month_bytes >= 1_000_000 and st.quota_pct >= 100
+
+
+def test_a_restart_does_not_raise_the_quota_thresholds_the_month_had_passed_again():
+    text = CONFIG.replace('[uplinks.lte]\ninterface = "up2"', '[uplinks.lte]\ninterface = "up2"\nquota = "1MB"\n'
+                          'quota_warn = [50, 100]')
+    s = Scenario(text, month_bytes={"lte": 700_000})  # 70 % before the restart (from the history)
+    w = Wire(s)
+    w.run(0.2, step=0.1, rx={"up2": 10})
+    assert [e.percent for e in s.events if isinstance(e, QuotaReached)] == []
+    assert s.status().uplink("lte").month_bytes >= 700_000
+    w.run(0.4, step=0.1, rx={"up2": 100})
+    assert [e.percent for e in s.events if isinstance(e, QuotaReached)] == [100]
