@@ -1,6 +1,7 @@
 """Flap dampening, as BGP does it for routes (RFC 2439). Pure: penalties and ``now`` in, verdicts out.
 
-Every failure adds to an uplink's penalty (DOWN: 1, a FALLING dip: 0.5); the penalty halves every
+Every failure adds to an uplink's penalty (DOWN: 1; a FALLING dip or a recovery that fails again:
+0.5); the penalty halves every
 ``half_life``. Past ``suppress`` the uplink is *dampened*: it does not take traffic back, however
 good its rounds look, until the penalty has decayed below ``reuse`` (that is: it has been stable
 for a while). A dampened uplink still carries traffic when no other uplink can.

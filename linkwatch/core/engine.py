@@ -143,8 +143,8 @@ class _Step:
             self.events.append(UplinkStateChanged(
                 at=self.now.wall, mono=self.now.mono, uplink=u.name, interface=u.cfg.interface, old=t.old.value,
                 new=t.new.value, reason=t.reason, loss_pct=s.loss_pct, rtt_ms=s.rtt_ms, jitter_ms=s.jitter_ms))
-            amount = DOWN_PENALTY if t.new == State.DOWN else DIP_PENALTY if t.new == State.FALLING else 0.0
-            if amount and t.old in USABLE:
+            amount = flap_penalty(t.old, t.new)
+            if amount:
                 u = replace(u, penalty=damp.add(u.penalty, amount, self.now.mono, params))
         if u.penalty.dampened != was:
             self.dampened(u)
@@ -434,6 +434,16 @@ def in_doubt(state: EngineState) -> bool:
 def probe_plans(state: EngineState) -> dict[str, ProbePlan]:
     doubt = in_doubt(state)
     return {u.name: probe_plan(u, u.name in state.active, doubt) for u in state.uplinks}
+
+
+def flap_penalty(old: State, new: State) -> float:
+    """What a transition adds to the flap penalty: failing while working (DOWN), a FALLING dip,
+    or a recovery that failed again (RISING -> DOWN)."""
+    if new == State.DOWN and old in USABLE:
+        return DOWN_PENALTY
+    if (new == State.FALLING and old in USABLE) or (new == State.DOWN and old == State.RISING):
+        return DIP_PENALTY
+    return 0.0
 
 
 def dampening_params(config: Config) -> DampeningParams:

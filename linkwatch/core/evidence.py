@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from linkwatch.core.inputs import LinkCounters
 
 KEEP = 3.0  # seconds of counter deltas kept (covers every window below)
-PROOF_MIN_RX = 3  # packets received after a round began that prove the uplink is alive (ARP, RAs: fewer)
-SUSPECT_EXTRA_TX = 3  # packets sent beyond what the probes themselves send, to call silence suspicious
+PROOF_MIN_RX = 4  # packets received after a round began that prove the uplink is alive (ARP, RAs: fewer)
+SUSPECT_EXTRA_TX = 2  # packets sent beyond what the probes themselves send, to call silence suspicious
 PROVEN_WINDOW = 2.0  # seconds over which the LAN's traffic proves the active uplink works ...
 PROVEN_MIN_RX = 20  # ... when this many packets came in (10 per second)
 
@@ -70,8 +70,13 @@ def forget(tr: Traffic) -> Traffic:
 
 
 def rx_since(tr: Traffic, t: float) -> int:
-    """Packets received in reads that ended after ``t``."""
+    """Packets received in reads that ended after ``t`` (some may have come a little before ``t``)."""
     return sum(d.rx_packets for d in tr.deltas if d.end > t)
+
+
+def rx_after(tr: Traffic, t: float) -> int:
+    """Packets surely received after ``t``: only reads that began at ``t`` or later count."""
+    return sum(d.rx_packets for d in tr.deltas if d.start >= t)
 
 
 def silent(tr: Traffic, mono: float, window: float, probe_packets: int) -> bool:

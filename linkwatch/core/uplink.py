@@ -225,8 +225,9 @@ def _slow(u: UplinkState, results: tuple[ProbeResult, ...], started: float | Non
         return f"{sum(r.late for r in late)} late repl{'y' if sum(r.late for r in late) == 1 else 'ies'} " \
                f"(RTT {rtt * 1000:.0f}ms)"
     recent_reply = u.last_reply_at is not None and mono - u.last_reply_at <= u.cfg.health.late_window
-    if started is not None and recent_reply and ev.rx_since(u.counters, started) >= ev.PROOF_MIN_RX:
-        return f"{ev.rx_since(u.counters, started)} packets came in meanwhile"
+    came = ev.rx_after(u.counters, started) if started is not None else 0
+    if recent_reply and came >= ev.PROOF_MIN_RX:
+        return f"{came} packets came in meanwhile"
     if _recently_slow(u, mono):
         return "replies have been late lately"
     return None
