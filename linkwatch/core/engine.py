@@ -16,6 +16,7 @@ The flow inside one step is the data flow of DESIGN.md, one way::
 from __future__ import annotations
 
 import datetime
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -152,6 +153,10 @@ class _Step:
         if transitions:
             self.decide = True
 
+    def store(self, u: UplinkState) -> None:
+        """Store ``u`` (no transitions: nothing the policy depends on changed)."""
+        self.state = replace(self.state, uplinks=tuple(u if x.name == u.name else x for x in self.state.uplinks))
+
     def dampened(self, u: UplinkState) -> None:
         p = damp.current(u.penalty, self.now.mono, dampening_params(self.state.config))
         self.events.append(UplinkDampened(self.now.wall, self.now.mono, u.name, u.penalty.dampened, round(p, 2)))
@@ -216,22 +221,28 @@ def _on_round(s: _Step, inp: RoundDone) -> None:
 
 
 def month_of(wall: float) -> str:
-    """The calendar month (local time) a wall-clock time falls in: "2026-12"."""
-    return datetime.datetime.fromtimestamp(wall).strftime("%Y-%m")
+    """The calendar month (local time) a wall-clock time falls in: "2026-12" (to the minute)."""
+    return _month_of_minute(int(wall // 60))
+
+
+@functools.lru_cache(maxsize=8)
+def _month_of_minute(minute: int) -> str:
+    return datetime.datetime.fromtimestamp(minute * 60).strftime("%Y-%m")
 
 
 def _on_counters(s: _Step, inp: Counters) -> None:
     month = month_of(s.now.wall)
+    doubt = in_doubt(s.state)
     for u in s.state.uplinks:
         c = inp.by_interface.get(u.cfg.interface)
         if c is None:
             continue
         active = u.name in s.state.active
-        plan = probe_plan(u, active, in_doubt(s.state))
-        new = with_counters(u, c, s.now.mono, month, active, plan.interval)
+        interval = probe_plan(u, active, doubt).interval if active else u.cfg.health.standby_interval
+        new = with_counters(u, c, s.now.mono, month, active, interval)
         if new.suspect_since is not None and u.suspect_since is None:
             s.log.append(("info", f"uplink={u.name} suspect: LAN packets leave, nothing comes back; probe burst"))
-        s.put(new)
+        s.store(new)
         _quota(s, new)
 
 
@@ -248,7 +259,7 @@ def _quota(s: _Step, u: UplinkState) -> None:
     due = [p for p in u.cfg.quota_warn if used >= quota * p / 100 and p not in u.quota_warned]
     if not due:
         return
-    s.put(replace(u, quota_warned=u.quota_warned + tuple(due)))
+    s.store(replace(u, quota_warned=u.quota_warned + tuple(due)))
     for p in due:
         s.events.append(QuotaReached(s.now.wall, s.now.mono, u.name, p, used, quota))
 

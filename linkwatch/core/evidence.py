@@ -19,7 +19,11 @@ KEEP = 3.0  # seconds of counter deltas kept (covers every window below)
 PROOF_MIN_RX = 4  # packets received after a round began that prove the uplink is alive (ARP, RAs: fewer)
 SUSPECT_EXTRA_TX = 2  # packets sent beyond what the probes themselves send, to call silence suspicious
 PROVEN_WINDOW = 2.0  # seconds over which the LAN's traffic proves the active uplink works ...
-PROVEN_MIN_RX = 20  # ... when this many packets came in (10 per second)
+PROVEN_MIN_RX = 20  # ... when this many packets came in (10 per second) ...
+PROVEN_MIN_TX = 12  # ... and this many went out: enough for a silence to show (see silent())
+MAX_SUSPECT_WINDOW = 1.0  # sparse traffic widens the window that makes silence suspicious, up to this
+SENDING_TX = 20  # packets out in the last second: the LAN is sending (the counters are read fast)
+IDLE_READ = 0.25  # seconds between reads of an active uplink's counters while the LAN is idle
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,11 @@ def rx_since(tr: Traffic, t: float) -> int:
     return sum(d.rx_packets for d in tr.deltas if d.end > t)
 
 
+def tx_since(tr: Traffic, t: float) -> int:
+    """Packets sent in reads that ended after ``t``."""
+    return sum(d.tx_packets for d in tr.deltas if d.end > t)
+
+
 def rx_after(tr: Traffic, t: float) -> int:
     """Packets surely received after ``t``: only reads that began at ``t`` or later count."""
     return sum(d.rx_packets for d in tr.deltas if d.start >= t)
@@ -81,7 +90,12 @@ def rx_after(tr: Traffic, t: float) -> int:
 
 def silent(tr: Traffic, mono: float, window: float, probe_packets: int) -> bool:
     """Packets kept leaving for the last ``window`` seconds (more than ``probe_packets``, what the
-    probes themselves may send in it) and not one came back: suspicion."""
+    probes themselves may send in it) and not one came back: suspicion. Sparse traffic widens the
+    window until it should hold enough packets (at most MAX_SUSPECT_WINDOW)."""
+    rate = tx_since(tr, mono - PROVEN_WINDOW) / PROVEN_WINDOW
+    if rate <= 0:
+        return False
+    window = min(max(window, (probe_packets + SUSPECT_EXTRA_TX) / rate), MAX_SUSPECT_WINDOW)
     inside = [d for d in tr.deltas if d.end > mono - window]
     if not inside or inside[0].start > mono - window:
         return False  # the reads do not cover the whole window yet
@@ -91,9 +105,15 @@ def silent(tr: Traffic, mono: float, window: float, probe_packets: int) -> bool:
 
 
 def proven(tr: Traffic, mono: float) -> bool:
-    """The LAN's own traffic keeps coming in: the uplink works without asking."""
-    return rx_since(tr, mono - PROVEN_WINDOW) >= PROVEN_MIN_RX and bool(tr.deltas) and (
-        tr.deltas[0].start <= mono - PROVEN_WINDOW)
+    """The LAN's own traffic keeps coming in (and going out, so that a silence would show at
+    once): the uplink works without asking."""
+    return (rx_since(tr, mono - PROVEN_WINDOW) >= PROVEN_MIN_RX and tx_since(tr, mono - PROVEN_WINDOW) >= PROVEN_MIN_TX
+            and bool(tr.deltas) and tr.deltas[0].start <= mono - PROVEN_WINDOW)
+
+
+def sending(tr: Traffic, mono: float) -> bool:
+    """The LAN sends through the uplink now (beyond what probes send): read the counters fast."""
+    return tx_since(tr, mono - 1.0) >= SENDING_TX
 
 
 def take_period(tr: Traffic) -> tuple[Traffic, int, int]:

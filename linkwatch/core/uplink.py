@@ -296,6 +296,18 @@ def view_of(u: UplinkState) -> UplinkView:
                       u.working_since, u.health.quality_bad, u.health.since, u.penalty.dampened)
 
 
+def _counter_interval(u: UplinkState, active: bool) -> float:
+    """Fast reads while the LAN sends through the active uplink (a silence must show within
+    suspect_after); slower while it is idle (nothing to watch: the probes decide); standby uplinks
+    only for their month's traffic."""
+    h = u.cfg.health
+    if not active:
+        return max(1.0, min(h.standby_interval, 10.0))
+    if h.suspect_after is not None and ev.sending(u.counters, u.counters.last_at or 0.0):
+        return h.counter_interval
+    return max(h.counter_interval, ev.IDLE_READ)
+
+
 def probe_plan(u: UplinkState, active: bool, doubt: bool) -> ProbePlan:
     """How to probe ``u`` now. ``doubt``: an active uplink is suspect or failing, so every uplink is
     probed at full rate and the failover decision rests on fresh evidence."""
@@ -318,6 +330,6 @@ def probe_plan(u: UplinkState, active: bool, doubt: bool) -> ProbePlan:
         rotate=not active and not doubt and state not in PENDING and state != State.INIT,
         burst=u.bursts,
         burst_timeout=h.burst_timeout,
-        counter_interval=h.counter_interval if active else max(1.0, min(h.standby_interval, 10.0)),
+        counter_interval=_counter_interval(u, active),
         late_window=h.late_window,
     )

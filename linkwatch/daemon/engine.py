@@ -389,9 +389,7 @@ class Engine:
                     continue
                 failing = False
                 by_interface = {name: got[index] for name, index in due.items() if index in got}
-                if by_interface:
-                    self.feed(Counters(by_interface))
-                plans = probe_plans(self.state)
+                plans = self.feed(Counters(by_interface)).probes if by_interface else probe_plans(self.state)
                 for u in self.state.uplinks:
                     if u.cfg.interface in due:
                         next_read[u.name] = now + plans[u.name].counter_interval

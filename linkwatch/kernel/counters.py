@@ -88,14 +88,18 @@ class CounterReader:
         for ifindex in ifindexes:
             self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
             wanted[self._seq] = ifindex
-            await loop.sock_sendall(self._sock, request(ifindex, self._seq))
+            self._sock.send(request(ifindex, self._seq))  # a netlink request is taken at once
         found: dict[int, LinkCounters] = {}
-        while wanted:
-            data = await asyncio.wait_for(loop.sock_recv(self._sock, 65536), ANSWER_TIMEOUT)
-            for seq, (ifindex, counters) in parse(data).items():
-                asked = wanted.pop(seq, None)
-                if asked is not None and counters is not None and ifindex == asked:
-                    found[asked] = counters
+        async with asyncio.timeout(ANSWER_TIMEOUT):
+            while wanted:
+                try:
+                    data = self._sock.recv(65536)  # the kernel answers a GETLINK at once ...
+                except BlockingIOError:
+                    data = await loop.sock_recv(self._sock, 65536)  # ... else wait without blocking
+                for seq, (ifindex, counters) in parse(data).items():
+                    asked = wanted.pop(seq, None)
+                    if asked is not None and counters is not None and ifindex == asked:
+                        found[asked] = counters
         return found
 
     def close(self) -> None:

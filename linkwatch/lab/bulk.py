@@ -124,18 +124,20 @@ def transfer(target: tuple[str, int], direction: str, duration: float,
     if direction not in DIRECTIONS:
         raise BulkError(f"direction {direction!r}: expected download or upload")
     require_lab_namespace(allowed)
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    deadline = time.monotonic() + 5.0
+    while True:  # the server may still be starting: a new socket per try (a refused one is spent)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         _reno(sock)
         sock.settimeout(5.0)
-        deadline = time.monotonic() + 5.0
-        while True:  # the server may still be starting
-            try:
-                sock.connect(target)
-                break
-            except ConnectionRefusedError:
-                if time.monotonic() > deadline:
-                    raise BulkError(f"no bulk server at {target[0]}:{target[1]}") from None
-                time.sleep(0.05)
+        try:
+            sock.connect(target)
+            break
+        except ConnectionRefusedError:
+            sock.close()
+            if time.monotonic() > deadline:
+                raise BulkError(f"no bulk server at {target[0]}:{target[1]}") from None
+            time.sleep(0.05)
+    with sock:
         moved, error, seconds, stall, reset = _pump(sock, direction == "upload", duration)
         if direction == "upload":
             try:
@@ -161,10 +163,14 @@ class BulkHandle:
             raise BulkError(f"bulk client failed (exit {self.client.returncode}): {err.strip()[-300:]}")
         report = BulkReport(**json.loads(out.strip().splitlines()[-1]))
         try:
-            seen = json.loads(sout.strip().splitlines()[-1]).get("peer")
+            server = json.loads(sout.strip().splitlines()[-1])
         except (ValueError, IndexError):
-            seen = None
-        return BulkReport(**{**asdict(report), "seen": seen})
+            server = {}
+        fields = {**asdict(report), "seen": server.get("peer")}
+        if report.direction == "upload" and server.get("bytes") is not None:
+            # what really arrived: the client also counts what still sits in its socket buffer
+            fields.update(bytes=server["bytes"], rate_bps=8 * server["bytes"] / report.seconds if report.seconds else 0.0)
+        return BulkReport(**fields)
 
     def stop(self) -> None:
         for proc, role in ((self.client, self.roles[1]), (self.server, self.roles[0])):

@@ -66,6 +66,14 @@ def test_silence_needs_the_whole_window_and_more_than_the_probes_send():
     assert not ev.silent(t, 1.20, 0.15, 4), "one packet in is enough"
 
 
+def test_sparse_traffic_widens_the_suspicion_window():
+    t = reads(ev.Traffic(), 0.0, 0.05, 1, 1, 41)  # 20 packets/s each way for 2 s
+    t = reads(t, 2.05, 0.05, 0, 1, 4, base=(41, 41))  # 200 ms of sending, nothing back
+    assert not ev.silent(t, 2.2, 0.15, probe_packets=4), "6 packets at 20/s need 300 ms"
+    t = reads(t, 2.25, 0.05, 0, 1, 2, base=(41, 45))
+    assert ev.silent(t, 2.3, 0.15, probe_packets=4)
+
+
 def test_proven_by_the_lans_traffic_and_rx_since():
     t = reads(ev.Traffic(), 0.0, 0.05, 1, 1, 41)  # 20 packets/s for 2 s
     assert ev.proven(t, 2.0) and ev.rx_since(t, 1.5) == 10
@@ -138,11 +146,18 @@ def test_a_link_that_has_been_slow_gets_the_late_window_before_down():
 # ---- suspicion and the confirming burst ------------------------------------------------------------------
 
 
+def warm(u, active=True):
+    """A second of LAN traffic both ways (200 packets/s), reads every 50 ms, ending at 100.2."""
+    for i in range(21):
+        u = with_counters(u, c(5 * i, 5 * i), 99.2 + 0.05 * i, "2026-12", active=active, interval=0.25)
+    return u
+
+
 def test_silence_on_the_active_uplink_makes_it_suspect_and_a_failed_burst_takes_it_down():
-    u = uplink()
-    for i, t in enumerate((100.2, 100.25, 100.3, 100.35, 100.4)):
-        u = with_counters(u, c(100, 100 + 10 * i), t, "2026-12", active=True, interval=0.25)
-    assert u.suspect_since == 100.4 and u.bursts == 1
+    u = warm(uplink())
+    for i, t in enumerate((100.25, 100.3, 100.35, 100.4)):
+        u = with_counters(u, c(100, 100 + 10 * (i + 1)), t, "2026-12", active=True, interval=0.25)
+    assert u.suspect_since == 100.4 and u.bursts == 1, "150 ms of sending into the void"
     assert probe_plan(u, True, True).burst == 1
     u, trans = with_round(u, timed_out(), 2, 100.55, burst=True)
     assert [t.new for t in trans] == [State.DOWN]
@@ -150,9 +165,10 @@ def test_silence_on_the_active_uplink_makes_it_suspect_and_a_failed_burst_takes_
 
 
 def test_a_burst_that_is_answered_clears_the_suspicion_for_a_while():
-    u = uplink()
-    for i, t in enumerate((100.2, 100.25, 100.3, 100.35, 100.4)):
-        u = with_counters(u, c(100, 100 + 10 * i), t, "2026-12", active=True, interval=0.25)
+    u = warm(uplink())
+    for i, t in enumerate((100.25, 100.3, 100.35, 100.4)):
+        u = with_counters(u, c(100, 100 + 10 * (i + 1)), t, "2026-12", active=True, interval=0.25)
+    assert u.suspect_since is not None
     u, trans = with_round(u, ok_round(), 2, 100.45, burst=True)
     assert trans == [] and u.suspect_since is None and u.quiet_until == pytest.approx(101.45)
     for i, t in enumerate((100.5, 100.55, 100.6, 100.65)):
@@ -161,9 +177,9 @@ def test_a_burst_that_is_answered_clears_the_suspicion_for_a_while():
 
 
 def test_standby_uplinks_are_not_suspected_and_traffic_coming_in_clears_a_suspicion():
-    u = uplink()
-    for i, t in enumerate((100.2, 100.25, 100.3, 100.35, 100.4)):
-        u = with_counters(u, c(100, 100 + 10 * i), t, "2026-12", active=False, interval=0.25)
+    u = warm(uplink(), active=False)
+    for i, t in enumerate((100.25, 100.3, 100.35, 100.4)):
+        u = with_counters(u, c(100, 100 + 10 * (i + 1)), t, "2026-12", active=False, interval=0.25)
     assert u.suspect_since is None
     for i, t in enumerate((100.45, 100.5, 100.55, 100.6)):
         u = with_counters(u, c(100, 200 + 10 * i), t, "2026-12", active=True, interval=0.25)
@@ -181,11 +197,13 @@ def test_probe_plan_intervals():
     assert probe_plan(u, False, False).interval == 10.0 and probe_plan(u, False, False).rotate
     assert probe_plan(u, False, True).interval == 0.1 and not probe_plan(u, False, True).rotate, \
         "full rate on a standby uplink while the active one is in doubt"
-    proven = replace(u, counters=reads(ev.Traffic(), 100.0, 0.05, 2, 2, 45))
+    proven = replace(u, counters=reads(ev.Traffic(), 100.0, 0.05, 2, 2, 45))  # 40 packets/s each way
     assert probe_plan(proven, True, False).interval == 2.0, "the LAN's traffic proves it"
     falling = replace(u, health=replace(u.health, state=State.FALLING))
     assert probe_plan(falling, True, False).interval == 0.1
-    assert probe_plan(u, True, False).counter_interval == 0.05 and probe_plan(u, False, False).counter_interval == 10
+    assert probe_plan(u, True, False).counter_interval == 0.25, "idle LAN: nothing to watch closely"
+    assert probe_plan(proven, True, False).counter_interval == 0.05, "the LAN sends: fast reads"
+    assert probe_plan(u, False, False).counter_interval == 10
 
 
 # ---- flap dampening ------------------------------------------------------------------------------------

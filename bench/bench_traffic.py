@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""linkwatch benchmark for issue 10: busy, flapping and metered uplinks, and evidence from the
+traffic itself. Measured in the lab with the engine's defaults (unless a row says otherwise).
+
+Run by hand, as root, from the repository (after scripts/bootstrap.sh):
+
+    .venv/bin/python bench/bench_traffic.py                     # everything (about 25 minutes)
+    .venv/bin/python bench/bench_traffic.py --only busy --busy-seconds 20
+
+* busy: wan1 shaped to 10 Mbit/s with a 400 ms, 1 s and 2 s queue (tbf, both ways), a 60 s TCP
+  download and a 60 s TCP upload (reno) through it: traffic moves, flows reset (conntrack
+  flushes), the rate reached.
+* lanblackhole: a LAN flow of 50 packets/s each way (a video call) and a blackhole on wan1: the
+  client's longest outage, 10 trials. idleblackhole: the same with an 8 packets/s measuring flow,
+  below what proves an uplink or makes it suspect (an idle LAN: probes only).
+* flap: wan1 blackholed 1 s / clear 1 s for 60 s: traffic moves in the minute, at the defaults and
+  with the old 1 s standby interval (a DOWN uplink is probed at the standby interval).
+* budget: probe bytes a day counted by nftables in the provider namespace (only packets to or from
+  the probe targets): a standby uplink, the active uplink while the LAN sends 50 packets/s both
+  ways, the active uplink with an idle LAN.
+* counters: engine CPU with 4 uplinks x 3 targets with the counters read (defaults) and without
+  (suspect_after off, counters every 10 s): what reading them costs.
+
+It prints a Markdown table and writes the raw figures to bench/results/traffic-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench import Lab, proc_cpu_rss, summary  # noqa: E402
+from labbench import fault, log, status, wait_for  # noqa: E402
+
+from linkwatch.lab import client  # noqa: E402
+from linkwatch.lab.bulk import start_bulk  # noqa: E402
+from linkwatch.lab.plan import DNS_SERVER, ECHO_PORT, ICMP_TARGETS, LabSpec  # noqa: E402
+from linkwatch.lab.processes import run_command  # noqa: E402
+
+QUEUES = ("400ms", "1s", "2s")
+RATE = "10mbit"
+RATE_BPS = 10e6
+
+
+def uplink(st: dict, name: str) -> dict:
+    return next(u for u in st["uplinks"] if u["name"] == name)
+
+
+def settle(spec: LabSpec, timeout: float = 300.0) -> None:
+    for u in spec.uplink_list:
+        fault(spec, u.name, "clear")
+    wait_for(lambda: (st := status(spec))["active"] == ["wan1"] and all(u["state"] == "UP" for u in st["uplinks"])
+             and not any(u["dampened"] for u in st["uplinks"]), timeout, "wan1 active, all UP, none dampened")
+
+
+def busy(spec: LabSpec, seconds: float) -> list[dict]:
+    rows = []
+    for queue in QUEUES:
+        for direction in ("download", "upload"):
+            settle(spec)
+            time.sleep(3.5)  # older than late_window: nothing left of the previous run
+            before = status(spec)
+            fault(spec, "wan1", "shape", RATE, queue)
+            report = start_bulk(spec.name, direction, seconds).result(timeout=seconds + 60)
+            after = status(spec)
+            fault(spec, "wan1", "clear")
+            row = {"queue": queue, "direction": direction, "bytes": report.bytes, "rate_bps": report.rate_bps,
+                   "rate_pct": 100.0 * report.rate_bps / RATE_BPS, "reset": report.reset, "error": report.error,
+                   "via": report.uplink, "longest_stall_s": report.longest_stall_s,
+                   "traffic_moves": after["active_changes"] - before["active_changes"],
+                   "flushes": len(after["conntrack_flushes"]) - len(before["conntrack_flushes"]),
+                   "wan1_downs": uplink(after, "wan1")["downs"] - uplink(before, "wan1")["downs"],
+                   "slow_rounds": uplink(after, "wan1")["slow_rounds"] - uplink(before, "wan1")["slow_rounds"]}
+            rows.append(row)
+            log(f"busy {queue} {direction}: {report.summary()}; moves {row['traffic_moves']}, flushes "
+                f"{row['flushes']}, slow rounds {row['slow_rounds']}")
+    return rows
+
+
+def blackhole_trials(spec: LabSpec, trials: int, interval: float) -> dict:
+    outages = []
+    for i in range(trials):
+        settle(spec)
+        time.sleep(3.5 + (i * 0.071) % 0.4)
+        flow = client.start_flow(spec.name, duration=7.0, interval=interval)
+        time.sleep(3.0)  # long enough for the LAN's traffic to prove wan1 (fewer probes)
+        fault(spec, "wan1", "blackhole")
+        report = flow.result(timeout=30)
+        if report.trailing_outage_s > 0 or [c.after for c in report.changes][:1] != ["198.51.100.10"]:
+            raise RuntimeError(f"trial {i}: the client did not move to wan2: {report.summary()}")
+        outages.append(report.longest_outage_s)
+        reason = uplink(status(spec), "wan1")["reason"]
+        log(f"blackhole at {1 / interval:.0f} packets/s, trial {i + 1}/{trials}: outage "
+            f"{report.longest_outage_s * 1000:.0f} ms ({reason})")
+    return summary(outages)
+
+
+def flap(spec: LabSpec, seconds: float) -> dict:
+    settle(spec)
+    before = status(spec)
+    fault(spec, "wan1", "flap", "1s", "1s", f"{seconds:g}s")
+    time.sleep(seconds + 1.0)
+    after = status(spec)
+    w = uplink(after, "wan1")
+    res = {"seconds": seconds, "traffic_moves": after["active_changes"] - before["active_changes"],
+           "dampened": w["dampened"], "flap_penalty": w["flap_penalty"],
+           "downs": w["downs"] - uplink(before, "wan1")["downs"]}
+    log(f"flap 1s/1s for {seconds:g}s: {res}")
+    return res
+
+
+PROBES_ONLY = """
+table inet lwbudget {{
+  chain count {{
+    type filter hook forward priority -10; policy accept;
+    ip saddr {addr} ip daddr {{ {targets} }} udp dport != {echo} counter
+    ip daddr {addr} ip saddr {{ {targets} }} udp sport != {echo} counter
+    ip saddr {addr} ip daddr {{ {targets} }} meta l4proto != udp counter
+    ip daddr {addr} ip saddr {{ {targets} }} meta l4proto != udp counter
+  }}
+}}
+"""
+
+
+def _counted(ns: str) -> int:
+    out = run_command(["ip", "netns", "exec", ns, "nft", "-j", "list", "table", "inet", "lwbudget"])
+    return sum(e["counter"]["bytes"] for item in json.loads(out)["nftables"] if "rule" in item
+               for e in item["rule"]["expr"] if "counter" in e)
+
+
+def probe_bytes_per_day(spec: LabSpec, k: int, seconds: float, lan_interval: float | None) -> float:
+    """Bytes/day of probes (to or from the probe targets, not the LAN's echo flow) through uplink k."""
+    ns = spec.provider_ns(k)
+    u = spec.uplink_list[k - 1]
+    targets = ", ".join(dict.fromkeys((*ICMP_TARGETS[:2], DNS_SERVER)))
+    run_command(["ip", "netns", "exec", ns, "nft", "-f", "-"],
+                input_text=PROBES_ONLY.format(addr=u.address, targets=targets, echo=ECHO_PORT))
+    try:
+        flow = client.start_flow(spec.name, duration=seconds + 5, interval=lan_interval) if lan_interval else None
+        time.sleep(5.0 if flow else 0.0)  # the flow proves the uplink first
+        b0, t0 = _counted(ns), time.monotonic()
+        time.sleep(seconds)
+        b1, t1 = _counted(ns), time.monotonic()
+        if flow:
+            flow.result(timeout=30)
+    finally:
+        run_command(["ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "lwbudget"])
+    return (b1 - b0) / (t1 - t0) * 86400
+
+
+def budget(spec: LabSpec, seconds: float) -> dict:
+    settle(spec)
+    time.sleep(12.0)  # the standby uplink settles on its interval
+    res = {"standby": probe_bytes_per_day(spec, 2, seconds, None),
+           "active_lan_50pps": probe_bytes_per_day(spec, 1, seconds, 0.02),
+           "active_idle": probe_bytes_per_day(spec, 1, seconds, None)}
+    log("probe bytes/day: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in res.items()))
+    return res
+
+
+def engine_cpu(name: str, seconds: float, overrides: dict | None) -> tuple[float, float]:
+    """Engine CPU (% of one core) with an idle LAN, then while the LAN sends 50 packets/s each way."""
+    with Lab(name, uplinks=4, probe_targets=3, overrides=overrides) as spec:
+        wait_for(lambda: all(u["state"] == "UP" for u in status(spec)["uplinks"]), 60.0, "all UP")
+        time.sleep(12.0)
+        pid = status(spec)["pid"]
+        out = []
+        for lan in (False, True):
+            flow = client.start_flow(spec.name, duration=seconds + 8, interval=0.02) if lan else None
+            time.sleep(5.0 if lan else 0.0)
+            c0, t0 = proc_cpu_rss(pid)[0], time.monotonic()
+            time.sleep(seconds)
+            out.append(100.0 * (proc_cpu_rss(pid)[0] - c0) / (time.monotonic() - t0))
+            if flow:
+                flow.result(timeout=30)
+        return out[0], out[1]
+
+
+def counters_cost(seconds: float) -> dict:
+    off = {"health": {"suspect_after": "off", "counter_interval": "10s"}}
+    (idle_on, lan_on), (idle_off, lan_off) = engine_cpu("bcnt1", seconds, None), engine_cpu("bcnt0", seconds, off)
+    res = {"with_counters_pct": idle_on, "without_pct": idle_off, "cost_pct": idle_on - idle_off,
+           "lan_with_counters_pct": lan_on, "lan_without_pct": lan_off, "lan_cost_pct": lan_on - lan_off}
+    log(f"counters: CPU idle LAN {idle_on:.2f}% with, {idle_off:.2f}% without; LAN 50/s {lan_on:.2f}% with, "
+        f"{lan_off:.2f}% without")
+    return res
+
+
+def table(r: dict) -> str:
+    rows = ["| what | measured | target |", "|---|---|---|"]
+    for b in r.get("busy", []):
+        rows.append(f"| busy uplink, {RATE} + {b['queue']} queue, 60 s TCP {b['direction']} | {b['traffic_moves']} "
+                    f"moves, {b['flushes']} flows reset, {b['rate_pct']:.0f} % of the rate"
+                    f"{', RESET' if b['reset'] else ''} ({b['slow_rounds']} slow rounds) | 0, 0, ≥ 90 % |")
+    for key, label, target in (("lanblackhole", "blackhole while the LAN sends 50 packets/s", "≤ 0.35 s median, ≤ 0.5 s worst"),
+                               ("idleblackhole", "blackhole, idle LAN (an 8 packets/s measuring flow, 125 ms resolution)",
+                                "≤ 1.0 s median, ≤ 1.5 s worst")):
+        if key in r:
+            o = r[key]
+            rows.append(f"| {label} ({o['n']} trials) | median {o['median'] * 1000:.0f} ms, range "
+                        f"{o['min'] * 1000:.0f}–{o['max'] * 1000:.0f} ms | {target} |")
+    for key, label in (("flap", "defaults"), ("flap_standby1s", "standby_interval 1 s")):
+        if key in r:
+            f = r[key]
+            rows.append(f"| flapping 1 s down / 1 s up, {f['seconds']:g} s ({label}) | {f['traffic_moves']} moves, "
+                        f"dampened: {f['dampened']} (penalty {f['flap_penalty']}) | ≤ 2 moves |")
+    if "budget" in r:
+        b = r["budget"]
+        rows.append(f"| probe traffic, standby uplink | {b['standby'] / 1e6:.2f} MB/day | ≤ 1 MB/day |")
+        rows.append(f"| probe traffic, active uplink, LAN 50 packets/s both ways | {b['active_lan_50pps'] / 1e6:.1f} "
+                    f"MB/day | ≤ 25 MB/day |")
+        rows.append(f"| probe traffic, active uplink, idle LAN | {b['active_idle'] / 1e6:.1f} MB/day | ≤ 100 MB/day |")
+    if "counters" in r:
+        c = r["counters"]
+        rows.append(f"| reading the counters, 4 uplinks × 3 targets, idle LAN | {c['cost_pct']:+.2f} % of one core "
+                    f"({c['with_counters_pct']:.2f} % with, {c['without_pct']:.2f} % without) | ≤ 1 % |")
+        rows.append(f"| reading the counters, 4 uplinks × 3 targets, LAN 50 packets/s each way | "
+                    f"{c['lan_cost_pct']:+.2f} % of one core ({c['lan_with_counters_pct']:.2f} % with, "
+                    f"{c['lan_without_pct']:.2f} % without) | ≤ 1 % |")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default="busy,lanblackhole,idleblackhole,flap,budget,counters")
+    ap.add_argument("--trials", type=int, default=10)
+    ap.add_argument("--busy-seconds", type=float, default=60.0)
+    ap.add_argument("--flap-seconds", type=float, default=60.0)
+    ap.add_argument("--budget-seconds", type=float, default=120.0)
+    ap.add_argument("--cpu-seconds", type=float, default=120.0)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench: needs root (it builds network namespaces)", file=sys.stderr)
+        return 2
+    only = set(args.only.split(","))
+    r: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "kernel": os.uname().release}
+    with Lab("btraf") as spec:
+        if "busy" in only:
+            r["busy"] = busy(spec, args.busy_seconds)
+        if "lanblackhole" in only:
+            r["lanblackhole"] = blackhole_trials(spec, args.trials, 0.02)
+        if "idleblackhole" in only:
+            r["idleblackhole"] = blackhole_trials(spec, args.trials, 0.125)
+        if "flap" in only:
+            r["flap"] = flap(spec, args.flap_seconds)
+        if "budget" in only:
+            r["budget"] = budget(spec, args.budget_seconds)
+    if "flap" in only:
+        with Lab("btrf1", overrides={"health": {"standby_interval": "1s"}}) as spec:
+            r["flap_standby1s"] = flap(spec, args.flap_seconds)
+    if "counters" in only:
+        r["counters"] = counters_cost(args.cpu_seconds)
+    out_dir = REPO / "bench" / "results"
+    out_dir.mkdir(exist_ok=True)
+    path = out_dir / time.strftime("traffic-%Y%m%d-%H%M%S.json")
+    path.write_text(json.dumps(r, indent=2))
+    print(table(r))
+    print(f"\nraw figures: {path.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
