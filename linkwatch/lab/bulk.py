@@ -81,8 +81,8 @@ def serve(port: int, direction: str, duration: float, allowed: tuple[str, ...] |
         conn, peer = lsock.accept()
     with conn:
         _reno(conn)
-        moved, error = _pump(conn, direction == "download", duration + 5.0)[:2]
-    return {"peer": peer[0], "bytes": moved, "error": error}
+        moved, error, seconds = _pump(conn, direction == "download", duration + 5.0)[:3]
+    return {"peer": peer[0], "bytes": moved, "error": error, "seconds": seconds}
 
 
 def _pump(sock: socket.socket, sending: bool, duration: float) -> tuple[int, str | None, float, float, bool]:
@@ -169,7 +169,8 @@ class BulkHandle:
         fields = {**asdict(report), "seen": server.get("peer")}
         if report.direction == "upload" and server.get("bytes") is not None:
             # what really arrived: the client also counts what still sits in its socket buffer
-            fields.update(bytes=server["bytes"], rate_bps=8 * server["bytes"] / report.seconds if report.seconds else 0.0)
+            seconds = server.get("seconds") or report.seconds
+            fields.update(bytes=server["bytes"], rate_bps=8 * server["bytes"] / seconds if seconds else 0.0)
         return BulkReport(**fields)
 
     def stop(self) -> None:
