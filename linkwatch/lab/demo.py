@@ -2,8 +2,9 @@
 
 It brings the lab up with the engine (unless it is up already), starts a client flow (one UDP
 datagram every 10 ms through one NAT flow) and prints a line every 0.5 s: the time, the uplink the
-engine says is active and the uplink the client's packets really take. Then it blackholes the
-active uplink (failover by probes), clears it (failback after the engine's failback hold), cuts
+engine says is active and the uplink the client's packets really take. Then it makes the active
+uplink busy (shaped like a modem under load, a TCP download through it: the engine keeps it),
+blackholes it (failover: the client's own traffic shows the silence at once), clears it (failback after the engine's failback hold), cuts
 the same uplink's carrier (failover by link event), clears it, and prints what the client lived
 through. Bounded: every wait has a timeout and the whole demo a budget of ``BUDGET`` seconds.
 Unless ``keep`` is set, it tears down a lab it brought up itself.
@@ -19,13 +20,15 @@ from typing import TextIO
 
 from linkwatch.lab import faults, topology
 from linkwatch.lab import web as lab_web
+from linkwatch.lab.bulk import start_bulk
 from linkwatch.lab.client import FlowHandle, FlowReport, start_flow
 from linkwatch.lab.namespaces import discover, existing_lab_namespaces
 from linkwatch.lab.plan import DEFAULT_NAME, LabError, LabSpec
 
 TICK = 0.5
 STEADY = 1.5  # seconds of steady state shown before each step
-BUDGET = 90.0  # the failback hold (10 s by default) is waited out twice
+BUDGET = 110.0  # the failback hold (10 s by default) is waited out twice; the busy step takes 10 s
+BUSY_SECONDS = 8.0
 BLACKHOLE_TARGET = 1.0  # client outage targets of DESIGN.md
 CARRIER_TARGET = 0.2
 FLOW_INTERVAL = 0.010
@@ -136,6 +139,21 @@ class Demo:
         self.say(f"--- {faults.apply_fault(self.spec.name, uplink, faults.parse_fault([kind]))}")
 
 
+def busy_step(demo: Demo, name: str, primary: str) -> bool:
+    """A busy uplink is not a dead one: shape it like a modem under load (10 Mbit/s, a 1 s queue),
+    download through it for BUSY_SECONDS, and show that the engine keeps it (True when it did)."""
+    demo.hold(STEADY)
+    demo.say(f"--- {faults.apply_fault(name, primary, faults.parse_fault(['shape', '10mbit', '1s']))}; "
+             f"a {BUSY_SECONDS:g} s TCP download through it")
+    transfer = start_bulk(name, "download", BUSY_SECONDS)
+    stayed = demo.watch(lambda s: bool(s.active) and s.active[0] != primary, BUSY_SECONDS, "a move") is None
+    report = transfer.result(timeout=BUSY_SECONDS + 30)
+    demo.say(f"--- {report.summary()}: the engine {'kept' if stayed else 'MOVED'} its traffic"
+             f"{'' if report.reset else ', no flow reset'}")
+    demo.say(f"--- {faults.apply_fault(name, primary, faults.Fault('clear'))}")
+    return stayed and not report.reset
+
+
 def _settled(s: Snapshot) -> bool:
     return bool(s.active) and s.client_uplink == s.active[0] and (s.since_reply or 0) < 0.1
 
@@ -188,6 +206,7 @@ def run_demo(name: str = DEFAULT_NAME, keep: bool = False, uplinks: int = 2, out
         def back(s: Snapshot) -> bool:
             return bool(s.active) and s.active[0] == primary and _settled(s)
 
+        seen_all &= busy_step(demo, name, primary)
         steps = [("blackhole", BLACKHOLE_TARGET, moved, 10.0, "failover after the blackhole"),
                  ("clear", None, back, 30.0, "failback after the failback hold"),
                  ("carrier-down", CARRIER_TARGET, moved, 10.0, "failover on carrier loss"),
