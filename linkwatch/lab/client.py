@@ -41,6 +41,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from linkwatch.lab.safety import NotInLabError, require_lab_namespace
+from linkwatch.lab.services import ONE_WAY
 from linkwatch.lab.namespaces import discover, namespace_exists
 from linkwatch.lab.plan import ECHO_PORT, ECHO_SERVER, LabError, uplink_for_address
 from linkwatch.lab.processes import child_env, forget_process, python_module_argv, record_process, stop_pid
@@ -220,8 +221,9 @@ def run_flow(duration: float, interval: float = DEFAULT_INTERVAL, target: tuple[
              new_socket: bool = False, progress: float | None = None,
              on_progress: Callable[[dict], None] | None = None, allowed: tuple[str, ...] | None = None,
              should_stop: Callable[[], bool] = lambda: False,
-             clock: Callable[[], float] = time.monotonic) -> FlowReport:
-    """Send the flow from this process (which must be in a lab namespace) and measure it."""
+             clock: Callable[[], float] = time.monotonic, one_way: bool = False) -> FlowReport:
+    """Send the flow from this process (which must be in a lab namespace) and measure it.
+    ``one_way``: datagrams the echo server does not answer (an upload with no replies)."""
     count = check_bounds(duration, interval)
     require_lab_namespace(allowed)  # before any socket exists
     if on_progress is None:
@@ -276,7 +278,7 @@ def run_flow(duration: float, interval: float = DEFAULT_INTERVAL, target: tuple[
                         close(open_socks.popleft()[1])
                 sent_times.append(now - t0)
                 try:
-                    s.send(f"{len(sent_times) - 1}|{token}".encode())
+                    s.send((ONE_WAY if one_way else b"") + f"{len(sent_times) - 1}|{token}".encode())
                 except (BlockingIOError, ConnectionRefusedError):
                     pass  # counts as lost
                 next_send += interval
@@ -384,8 +386,9 @@ class FlowHandle:
 
 
 def start_flow(lab_name: str, duration: float, interval: float = DEFAULT_INTERVAL, new_socket: bool = False,
-               progress: float | None = None) -> FlowHandle:
-    """Start a flow of ``duration`` seconds, one datagram per ``interval`` seconds, in lab ``lab_name``."""
+               progress: float | None = None, one_way: bool = False) -> FlowHandle:
+    """Start a flow of ``duration`` seconds, one datagram per ``interval`` seconds, in lab ``lab_name``
+    (``interval`` 0.02: 50 packets a second each way, a video call). ``one_way``: no replies."""
     check_bounds(duration, interval)
     spec = discover(lab_name)
     if not namespace_exists(spec.client_ns):
@@ -393,6 +396,8 @@ def start_flow(lab_name: str, duration: float, interval: float = DEFAULT_INTERVA
     args = ["--duration", f"{duration:g}", "--interval", f"{interval * 1000:g}", "--json", "--lab", lab_name]
     if new_socket:
         args.append("--new-socket")
+    if one_way:
+        args.append("--one-way")
     if progress:
         args += ["--progress", f"{progress:g}"]
     argv = python_module_argv(spec.client_ns, "linkwatch.lab.client", args)
@@ -413,6 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--interval", type=float, default=DEFAULT_INTERVAL * 1000, help="ms between datagrams (default 10)")
     ap.add_argument("--target", default=f"{ECHO_SERVER}:{ECHO_PORT}", help="echo server IPv4:port")
     ap.add_argument("--new-socket", action="store_true", help="a fresh socket (a new NAT flow) per datagram")
+    ap.add_argument("--one-way", action="store_true", help="datagrams the echo server does not answer")
     ap.add_argument("--progress", type=float, default=None, help="print a progress line every this many seconds")
     ap.add_argument("--lab", default=None, help="accept only the client namespace of this lab")
     ap.add_argument("--json", action="store_true", help="JSON lines: progress lines, then the report")
@@ -431,7 +437,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         report = run_flow(args.duration, args.interval / 1000.0, parse_target(args.target), args.new_socket,
-                          args.progress, show, (f"lw-{args.lab}-client",) if args.lab else None, stop.is_set)
+                          args.progress, show, (f"lw-{args.lab}-client",) if args.lab else None, stop.is_set,
+                          one_way=args.one_way)
     except (NotInLabError, FlowError) as e:
         print(f"linkwatch lab client: {e}", file=sys.stderr)
         return 2

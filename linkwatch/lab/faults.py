@@ -6,7 +6,12 @@
   in each direction, so a round trip survives with (1 - PCT/100)².
 * ``carrier-down``: set the provider end ``dn`` of the veth down: the router's ``up{k}`` loses
   IFF_LOWER_UP at once.
-* ``clear``: remove the fault table and set ``dn`` up again.
+* ``shape RATE QUEUE``: a modem's queue under load, both ways: tbf with that rate and that much
+  queueing delay on the provider's two links (``dn`` towards the router: downloads; ``in`` towards
+  the internet: uploads), e.g. ``shape 10mbit 400ms``. This kernel has no netem, fq_codel or cake.
+* ``flap DOWN UP DURATION``: blackhole for DOWN, clear for UP, over and over, for DURATION (at most
+  10 min), from a background process the lab records and stops (``clear``, ``lab down``).
+* ``clear``: remove the fault table and the shaping, stop a flap, and set ``dn`` up again.
 
 ``blackhole`` and ``loss`` live in an nftables table of the lab's own (``inet lwfault``) and replace
 each other; ``carrier-down`` is independent of them. Every fault is idempotent.
@@ -14,17 +19,23 @@ each other; ``carrier-down`` is independent of them. Every fault is idempotent.
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from linkwatch.lab.namespaces import discover, namespace_exists
 from linkwatch.lab.plan import LabError, LabSpec
-from linkwatch.lab.processes import netns_exec, run_command
+from linkwatch.lab.processes import forget_process, netns_exec, read_records, run_command, start_background, stop_pid
 
 FAULT_TABLE = "lwfault"
 PROVIDER_LINK = "dn"
-KINDS = ("blackhole", "loss", "carrier-down", "clear")
+KINDS = ("blackhole", "loss", "carrier-down", "shape", "flap", "clear")
+SHAPED_LINKS = ("dn", "in")  # the provider's link towards the router (downloads), towards the internet (uploads)
+MAX_FLAP = 600.0
+_RATE = re.compile(r"\d+(\.\d+)?(kbit|mbit|gbit)")
+_DURATION = re.compile(r"(\d+(\.\d+)?)(ms|s)")
 
 
 class FaultError(LabError):
@@ -35,9 +46,30 @@ class FaultError(LabError):
 class Fault:
     kind: str
     pct: int | None = None
+    rate: str | None = None  # shape: tc's rate, e.g. "10mbit"
+    queue: str | None = None  # shape: tc's latency, e.g. "400ms"
+    down: float | None = None  # flap: seconds blackholed ...
+    up: float | None = None  # ... and clear ...
+    duration: float | None = None  # ... for this long
 
     def __str__(self) -> str:
-        return f"loss {self.pct}%" if self.kind == "loss" else self.kind
+        if self.kind == "loss":
+            return f"loss {self.pct}%"
+        if self.kind == "shape":
+            return f"shape {self.rate} {self.queue}"
+        if self.kind == "flap":
+            return f"flap {self.down:g}s down / {self.up:g}s up for {self.duration:g}s"
+        return self.kind
+
+
+def _seconds(text: str, what: str) -> float:
+    m = _DURATION.fullmatch(text.strip().lower())
+    if not m:
+        raise FaultError(f"{what} {text!r} is not a duration like 400ms or 1s")
+    value = float(m.group(1)) / (1000.0 if m.group(3) == "ms" else 1.0)
+    if value <= 0:
+        raise FaultError(f"{what} {text!r} must be more than 0")
+    return value
 
 
 def parse_uplink(text: str, uplinks: int | None = None) -> int:
@@ -67,6 +99,23 @@ def parse_fault(words: Sequence[str]) -> Fault:
         if not 0 <= pct <= 100:
             raise FaultError(f"loss percentage {pct} is out of range: expected 0 to 100")
         return Fault("loss", pct)
+    if kind == "shape":
+        if len(rest) != 2:
+            raise FaultError("fault `shape` needs a rate and a queue, e.g. `shape 10mbit 400ms`")
+        rate, queue = rest[0].lower(), rest[1].lower()
+        if not _RATE.fullmatch(rate):
+            raise FaultError(f"rate {rest[0]!r} is not understood: expected e.g. 500kbit, 10mbit, 1gbit")
+        seconds = _seconds(queue, "queue")
+        if seconds > 10:
+            raise FaultError(f"queue {rest[1]!r} is too long: at most 10s")
+        return Fault("shape", rate=rate, queue=f"{round(seconds * 1000)}ms")
+    if kind == "flap":
+        if len(rest) != 3:
+            raise FaultError("fault `flap` needs DOWN UP DURATION, e.g. `flap 1s 1s 60s`")
+        down, up, duration = (_seconds(x, w) for x, w in zip(rest, ("down time", "up time", "duration")))
+        if duration > MAX_FLAP:
+            raise FaultError(f"duration {rest[2]!r} is too long: at most {MAX_FLAP:g}s (a flap stops by itself)")
+        return Fault("flap", down=down, up=up, duration=duration)
     if rest:
         raise FaultError(f"fault `{kind}` takes no argument, got {' '.join(rest)!r}")
     return Fault(kind)
@@ -104,17 +153,44 @@ def _provider(spec: LabSpec, k: int) -> str:
     return ns
 
 
+def flap_role(k: int) -> str:
+    return f"flap-wan{k}"
+
+
 def apply_fault(lab_name: str, uplink: str | int, fault: Fault) -> str:
     """Apply ``fault`` to the provider of ``uplink`` in lab ``lab_name``; return a one-line summary."""
     spec = discover(lab_name)
     k = parse_uplink(str(uplink), spec.uplinks)
     ns = _provider(spec, k)
+    if fault.kind in ("flap", "clear", "blackhole", "loss"):
+        _stop_flap(spec, k)  # one nftables fault at a time
     if fault.kind in ("blackhole", "loss", "clear"):
         run_command(netns_exec(ns, ["nft", "-f", "-"]), input_text=fault_ruleset(fault))
     if fault.kind in ("carrier-down", "clear"):
         state = "down" if fault.kind == "carrier-down" else "up"
         run_command(["ip", "-n", ns, "link", "set", PROVIDER_LINK, state])
+    if fault.kind == "shape":
+        for link in SHAPED_LINKS:
+            run_command(netns_exec(ns, ["tc", "qdisc", "replace", "dev", link, "root", "tbf", "rate", fault.rate,
+                                        "burst", "32kbit", "latency", fault.queue]))
+    if fault.kind == "clear":
+        for link in SHAPED_LINKS:
+            try:
+                run_command(netns_exec(ns, ["tc", "qdisc", "del", "dev", link, "root"]))
+            except LabError:
+                pass  # nothing shaped there
+    if fault.kind == "flap":
+        argv = [sys.executable, "-m", "linkwatch.lab.flapper", "--lab", spec.name, "--uplink", str(k),
+                "--down", f"{fault.down:g}", "--up", f"{fault.up:g}", "--duration", f"{fault.duration:g}"]
+        start_background(spec.state_dir, flap_role(k), argv, os.path.join(spec.state_dir, f"{flap_role(k)}.log"))
     return f"wan{k} ({ns}): {fault}"
+
+
+def _stop_flap(spec: LabSpec, k: int) -> None:
+    for rec in read_records(spec.state_dir):
+        if rec.role == flap_role(k):
+            stop_pid(rec.pid, rec.start_time)
+            forget_process(spec.state_dir, rec.role)
 
 
 def describe_faults(spec: LabSpec) -> dict[str, str]:
@@ -135,6 +211,12 @@ def describe_faults(spec: LabSpec) -> dict[str, str]:
             parts.append(f"loss {m.group(1)}%")
         elif "drop" in text:
             parts.append("blackhole")
+        qdisc = run_command(netns_exec(ns, ["tc", "qdisc", "show", "dev", "dn"]))
+        shaped = re.search(r"tbf .*rate (\S+) .*lat(?:ency)? (\S+)", qdisc)
+        if shaped:
+            parts.append(f"shape {shaped.group(1)} {shaped.group(2)}")
+        if any(rec.role == flap_role(u.index) and rec.alive for rec in read_records(spec.state_dir)):
+            parts.append("flapping")
         link = run_command(["ip", "-n", ns, "-o", "link", "show", PROVIDER_LINK])
         flags = re.search(r"<([^>]*)>", link)
         if flags is None or "UP" not in flags.group(1).split(","):

@@ -68,8 +68,13 @@ def dns_reply(data: bytes, answer: str) -> bytes | None:
     return response.to_wire()
 
 
-def echo_reply(data: bytes, sender: tuple[str, int]) -> bytes:
-    """The echo server's reply: ``"<addr>:<port>|"`` + the original payload."""
+ONE_WAY = b"1w|"  # a datagram starting so gets no echo: one-way traffic (an upload with no replies)
+
+
+def echo_reply(data: bytes, sender: tuple[str, int]) -> bytes | None:
+    """The echo server's reply: ``"<addr>:<port>|"`` + the original payload; None for one-way data."""
+    if data.startswith(ONE_WAY):
+        return None
     return f"{sender[0]}:{sender[1]}|".encode() + data
 
 
@@ -126,8 +131,9 @@ class _EchoProtocol(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self.transport is not None:
-            self.transport.sendto(echo_reply(data, addr), addr)
+        reply = echo_reply(data, addr)
+        if self.transport is not None and reply is not None:
+            self.transport.sendto(reply, addr)
 
     def error_received(self, exc: Exception) -> None:
         pass
