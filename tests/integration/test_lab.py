@@ -619,7 +619,7 @@ def test_shape_limits_the_rate_both_ways_and_queues_under_load(clean):
         ping = flow.result()
         assert not report.reset and report.uplink == "wan1", report.summary()
         rates[direction] = report.rate_bps
-        assert 8.0e6 <= report.rate_bps <= 10.3e6, report.summary()  # slow start included
+        assert 8.0e6 <= report.rate_bps <= 10e6, report.summary()  # 9.56: tbf counts headers (1448 of 1514)
         # the echo's way back (download) or out (upload) queues behind the transfer: ≈ the queue
         assert 0.3 <= max(ping.rtts_s) <= 0.5, (direction, max(ping.rtts_s))
         assert ping.received >= 0.95 * ping.sent, ping.summary()  # queued, not dropped
