@@ -3,11 +3,14 @@ server in the internet namespace over ONE connection, for a set time, as a user'
 or a backup upload would. Both ends use reno: in these namespaces only reno and bbr are allowed,
 and bbr keeps queues short, hiding the bufferbloat a busy modem has.
 
-``start_bulk(lab, "download", 60)`` starts the server (internet namespace) and the client (LAN
-namespace) in the background; ``.result()`` gives a :class:`BulkReport`: bytes moved, the rate,
-the longest stall without progress, whether the connection was reset, and the address the server
-saw (which uplink NATed it). Every sender checks that it runs in the lab first, loops stop by
-themselves (time and byte bounds) and processes are stopped by pid.
+``start_bulk(lab, "download", 60)`` starts the server (internet namespace; the client starts once
+it listens) and the client (LAN namespace) in the background; ``.result()`` gives a
+:class:`BulkReport`: bytes delivered, the rate, the longest stall without progress, whether the
+connection was reset, and the address the server saw (which uplink NATed it). The receiving end
+counts (the client for a download, the server for an upload), over the transfer's own time: a
+sender would also count what still sits in its socket buffer and a deep queue. Every sender
+checks that it runs in the lab first, loops stop by themselves (time and byte bounds) and
+processes are recorded and stopped by pid.
 """
 
 from __future__ import annotations
@@ -24,13 +27,23 @@ from dataclasses import asdict, dataclass
 
 from linkwatch.lab.namespaces import discover, namespace_exists
 from linkwatch.lab.plan import ECHO_SERVER, LabError, uplink_for_address
-from linkwatch.lab.processes import child_env, forget_process, python_module_argv, record_process, stop_pid
+from linkwatch.lab.processes import (
+    child_env,
+    forget_process,
+    python_module_argv,
+    record_process,
+    stop_pid,
+    tcp_listeners,
+    wait_until,
+)
 from linkwatch.lab.safety import NotInLabError, require_lab_namespace
 
 CHUNK = 64 * 1024
 MAX_DURATION = 600.0
 MAX_BYTES = 20 * 10**9  # a bound whatever the rate
 ACCEPT_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 5.0
+DRAIN = 15.0  # the server's bound beyond the transfer: the rest of a deep queue and a full socket buffer
 DIRECTIONS = ("download", "upload")
 
 
@@ -40,14 +53,18 @@ class BulkError(LabError):
 
 @dataclass(frozen=True)
 class BulkReport:
+    """What a transfer did, as its receiving end measured it (the client for a download, the
+    server for an upload: a sender's count would include what still sits in its socket buffer)."""
+
     direction: str
-    bytes: int
+    bytes: int  # delivered within the transfer's time
     seconds: float
     rate_bps: float  # bits per second over the transfer
-    longest_stall_s: float  # the longest time without a byte of progress
+    longest_stall_s: float  # the longest time without a byte of progress (from the start)
     reset: bool  # the connection was reset (or refused) before the end
     error: str | None
     seen: str | None = None  # the source address the server saw (which uplink NATed the flow)
+    written: int | None = None  # upload: bytes the client handed to its socket
 
     @property
     def uplink(self) -> str | None:
@@ -60,6 +77,19 @@ class BulkReport:
                 + (", RESET" if self.reset else "") + (f", error: {self.error}" if self.error else ""))
 
 
+@dataclass(frozen=True)
+class Pumped:
+    """One end's count: everything moved, and what was moved within its window (the transfer's time)."""
+
+    bytes: int
+    seconds: float
+    window_bytes: int
+    window_seconds: float
+    longest_stall_s: float  # within the window
+    reset: bool  # reset within the window
+    error: str | None  # an error within the window
+
+
 def _reno(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"reno")
 
@@ -69,9 +99,19 @@ def check_duration(duration: float) -> None:
         raise BulkError(f"duration {duration!r} out of range: expected 0 < duration <= {MAX_DURATION:g} s")
 
 
+def check_direction(direction: str) -> None:
+    if direction not in DIRECTIONS:
+        raise BulkError(f"direction {direction!r}: expected download or upload")
+
+
 def serve(port: int, direction: str, duration: float, allowed: tuple[str, ...] | None = None) -> dict:
-    """The server's side: accept one connection, then send (download) or receive (upload)."""
+    """The server's side: accept one connection, then send (download) or receive (upload).
+
+    Sending, it goes on until the client closes (at most ``DRAIN`` beyond ``duration``); receiving,
+    it counts what arrives within ``duration`` of the accept and drains the rest to the end of the
+    stream (bounded the same way), so the client never sees a reset for data still on its way."""
     check_duration(duration)
+    check_direction(direction)
     require_lab_namespace(allowed)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as lsock:
         lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -81,18 +121,19 @@ def serve(port: int, direction: str, duration: float, allowed: tuple[str, ...] |
         conn, peer = lsock.accept()
     with conn:
         _reno(conn)
-        moved, error, seconds = _pump(conn, direction == "download", duration + 5.0)[:3]
-    return {"peer": peer[0], "bytes": moved, "error": error, "seconds": seconds}
+        pumped = _pump(conn, direction == "download", duration + DRAIN, window=duration)
+    return {"peer": peer[0], **asdict(pumped)}
 
 
-def _pump(sock: socket.socket, sending: bool, duration: float) -> tuple[int, str | None, float, float, bool]:
-    """Send or receive for ``duration`` (bounded by MAX_BYTES): (bytes, error, seconds, longest
-    stall, reset)."""
+def _pump(sock: socket.socket, sending: bool, duration: float, window: float | None = None) -> Pumped:
+    """Send or receive for ``duration`` seconds at most (and MAX_BYTES), until the peer ends the
+    stream; counts what moved within ``window`` seconds (default: all of it) apart."""
     data = random.randbytes(CHUNK)
     sock.settimeout(0.2)
     start = last = time.monotonic()
-    end = start + duration
-    moved, stall, error, reset = 0, 0.0, None, False
+    end, window_end = start + duration, start + (duration if window is None else window)
+    moved = window_moved = 0
+    stall, error, reset = 0.0, None, False
     while moved < MAX_BYTES:
         now = time.monotonic()
         if now >= end:
@@ -100,63 +141,103 @@ def _pump(sock: socket.socket, sending: bool, duration: float) -> tuple[int, str
         try:
             n = sock.send(data) if sending else len(sock.recv(CHUNK))
         except socket.timeout:
-            stall = max(stall, time.monotonic() - last)
+            stall = max(stall, min(time.monotonic(), window_end) - last)
             continue
         except (ConnectionResetError, BrokenPipeError, ConnectionRefusedError) as e:
-            error, reset = str(e) or type(e).__name__, True
+            if time.monotonic() < window_end:
+                error, reset = str(e) or type(e).__name__, True
             break
         except OSError as e:
-            error = str(e)
+            if time.monotonic() < window_end:
+                error = str(e)
             break
         if not sending and n == 0:
             break  # the sender finished
         now = time.monotonic()
-        stall = max(stall, now - last)
+        if now < window_end:
+            stall = max(stall, now - last)
+            window_moved += n
         last = now
         moved += n
-    return moved, error, time.monotonic() - start, stall, reset
+    seconds = time.monotonic() - start
+    return Pumped(moved, seconds, window_moved, min(seconds, window_end - start), stall, reset, error)
 
 
-def transfer(target: tuple[str, int], direction: str, duration: float,
-             allowed: tuple[str, ...] | None = None) -> BulkReport:
-    """The client's side (run in the LAN client's namespace): connect and move data for ``duration``."""
-    check_duration(duration)
-    if direction not in DIRECTIONS:
-        raise BulkError(f"direction {direction!r}: expected download or upload")
-    require_lab_namespace(allowed)
-    deadline = time.monotonic() + 5.0
-    while True:  # the server may still be starting: a new socket per try (a refused one is spent)
+def _connect(target: tuple[str, int]) -> socket.socket:
+    """A reno socket connected to ``target`` (retried while the server is starting; a refused
+    socket is spent, so each try has its own)."""
+    deadline = time.monotonic() + CONNECT_TIMEOUT
+    while True:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        _reno(sock)
-        sock.settimeout(5.0)
         try:
+            _reno(sock)
+            sock.settimeout(CONNECT_TIMEOUT)
             sock.connect(target)
-            break
+            return sock
         except ConnectionRefusedError:
             sock.close()
             if time.monotonic() > deadline:
                 raise BulkError(f"no bulk server at {target[0]}:{target[1]}") from None
             time.sleep(0.05)
-    with sock:
-        moved, error, seconds, stall, reset = _pump(sock, direction == "upload", duration)
+        except BaseException:
+            sock.close()
+            raise
+
+
+def transfer(target: tuple[str, int], direction: str, duration: float,
+             allowed: tuple[str, ...] | None = None) -> BulkReport:
+    """The client's side (run in the LAN client's namespace): connect and move data for ``duration``.
+
+    For an upload this is the sender's view (``bytes`` is what it wrote); :class:`BulkHandle`
+    replaces it with the server's count."""
+    check_duration(duration)
+    check_direction(direction)
+    require_lab_namespace(allowed)
+    with _connect(target) as sock:
+        p = _pump(sock, direction == "upload", duration)
         if direction == "upload":
             try:
                 sock.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
-    return BulkReport(direction, moved, seconds, 8 * moved / seconds if seconds > 0 else 0.0, stall, reset, error)
+    rate = 8 * p.window_bytes / p.window_seconds if p.window_seconds > 0 else 0.0
+    return BulkReport(direction, p.window_bytes, p.window_seconds, rate, p.longest_stall_s, p.reset, p.error,
+                      written=p.bytes if direction == "upload" else None)
+
+
+def combine(client: BulkReport, server: dict) -> BulkReport:
+    """The transfer's report from both ends: the receiver's count, a reset seen by either end within
+    the transfer (the download server's own end-of-transfer reset does not count). Pure."""
+    fields = {**asdict(client), "seen": server.get("peer")}
+    if client.direction == "upload" and "window_bytes" in server:
+        seconds = server["window_seconds"]
+        fields.update(bytes=server["window_bytes"], seconds=seconds,
+                      rate_bps=8 * server["window_bytes"] / seconds if seconds > 0 else 0.0,
+                      longest_stall_s=server["longest_stall_s"], reset=client.reset or server["reset"],
+                      error=client.error or server["error"], written=client.written)
+    return BulkReport(**fields)
 
 
 class BulkHandle:
     """A transfer running in the background: the server and the client, recorded by pid."""
 
-    def __init__(self, server: subprocess.Popen, client: subprocess.Popen, state_dir: str, roles: tuple[str, str]):
+    def __init__(self, server: subprocess.Popen, client: subprocess.Popen, state_dir: str, roles: tuple[str, str],
+                 duration: float = MAX_DURATION):
         self.server, self.client, self.state_dir, self.roles = server, client, state_dir, roles
+        self.duration = duration
+
+    def running(self) -> bool:
+        return self.client.poll() is None
 
     def result(self, timeout: float | None = None) -> BulkReport:
+        """Wait for the transfer (bounded: ``timeout``, default its duration and a margin) and report."""
+        limit = self.duration + CONNECT_TIMEOUT + 10.0 if timeout is None else timeout
         try:
-            out, err = self.client.communicate(timeout=timeout)
-            sout, _ = self.server.communicate(timeout=10)
+            try:
+                out, err = self.client.communicate(timeout=limit)
+                sout, serr = self.server.communicate(timeout=DRAIN + 5.0)
+            except subprocess.TimeoutExpired:
+                raise BulkError(f"the bulk transfer did not end within {limit:g}s (stopped)") from None
         finally:
             self.stop()
         if self.client.returncode != 0:
@@ -165,13 +246,8 @@ class BulkHandle:
         try:
             server = json.loads(sout.strip().splitlines()[-1])
         except (ValueError, IndexError):
-            server = {}
-        fields = {**asdict(report), "seen": server.get("peer")}
-        if report.direction == "upload" and server.get("bytes") is not None:
-            # what really arrived: the client also counts what still sits in its socket buffer
-            seconds = server.get("seconds") or report.seconds
-            fields.update(bytes=server["bytes"], rate_bps=8 * server["bytes"] / seconds if seconds else 0.0)
-        return BulkReport(**fields)
+            server = {}  # the server failed: the client's view only (its stderr says why)
+        return combine(report, server)
 
     def stop(self) -> None:
         for proc, role in ((self.client, self.roles[1]), (self.server, self.roles[0])):
@@ -180,11 +256,18 @@ class BulkHandle:
             forget_process(self.state_dir, role)
 
 
+def _listening(pid: int, port: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/net/tcp") as f:
+            return (ECHO_SERVER, port) in tcp_listeners(f.read())
+    except OSError:
+        return False
+
+
 def start_bulk(lab_name: str, direction: str, duration: float) -> BulkHandle:
     """Start a ``direction`` ("download" or "upload") of ``duration`` seconds in lab ``lab_name``."""
     check_duration(duration)
-    if direction not in DIRECTIONS:
-        raise BulkError(f"direction {direction!r}: expected download or upload")
+    check_direction(direction)
     spec = discover(lab_name)
     for ns in (spec.inet_ns, spec.client_ns):
         if not namespace_exists(ns):
@@ -199,7 +282,12 @@ def start_bulk(lab_name: str, direction: str, duration: float) -> BulkHandle:
                                 text=True, env=child_env(), start_new_session=True)
         record_process(spec.state_dir, f"bulk-{proc.pid}", proc.pid, argv)
         procs.append(proc)
-    return BulkHandle(procs[0], procs[1], spec.state_dir, (f"bulk-{procs[0].pid}", f"bulk-{procs[1].pid}"))
+        if len(procs) == 1 and not wait_until(lambda: _listening(proc.pid, port), CONNECT_TIMEOUT, proc):
+            why = proc.stderr.read().strip()[-300:] if proc.poll() is not None else "no answer"
+            stop_pid(proc.pid, None)
+            forget_process(spec.state_dir, f"bulk-{proc.pid}")
+            raise BulkError(f"the bulk server did not listen on {ECHO_SERVER}:{port} in {spec.inet_ns}: {why}")
+    return BulkHandle(procs[0], procs[1], spec.state_dir, (f"bulk-{procs[0].pid}", f"bulk-{procs[1].pid}"), duration)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

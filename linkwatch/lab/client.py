@@ -20,6 +20,13 @@ monotonic clock, so other processes can line their events up with the flow's):
 whose seen address (IP only; ports differ per flow) differs from the previous reply's, with the
 gap between those two replies computed as above.
 
+A packet rate is an interval: ``rate=50`` (``--rate 50``) is one datagram every 20 ms, 50 packets a
+second each way (a video call). ``one_way`` (``--one-way``) sends datagrams the echo server does not
+answer (an upload with no replies: nothing comes back through the uplink); once it has stopped
+sending, the client asks the server how many arrived and from which address (``delivered``,
+``delivered_via``), so a one-way run still tells whether its packets got through and which uplink
+NATed them.
+
 Everything is bounded: at most ``MAX_DURATION`` seconds and ``MAX_DATAGRAMS`` datagrams. The flow
 calls :func:`~linkwatch.lab.safety.require_lab_namespace` before it creates any socket.
 """
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import os
 import selectors
@@ -41,7 +49,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from linkwatch.lab.safety import NotInLabError, require_lab_namespace
-from linkwatch.lab.services import ONE_WAY
+from linkwatch.lab.services import ONE_WAY, ONE_WAY_QUERY, parse_tally_answer
 from linkwatch.lab.namespaces import discover, namespace_exists
 from linkwatch.lab.plan import ECHO_PORT, ECHO_SERVER, LabError, uplink_for_address
 from linkwatch.lab.processes import child_env, forget_process, python_module_argv, record_process, stop_pid
@@ -54,6 +62,8 @@ MAX_DATAGRAMS = 200_000
 GRACE = 0.3  # keep receiving this long after the last send
 NEW_SOCKET_KEEP = 1.0  # --new-socket: a socket waits this long for its reply
 MAX_OPEN_SOCKETS = 256
+TALLY_TRIES = 5  # one-way: count questions asked, TALLY_WAIT apart, until one is answered
+TALLY_WAIT = 0.2
 
 
 class FlowError(LabError):
@@ -108,10 +118,36 @@ class FlowReport:
     replies: tuple[Reply, ...] = field(default=(), repr=False)
     new_socket: bool = False
     origin: float = 0.0  # time.monotonic() (system-wide) of time 0, to line the flow up with other events
+    one_way: bool = False  # datagrams the echo server did not answer (received is 0 by design)
+    delivered: int | None = None  # one-way: datagrams the server counted (None: it did not say)
+    delivered_via: str | None = None  # one-way: "address:port" the last of them came from
 
     @property
     def loss_pct(self) -> float:
+        """Datagrams without an echo; for a one-way run, those the server did not count."""
+        if self.one_way:
+            return 100.0 * (self.sent - (self.delivered or 0)) / self.sent if self.sent else 100.0
         return 100.0 * (self.sent - self.received) / self.sent if self.sent else 100.0
+
+    @property
+    def rate_pps(self) -> float:
+        """Datagrams sent per second (each way, unless one-way)."""
+        return (self.sent - 1) / self.duration_s if self.sent > 1 and self.duration_s > 0 else 0.0
+
+    @property
+    def rtts_s(self) -> list[float]:
+        """Round-trip time of each answered datagram, in send order."""
+        return [r.received - r.sent for r in self.replies]
+
+    @property
+    def median_rtt_s(self) -> float | None:
+        rtts = sorted(self.rtts_s)
+        return rtts[len(rtts) // 2] if rtts else None
+
+    @property
+    def delivered_uplink(self) -> str | None:
+        u = uplink_for_address(self.delivered_via) if self.delivered_via else None
+        return u.name if u else None
 
     @property
     def seen_addresses(self) -> list[str]:
@@ -136,9 +172,14 @@ class FlowReport:
             changes=tuple(AddressChange(**c) for c in d.get("changes", ())),
             replies=tuple(Reply(int(s), float(t), float(r), str(a)) for s, t, r, a in d.get("replies", ())),
             new_socket=bool(d.get("new_socket", False)), origin=float(d.get("origin", 0.0)),
+            one_way=bool(d.get("one_way", False)), delivered=d.get("delivered"), delivered_via=d.get("delivered_via"),
         )
 
     def summary(self) -> str:
+        if self.one_way:
+            got = "not counted" if self.delivered is None else f"{self.delivered} arrived ({self.loss_pct:.1f}% lost)"
+            via = f", via {self.delivered_via} ({uplink_name(self.delivered_via)})" if self.delivered_via else ""
+            return f"one-way: sent {self.sent} at {self.rate_pps:.0f}/s, {got}{via}, {self.received} answered"
         lines = [f"sent {self.sent}, received {self.received} ({self.loss_pct:.1f}% lost), "
                  f"longest outage {self.longest_outage_s * 1000:.0f} ms"
                  + (f", still cut off at the end ({self.trailing_outage_s * 1000:.0f} ms)"
@@ -153,6 +194,15 @@ class FlowReport:
 def uplink_name(address: str) -> str:
     u = uplink_for_address(address)
     return u.name if u else "?"
+
+
+def interval_for(rate: float | None, interval: float) -> float:
+    """The interval of a flow asked for as ``rate`` packets a second (when given), else ``interval``."""
+    if rate is None:
+        return interval
+    if not 1 / MAX_INTERVAL <= rate <= 1 / MIN_INTERVAL:
+        raise FlowError(f"rate {rate:g} packets/s is out of range: expected {1 / MAX_INTERVAL:g} to {1 / MIN_INTERVAL:g}")
+    return 1.0 / rate
 
 
 def check_bounds(duration: float, interval: float) -> int:
@@ -294,12 +344,35 @@ def run_flow(duration: float, interval: float = DEFAULT_INTERVAL, target: tuple[
         end = clock() + GRACE
         while clock() < end and len(replies) < len(sent_times):
             drain(end - clock())
+        tally = _ask_tally(target, token) if one_way and sent_times else None
     finally:
         for s in [fixed] + [s for _, s in open_socks]:
             if s is not None:
                 close(s)
         sel.close()
-    return summarize(sent_times, replies, interval, new_socket, t0)
+    report = summarize(sent_times, replies, interval, new_socket, t0)
+    if not one_way:
+        return report
+    delivered, via = tally if tally else (None, None)
+    return dataclasses.replace(report, one_way=True, delivered=delivered, delivered_via=via)
+
+
+def _ask_tally(target: tuple[str, int], token: str) -> tuple[int, str | None] | None:
+    """One-way: ask the echo server how many datagrams of ``token`` arrived and from where (bounded)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(target)
+        s.settimeout(TALLY_WAIT)
+        for _ in range(TALLY_TRIES):
+            try:
+                s.send(ONE_WAY_QUERY + token.encode())
+                deadline = time.monotonic() + TALLY_WAIT
+                while time.monotonic() < deadline:
+                    answer = parse_tally_answer(s.recv(2048), token)
+                    if answer is not None:
+                        return answer
+            except (socket.timeout, ConnectionRefusedError):
+                continue
+    return None
 
 
 # --- running it in the client namespace --------------------------------------------------------
@@ -386,9 +459,11 @@ class FlowHandle:
 
 
 def start_flow(lab_name: str, duration: float, interval: float = DEFAULT_INTERVAL, new_socket: bool = False,
-               progress: float | None = None, one_way: bool = False) -> FlowHandle:
+               progress: float | None = None, one_way: bool = False, rate: float | None = None) -> FlowHandle:
     """Start a flow of ``duration`` seconds, one datagram per ``interval`` seconds, in lab ``lab_name``
-    (``interval`` 0.02: 50 packets a second each way, a video call). ``one_way``: no replies."""
+    (``interval`` 0.02, or ``rate=50``: 50 packets a second each way, a video call). ``one_way``: no
+    replies; the report's ``delivered``/``delivered_uplink`` say what arrived and through which uplink."""
+    interval = interval_for(rate, interval)
     check_bounds(duration, interval)
     spec = discover(lab_name)
     if not namespace_exists(spec.client_ns):
@@ -416,6 +491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  description="UDP flow from the lab's LAN client to the echo server.")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds to send (default 10)")
     ap.add_argument("--interval", type=float, default=DEFAULT_INTERVAL * 1000, help="ms between datagrams (default 10)")
+    ap.add_argument("--rate", type=float, default=None, metavar="PPS",
+                    help="packets per second each way, instead of --interval (50: a video call)")
     ap.add_argument("--target", default=f"{ECHO_SERVER}:{ECHO_PORT}", help="echo server IPv4:port")
     ap.add_argument("--new-socket", action="store_true", help="a fresh socket (a new NAT flow) per datagram")
     ap.add_argument("--one-way", action="store_true", help="datagrams the echo server does not answer")
@@ -436,7 +513,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"since_reply={p['since_reply']:.2f}s", flush=True)
 
     try:
-        report = run_flow(args.duration, args.interval / 1000.0, parse_target(args.target), args.new_socket,
+        interval = interval_for(args.rate, args.interval / 1000.0)
+        report = run_flow(args.duration, interval, parse_target(args.target), args.new_socket,
                           args.progress, show, (f"lw-{args.lab}-client",) if args.lab else None, stop.is_set,
                           one_way=args.one_way)
     except (NotInLabError, FlowError) as e:

@@ -9,12 +9,16 @@
 * ``shape RATE QUEUE``: a modem's queue under load, both ways: tbf with that rate and that much
   queueing delay on the provider's two links (``dn`` towards the router: downloads; ``in`` towards
   the internet: uploads), e.g. ``shape 10mbit 400ms``. This kernel has no netem, fq_codel or cake.
+  RATE is 8kbit to 10gbit (kbit, mbit, gbit: powers of 1000, as tc reads them); QUEUE is 1ms to 10s.
 * ``flap DOWN UP DURATION``: blackhole for DOWN, clear for UP, over and over, for DURATION (at most
-  10 min), from a background process the lab records and stops (``clear``, ``lab down``).
+  10 min; each period at least 100 ms), from a background process (:mod:`linkwatch.lab.flapper`)
+  the lab records by pid and stops (``clear``, ``blackhole``, ``loss``, another ``flap``, ``lab
+  down``); it stops by itself after DURATION, leaving the provider clear.
 * ``clear``: remove the fault table and the shaping, stop a flap, and set ``dn`` up again.
 
-``blackhole`` and ``loss`` live in an nftables table of the lab's own (``inet lwfault``) and replace
-each other; ``carrier-down`` is independent of them. Every fault is idempotent.
+``blackhole``, ``loss`` and ``flap`` live in an nftables table of the lab's own (``inet lwfault``)
+and replace each other; ``shape`` (tc) and ``carrier-down`` (ip link) are independent of them and
+of each other, so a shaped uplink can also lose packets or flap. Every fault is idempotent.
 """
 
 from __future__ import annotations
@@ -34,8 +38,14 @@ PROVIDER_LINK = "dn"
 KINDS = ("blackhole", "loss", "carrier-down", "shape", "flap", "clear")
 SHAPED_LINKS = ("dn", "in")  # the provider's link towards the router (downloads), towards the internet (uploads)
 MAX_FLAP = 600.0
-_RATE = re.compile(r"\d+(\.\d+)?(kbit|mbit|gbit)")
+MIN_FLAP_PERIOD = 0.1  # each down or up period: the flapper runs `nft` at every toggle
+SHAPE_BURST = "32kbit"
+RATE_BOUNDS = (8e3, 10e9)  # bits per second
+QUEUE_BOUNDS = (0.001, 10.0)  # seconds
+_RATE = re.compile(r"(\d+(?:\.\d+)?)(kbit|mbit|gbit)")
+_RATE_UNITS = {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9}  # tc's units: powers of 1000
 _DURATION = re.compile(r"(\d+(\.\d+)?)(ms|s)")
+FORMS = "blackhole, loss PCT, carrier-down, shape RATE QUEUE, flap DOWN UP DURATION, clear"
 
 
 class FaultError(LabError):
@@ -51,6 +61,16 @@ class Fault:
     down: float | None = None  # flap: seconds blackholed ...
     up: float | None = None  # ... and clear ...
     duration: float | None = None  # ... for this long
+
+    @property
+    def rate_bps(self) -> float | None:
+        """shape: the rate in bits per second (what a transfer through it can reach at most)."""
+        return parse_rate(self.rate) if self.rate else None
+
+    @property
+    def queue_s(self) -> float | None:
+        """shape: the queue (tbf latency) in seconds."""
+        return _seconds(self.queue, "queue") if self.queue else None
 
     def __str__(self) -> str:
         if self.kind == "loss":
@@ -72,6 +92,30 @@ def _seconds(text: str, what: str) -> float:
     return value
 
 
+def parse_rate(text: str) -> float:
+    """``"10mbit"`` -> 10e6 bits per second (tc's units); FaultError naming the value otherwise."""
+    m = _RATE.fullmatch(text.strip().lower())
+    if not m:
+        raise FaultError(f"rate {text!r} is not understood: expected a number and kbit, mbit or gbit, "
+                         "e.g. 500kbit, 10mbit, 1gbit")
+    bps = float(m.group(1)) * _RATE_UNITS[m.group(2)]
+    if not RATE_BOUNDS[0] <= bps <= RATE_BOUNDS[1]:
+        raise FaultError(f"rate {text!r} is out of range: expected 8kbit to 10gbit")
+    return bps
+
+
+def check_flap(down: float, up: float, duration: float) -> None:
+    """FaultError unless a flap of these periods (seconds) is bounded and sensible. Pure."""
+    for value, what in ((down, "down time"), (up, "up time")):
+        if not MIN_FLAP_PERIOD <= value <= MAX_FLAP:
+            raise FaultError(f"{what} {value:g}s is out of range: expected {MIN_FLAP_PERIOD * 1000:g}ms "
+                             f"to {MAX_FLAP:g}s")
+    if not 0 < duration <= MAX_FLAP:
+        raise FaultError(f"duration {duration:g}s is out of range: at most {MAX_FLAP:g}s (a flap stops by itself)")
+    if duration < down:
+        raise FaultError(f"duration {duration:g}s is shorter than one down time ({down:g}s)")
+
+
 def parse_uplink(text: str, uplinks: int | None = None) -> int:
     """``"wan2"``, ``"2"`` or ``"up2"`` -> 2 (checked against the lab's size when given)."""
     m = re.fullmatch(r"(?:wan|up)?([1-9][0-9]*)", text.strip().lower())
@@ -84,10 +128,10 @@ def parse_uplink(text: str, uplinks: int | None = None) -> int:
 
 
 def parse_fault(words: Sequence[str]) -> Fault:
-    """``["blackhole"]``, ``["loss", "30"]``, ``["carrier-down"]`` or ``["clear"]`` -> Fault."""
+    """``["blackhole"]``, ``["loss", "30"]``, ``["carrier-down"]``, ``["shape", "10mbit", "400ms"]``,
+    ``["flap", "1s", "1s", "60s"]`` or ``["clear"]`` -> Fault; FaultError naming what is wrong."""
     if not words or words[0] not in KINDS:
-        raise FaultError(f"fault {' '.join(words)!r} is not understood: expected one of "
-                         "blackhole, loss PCT, carrier-down, clear")
+        raise FaultError(f"fault {' '.join(words)!r} is not understood: expected one of {FORMS}")
     kind, rest = words[0], list(words[1:])
     if kind == "loss":
         if len(rest) != 1:
@@ -102,19 +146,17 @@ def parse_fault(words: Sequence[str]) -> Fault:
     if kind == "shape":
         if len(rest) != 2:
             raise FaultError("fault `shape` needs a rate and a queue, e.g. `shape 10mbit 400ms`")
-        rate, queue = rest[0].lower(), rest[1].lower()
-        if not _RATE.fullmatch(rate):
-            raise FaultError(f"rate {rest[0]!r} is not understood: expected e.g. 500kbit, 10mbit, 1gbit")
-        seconds = _seconds(queue, "queue")
-        if seconds > 10:
-            raise FaultError(f"queue {rest[1]!r} is too long: at most 10s")
+        rate = rest[0].strip().lower()
+        parse_rate(rate)
+        seconds = _seconds(rest[1], "queue")
+        if not QUEUE_BOUNDS[0] <= seconds <= QUEUE_BOUNDS[1]:
+            raise FaultError(f"queue {rest[1]!r} is out of range: expected 1ms to 10s (the queueing delay at RATE)")
         return Fault("shape", rate=rate, queue=f"{round(seconds * 1000)}ms")
     if kind == "flap":
         if len(rest) != 3:
             raise FaultError("fault `flap` needs DOWN UP DURATION, e.g. `flap 1s 1s 60s`")
         down, up, duration = (_seconds(x, w) for x, w in zip(rest, ("down time", "up time", "duration")))
-        if duration > MAX_FLAP:
-            raise FaultError(f"duration {rest[2]!r} is too long: at most {MAX_FLAP:g}s (a flap stops by itself)")
+        check_flap(down, up, duration)
         return Fault("flap", down=down, up=up, duration=duration)
     if rest:
         raise FaultError(f"fault `{kind}` takes no argument, got {' '.join(rest)!r}")
@@ -171,8 +213,7 @@ def apply_fault(lab_name: str, uplink: str | int, fault: Fault) -> str:
         run_command(["ip", "-n", ns, "link", "set", PROVIDER_LINK, state])
     if fault.kind == "shape":
         for link in SHAPED_LINKS:
-            run_command(netns_exec(ns, ["tc", "qdisc", "replace", "dev", link, "root", "tbf", "rate", fault.rate,
-                                        "burst", "32kbit", "latency", fault.queue]))
+            run_command(netns_exec(ns, shape_command(link, fault)))
     if fault.kind == "clear":
         for link in SHAPED_LINKS:
             try:
@@ -184,6 +225,12 @@ def apply_fault(lab_name: str, uplink: str | int, fault: Fault) -> str:
                 "--down", f"{fault.down:g}", "--up", f"{fault.up:g}", "--duration", f"{fault.duration:g}"]
         start_background(spec.state_dir, flap_role(k), argv, os.path.join(spec.state_dir, f"{flap_role(k)}.log"))
     return f"wan{k} ({ns}): {fault}"
+
+
+def shape_command(link: str, fault: Fault) -> list[str]:
+    """The tc command that shapes one provider link (its egress). Pure."""
+    return ["tc", "qdisc", "replace", "dev", link, "root", "tbf", "rate", fault.rate, "burst", SHAPE_BURST,
+            "latency", fault.queue]
 
 
 def _stop_flap(spec: LabSpec, k: int) -> None:
@@ -211,15 +258,44 @@ def describe_faults(spec: LabSpec) -> dict[str, str]:
             parts.append(f"loss {m.group(1)}%")
         elif "drop" in text:
             parts.append("blackhole")
-        qdisc = run_command(netns_exec(ns, ["tc", "qdisc", "show", "dev", "dn"]))
-        shaped = re.search(r"tbf .*rate (\S+) .*lat(?:ency)? (\S+)", qdisc)
-        if shaped:
-            parts.append(f"shape {shaped.group(1)} {shaped.group(2)}")
-        if any(rec.role == flap_role(u.index) and rec.alive for rec in read_records(spec.state_dir)):
-            parts.append("flapping")
+        shaped = {link: describe_tbf(run_command(netns_exec(ns, ["tc", "qdisc", "show", "dev", link])))
+                  for link in SHAPED_LINKS}
+        if any(shaped.values()):
+            down, up = shaped[SHAPED_LINKS[0]], shaped[SHAPED_LINKS[1]]
+            parts.append(f"shape {down}" if down == up else f"shape {down or '-'} down, {up or '-'} up")
+        for rec in read_records(spec.state_dir):
+            if rec.role == flap_role(u.index) and rec.alive:
+                parts.append(describe_flap(rec.argv, process_age(rec.start_time)))
         link = run_command(["ip", "-n", ns, "-o", "link", "show", PROVIDER_LINK])
         flags = re.search(r"<([^>]*)>", link)
         if flags is None or "UP" not in flags.group(1).split(","):
             parts.append("carrier-down")
         out[u.name] = ", ".join(parts) or "none"
     return out
+
+
+def describe_tbf(tc_show: str) -> str | None:
+    """``"10Mbit 400ms"`` from ``tc qdisc show`` output with a root tbf, else None. Pure."""
+    m = re.search(r"qdisc tbf .*?rate (\S+) .*?lat(?:ency)? (\S+)", tc_show)
+    return f"{m.group(1)} {m.group(2)}" if m else None
+
+
+def describe_flap(argv: Sequence[str], age: float | None) -> str:
+    """``"flapping 1s down / 1s up, 42s left"`` from a flapper's argv and its age in seconds. Pure."""
+    opts = {argv[i]: argv[i + 1] for i in range(len(argv) - 1) if argv[i].startswith("--")}
+    try:
+        down, up, duration = (float(opts[k]) for k in ("--down", "--up", "--duration"))
+    except (KeyError, ValueError):
+        return "flapping"
+    left = f", {max(0.0, duration - age):.0f}s left" if age is not None else ""
+    return f"flapping {down:g}s down / {up:g}s up{left}"
+
+
+def process_age(start_time: int) -> float | None:
+    """Seconds since a process started, from its start time in clock ticks since boot."""
+    try:
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, uptime - start_time / os.sysconf("SC_CLK_TCK"))

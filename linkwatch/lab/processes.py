@@ -200,6 +200,18 @@ def udp_listeners(proc_net_udp: str) -> set[tuple[str, int]]:
     return found
 
 
+def tcp_listeners(proc_net_tcp: str) -> set[tuple[str, int]]:
+    """(address, port) of every listening TCP socket in /proc/<pid>/net/tcp text. Pure."""
+    found = set()
+    for line in proc_net_tcp.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) < 4 or ":" not in parts[1] or parts[3] != "0A":  # 0A: TCP_LISTEN
+            continue
+        hex_ip, hex_port = parts[1].split(":")
+        found.add((socket.inet_ntoa(int(hex_ip, 16).to_bytes(4, "little")), int(hex_port, 16)))
+    return found
+
+
 def wait_until(check: Callable[[], bool], timeout: float, proc: subprocess.Popen | None = None) -> bool:
     """Poll ``check`` until it holds or ``timeout`` passes; False at once when ``proc`` has exited."""
     deadline = time.monotonic() + timeout

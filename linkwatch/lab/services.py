@@ -9,6 +9,10 @@ Run inside the lab's "internet" namespace::
   may be given several times.
 - UDP echo: each datagram comes back prefixed with its sender as the server saw it
   (``"198.51.100.2:40000|" + payload``), so a LAN client learns which uplink its packets took.
+  One-way datagrams (``"1w|<seq>|<token>"``, an upload with no replies) get no echo: the server
+  only counts them per token (a bounded table), and answers the question ``"1w?|<token>"`` with
+  ``"<sender>|1w?|<count>|<address the last one came from>|<token>"``, which a one-way client
+  asks once it has stopped sending.
 
 The process refuses to start outside a lab namespace, prints ``ready`` once every socket is bound
 and exits cleanly (status 0) on SIGTERM or SIGINT.
@@ -69,6 +73,8 @@ def dns_reply(data: bytes, answer: str) -> bytes | None:
 
 
 ONE_WAY = b"1w|"  # a datagram starting so gets no echo: one-way traffic (an upload with no replies)
+ONE_WAY_QUERY = b"1w?|"  # "1w?|<token>": how many one-way datagrams of <token> arrived, and from where
+MAX_TALLIES = 256  # one-way tokens remembered (the oldest is forgotten first)
 
 
 def echo_reply(data: bytes, sender: tuple[str, int]) -> bytes | None:
@@ -76,6 +82,38 @@ def echo_reply(data: bytes, sender: tuple[str, int]) -> bytes | None:
     if data.startswith(ONE_WAY):
         return None
     return f"{sender[0]}:{sender[1]}|".encode() + data
+
+
+class OneWayTally:
+    """Counts one-way datagrams per token and answers the count query; bounded. Pure (no I/O)."""
+
+    def __init__(self, limit: int = MAX_TALLIES) -> None:
+        self.limit = limit
+        self.counts: dict[str, tuple[int, str]] = {}  # token -> (datagrams, "addr:port" of the last one)
+
+    def reply(self, data: bytes, sender: tuple[str, int]) -> bytes | None:
+        """The server's answer to ``data`` (echo, count answer, or None: one-way data is only counted)."""
+        seen = f"{sender[0]}:{sender[1]}"
+        if data.startswith(ONE_WAY_QUERY):
+            token = data[len(ONE_WAY_QUERY):].decode("ascii", errors="replace")
+            count, last = self.counts.get(token, (0, "-"))
+            return f"{seen}|1w?|{count}|{last}|{token}".encode()
+        if data.startswith(ONE_WAY):
+            token = data.rsplit(b"|", 1)[-1].decode("ascii", errors="replace")
+            count, _ = self.counts.pop(token, (0, ""))
+            self.counts[token] = (count + 1, seen)  # re-inserted: the newest last
+            while len(self.counts) > self.limit:
+                del self.counts[next(iter(self.counts))]
+            return None
+        return echo_reply(data, sender)
+
+
+def parse_tally_answer(data: bytes, token: str) -> tuple[int, str | None] | None:
+    """(one-way datagrams counted, the address the last came from) from a count answer. Pure."""
+    parts = data.decode("ascii", errors="replace").split("|")
+    if len(parts) != 5 or parts[1] != "1w?" or parts[4] != token or not parts[2].isdigit():
+        return None
+    return int(parts[2]), (parts[3] if parts[3] != "-" else None)
 
 
 def parse_endpoint(text: str) -> tuple[str, int]:
@@ -126,12 +164,13 @@ class _DnsProtocol(asyncio.DatagramProtocol):
 class _EchoProtocol(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.transport: asyncio.DatagramTransport | None = None
+        self.tally = OneWayTally()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        reply = echo_reply(data, addr)
+        reply = self.tally.reply(data, addr)
         if self.transport is not None and reply is not None:
             self.transport.sendto(reply, addr)
 

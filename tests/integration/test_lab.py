@@ -1,7 +1,7 @@
 """The lab: its plan and checks (pure), and the real thing in network namespaces (root).
 
-Every namespace these tests make is named lw-tC…; each is deleted by name in teardown. Every
-packet stays inside them, except the client refusal test, whose target is loopback.
+Every namespace these tests make is named lw-tC… or lw-tK…; each is deleted by name in teardown.
+Every packet stays inside them, except the client and bulk refusal tests, whose target is loopback.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ if str(REPO) not in sys.path:  # the tree is tested in place, not installed
 
 from linkwatch.commands import lab as cli  # noqa: E402
 from linkwatch.lab import client, faults, topology  # noqa: E402
+from linkwatch.lab.bulk import start_bulk  # noqa: E402
 from linkwatch.lab.client import AddressChange, FlowReport, Reply, summarize  # noqa: E402
 from linkwatch.lab.engine_config import engine_config  # noqa: E402
 from linkwatch.lab.namespaces import discover, existing_lab_namespaces, namespace_prefixes  # noqa: E402
@@ -43,6 +44,7 @@ from linkwatch.lab.processes import (  # noqa: E402
     process_start_time,
     read_records,
     run_command,
+    tcp_listeners,
     udp_listeners,
 )
 
@@ -182,6 +184,116 @@ def test_fault_names_parse_and_rulesets():
     assert "numgen random mod 100 < 30 counter drop" in faults.fault_ruleset(faults.Fault("loss", 30))
     assert "counter drop" in faults.fault_ruleset(faults.Fault("blackhole"))
     assert "chain" not in faults.fault_ruleset(faults.Fault("clear"))
+
+
+@pytest.mark.parametrize("words, message", [
+    (["shape", "10mbit"], r"needs a rate and a queue, e\.g\. `shape 10mbit 400ms`"),
+    (["shape", "fast", "400ms"], r"rate 'fast' is not understood: expected a number and kbit, mbit or gbit"),
+    (["shape", "10mbps", "400ms"], "rate '10mbps' is not understood"),
+    (["shape", "0mbit", "400ms"], "rate '0mbit' is out of range: expected 8kbit to 10gbit"),
+    (["shape", "20gbit", "400ms"], "out of range"),
+    (["shape", "10mbit", "soon"], "queue 'soon' is not a duration like 400ms or 1s"),
+    (["shape", "10mbit", "0ms"], "queue '0ms' must be more than 0"),
+    (["shape", "10mbit", "11s"], "queue '11s' is out of range: expected 1ms to 10s"),
+    (["flap", "1s", "1s"], r"needs DOWN UP DURATION, e\.g\. `flap 1s 1s 60s`"),
+    (["flap", "1s", "50ms", "60s"], "up time 0.05s is out of range: expected 100ms to 600s"),
+    (["flap", "1s", "1s", "601s"], "duration 601s is out of range: at most 600s"),
+    (["flap", "2s", "1s", "1s"], r"duration 1s is shorter than one down time \(2s\)"),
+    (["flap", "1", "1s", "60s"], "down time '1' is not a duration"),
+    (["wobble"], "expected one of blackhole, loss PCT, carrier-down, shape RATE QUEUE, flap DOWN UP DURATION, clear"),
+])
+def test_shape_and_flap_arguments_give_clear_errors(words, message):
+    with pytest.raises(faults.FaultError, match=message):
+        faults.parse_fault(words)
+
+
+def test_shape_and_flap_parse_into_tc_and_a_schedule():
+    from linkwatch.lab.flapper import flap_schedule
+
+    shape = faults.parse_fault(["shape", "10Mbit", "1s"])
+    assert shape == faults.Fault("shape", rate="10mbit", queue="1000ms") and str(shape) == "shape 10mbit 1000ms"
+    assert (shape.rate_bps, shape.queue_s) == (10e6, 1.0)
+    assert faults.parse_fault(["shape", "2.5mbit", "400ms"]).rate_bps == 2.5e6
+    assert faults.shape_command("in", shape) == [
+        "tc", "qdisc", "replace", "dev", "in", "root", "tbf", "rate", "10mbit", "burst", "32kbit", "latency", "1000ms"]
+    assert faults.SHAPED_LINKS == ("dn", "in")  # towards the router (downloads), towards the internet (uploads)
+    flap = faults.parse_fault(["flap", "1s", "500ms", "3s"])
+    assert (flap.down, flap.up, flap.duration) == (1.0, 0.5, 3.0)
+    assert flap_schedule(1.0, 0.5, 3.0) == [(0.0, "blackhole"), (1.0, "clear"), (1.5, "blackhole"),
+                                            (2.5, "clear")]
+    assert flap_schedule(1.0, 1.0, 3.0)[-2:] == [(2.0, "blackhole"), (3.0, "clear")]  # cut at DURATION
+
+
+def test_fault_descriptions_of_tc_and_a_running_flap():
+    shown = "qdisc tbf 8003: root refcnt 2 rate 10Mbit burst 4000b lat 400ms \n"
+    assert faults.describe_tbf(shown) == "10Mbit 400ms"
+    assert faults.describe_tbf("qdisc noqueue 0: root refcnt 2 \n") is None
+    argv = ["python3", "-m", "linkwatch.lab.flapper", "--lab", "x", "--uplink", "1", "--down", "1", "--up", "0.5",
+            "--duration", "60"]
+    assert faults.describe_flap(argv, 17.6) == "flapping 1s down / 0.5s up, 42s left"
+    assert faults.describe_flap(argv, None) == "flapping 1s down / 0.5s up"
+    assert faults.describe_flap(["junk"], 1.0) == "flapping"
+
+
+def test_one_way_datagrams_are_counted_not_echoed():
+    from linkwatch.lab.services import OneWayTally, echo_reply, parse_tally_answer
+
+    tally = OneWayTally(limit=2)
+    wan1 = ("198.51.100.2", 40000)
+    assert all(tally.reply(f"1w|{i}|tok".encode(), wan1) is None for i in range(5))
+    answer = tally.reply(b"1w?|tok", ("198.51.100.2", 40001))
+    assert answer == b"198.51.100.2:40001|1w?|5|198.51.100.2:40000|tok"
+    assert parse_tally_answer(answer, "tok") == (5, "198.51.100.2:40000")
+    assert parse_tally_answer(answer, "other") is None
+    assert parse_tally_answer(tally.reply(b"1w?|never", wan1), "never") == (0, None)
+    assert tally.reply(b"7|tok", wan1) == echo_reply(b"7|tok", wan1) == b"198.51.100.2:40000|7|tok"
+    assert client.parse_reply(answer, "tok") is None  # a count answer is no echo of datagram "1w?"
+    for token in ("a", "b", "c"):
+        tally.reply(f"1w|0|{token}".encode(), wan1)
+    assert list(tally.counts) == ["b", "c"]  # bounded: the oldest token is forgotten
+
+
+def test_flow_rate_and_one_way_reports():
+    assert client.interval_for(50, 0.01) == pytest.approx(0.02) and client.interval_for(None, 0.01) == 0.01
+    for rate in (0.01, 2000):
+        with pytest.raises(client.FlowError, match=f"rate {rate:g} packets/s is out of range"):
+            client.interval_for(rate, 0.01)
+    sent = [i * 0.02 for i in range(50)]
+    two_way = summarize(sent, _replies([(i, i * 0.02 + 0.3, "198.51.100.2:9") for i in range(50)], 0.02), 0.02)
+    assert two_way.rate_pps == pytest.approx(50.0) and two_way.median_rtt_s == pytest.approx(0.3)
+    one = FlowReport(50, 0, 0.02, 0.98, 0.0, 0.0, one_way=True, delivered=49, delivered_via="198.51.100.10:5")
+    assert one.loss_pct == pytest.approx(2.0) and one.delivered_uplink == "wan2"
+    assert one.summary() == "one-way: sent 50 at 50/s, 49 arrived (2.0% lost), via 198.51.100.10:5 (wan2), 0 answered"
+    assert FlowReport.from_dict(one.to_dict()) == one
+    unknown = FlowReport(50, 0, 0.02, 0.98, 0.0, 0.0, one_way=True)
+    assert "not counted" in unknown.summary() and unknown.loss_pct == 100.0
+
+
+def test_bulk_reports_the_receivers_count():
+    from linkwatch.lab import bulk
+
+    up = bulk.BulkReport("upload", 9_000_000, 4.0, 18e6, 0.1, False, None, written=9_000_000)
+    server = {"peer": "198.51.100.10", "bytes": 9_000_000, "seconds": 6.0, "window_bytes": 5_000_000,
+              "window_seconds": 4.0, "longest_stall_s": 0.4, "reset": False, "error": None}
+    got = bulk.combine(up, server)
+    assert (got.bytes, got.rate_bps, got.longest_stall_s, got.written, got.uplink) == (
+        5_000_000, 10e6, 0.4, 9_000_000, "wan2")
+    assert bulk.combine(up, {**server, "reset": True, "error": "reset"}).reset
+    down = bulk.BulkReport("download", 5_000_000, 4.0, 10e6, 0.4, False, None)
+    # the download server's end: the client closes with data unread, a reset the transfer never saw
+    assert bulk.combine(down, {**server, "reset": True}) == bulk.BulkReport(
+        "download", 5_000_000, 4.0, 10e6, 0.4, False, None, seen="198.51.100.10")
+    with pytest.raises(bulk.BulkError, match="direction 'sideways'"):
+        bulk.check_direction("sideways")
+    with pytest.raises(bulk.BulkError, match="duration 601"):
+        bulk.check_duration(601)
+
+
+def test_tcp_listeners_parses_proc_net_tcp():
+    text = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+            "   0: 077100CB:4E20 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1\n"
+            "   1: 077100CB:4E20 0200400A:9C40 01 00000000:00000000 00:00000000 00000000     0        0 2\n")
+    assert tcp_listeners(text) == {("203.0.113.7", 20000)}
 
 
 def test_udp_listeners_parses_proc_net_udp():
@@ -449,6 +561,162 @@ def test_client_only_runs_in_the_named_labs_client_namespace(healthy):
     assert "lw-tC1-inet" in done.stderr and "not one of" in done.stderr
 
 
+# --- root: busy, flapping and one-way uplinks (issue 10's lab faults and traffic) ---------------
+
+TRAFFIC_LAB = "tK1"
+
+
+@pytest.fixture(scope="module")
+def traffic_lab():
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    topology.down(TRAFFIC_LAB)
+    spec = topology.up(LabSpec(TRAFFIC_LAB, 2), engine=False)
+    try:
+        yield spec
+    finally:
+        topology.down(TRAFFIC_LAB)
+        assert lab_namespaces(TRAFFIC_LAB) == []
+
+
+@pytest.fixture
+def clean(traffic_lab):
+    yield traffic_lab
+    for u in traffic_lab.uplink_list:
+        faults.apply_fault(TRAFFIC_LAB, u.name, faults.Fault("clear"))
+
+
+def qdiscs(spec: LabSpec, k: int) -> str:
+    return "".join(run_command(["ip", "netns", "exec", spec.provider_ns(k), "tc", "qdisc", "show", "dev", link])
+                   for link in faults.SHAPED_LINKS)
+
+
+@pytest.mark.root
+@pytest.mark.lab
+@needs_root
+def test_bulk_transfers_without_faults_are_not_reset(clean):
+    for direction in ("download", "upload"):
+        report = start_bulk(TRAFFIC_LAB, direction, 1.0).result(timeout=30)
+        assert not report.reset and report.error is None, report.summary()
+        assert report.uplink == "wan1" and report.seen == UP1, report.summary()
+        assert 0.9 <= report.seconds <= 1.2 and report.bytes > 10e6 and report.longest_stall_s < 0.5, report.summary()
+    assert not [r for r in read_records(clean.state_dir) if r.role.startswith("bulk")]  # stopped and forgotten
+
+
+@pytest.mark.root
+@pytest.mark.lab
+@needs_root
+def test_shape_limits_the_rate_both_ways_and_queues_under_load(clean):
+    idle = client.start_flow(TRAFFIC_LAB, 1.0, rate=20).result()
+    assert faults.apply_fault(TRAFFIC_LAB, "wan1", faults.parse_fault(["shape", "10mbit", "400ms"])) == \
+        "wan1 (lw-tK1-p1): shape 10mbit 400ms"
+    assert faults.describe_faults(clean) == {"wan1": "shape 10Mbit 400ms", "wan2": "none"}
+    assert qdiscs(clean, 1).count("qdisc tbf") == 2  # dn (downloads) and in (uploads)
+    rates = {}
+    for direction in ("download", "upload"):
+        flow = client.start_flow(TRAFFIC_LAB, 4.5, rate=20)  # a small flow beside the transfer sees the queue
+        report = start_bulk(TRAFFIC_LAB, direction, 4.0).result(timeout=30)
+        ping = flow.result()
+        assert not report.reset and report.uplink == "wan1", report.summary()
+        rates[direction] = report.rate_bps
+        assert 8.0e6 <= report.rate_bps <= 10e6, report.summary()  # 9.56: tbf counts headers (1448 of 1514)
+        # the echo's way back (download) or out (upload) queues behind the transfer: ≈ the queue
+        assert 0.3 <= max(ping.rtts_s) <= 0.5, (direction, max(ping.rtts_s))
+        assert ping.received >= 0.95 * ping.sent, ping.summary()  # queued, not dropped
+    assert idle.median_rtt_s < 0.02
+    faults.apply_fault(TRAFFIC_LAB, "wan1", faults.Fault("clear"))
+    assert "tbf" not in qdiscs(clean, 1) and faults.describe_faults(clean)["wan1"] == "none"
+    print(f"shape 10mbit 400ms: download {rates['download'] / 1e6:.2f} Mbit/s, upload {rates['upload'] / 1e6:.2f} "
+          f"Mbit/s; idle RTT {idle.median_rtt_s * 1000:.1f} ms")
+
+
+@pytest.mark.root
+@pytest.mark.lab
+@needs_root
+def test_shape_combines_with_loss_and_carrier_down(clean):
+    faults.apply_fault(TRAFFIC_LAB, "wan2", faults.parse_fault(["shape", "1mbit", "200ms"]))
+    faults.apply_fault(TRAFFIC_LAB, "wan2", faults.parse_fault(["loss", "10"]))
+    faults.apply_fault(TRAFFIC_LAB, "wan2", faults.Fault("carrier-down"))
+    assert faults.describe_faults(clean)["wan2"] == "loss 10%, shape 1Mbit 200ms, carrier-down"
+    faults.apply_fault(TRAFFIC_LAB, "wan2", faults.Fault("clear"))
+    assert faults.describe_faults(clean)["wan2"] == "none" and "tbf" not in qdiscs(clean, 2)
+
+
+@pytest.mark.root
+@pytest.mark.lab
+@needs_root
+def test_flap_toggles_and_stops_by_itself(clean):
+    flow = client.start_flow(TRAFFIC_LAB, 3.2, rate=100)
+    time.sleep(0.2)
+    faults.apply_fault(TRAFFIC_LAB, "wan1", faults.parse_fault(["flap", "300ms", "300ms", "2.4s"]))
+    shown = faults.describe_faults(clean)["wan1"]
+    assert "flapping 0.3s down / 0.3s up, 2s left" in shown, shown
+    report = flow.result()
+    assert not any(r.role == "flap-wan1" for r in read_records(clean.state_dir)), "it forgot itself at the end"
+    assert faults.describe_faults(clean)["wan1"] == "none"  # and left the provider clear
+    # four 300 ms blackholes in 2.4 s: four gaps of ≈ 0.3 s, half the datagrams of those 2.4 s lost
+    gaps = [b.received - a.received for a, b in zip(report.replies, report.replies[1:]) if b.received - a.received > 0.1]
+    assert len(gaps) == 4 and all(0.2 <= g <= 0.42 for g in gaps), gaps
+    assert 90 <= report.sent - report.received <= 150, report.summary()
+    log = open(os.path.join(clean.state_dir, "flap-wan1.log")).read()
+    assert log.count(" blackhole") == 4 and "flapped wan1 4 times" in log
+
+
+@pytest.mark.root
+@pytest.mark.lab
+@needs_root
+def test_clear_and_lab_down_stop_a_flap():
+    name = "tK2"
+    topology.down(name)
+    spec = topology.up(LabSpec(name, 2), engine=False)
+    try:
+        faults.apply_fault(name, "wan2", faults.parse_fault(["flap", "1s", "1s", "60s"]))
+        (first,) = [r for r in read_records(spec.state_dir) if r.role == "flap-wan2"]
+        assert first.alive and "flapping 1s down / 1s up" in faults.describe_faults(spec)["wan2"]
+        faults.apply_fault(name, "wan2", faults.Fault("clear"))
+        assert not first.alive and faults.describe_faults(spec)["wan2"] == "none"
+        assert not any(r.role == "flap-wan2" for r in read_records(spec.state_dir))
+        faults.apply_fault(name, "wan2", faults.parse_fault(["flap", "1s", "1s", "60s"]))
+        (second,) = [r for r in read_records(spec.state_dir) if r.role == "flap-wan2"]
+        assert second.alive
+    finally:
+        report = topology.down(name)
+    assert not second.alive and f"flap-wan2 {second.pid}" in report.stopped
+    assert lab_namespaces(name) == []
+
+
+@pytest.mark.root
+@pytest.mark.lab
+@needs_root
+def test_lan_traffic_at_a_packet_rate_both_ways_and_one_way(clean):
+    both = client.start_flow(TRAFFIC_LAB, 1.0, rate=50).result()
+    assert both.sent == 50 and both.received >= 48 and both.rate_pps == pytest.approx(50, rel=0.05)
+    assert both.uplinks == ["wan1"] and both.longest_outage_s < 0.1
+    one = client.start_flow(TRAFFIC_LAB, 1.0, rate=50, one_way=True).result()
+    assert one.one_way and one.sent == 50 and one.received == 0 and one.replies == ()  # no echo at all
+    assert one.delivered == 50 and one.delivered_uplink == "wan1", one.summary()
+    faults.apply_fault(TRAFFIC_LAB, "wan1", faults.Fault("blackhole"))
+    lost = client.start_flow(TRAFFIC_LAB, 0.5, rate=50, one_way=True).result()
+    assert lost.delivered is None and "not counted" in lost.summary()  # nothing, not even the count, got through
+
+
+@pytest.mark.root
+@pytest.mark.lab
+@needs_root
+def test_cli_shape_and_flap_errors_are_one_line(clean, capsys):
+    assert cli.main(["fault", "--name", TRAFFIC_LAB, "wan1", "shape", "10mbit"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "linkwatch lab fault: fault `shape` needs a rate and a queue, e.g. `shape 10mbit 400ms`"]
+    assert cli.main(["fault", "--name", TRAFFIC_LAB, "wan1", "flap", "1s", "1s", "2h"]) == 1
+    assert capsys.readouterr().err.strip() == \
+        "linkwatch lab fault: duration '2h' is not a duration like 400ms or 1s"
+    assert faults.describe_faults(clean) == {"wan1": "none", "wan2": "none"}  # nothing applied
+    assert cli.main(["fault", "--name", TRAFFIC_LAB, "wan1", "shape", "5mbit", "1s"]) == 0
+    assert capsys.readouterr().out.strip() == "wan1 (lw-tK1-p1): shape 5mbit 1000ms"
+    assert cli.main(["status", "--name", TRAFFIC_LAB]) == 0
+    assert "fault wan1: shape 5Mbit 1s" in capsys.readouterr().out
+
+
 # --- root: network-safety refusals -------------------------------------------------------------
 
 
@@ -488,6 +756,21 @@ def test_services_refuse_outside_a_lab_namespace():
                   timeout=15)
     assert done.returncode != 0
     assert "not inside a lab network namespace" in done.stderr
+
+
+@pytest.mark.root
+@needs_root
+def test_bulk_refuses_outside_a_lab_namespace_and_connects_nowhere():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sink:
+        sink.bind(("127.0.0.1", 0))  # if the guard failed, the client would connect here, on loopback
+        sink.listen(1)
+        port = sink.getsockname()[1]
+        done = run_py(["-m", "linkwatch.lab.bulk", "get", "--duration", "0.5", "--target", f"127.0.0.1:{port}"])
+        assert done.returncode == 2
+        assert "not inside a lab network namespace" in done.stderr
+        assert select.select([sink], [], [], 0.2)[0] == []
+    done = run_py(["-m", "linkwatch.lab.bulk", "serve", "--duration", "0.5", "--port", "20999"])
+    assert done.returncode == 2 and "not inside a lab network namespace" in done.stderr
 
 
 @pytest.mark.root
