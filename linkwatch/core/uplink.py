@@ -254,13 +254,14 @@ def with_counters(u: UplinkState, c: LinkCounters, mono: float, month: str, acti
     u = replace(u, counters=counters)
     h = u.cfg.health
     if u.suspect_since is not None:
-        if ev.rx_since(counters, u.suspect_since) > 0 or mono - u.suspect_since > h.burst_timeout + 1.0:
+        if ev.rx_since(counters, u.suspect_since) > 0 or mono - u.suspect_since > burst_timeout(u) + 1.0:
             u = replace(u, suspect_since=None)
         return u
     if not active or h.suspect_after is None or u.health.state not in USABLE or mono < u.quiet_until:
         return u
-    probe_packets = len(u.cfg.probes) * h.attempts * max(1, math.ceil(h.suspect_after / interval))
-    if ev.silent(counters, mono, h.suspect_after, probe_packets):
+    window = max(h.suspect_after, RTT_MARGIN * _rtt(u))  # on a long path replies take longer to be missed
+    probe_packets = len(u.cfg.probes) * h.attempts * max(1, math.ceil(window / interval))
+    if ev.silent(counters, mono, window, probe_packets):
         u = replace(u, suspect_since=mono, bursts=u.bursts + 1)
     return u
 
@@ -296,6 +297,20 @@ def view_of(u: UplinkState) -> UplinkView:
                       u.working_since, u.health.quality_bad, u.health.since, u.penalty.dampened)
 
 
+RTT_MARGIN = 2.5  # the burst waits this many of the uplink's RTTs at least, and so does a suspicion
+
+
+def _rtt(u: UplinkState) -> float:
+    """The uplink's usual round-trip time (seconds; 0 when unknown)."""
+    return (u.stats.rtt_ms or 0.0) / 1000.0
+
+
+def burst_timeout(u: UplinkState) -> float:
+    """The confirming burst's timeout: burst_timeout, longer on a long path (an LTE link with an
+    80 ms RTT gets 200 ms): a burst must not fail just because replies take their usual time."""
+    return min(max(u.cfg.health.burst_timeout, RTT_MARGIN * _rtt(u)), u.cfg.health.late_window)
+
+
 def _counter_interval(u: UplinkState, active: bool) -> float:
     """Fast reads while the LAN sends through the active uplink (a silence must show within
     suspect_after); slower while it is idle (nothing to watch: the probes decide); standby uplinks
@@ -329,7 +344,7 @@ def probe_plan(u: UplinkState, active: bool, doubt: bool) -> ProbePlan:
         attempts=h.attempts,
         rotate=not active and not doubt and state not in PENDING and state != State.INIT,
         burst=u.bursts,
-        burst_timeout=h.burst_timeout,
+        burst_timeout=burst_timeout(u),
         counter_interval=_counter_interval(u, active),
         late_window=h.late_window,
     )

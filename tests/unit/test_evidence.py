@@ -226,3 +226,19 @@ def test_penalty_decays_suppresses_and_reuses():
     for t in (0.0, 1.0, 2.0, 3.0):
         q = damp.add(q, 1.0, t, off)
     assert not q.dampened, "dampening off: counted, never dampened"
+
+
+def test_a_long_path_gets_a_longer_burst_and_suspicion_window():
+    from linkwatch.core.uplink import burst_timeout
+
+    u = uplink()
+    assert burst_timeout(u) == 0.15, "a short path: the configured timeout"
+    lte = replace(u, stats=replace(u.stats, rtt_ms=80.0))
+    assert burst_timeout(lte) == pytest.approx(0.2)
+    assert probe_plan(lte, True, True).burst_timeout == pytest.approx(0.2)
+    lte = warm(lte)
+    for i, t in enumerate((100.25, 100.3, 100.35)):
+        lte = with_counters(lte, c(100, 100 + 10 * (i + 1)), t, "2026-12", active=True, interval=0.25)
+    assert lte.suspect_since is None, "150 ms of silence is not suspicious on an 80 ms path"
+    lte = with_counters(lte, c(100, 140), 100.4, "2026-12", active=True, interval=0.25)
+    assert lte.suspect_since == 100.4, "200 ms is"
