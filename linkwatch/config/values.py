@@ -90,12 +90,12 @@ class HealthConfig:
         _integer(1, 5), "packets per target per round at most (retransmit at timeout/attempts)"))
     late_window: float = field(default=3.0, metadata=_key(
         _duration(), "a reply this late still proves the uplink works: slow, not dead"))
-    suspect_after: float | None = field(default=0.15, metadata=_key(
+    suspect_after: float | None = field(default=0.12, metadata=_key(
         _duration(MIN_INTERVAL, allow_off=True), "LAN packets leaving the active uplink with nothing coming "
         'back for this long make it suspect: a burst of probes confirms at once; "off": probes only'))
-    burst_timeout: float = field(default=0.15, metadata=_key(
+    burst_timeout: float = field(default=0.12, metadata=_key(
         _duration(3 * MIN_INTERVAL), "the confirming burst (3 packets per target) gets no answer within this: DOWN"))
-    counter_interval: float = field(default=0.05, metadata=_key(
+    counter_interval: float = field(default=0.04, metadata=_key(
         _duration(MIN_INTERVAL), "how often the active uplink's interface counters are read (standby: every "
         "standby_interval)"))
     down_after: int = field(default=3, metadata=_key(

@@ -88,6 +88,11 @@ def rx_after(tr: Traffic, t: float) -> int:
     return sum(d.rx_packets for d in tr.deltas if d.start >= t)
 
 
+def last_rx(tr: Traffic) -> float | None:
+    """The end of the last read in which a packet came in (None: none in the last KEEP seconds)."""
+    return next((d.end for d in reversed(tr.deltas) if d.rx_packets), None)
+
+
 def silent(tr: Traffic, mono: float, window: float, probe_packets: int) -> bool:
     """Packets kept leaving for the last ``window`` seconds (more than ``probe_packets``, what the
     probes themselves may send in it) and not one came back: suspicion. Sparse traffic widens the

@@ -67,7 +67,7 @@ class ProbePlan:
     attempts: int
     rotate: bool = False  # one target per round, in turn (a standby uplink on a data budget)
     burst: int = 0  # a new number asks for one burst round at once (a suspicion to confirm)
-    burst_timeout: float = 0.15
+    burst_timeout: float = 0.12
     counter_interval: float = 1.0  # how often to read the interface counters
     late_window: float = 3.0  # a reply this late is still heard (slow, not dead)
 
@@ -240,8 +240,9 @@ def _dead_by_burst(u: UplinkState, results: tuple[ProbeResult, ...], mono: float
     if ev.rx_since(u.counters, u.suspect_since) > 0:
         return None  # something came in after all
     packets = sum(r.sent for r in results)
-    return (f"LAN packets unanswered for {(mono - u.suspect_since) * 1000:.0f}ms and a burst of "
-            f"{packets} probes too")
+    quiet_since = ev.last_rx(u.counters)
+    quiet = f"for {(mono - quiet_since) * 1000:.0f}ms" if quiet_since is not None else f"for over {ev.KEEP:.0f}s"
+    return f"nothing came in {quiet} while the LAN sent, and a burst of {packets} probes got no answer"
 
 
 def with_counters(u: UplinkState, c: LinkCounters, mono: float, month: str, active: bool,

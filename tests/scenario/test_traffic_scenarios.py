@@ -98,7 +98,7 @@ def test_the_lans_traffic_detects_a_blackhole_in_a_fraction_of_a_second():
     s.feed(RoundDone("fibre", results(s.state.uplink("fibre").cfg.probes, 0), s.seq, burst=True))
     assert s.state_of("fibre") == "DOWN" and s.state.active == ("lte",)
     down = [e for e in s.events if isinstance(e, UplinkStateChanged) and e.new == "DOWN"][-1]
-    assert "LAN packets unanswered" in down.reason
+    assert "nothing came in for" in down.reason
     assert s.t - start < 0.5
 
 
