@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import datetime
 import logging
+import math
 import os
 import signal
 import time
@@ -61,6 +62,8 @@ log = logging.getLogger("linkwatch.engine")
 REPAIR_INTERVAL = 2.0  # re-check the kernel for deleted/changed owned objects this often
 SETTLE_TIMEOUT = 1.0  # an admin request waits at most this long for its routes (clients wait 2 s)
 SINK_DRAIN = 30.0  # a reload's old sinks get this long to deliver what they hold
+COUNTER_MAX_SLEEP = 0.25  # the counter reader looks at the plans at least this often
+COUNTER_SLACK = 0.002  # a read due within this is done now (sleep granularity)
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
@@ -370,14 +373,18 @@ class Engine:
             monitor.close()
 
     async def _read_counters(self) -> None:
-        """Read each uplink's interface counters as often as its plan says (the active one ~20 times
-        a second: its traffic is the fastest evidence) and feed them to the core."""
-        next_read: dict[str, float] = {}
+        """Read each uplink's interface counters as often as its plan says now (the active one up to
+        25 times a second: its traffic is the fastest evidence) and feed them to the core. The plan
+        is asked afresh at every wake-up, so a standby uplink that takes traffic is read fast at
+        once instead of after its standby pause."""
+        last_read: dict[str, float] = {}
         failing = False
         while True:
             now = self.clock.now().mono
+            plans = probe_plans(self.state)
             due = {u.cfg.interface: u.facts.ifindex for u in self.state.uplinks
-                   if u.facts is not None and u.facts.ifindex and next_read.get(u.name, 0.0) <= now}
+                   if u.facts is not None and u.facts.ifindex and u.name in plans
+                   and now - last_read.get(u.name, -math.inf) >= plans[u.name].counter_interval - COUNTER_SLACK}
             if due:
                 try:
                     got = await self.kernel.read_counters(list(due.values()))
@@ -389,12 +396,13 @@ class Engine:
                     continue
                 failing = False
                 by_interface = {name: got[index] for name, index in due.items() if index in got}
-                plans = self.feed(Counters(by_interface)).probes if by_interface else probe_plans(self.state)
+                plans = self.feed(Counters(by_interface)).probes if by_interface else plans
                 for u in self.state.uplinks:
                     if u.cfg.interface in due:
-                        next_read[u.name] = now + plans[u.name].counter_interval
-            wake = min([t for t in next_read.values()] or [now + 1.0])
-            await asyncio.sleep(min(max(wake - self.clock.now().mono, 0.005), 1.0))
+                        last_read[u.name] = now
+            wake = min([last_read.get(name, now) + plan.counter_interval for name, plan in plans.items()]
+                       or [now + COUNTER_MAX_SLEEP])
+            await asyncio.sleep(min(max(wake - self.clock.now().mono, 0.005), COUNTER_MAX_SLEEP))
 
     def _start_sampler(self) -> None:
         task = self._tasks.pop("sampler", None)

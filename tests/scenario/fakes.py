@@ -5,6 +5,7 @@ answer as the test says, per source address."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 
 from linkwatch.core.inputs import LinkFacts, ProbeResult, ProbeSpec
@@ -20,6 +21,7 @@ class FakeKernel:
         self.flushed: list[str] = []
         self.fail_neighbours = False
         self.counters: dict[int, object] = {}  # ifindex -> LinkCounters; absent: not read
+        self.counter_reads: list[tuple[float, int]] = []  # (monotonic time, ifindex) of every read
         self.opened = self.closed = False
         self._monitors: list[FakeMonitor] = []
 
@@ -35,6 +37,7 @@ class FakeKernel:
         return m
 
     async def read_counters(self, ifindexes):
+        self.counter_reads.extend((time.monotonic(), i) for i in ifindexes)
         return {i: self.counters[i] for i in ifindexes if i in self.counters}
 
     async def active_gateways(self):

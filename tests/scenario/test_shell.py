@@ -499,3 +499,25 @@ def test_a_blackhole_under_lan_traffic_is_confirmed_by_a_burst_within_half_a_sec
             stop.set()
             await traffic
     asyncio.run(scenario())
+
+
+def test_a_standby_uplink_that_takes_traffic_has_its_counters_read_fast_at_once(tmp_path):
+    """A standby uplink's counters are read rarely (its month's traffic only); the moment it
+    becomes active its reads must follow the active plan, not wait out the standby pause."""
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace('standby_interval = "30ms"', 'standby_interval = "5s"'))
+
+    async def scenario():
+        run = Running(path)
+        async with run as engine:
+            await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
+            await asyncio.sleep(1.2)  # lte has had its standby read and waits ~5 s for the next
+            lte = FACTS["up2"].ifindex
+            run.kernel.change("up1", carrier=False)
+            await until(lambda: engine.state.active == ("lte",), timeout=3.0, what="failover to lte")
+            t0 = time.monotonic()
+            await asyncio.sleep(0.6)
+            reads = [t for t, i in run.kernel.counter_reads if i == lte and t >= t0]
+            assert reads and reads[0] - t0 < 0.3, f"lte's first read as the active uplink: {reads[:1]} (t0 {t0:.2f})"
+            assert len(reads) >= 2, "an active uplink is read at least every 250 ms"
+    asyncio.run(scenario())

@@ -231,12 +231,30 @@ def test_penalty_decays_suppresses_and_reuses():
     assert not q.dampened, "dampening off: counted, never dampened"
 
 
+def test_late_replies_of_a_busy_spell_do_not_stretch_the_burst():
+    """The path's RTT is the median of replies in time: a drained 400 ms queue's late replies show in
+    the statistics (mean RTT) but must not make the next blackhole wait 2.5 x that mean."""
+    from linkwatch.core.uplink import burst_timeout
+
+    u = uplink()
+    seq = 2
+    for t in (100.0, 100.25, 100.5):
+        u, _ = with_round(u, timed_out(late=2, late_rtt=0.9), seq, t)
+        seq += 1
+    for i in range(6):
+        u, _ = with_round(u, ok_round(0.002), seq, 100.75 + 0.25 * i)
+        seq += 1
+    assert u.stats.rtt_ms > 100, "the mean still carries the busy spell"
+    assert u.path_rtt == pytest.approx(0.002)
+    assert burst_timeout(u) == 0.12
+
+
 def test_a_long_path_gets_a_longer_burst_and_suspicion_window():
     from linkwatch.core.uplink import burst_timeout
 
     u = uplink()
     assert burst_timeout(u) == 0.12, "a short path: the configured timeout"
-    lte = replace(u, stats=replace(u.stats, rtt_ms=80.0))
+    lte = replace(u, path_rtt=0.08)
     assert burst_timeout(lte) == pytest.approx(0.2)
     assert probe_plan(lte, True, True).burst_timeout == pytest.approx(0.2)
     lte = warm(lte)
