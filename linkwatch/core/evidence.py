@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from linkwatch.core.inputs import LinkCounters
 
 KEEP = 3.0  # seconds of counter deltas kept (covers every window below)
-PROOF_MIN_RX = 4  # packets received after a round began that prove the uplink is alive (ARP, RAs: fewer)
+PROOF_MIN_RX = 8  # unicast packets received while a round ran (and the LAN sent) that prove the uplink alive
 SUSPECT_EXTRA_TX = 2  # packets sent beyond what the probes themselves send, to call silence suspicious
 PROVEN_WINDOW = 2.0  # seconds over which the LAN's traffic proves the active uplink works ...
 PROVEN_MIN_RX = 20  # ... when this many packets came in (10 per second) ...
@@ -32,7 +32,7 @@ class Delta:
 
     start: float
     end: float
-    rx_packets: int
+    rx_packets: int  # unicast: multicast/broadcast noise (IPTV, a cable segment's ARP) proves nothing
     tx_packets: int
 
 
@@ -62,7 +62,8 @@ def observe(tr: Traffic, c: LinkCounters, mono: float, month: str) -> Traffic:
         return replace(tr, last=c, last_at=mono)
     rx_bytes = _grown(c.rx_bytes, tr.last.rx_bytes)
     tx_bytes = _grown(c.tx_bytes, tr.last.tx_bytes)
-    delta = Delta(tr.last_at, mono, _grown(c.rx_packets, tr.last.rx_packets), _grown(c.tx_packets, tr.last.tx_packets))
+    rx = max(_grown(c.rx_packets, tr.last.rx_packets) - _grown(c.rx_multicast, tr.last.rx_multicast), 0)
+    delta = Delta(tr.last_at, mono, rx, _grown(c.tx_packets, tr.last.tx_packets))
     deltas = tuple(d for d in tr.deltas if d.end > mono - KEEP) + (delta,)
     return replace(tr, last=c, last_at=mono, deltas=deltas, month_bytes=tr.month_bytes + rx_bytes + tx_bytes,
                    period_rx_bytes=tr.period_rx_bytes + rx_bytes, period_tx_bytes=tr.period_tx_bytes + tx_bytes)
@@ -88,6 +89,11 @@ def rx_after(tr: Traffic, t: float) -> int:
     return sum(d.rx_packets for d in tr.deltas if d.start >= t)
 
 
+def tx_after(tr: Traffic, t: float) -> int:
+    """Packets surely sent after ``t``."""
+    return sum(d.tx_packets for d in tr.deltas if d.start >= t)
+
+
 def last_rx(tr: Traffic) -> float | None:
     """The end of the last read in which a packet came in (None: none in the last KEEP seconds)."""
     return next((d.end for d in reversed(tr.deltas) if d.rx_packets), None)
@@ -109,11 +115,13 @@ def silent(tr: Traffic, mono: float, window: float, probe_packets: int) -> bool:
     return rx == 0 and tx >= probe_packets + SUSPECT_EXTRA_TX
 
 
-def proven(tr: Traffic, mono: float) -> bool:
+def proven(tr: Traffic, mono: float, probe_tx: int = 0, probe_rx: int = 0) -> bool:
     """The LAN's own traffic keeps coming in (and going out, so that a silence would show at
-    once): the uplink works without asking."""
-    return (rx_since(tr, mono - PROVEN_WINDOW) >= PROVEN_MIN_RX and tx_since(tr, mono - PROVEN_WINDOW) >= PROVEN_MIN_TX
-            and bool(tr.deltas) and tr.deltas[0].start <= mono - PROVEN_WINDOW)
+    once): the uplink works without asking. ``probe_tx`` / ``probe_rx``: what the probes
+    themselves sent and got back in the last PROVEN_WINDOW; they prove nothing."""
+    since = mono - PROVEN_WINDOW
+    return (rx_since(tr, since) - probe_rx >= PROVEN_MIN_RX and tx_since(tr, since) - probe_tx >= PROVEN_MIN_TX
+            and bool(tr.deltas) and tr.deltas[0].start <= since)
 
 
 def sending(tr: Traffic, mono: float) -> bool:

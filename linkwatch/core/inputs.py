@@ -70,6 +70,7 @@ class LinkCounters:
     tx_packets: int
     rx_bytes: int
     tx_bytes: int
+    rx_multicast: int = 0  # multicast (with many drivers broadcast too) received: noise, not replies
 
 
 # ---- the inputs of one step -------------------------------------------------------------------

@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from linkwatch.core import dampening as damp
-from linkwatch.core import evidence as ev
 from linkwatch.core.dampening import DampeningParams
 from linkwatch.core.engine import EngineState, dampening_params, in_doubt, month_of
 from linkwatch.core.inputs import Now
 from linkwatch.core.states import State, usable
-from linkwatch.core.uplink import UplinkState, bytes_per_day, gateway_of, probe_plan
+from linkwatch.core.uplink import UplinkState, bytes_per_day, gateway_of, is_proven, probe_plan
 
 SCHEMA_VERSION = 1
 
@@ -171,7 +170,7 @@ def uplink_status(u: UplinkState, active: bool, forced: bool, now: Now, doubt: b
         transitions=u.transitions, probe_error=u.probe_error,
         probes=tuple(ProbeStatus(r.kind, r.target, r.ok, _r(r.rtt and r.rtt * 1000), r.error)
                      for r in u.last_results),
-        proven=active and ev.proven(u.counters, mono), suspect=u.suspect_since is not None,
+        proven=active and is_proven(u, mono), suspect=u.suspect_since is not None,
         slow_rounds=u.slow_rounds, dampened=u.penalty.dampened,
         flap_penalty=round(damp.current(u.penalty, mono, damping), 2), month_bytes=month,
         quota_bytes=u.cfg.quota, quota_pct=_r(100.0 * month / u.cfg.quota) if u.cfg.quota else None,

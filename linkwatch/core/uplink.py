@@ -173,7 +173,7 @@ def with_round(u: UplinkState, results: tuple[ProbeResult, ...], seq: int | None
     if not u.health.link_ok:
         return u, []  # the link went away while the round was in flight
     new = tuple(Sample(mono, r.target, r.sent, r.lost, r.rtt if r.ok else r.late_rtt, r.late) for r in results)
-    horizon = mono - max(u.params.quality_window, 1.0)
+    horizon = mono - max(u.params.quality_window, ev.PROVEN_WINDOW)
     samples = tuple(s for s in u.samples if s.at >= horizon) + new
     period = u.period
     for s in new:
@@ -228,8 +228,9 @@ def _slow(u: UplinkState, results: tuple[ProbeResult, ...], started: float | Non
                f"(RTT {rtt * 1000:.0f}ms)"
     recent_reply = u.last_reply_at is not None and mono - u.last_reply_at <= u.cfg.health.late_window
     came = ev.rx_after(u.counters, started) if started is not None else 0
-    if recent_reply and came >= ev.PROOF_MIN_RX:
-        return f"{came} packets came in meanwhile"
+    lan_sent = (ev.tx_after(u.counters, started) - sum(r.sent for r in results)) if started is not None else 0
+    if recent_reply and came >= ev.PROOF_MIN_RX and lan_sent >= ev.SUSPECT_EXTRA_TX:
+        return f"{came} packets came in meanwhile"  # while the LAN sent: replies, not noise
     if _recently_slow(u, mono):
         return "replies have been late lately"
     return None
@@ -322,6 +323,23 @@ def burst_timeout(u: UplinkState) -> float:
     return min(max(u.cfg.health.burst_timeout, RTT_MARGIN * _rtt(u)), u.cfg.health.late_window)
 
 
+def probe_packets(u: UplinkState, since: float) -> tuple[int, int]:
+    """(sent, answered) probe packets of the rounds that ended after ``since`` (what the
+    interface counters carried for the probes themselves)."""
+    sent = answered = 0
+    for s in u.samples:
+        if s.at > since:
+            sent += s.sent
+            answered += s.sent - s.lost + s.late
+    return sent, answered
+
+
+def is_proven(u: UplinkState, mono: float) -> bool:
+    """The LAN's own traffic (beyond the probes') proves the uplink works."""
+    tx, rx = probe_packets(u, mono - ev.PROVEN_WINDOW)
+    return ev.proven(u.counters, mono, tx, rx)
+
+
 def _counter_interval(u: UplinkState, active: bool) -> float:
     """Fast reads while the LAN sends through the active uplink (a silence must show within
     suspect_after); slower while it is idle (nothing to watch: the probes decide); standby uplinks
@@ -343,7 +361,7 @@ def probe_plan(u: UplinkState, active: bool, doubt: bool) -> ProbePlan:
     if state in PENDING or state == State.INIT or (doubt and not active):
         interval = h.fast_interval
     elif active:
-        interval = h.proven_interval if ev.proven(u.counters, u.counters.last_at or 0.0) else h.interval
+        interval = h.proven_interval if is_proven(u, u.counters.last_at or 0.0) else h.interval
     else:
         interval = h.standby_interval
     return ProbePlan(

@@ -25,7 +25,7 @@ IFLA_STATS64 = 23
 _NLMSG = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
 _RTATTR = struct.Struct("=HH")
-_STATS = struct.Struct("=QQQQ")  # rx_packets, tx_packets, rx_bytes, tx_bytes (rtnl_link_stats64)
+_STATS = struct.Struct("=QQQQ32xQ")  # rx/tx packets, rx/tx bytes, (errors, dropped), multicast: rtnl_link_stats64
 ANSWER_TIMEOUT = 0.5  # the kernel answers at once; this only bounds a surprise
 
 

@@ -127,6 +127,34 @@ def test_silence_is_death_but_traffic_coming_in_is_life():
     assert u.slow_rounds == 3
 
 
+def test_noise_coming_in_is_no_proof_of_life():
+    """Review: inbound noise (a cable segment's broadcasts, IPTV multicast) on a blackholed uplink
+    made its failed rounds 'slow' and 'proved' it, for up to 4.7 s. Multicast/broadcast is not
+    counted; unicast coming in proves life only while the LAN sends; the probes prove nothing."""
+    t = ev.observe(ev.Traffic(), LinkCounters(0, 0, 0, 0, 0), 1.0, "2026-12")
+    t = ev.observe(t, LinkCounters(50, 2, 0, 0, 48), 1.05, "2026-12")
+    assert t.deltas[-1].rx_packets == 2, "48 of the 50 were multicast"
+    # a blackhole with an idle LAN and 40 unicast packets/s of noise coming in
+    u = uplink()
+    noisy = reads(ev.Traffic(), 100.0, 0.05, 2, 0, 12)
+    u = replace(u, counters=noisy)
+    for seq, t in enumerate((100.35, 100.45, 100.55), start=2):
+        u, trans = with_round(u, timed_out(), seq, t, started=t - 0.25)
+    assert u.state == State.DOWN, "noise while the LAN is idle is no reply to anything"
+    # the probes alone (8 packets/s each way at 0.25 s) and noise do not prove the uplink
+    from linkwatch.core.uplink import is_proven
+    u = uplink()
+    seq = 2
+    for i in range(12):
+        u, _ = with_round(u, ok_round(), seq, 100.25 + 0.25 * i)
+        seq += 1
+    # reads every 250 ms: the probes' 2 packets out and 2 in, and 5 packets of noise in (20/s)
+    u = replace(u, counters=reads(ev.Traffic(), 100.0, 0.25, 2 + 5, 2, 13))
+    assert not is_proven(u, 103.0), "nothing beyond the probes went out"
+    u = replace(u, counters=reads(ev.Traffic(), 100.0, 0.25, 2 + 5, 2 + 5, 13))  # the LAN sends 20/s, gets 20/s
+    assert is_proven(u, 103.0)
+
+
 def test_refusals_are_failures_even_with_traffic():
     u = replace(uplink(), counters=reads(ev.Traffic(), 100.0, 0.05, 30, 3, 12))
     u, trans = with_round(u, timed_out(refused=True), 2, 100.35, started=100.1)
@@ -263,3 +291,19 @@ def test_a_long_path_gets_a_longer_burst_and_suspicion_window():
     assert lte.suspect_since is None, "150 ms of silence is not suspicious on an 80 ms path (window 200 ms)"
     lte = with_counters(lte, c(100, 140), 100.4, "2026-12", active=True, interval=0.25)
     assert lte.suspect_since == 100.4, "200 ms is"
+
+
+def test_the_raw_counter_reader_parses_stats64_with_multicast():
+    """The rtnetlink answer as the kernel sends it: rtnl_link_stats64 is 23+ u64 counters; the
+    reader takes rx/tx packets and bytes and the multicast count (the 9th)."""
+    import struct
+
+    from linkwatch.kernel import counters as kc
+
+    stats = struct.pack("=23Q", 1000, 900, 150_000, 120_000, 1, 2, 3, 4, 77, *range(14))
+    attr = struct.pack("=HH", 4 + len(stats), kc.IFLA_STATS64) + stats
+    other = struct.pack("=HH", 8, 3) + b"up1\0"  # IFLA_IFNAME before it
+    body = struct.pack("=BxHiII", 0, 1, 11, 0, 0) + other + attr
+    msg = struct.pack("=IHHII", 16 + len(body), kc.RTM_NEWLINK, 0, 42, 0) + body
+    assert kc.parse(msg) == {42: (11, LinkCounters(1000, 900, 150_000, 120_000, 77))}
+    assert kc.parse(msg[:-8]) == {}, "a truncated answer ends the parse"
