@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 
 from linkwatch.config import Config, UplinkConfig
 from linkwatch.core import dampening as damp
+from linkwatch.core import evidence as ev
 from linkwatch.core.dampening import DIP_PENALTY, DOWN_PENALTY, DampeningParams
 from linkwatch.core.events import (
     ActiveChanged,
@@ -136,9 +137,10 @@ class _Step:
 
     def put(self, u: UplinkState, transitions: list[Transition] = ()) -> None:
         """Store ``u`` and turn its transitions into events (and flap penalties)."""
+        stored = self.state.uplink(u.name)
+        was = stored.penalty.dampened if stored is not None else u.penalty.dampened  # as the world saw it
         u = counted(u, transitions, self.now.mono, self.now.wall)
         params = dampening_params(self.state.config)
-        was = u.penalty.dampened
         for t in transitions:
             s = u.stats
             self.events.append(UplinkStateChanged(
@@ -354,6 +356,16 @@ def same_uplink(a: UplinkConfig, b: UplinkConfig) -> bool:
     return replace(a, table=b.table, rule_priority=b.rule_priority) == b
 
 
+def carried_over(prev: UplinkState | None, fresh: UplinkState) -> UplinkState:
+    """A rebuilt uplink keeps what is not about its health: the month's traffic and the quota
+    thresholds it passed (a quota is not reset by a reload) and its flap penalty (a reload does not
+    pardon a flapping uplink). A new interface starts its counters afresh, the month kept."""
+    if prev is None:
+        return fresh
+    counters = prev.counters if prev.cfg.interface == fresh.cfg.interface else ev.forget(prev.counters)
+    return replace(fresh, counters=counters, quota_warned=prev.quota_warned, penalty=prev.penalty)
+
+
 def _on_reload(s: _Step, inp: Reload) -> None:
     """Unchanged uplinks keep their state: a reload never fails over."""
     old, new = s.state.config, inp.config
@@ -368,7 +380,7 @@ def _on_reload(s: _Step, inp: Reload) -> None:
             uplinks.append(replace(prev, cfg=cfg))  # table / rule priority may move; the state stays
             kept.append(cfg.name)
         else:
-            uplinks.append(new_uplink(cfg, s.now.mono, s.now.wall))
+            uplinks.append(carried_over(prev, new_uplink(cfg, s.now.mono, s.now.wall)))
             rebuilt.append(cfg.name)
     if new.history != old.history:
         uplinks = [replace(u, period=Tally()) for u in uplinks]
@@ -380,6 +392,11 @@ def _on_reload(s: _Step, inp: Reload) -> None:
     for n in gone:
         if previous[n].nat_address:
             s.flush(n, previous[n].nat_address)
+    params = dampening_params(new)
+    for u in s.state.uplinks:  # dampening switched off, or milder: released now, with its event
+        settled = damp.settle(u.penalty, s.now.mono, params)
+        if settled.dampened != u.penalty.dampened:
+            s.put(replace(u, penalty=settled))
     for name in rebuilt:
         u = s.state.uplink(name)
         assert u is not None
@@ -448,8 +465,10 @@ def probe_plans(state: EngineState) -> dict[str, ProbePlan]:
 
 
 def flap_penalty(old: State, new: State) -> float:
-    """What a transition adds to the flap penalty: failing while working (DOWN), a FALLING dip,
-    or a recovery that failed again (RISING -> DOWN)."""
+    """What a transition adds to the flap penalty: failing while working (DOWN: 1 in all, the
+    FALLING on the way included), a FALLING dip, or a recovery that failed again (RISING -> DOWN)."""
+    if new == State.DOWN and old == State.FALLING:
+        return DOWN_PENALTY - DIP_PENALTY  # the dip that led here already counted
     if new == State.DOWN and old in USABLE:
         return DOWN_PENALTY
     if (new == State.FALLING and old in USABLE) or (new == State.DOWN and old == State.RISING):

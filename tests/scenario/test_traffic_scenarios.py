@@ -143,6 +143,49 @@ def test_flapping_one_second_down_one_up_for_a_minute_moves_traffic_at_most_twic
     s.wait(300.0)
     assert not s.state.uplink("fibre").penalty.dampened
     assert s.state.active == ("fibre",), "... and fibre gets its traffic back"
+    damp = [(e.uplink, e.dampened) for e in s.events if isinstance(e, UplinkDampened)]
+    assert damp == [("fibre", True), ("fibre", False)], "the release is told too (log, hooks, trap, history)"
+
+
+def flapped() -> Scenario:
+    s = Scenario()
+    s.rounds({"fibre": "g", "lte": "g"})
+    s.wait(12.0)
+    for _ in range(4):
+        s.rounds({"fibre": "bbbb", "lte": "gggg"})
+        s.rounds({"fibre": "ggggg", "lte": "ggggg"})
+    assert s.state.uplink("fibre").penalty.dampened
+    return s
+
+
+def test_one_outage_adds_one_to_the_flap_penalty():
+    """Review: UP -> FALLING added 0.5 and FALLING -> DOWN 1 more: an outage counted 1.5."""
+    s = Scenario()
+    s.rounds({"fibre": "g", "lte": "g"})
+    s.wait(12.0)
+    s.rounds({"fibre": "bbbb", "lte": "gggg"}, dt=0.001)
+    assert s.state_of("fibre") == "DOWN"
+    assert s.state.uplink("fibre").penalty.value == pytest.approx(1.0, abs=0.01)
+
+
+def test_a_reload_that_switches_dampening_off_releases_a_dampened_uplink_at_once():
+    from linkwatch.config import loads
+    from linkwatch.core.inputs import Reload
+
+    s = flapped()
+    s.feed(Reload(loads(CONFIG.replace("[policy]\n", "[policy]\ndampening = false\n")), dict(FACTS)))
+    assert not s.state.uplink("fibre").penalty.dampened
+    assert [(e.uplink, e.dampened) for e in s.events if isinstance(e, UplinkDampened)][-1] == ("fibre", False)
+
+
+def test_a_reload_that_rebuilds_a_dampened_uplink_keeps_it_dampened():
+    from linkwatch.config import loads
+    from linkwatch.core.inputs import Reload
+
+    s = flapped()
+    s.feed(Reload(loads(CONFIG.replace('interface = "up1"', 'interface = "up1"\nweight = 3', 1)), dict(FACTS)))
+    assert s.state.uplink("fibre").cfg.weight == 3, "rebuilt"
+    assert s.state.uplink("fibre").penalty.dampened
 
 
 def test_a_standby_uplink_rotates_its_targets_at_the_standby_interval():
@@ -176,3 +219,25 @@ def test_a_restart_does_not_raise_the_quota_thresholds_the_month_had_passed_agai
     assert s.status().uplink("lte").month_bytes >= 700_000
     w.run(0.4, step=0.1, rx={"up2": 100})
     assert [e.percent for e in s.events if isinstance(e, QuotaReached)] == [100]
+
+
+def test_a_reload_that_rebuilds_an_uplink_keeps_its_month_its_quota_and_its_penalty():
+    """Review: adding a quota (or changing [health]) rebuilt the uplink with a zero month, so the
+    quota's 100 % event never came, and a dampened uplink was pardoned without an event."""
+    from linkwatch.config import loads
+    from linkwatch.core.inputs import Reload
+
+    text = CONFIG.replace('[uplinks.lte]\ninterface = "up2"', '[uplinks.lte]\ninterface = "up2"\nquota = "1MB"\n'
+                          'quota_warn = [80, 100]')
+    s = Scenario(text)
+    w = Wire(s)
+    for _ in range(9):
+        w.run(0.1, step=0.1, rx={"up2": 100})  # 800 kB
+    assert [e.percent for e in s.events if isinstance(e, QuotaReached)] == [80]
+    before = s.status().uplink("lte").month_bytes
+    s.feed(Reload(loads(text.replace("[health]", '[health]\nlate_window = "2s"', 1)
+                        if "[health]" in text else '[health]\nlate_window = "2s"\n' + text), dict(FACTS)))
+    assert s.status().uplink("lte").month_bytes == before, "the month survives the rebuild"
+    for _ in range(3):
+        w.run(0.1, step=0.1, rx={"up2": 100})
+    assert [e.percent for e in s.events if isinstance(e, QuotaReached)] == [80, 100], "raised once each"
