@@ -90,6 +90,7 @@ class UplinkState:
     slow_rounds: int = 0  # rounds that timed out while the uplink showed it was alive
     suspect_since: float | None = None  # LAN packets leaving with nothing coming back since
     quiet_until: float = 0.0  # no new suspicion before this (a burst just answered)
+    false_alarms: int = 0  # answered bursts in a row (one-way traffic): each doubles the quiet time
     bursts: int = 0  # bursts asked for
     path_rtt: float = 0.0  # median RTT of replies in time over the quality window (seconds; 0: unknown)
     penalty: Penalty = field(default_factory=Penalty)  # flap dampening
@@ -190,27 +191,32 @@ def with_round(u: UplinkState, results: tuple[ProbeResult, ...], seq: int | None
                 probe_traffic=probe_traffic, stats=stats, path_rtt=path_rtt,
                 last_reply_at=mono if answered or late else u.last_reply_at,
                 last_late_at=mono if late else u.last_late_at)
-    if seq is not None:
-        if seq < u.applied_seq:
-            return u, []
-        u = replace(u, applied_seq=seq)
-    good = bool(results) and answered >= min(u.params.min_targets, len(results))
+    if seq is not None and seq < u.applied_seq:
+        return u, []
+    judged, total = answered, len(results)
+    if 0 < len(results) < len(u.cfg.probes):  # a rotating round (one target): judge the latest of each
+        judged, total = sum(1 for r in latest.values() if r.ok), len(latest)
+    good = bool(results) and judged >= min(u.params.min_targets, total)
     if burst:
         why = None if good else _dead_by_burst(u, results, mono)
         u = replace(u, suspect_since=None)
-        if good:
-            u = replace(u, quiet_until=mono + QUIET_AFTER_BURST)
-        else:
-            if why is None:
-                return u, []  # no answer, but no proof of death either: the rounds decide
-            health, transitions = hm.on_dead(u.health, why, u.params, mono)
-            return replace(u, health=health), transitions
+        if good:  # a false alarm (one-way traffic): back off, so an upload does not cost a burst a second
+            alarms = u.false_alarms + 1
+            return replace(u, false_alarms=alarms,
+                           quiet_until=mono + min(QUIET_AFTER_BURST * 2 ** (alarms - 1), MAX_QUIET)), []
+        if why is None:
+            return u, []  # no answer, but no proof of death either: the rounds decide
+        health, transitions = hm.on_dead(u.health, why, u.params, mono)
+        return replace(u, health=health, false_alarms=0, applied_seq=max(u.applied_seq, seq or 0)), transitions
+    if seq is not None:
+        u = replace(u, applied_seq=seq)
     slow = None if good else _slow(u, results, started, mono)
-    health, transitions = hm.on_round(u.health, answered, len(results), stats, u.params, mono, slow)
+    health, transitions = hm.on_round(u.health, judged, total, stats, u.params, mono, slow)
     return replace(u, health=health, slow_rounds=u.slow_rounds + (slow is not None)), transitions
 
 
-QUIET_AFTER_BURST = 1.0  # a suspicion the burst disproved is not raised again before this
+QUIET_AFTER_BURST = 1.0  # a suspicion the burst disproved is not raised again before this ...
+MAX_QUIET = 60.0  # ... doubling with each false alarm in a row, up to this (reset by two-way traffic)
 
 
 def _recently_slow(u: UplinkState, mono: float) -> bool:
@@ -257,6 +263,8 @@ def with_counters(u: UplinkState, c: LinkCounters, mono: float, month: str, acti
         u = replace(u, quota_warned=())  # a new month
     u = replace(u, counters=counters)
     h = u.cfg.health
+    if u.false_alarms and is_proven(u, mono):
+        u = replace(u, false_alarms=0)  # two-way traffic again: the next silence is worth a burst at once
     if u.suspect_since is not None:
         if ev.rx_since(counters, u.suspect_since) > 0 or mono - u.suspect_since > burst_timeout(u) + 1.0:
             u = replace(u, suspect_since=None)

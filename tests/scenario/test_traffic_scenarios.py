@@ -114,6 +114,38 @@ def test_one_way_traffic_is_not_a_failure():
     assert s.outputs[-1].probes["fibre"].burst <= 11, "at most one burst a second on one-way traffic"
 
 
+def test_a_minute_of_one_way_traffic_costs_few_bursts_and_little_standby_probing():
+    """Review: an upload with no replies raised a suspicion (and a burst, and full-rate rounds on
+    the standby) about once a second: 54 a minute, ~25 MB/day on a metered standby. Answered bursts
+    in a row back off (1, 2, 4 ... 60 s of quiet)."""
+    s, w = settled()
+    c = w.c["up1"]
+    asked = s.outputs[-1].probes["fibre"].burst
+    doubt_reads = reads = 0
+    next_round = s.t + 0.25
+    while reads < 1200:  # 60 s of reads every 50 ms
+        s.t = round(s.t + 0.05, 6)
+        reads += 1
+        c[1] += 10  # the upload: 200 packets/s out, nothing back but the probes' replies
+        if s.t >= next_round - 1e-9:
+            next_round += 0.25
+            c[0] += 2
+            s.seq += 1
+            s.feed(RoundDone("fibre", results(s.state.uplink("fibre").cfg.probes, 2), s.seq, started=s.t - 0.25))
+        s.feed(Counters({i: LinkCounters(*v) for i, v in w.c.items()}))
+        plan = s.outputs[-1].probes
+        if plan["fibre"].burst != asked:  # the shell sends the burst; it is answered
+            asked = plan["fibre"].burst
+            c[0] += 2
+            s.seq += 1
+            s.feed(RoundDone("fibre", results(s.state.uplink("fibre").cfg.probes, 2), s.seq, burst=True))
+        doubt_reads += s.outputs[-1].probes["lte"].interval < 1.0
+    bursts = s.state.uplink("fibre").bursts
+    assert s.state_of("fibre") == "UP" and s.state.active == ("fibre",)
+    assert bursts <= 8, f"{bursts} bursts in a minute of one-way traffic"
+    assert doubt_reads * 0.05 <= 3.0, f"the standby was probed at full rate for {doubt_reads * 0.05:.1f} s"
+
+
 def test_while_the_lans_traffic_proves_the_active_uplink_it_is_probed_less():
     s, w = settled()
     w.run(3.0, rx={"up1": 5}, tx={"up1": 5})
@@ -194,6 +226,36 @@ def test_a_standby_uplink_rotates_its_targets_at_the_standby_interval():
     plan = s.outputs[-1].probes["lte"]
     assert plan.rotate and plan.interval == 10.0
     assert not s.outputs[-1].probes["fibre"].rotate
+
+
+def test_a_rotating_standby_with_one_dead_target_does_not_dip():
+    """Review: one target per round, one of two targets dead: every second round failed, a dip
+    (UP -> FALLING -> UP) each time, 40 state changes in 10 minutes and a growing flap penalty."""
+    s = Scenario()
+    s.rounds({"fibre": "g", "lte": "g"})
+    s.wait(12.0)
+    before = len([e for e in s.events if isinstance(e, UplinkStateChanged) and e.uplink == "lte"])
+    probes = s.state.uplink("lte").cfg.probes
+    for i in range(60):  # 10 minutes at the 10 s standby interval, the targets in turn
+        s.t += 10.0
+        s.seq += 1
+        target = probes[i % 2]
+        ok = i % 2 == 0  # the second target is dead
+        res = (ProbeResult(target.type, target.target, ok, 0.02 if ok else None, 1, 0 if ok else 1, 28,
+                           28 if ok else 0, None if ok else "timeout"),)
+        s.feed(RoundDone("lte", res, s.seq, started=s.t - 0.25))
+        s.wait(0)
+    changes = [e for e in s.events if isinstance(e, UplinkStateChanged) and e.uplink == "lte"][before:]
+    assert changes == [] and s.state_of("lte") == "UP"
+    assert s.state.uplink("lte").penalty.value == 0.0
+    # both targets dead: it does go DOWN, a rotation or two later
+    for i in range(6):
+        s.t += 10.0
+        s.seq += 1
+        target = probes[i % 2]
+        s.feed(RoundDone("lte", (ProbeResult(target.type, target.target, False, None, 1, 1, 28, 0, "timeout"),),
+                         s.seq, started=s.t - 0.25))
+    assert s.state_of("lte") in ("FALLING", "DOWN")
 
 
 def test_quota_thresholds_are_raised_once_each():

@@ -195,6 +195,18 @@ def test_silence_on_the_active_uplink_makes_it_suspect_and_a_failed_burst_takes_
     assert "nothing came in for 270ms while the LAN sent" in trans[0].reason, "last packet in at 100.2"
 
 
+def test_a_burst_without_a_verdict_does_not_swallow_an_older_round_still_in_flight():
+    u = warm(uplink())
+    for i, t in enumerate((100.25, 100.3, 100.35)):
+        u = with_counters(u, c(100, 100 + 10 * (i + 1)), t, "2026-12", active=True, interval=0.25)
+    assert u.suspect_since is not None
+    u = with_counters(u, c(101, 140), 100.4, "2026-12", active=True, interval=0.25)  # one packet in
+    u, trans = with_round(u, timed_out(), 9, 100.47, burst=True)
+    assert trans == [], "no answer, but no proof of death either"
+    u, trans = with_round(u, timed_out(), 8, 100.5, started=100.25)
+    assert [t.new for t in trans] == [State.FALLING], "the round that began before the burst still counts"
+
+
 def test_a_burst_that_is_answered_clears_the_suspicion_for_a_while():
     u = warm(uplink())
     for i, t in enumerate((100.25, 100.3, 100.35, 100.4)):
