@@ -454,8 +454,10 @@ def _activate(s: _Step) -> None:
 
 
 def in_doubt(state: EngineState) -> bool:
-    """An active uplink is suspect or failing: every uplink is probed at full rate."""
-    return any(u.suspect_since is not None or u.health.state != State.UP for u in state.uplinks
+    """An active uplink is suspect, FALLING or DOWN: every uplink is probed at full rate. Not when
+    it is DEGRADED, starting or RISING (with nothing better, for a while): a standby on a data
+    budget would pay for that at 10 rounds a second."""
+    return any(u.suspect_since is not None or u.health.state in (State.FALLING, State.DOWN) for u in state.uplinks
                if u.name in state.active)
 
 

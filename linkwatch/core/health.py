@@ -232,8 +232,9 @@ def on_round(h: Health, answered: int, targets: int, stats: Stats, p: HealthPara
 
     ``stats`` are the window statistics including this round (see :func:`window_stats`,
     computed from ``h.quality_since``). ``slow`` says why a round that timed out is not a failure
-    (late replies, traffic arriving: the uplink is alive, only slow): it counts neither way, and
-    an uplink FALLING on such a round is UP again.
+    (late replies, traffic arriving: the uplink is alive, only slow): for a working uplink it counts
+    neither way, and one FALLING on such a round is UP again; an uplink starting (INIT) or coming
+    back (DOWN, RISING) counts it as a good round, so a path longer than the timeout still settles.
     """
     if h.state == State.DISABLED or not h.link_ok:
         return h, []
@@ -241,6 +242,8 @@ def on_round(h: Health, answered: int, targets: int, stats: Stats, p: HealthPara
     good = targets > 0 and answered >= need
     detail = f"{answered}/{targets} targets answered"
     h = _track_quality(h, stats, p, now)
+    if not good and slow is not None and h.state in (State.INIT, State.DOWN, State.RISING):
+        good, detail = True, f"slow, not dead: {slow}"  # late replies are life: a long path still settles
     if good:
         h = replace(h, good_rounds=h.good_rounds + 1, failed_rounds=0)
         if h.state in (State.INIT, State.UP, State.DEGRADED, State.FALLING):

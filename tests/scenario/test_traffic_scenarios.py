@@ -5,6 +5,7 @@ metered standby uplink is probed on a budget, quotas raise events once a month."
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import CONFIG, FACTS, Scenario, results  # noqa: E402
 
 from linkwatch.core.events import ActiveChanged, QuotaReached, UplinkDampened, UplinkStateChanged  # noqa: E402
+from linkwatch.core.states import State  # noqa: E402
 from linkwatch.core.inputs import Counters, LinkCounters, ProbeResult, RoundDone  # noqa: E402
 
 
@@ -256,6 +258,25 @@ def test_a_rotating_standby_with_one_dead_target_does_not_dip():
         s.feed(RoundDone("lte", (ProbeResult(target.type, target.target, False, None, 1, 1, 28, 0, "timeout"),),
                          s.seq, started=s.t - 0.25))
     assert s.state_of("lte") in ("FALLING", "DOWN")
+
+
+def test_an_active_degraded_uplink_does_not_keep_the_standby_at_full_rate():
+    from linkwatch.core.engine import in_doubt
+
+    s = Scenario()
+    s.rounds({"fibre": "g", "lte": "g"})
+    s.wait(12.0)
+    fibre = s.state.uplink("fibre")
+    for state in (State.DEGRADED, State.RISING, State.INIT):
+        st = replace(s.state, uplinks=tuple(replace(u, health=replace(u.health, state=state)) if u is fibre else u
+                                            for u in s.state.uplinks))
+        assert not in_doubt(st), state
+    for state in (State.FALLING, State.DOWN):
+        st = replace(s.state, uplinks=tuple(replace(u, health=replace(u.health, state=state)) if u is fibre else u
+                                            for u in s.state.uplinks))
+        assert in_doubt(st), state
+    assert in_doubt(replace(s.state, uplinks=tuple(replace(u, suspect_since=s.t) if u is fibre else u
+                                                   for u in s.state.uplinks)))
 
 
 def test_quota_thresholds_are_raised_once_each():

@@ -155,6 +155,24 @@ def test_noise_coming_in_is_no_proof_of_life():
     assert is_proven(u, 103.0)
 
 
+def test_an_uplink_whose_replies_are_always_late_still_settles():
+    """Review: a path longer than the timeout from the start (geostationary satellite) stayed INIT
+    for ever, probed at fast_interval, keeping every standby at full rate."""
+    cfg = loads(CONFIG)
+    u = with_facts(new_uplink(cfg.uplinks[0], 100.0, 1e9), FACTS, 100.0, initial=True).uplink
+    u, _ = with_round(u, timed_out(), 1, 100.3)
+    assert u.state == State.INIT, "silence: still starting"
+    for seq, t in enumerate((100.6, 100.9, 101.2), start=2):
+        u, trans = with_round(u, timed_out(late=2, late_rtt=0.6), seq, t)
+    assert u.state == State.UP
+    for seq, t in enumerate((101.5, 101.6, 101.7, 105.0, 105.1, 105.2), start=5):
+        u, _ = with_round(u, timed_out(), seq, t)
+    assert u.state == State.DOWN, "silence past the late window"
+    for seq, t in enumerate((105.5, 105.8, 106.1, 106.4, 106.7, 107.0), start=11):
+        u, _ = with_round(u, timed_out(late=2, late_rtt=0.6), seq, t)
+    assert u.state == State.UP, "late replies bring it back too"
+
+
 def test_refusals_are_failures_even_with_traffic():
     u = replace(uplink(), counters=reads(ev.Traffic(), 100.0, 0.05, 30, 3, 12))
     u, trans = with_round(u, timed_out(refused=True), 2, 100.35, started=100.1)
