@@ -143,6 +143,8 @@ def with_facts(u: UplinkState, facts: LinkFacts | None, mono: float, initial: bo
     """Apply the kernel's facts: a link that cannot carry traffic is DOWN at once."""
     old = u.facts
     u = replace(u, facts=facts)
+    if facts is None or not facts.ifindex or (old is not None and old.ifindex != facts.ifindex):
+        u = replace(u, counters=ev.forget(u.counters))  # gone or re-created: the next read is a new baseline
     ok, reason = link_verdict(u.cfg, facts)
     if not ok:  # no rounds run while the link is gone: stale statistics would mislead
         u = replace(u, stats=EMPTY_STATS, samples=(), last_results=())

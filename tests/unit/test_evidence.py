@@ -127,6 +127,22 @@ def test_silence_is_death_but_traffic_coming_in_is_life():
     assert u.slow_rounds == 3
 
 
+def test_a_re_created_interface_starts_its_counters_afresh_and_keeps_the_month():
+    """A PPPoE reconnect: the interface goes and comes back with a new ifindex; its counters start
+    from 0 (or from anything: a new interface). Its first read is a baseline, not a delta."""
+    u = uplink()
+    u = with_counters(u, c(1000, 1000, 500_000, 500_000), 100.2, "2026-12", active=True, interval=0.25)
+    u = with_counters(u, c(1100, 1100, 600_000, 600_000), 100.3, "2026-12", active=True, interval=0.25)
+    month = u.counters.month_bytes
+    assert month == 200_000
+    u = with_facts(u, None, 101.0).uplink
+    u = with_facts(u, replace(FACTS, ifindex=12), 105.0).uplink
+    u = with_counters(u, c(5000, 5000, 900_000, 900_000), 105.1, "2026-12", active=True, interval=0.25)
+    assert u.counters.month_bytes == month and u.counters.deltas == (), "a baseline: no 4.5 s delta"
+    u = with_counters(u, c(5010, 5010, 910_000, 910_000), 105.2, "2026-12", active=True, interval=0.25)
+    assert u.counters.month_bytes == month + 20_000
+
+
 def test_noise_coming_in_is_no_proof_of_life():
     """Review: inbound noise (a cable segment's broadcasts, IPTV multicast) on a blackholed uplink
     made its failed rounds 'slow' and 'proved' it, for up to 4.7 s. Multicast/broadcast is not
