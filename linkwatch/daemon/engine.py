@@ -94,6 +94,7 @@ class Engine:
         self._tasks: dict[str, asyncio.Task] = {}
         self._background: set[asyncio.Task] = set()  # replaced sinks draining, removed probers closing
         self._recheck: asyncio.TimerHandle | None = None
+        self._period_start: float | None = None  # wall-clock start of the history period being summed
         self._recheck_at: float | None = None
         self._wakeup = asyncio.Event()
         self._stop = False
@@ -229,6 +230,10 @@ class Engine:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+        if self._period_start is not None and self.config.history.path:
+            # the unfinished period too: the month's traffic in the history must not lose a minute a stop
+            self.feed(PeriodEnd(self._period_start, self.clock.now().wall))
+            self._period_start = None
         await self.applier.carry_out()  # what was decided before the stop
         if self.config.policy.on_stop == "withdraw":  # before "stopped" is told: events follow routes
             try:
@@ -415,12 +420,13 @@ class Engine:
     async def _sampler(self, period: float) -> None:
         """Every ``period`` (aligned to the wall clock, so rows of all uplinks line up) sum up what
         each uplink's probes saw since the last one."""
-        start = self.clock.now().wall
+        if self._period_start is None:  # a restarted sampler (reload) goes on with the open period
+            self._period_start = self.clock.now().wall
         while True:
             await asyncio.sleep(period - self.clock.now().wall % period)
             end = self.clock.now().wall
-            self.feed(PeriodEnd(start, end))
-            start = end
+            self.feed(PeriodEnd(self._period_start, end))
+            self._period_start = end
 
     def suppressed_traps(self) -> dict[str, int]:
         """Traps held back by the storm limit, per uplink (for lwUplinkSuppressedTraps)."""

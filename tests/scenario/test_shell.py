@@ -521,3 +521,27 @@ def test_a_standby_uplink_that_takes_traffic_has_its_counters_read_fast_at_once(
             assert reads and reads[0] - t0 < 0.3, f"lte's first read as the active uplink: {reads[:1]} (t0 {t0:.2f})"
             assert len(reads) >= 2, "an active uplink is read at least every 250 ms"
     asyncio.run(scenario())
+
+
+def test_a_stop_writes_the_unfinished_history_period_so_the_month_loses_nothing(tmp_path):
+    """Review: the minute in progress at a stop was never written, so the month's traffic (summed
+    from the history after a restart) came up short and a quota threshold could be raised twice."""
+    from linkwatch.core.inputs import LinkCounters
+
+    db = tmp_path / "history.db"
+    path = write_config(tmp_path, f'[history]\npath = "{db}"\ncommit_interval = "1s"\nevent_delay = "100ms"\nsample_period = "60s"\n')
+
+    async def scenario():
+        run = Running(path)
+        up1 = FACTS["up1"].ifindex
+        run.kernel.counters[up1] = LinkCounters(0, 0, 0, 0)
+        async with run as engine:
+            await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
+            await asyncio.sleep(0.5)
+            run.kernel.counters[up1] = LinkCounters(100, 100, 300_000, 200_000)
+            await until(lambda: engine.status().uplink("fibre").month_bytes == 500_000, what="the bytes counted")
+        return engine
+
+    asyncio.run(scenario())
+    with HistoryReader(str(db)) as reader:
+        assert reader.traffic_since(0).get("fibre") == 500_000, "the unfinished minute is in the history"
