@@ -96,8 +96,8 @@ class HealthConfig:
     burst_timeout: float = field(default=0.12, metadata=_key(
         _duration(3 * MIN_INTERVAL), "the confirming burst (3 packets per target) gets no answer within this: DOWN"))
     counter_interval: float = field(default=0.04, metadata=_key(
-        _duration(MIN_INTERVAL), "how often the active uplink's interface counters are read (standby: every "
-        "standby_interval)"))
+        _duration(MIN_INTERVAL), "how often the active uplink's interface counters are read while the LAN sends "
+        "(250ms while it is idle; standby uplinks: every standby_interval, within 1s..10s)"))
     down_after: int = field(default=3, metadata=_key(
         _integer(1, 100), "failed rounds in a row before DOWN"))
     up_after: int = field(default=5, metadata=_key(
