@@ -156,7 +156,11 @@ def test_a_standby_uplink_probes_on_a_budget(healthy):
 
 
 # last: a dampened uplink stays dampened for minutes (the penalty decays with a 1 min half-life)
-def test_a_flapping_uplink_gets_traffic_back_at_most_once_and_shows_as_dampened(healthy):
+def test_a_flapping_uplink_gets_traffic_back_at_most_twice_and_shows_as_dampened(healthy):
+    """At this lab's short failback_hold (3 s, default 10 s: then it never gets traffic back while it
+    flaps 1 s / 1 s) and 1 s standby probing, wan1 is seen UP for 3 s between blackouts now and
+    then: each outage adds 1 to its penalty, each dip 0.5, so it is dampened (3) after at most
+    three outages: away, back, away, back, away."""
     spec = healthy
     before = status(spec)["active_changes"]
     assert "flap" in fault(spec, "wan1", "flap", "1s", "1s", "20s")
@@ -164,6 +168,6 @@ def test_a_flapping_uplink_gets_traffic_back_at_most_once_and_shows_as_dampened(
     time.sleep(21.0)
     assert not any(r.role.startswith("flap") and r.alive for r in read_records(spec.state_dir)), "stopped by itself"
     st = status(spec)
-    assert events_of(spec, before) <= 2, "at most: away, and back once"
+    assert events_of(spec, before) <= 5, "at most: away, back, away, back, away"
     assert uplink(st, "wan1")["dampened"] and uplink(st, "wan1")["flap_penalty"] >= 3
     assert st["active"] == ["wan2"], "dampened: no traffic back while it flaps"
