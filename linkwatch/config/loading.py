@@ -459,6 +459,24 @@ def _snmp(doc: Mapping[str, Any], issues: list[ConfigIssue]) -> SnmpConfig:
                       agent=agent, users=users, traps=tuple(traps))
 
 
+def _check_flow_marks(uplinks: tuple[UplinkConfig, ...], issues: list[ConfigIssue]) -> None:
+    """Sticky flows mark each uplink's flows with its table's low byte: it must be 1..255 and unique."""
+    marks: dict[int, UplinkConfig] = {}
+    for u in uplinks:
+        low = u.table & 0xFF
+        path = f"{_join('uplinks', u.name)}.table"
+        if low in marks and marks[low].table == u.table:
+            continue  # the same table twice: already said
+        if low == 0:
+            issues.append(ConfigIssue(path, f"got {u.table}, expected a table whose low byte (table % 256) is "
+                                            "not 0: it is the uplink's flow mark (policy.sticky_flows)"))
+        elif low in marks:
+            issues.append(ConfigIssue(path, f"got {u.table}, expected a table whose low byte (table % 256 = {low}) "
+                                            f"differs from {marks[low].name}'s: it is the uplink's flow mark "
+                                            "(policy.sticky_flows)"))
+        marks.setdefault(low, u)
+
+
 def _validate(doc: Mapping[str, Any], source: str) -> Config:
     issues: list[ConfigIssue] = []
     _check_unknown(doc, _toml_keys(Config), "", issues)
@@ -480,6 +498,8 @@ def _validate(doc: Mapping[str, Any], source: str) -> Config:
             f"got {format_duration(hist.event_delay)}, expected at most history.commit_interval "
             f"({format_duration(hist.commit_interval)}): events are written at least as soon as samples")))
     uplinks = _uplinks(doc, sections["health"], bad["health"], sections["routing"], bad["routing"], issues)
+    if "sticky_flows" not in bad["policy"] and pol.sticky_flows:
+        _check_flow_marks(uplinks, issues)
     if issues:
         raise ConfigError(issues, source)
     return Config(uplinks=uplinks, source=source, **sections)

@@ -165,7 +165,11 @@ class PolicyConfig:
         _duration(), "a better uplink must stay UP this long (no FALLING dip either) before traffic moves "
         "back to it"))
     flush_conntrack: bool = field(default=True, metadata=_key(
-        _boolean(), "delete conntrack entries NATed through an uplink that stops carrying traffic"))
+        _boolean(), "delete the conntrack entries NATed through an uplink whose flows must move: one that "
+        "stopped working (sticky flows), or any that stops carrying traffic (without)"))
+    sticky_flows: bool = field(default=True, metadata=_key(
+        _boolean(), "a flow stays on the uplink it started on while that uplink works (linkwatch's nftables "
+        "table marks flows; fwmark rules route them): a failback or a DEGRADED uplink resets no flow"))
     dampening: bool = field(default=True, metadata=_key(
         _boolean(), "flap dampening: an uplink that keeps failing does not take traffic back until stable"))
     flap_half_life: float = field(default=60.0, metadata=_key(

@@ -62,6 +62,7 @@ from linkwatch.core.uplink import (
     new_uplink,
     probe_plan,
     route_of,
+    working,
     view_of,
     with_admin,
     with_facts,
@@ -139,6 +140,9 @@ class _Step:
         """Store ``u`` and turn its transitions into events (and flap penalties)."""
         stored = self.state.uplink(u.name)
         was = stored.penalty.dampened if stored is not None else u.penalty.dampened  # as the world saw it
+        if (self.state.config.policy.sticky_flows and stored is not None and working(stored) and not working(u)
+                and u.nat_address):
+            self.flush(u.name, u.nat_address)  # its flows lose their route (fwmark rule): reset, not stranded
         u = counted(u, transitions, self.now.mono, self.now.wall)
         params = dampening_params(self.state.config)
         for t in transitions:
@@ -433,10 +437,11 @@ def _decide(s: _Step) -> None:
         s.moves.append(ActiveChanged(s.now.wall, s.now.mono, st.active, d.active, s.reason_prefix + d.reason))
         for name in st.active:
             u = st.uplink(name)
-            # Until flows stay on their own uplink (issue 11), a flow NATed to an uplink that no
-            # longer carries traffic would leave through the new one with the old source and hang:
-            # its entries go, working uplink or not, so it re-NATs at once.
-            if name not in d.active and u is not None and u.nat_address:
+            # Without sticky flows, a flow NATed to an uplink that no longer carries traffic would
+            # leave through the new one with the old source and hang: its entries go, working uplink
+            # or not. With them, a working uplink keeps its flows (their fwmark rule routes them);
+            # one that stopped working has its flows reset when it stops (see put()).
+            if name not in d.active and u is not None and u.nat_address and not p.sticky_flows:
                 s.flush(name, u.nat_address)
     _activate(s)
 
@@ -446,7 +451,8 @@ def _activate(s: _Step) -> None:
     st = s.state
     weights = st.decision.weights if st.decision is not None else ()
     try:
-        routing = plan([route_of(u) for u in st.uplinks], weights, routing_params(st.config))
+        sticky = st.config.policy.sticky_flows
+        routing = plan([route_of(u, sticky) for u in st.uplinks], weights, routing_params(st.config))
     except RoutingError as e:  # inconsistent facts from the kernel: leave the routes as they are
         s.log.append(("error", f"routing plan refused, kernel left unchanged: {e}"))
         return

@@ -11,7 +11,11 @@ Rules::
 
     <suppress_priority>: lookup main suppress_prefixlength 0 proto P
     <uplink priority>:   from <addr>/32 lookup T proto P          (one per uplink with an address)
+    <uplink priority>:   fwmark M/0xff0000 lookup T proto P       (sticky flows: while it works)
     <active_priority>:   lookup <active_table> proto P
+
+With sticky flows the plan also carries linkwatch's nftables table (:mod:`linkwatch.core.flows`),
+which marks each flow with the uplink it leaves through.
 
 and the active table holds one default route (or a weighted multipath route) over the active
 uplinks. Every object carries linkwatch's route protocol number P, so the reconciler
@@ -27,6 +31,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from typing import Sequence
+
+from linkwatch.core.flows import FLOW_MASK, ruleset
 
 DEFAULT_DST = "0.0.0.0/0"
 SCOPE_UNIVERSE = 0
@@ -79,6 +85,9 @@ class UplinkRoute:
     table: int
     rule_priority: int  # priority of "from address lookup table"
     usable: bool  # carrier + address + gateway known
+    interface: str = ""  # its name (the flow table matches on it)
+    flow_mark: int | None = None  # sticky flows: the mark of its flows (None: sticky flows off)
+    working: bool = False  # healthy enough to keep its flows (UP, FALLING, DEGRADED)
 
 
 @dataclass(frozen=True, order=True)
@@ -140,9 +149,14 @@ class RuleSpec:
     table: int
     src: str | None = None  # "198.51.100.2/32"
     suppress_prefixlen: int | None = None
+    fwmark: int | None = None  # a flow's mark (sticky flows) ...
+    fwmask: int | None = None  # ... under this mask
 
     def describe(self) -> str:
-        parts = [f"{self.priority}:", "from", self.src or "all", "lookup", _table_name(self.table)]
+        parts = [f"{self.priority}:", "from", self.src or "all"]
+        if self.fwmark is not None:
+            parts += ["fwmark", f"0x{self.fwmark:x}/0x{self.fwmask if self.fwmask is not None else 0xFFFFFFFF:x}"]
+        parts += ["lookup", _table_name(self.table)]
         if self.suppress_prefixlen is not None:
             parts += ["suppress_prefixlength", str(self.suppress_prefixlen)]
         return " ".join(parts)
@@ -154,6 +168,7 @@ class RouteSet:
 
     routes: frozenset[RouteSpec] = frozenset()
     rules: frozenset[RuleSpec] = frozenset()
+    flows: str | None = None  # linkwatch's nftables table (sticky flows); None: no table
 
 
 
@@ -236,6 +251,8 @@ def _uplink_objects(up: UplinkRoute, params: RoutingParams) -> tuple[list[RouteS
             )
     if _can_default(up):
         routes.append(RouteSpec(table=up.table, dst=DEFAULT_DST, gateway=up.gateway, ifindex=up.ifindex))
+        if up.flow_mark and up.working:  # its flows keep leaving through it
+            rules.append(RuleSpec(priority=up.rule_priority, table=up.table, fwmark=up.flow_mark, fwmask=FLOW_MASK))
     return routes, rules
 
 
@@ -286,4 +303,5 @@ def plan(
     active_route = _active_route(uplinks, active, params)
     if active_route is not None:
         routes.add(active_route)
-    return RouteSet(routes=frozenset(routes), rules=frozenset(rules))
+    marks = [(up.interface, up.flow_mark) for up in uplinks if up.flow_mark]
+    return RouteSet(routes=frozenset(routes), rules=frozenset(rules), flows=ruleset(marks) if marks else None)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from linkwatch.config import UplinkConfig
 from linkwatch.core import health as hm
 from linkwatch.core.dampening import Penalty
+from linkwatch.core.flows import flow_mark
 from linkwatch.core import evidence as ev
 from linkwatch.core.evidence import Traffic
 from linkwatch.core.health import EMPTY_STATS, Health, HealthParams, Sample, Stats, Tally, Transition, window_stats
@@ -294,15 +295,21 @@ def bytes_per_day(u: UplinkState, mono: float) -> float | None:
     return sum(b for _, b in recent) / span * 86400.0
 
 
-def route_of(u: UplinkState) -> UplinkRoute:
-    """What the routing plan needs to know about the uplink."""
+def route_of(u: UplinkState, sticky: bool = False) -> UplinkRoute:
+    """What the routing plan needs to know about the uplink (``sticky``: flows keep their uplink)."""
     f = u.facts
     ok, _ = link_verdict(u.cfg, f)
     return UplinkRoute(
         name=u.name, ifindex=f.ifindex if f else None, address=f.address if f else None,
         prefixlen=f.prefixlen if f else None, gateway=gateway_of(u.cfg, f), table=u.cfg.table,
-        rule_priority=u.cfg.rule_priority, usable=ok,
+        rule_priority=u.cfg.rule_priority, usable=ok, interface=u.cfg.interface,
+        flow_mark=flow_mark(u.cfg.table) if sticky else None, working=working(u),
     )
+
+
+def working(u: UplinkState) -> bool:
+    """Healthy enough to keep the flows it carries (with sticky flows)."""
+    return u.health.state in USABLE
 
 
 def view_of(u: UplinkState) -> UplinkView:

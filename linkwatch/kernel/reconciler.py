@@ -21,6 +21,8 @@ from typing import Any, Callable, Iterable, TypeVar
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkDumpInterrupted, NetlinkError
 
+from linkwatch.core.flows import TABLE_NAME
+from linkwatch.kernel.nft import FlowTable, NftError
 from linkwatch.core.routing import (
     DEFAULT_DST,
     RESERVED_TABLES,
@@ -91,11 +93,14 @@ def rule_from_msg(msg: Any) -> RuleSpec:
     """Turn a dumped RTM_NEWRULE message into a RuleSpec."""
     src = msg.get_attr("FRA_SRC")
     suppress = msg.get_attr("FRA_SUPPRESS_PREFIXLEN", NO_SUPPRESS)
+    fwmark = msg.get_attr("FRA_FWMARK")
     return RuleSpec(
         priority=msg.get_attr("FRA_PRIORITY", 0),
         table=msg.get_attr("FRA_TABLE", msg["table"]),
         src=f"{src}/{msg['src_len']}" if src else None,
         suppress_prefixlen=None if suppress == NO_SUPPRESS else suppress,
+        fwmark=fwmark if fwmark else None,
+        fwmask=msg.get_attr("FRA_FWMASK") if fwmark else None,
     )
 
 
@@ -138,6 +143,9 @@ def rule_args(spec: RuleSpec, protocol: int) -> dict[str, Any]:
         args["src_len"] = int(length or 32)
     if spec.suppress_prefixlen is not None:
         args["suppress_prefixlen"] = spec.suppress_prefixlen  # pyroute2 NLA name: ..._prefixlen
+    if spec.fwmark is not None:
+        args["fwmark"] = spec.fwmark
+        args["fwmask"] = spec.fwmask if spec.fwmask is not None else 0xFFFFFFFF
     return args
 
 
@@ -156,6 +164,20 @@ def _netlink_message(err: Exception) -> str:
     return str(err)
 
 
+def _enter_netns(name: str) -> None:
+    """Move the calling thread into network namespace ``name`` (iproute2's /run/netns/NAME)."""
+    import ctypes
+    import os
+
+    clone_newnet = 0x40000000
+    fd = os.open(os.path.join("/run/netns", name), os.O_RDONLY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).setns(fd, clone_newnet) != 0:
+            raise OSError(ctypes.get_errno(), f"setns into {name!r} failed")
+    finally:
+        os.close(fd)
+
+
 # --------------------------------------------------------------------------- reconciler
 
 
@@ -171,6 +193,8 @@ class Reconciler:
         self.netns = netns
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lw-routing")
         self._ipr: IPRoute | None = None
+        self._flows: FlowTable | None = None  # linkwatch's nftables table, once sticky flows ask for it
+        self._flows_applied: str | None = None  # the ruleset last put in it
         try:
             self._ipr = self._run(self._open)
         except Exception:
@@ -288,6 +312,7 @@ class Reconciler:
     def _apply(self, desired: RouteSet) -> ApplyReport:
         started = time.perf_counter()
         report = ApplyReport()
+        self._apply_flows(desired.flows, report)
         current = self._current()
         current_keys = {r.key for r in current.routes}
         protocol = self.params.protocol
@@ -338,6 +363,35 @@ class Reconciler:
             protocol,
         )
         return report
+
+    def _apply_flows(self, ruleset: str | None, report: ApplyReport) -> None:
+        """Make linkwatch's nftables table equal ``ruleset`` (None: no table). Cheap when nothing
+        changed: one listing of the table, compared with the one taken right after the last apply
+        (someone deleted or edited it: it is put back whole)."""
+        try:
+            table = self._flow_table()
+            if ruleset is None:
+                if self._flows_applied is not None or table.listing() is not None:
+                    table.remove()
+                    report.removed.append(f"nft table ip {table.name}")
+                self._flows_applied = None
+                return
+            if ruleset == self._flows_applied and table.check():
+                return
+            existed = table.listing() is not None
+            table.apply(ruleset)
+            (report.replaced if existed else report.added).append(f"nft table ip {table.name}")
+            self._flows_applied = ruleset
+        except (NftError, OSError) as err:
+            self._flows_applied = None
+            report.errors.append(f"nft table ip {TABLE_NAME}: {err}")
+
+    def _flow_table(self) -> FlowTable:
+        if self._flows is None:
+            if self.netns is not None:
+                _enter_netns(self.netns)  # this worker thread only: nft has no namespace argument
+            self._flows = FlowTable(TABLE_NAME)
+        return self._flows
 
     def _route_call(self, command: str, spec: RouteSpec, report: ApplyReport, missing_ok: bool = False) -> bool:
         try:

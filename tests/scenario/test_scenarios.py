@@ -43,7 +43,35 @@ def test_start_blackhole_failover_and_failback_after_hold():
     s.wait(10.0)
     assert s.state.active == ("fibre",)
     assert s.gateways() == ["198.51.100.1"]
+    assert s.flushed == ["198.51.100.2"], "a failback resets no flow: lte works, its flows stay on it"
+    marks = sorted(r.table for r in s.state.routing.rules if r.fwmark)
+    assert marks == [101, 102], "both work: each routes its own flows"
+
+
+def test_without_sticky_flows_a_failback_resets_the_flows_of_the_uplink_it_leaves():
+    s = Scenario(CONFIG.replace("[policy]\n", "[policy]\nsticky_flows = false\n"))
+    s.rounds({"fibre": "g", "lte": "g"})
+    s.rounds({"fibre": "bbb", "lte": "ggg"})
+    s.rounds({"fibre": "ggggg", "lte": "ggggg"})
+    s.wait(10.0)
+    assert s.state.active == ("fibre",)
     assert s.flushed == ["198.51.100.2", "198.51.100.10"]
+    assert not any(r.fwmark for r in s.state.routing.rules) and s.state.routing.flows is None
+
+
+def test_with_sticky_flows_an_uplink_that_stops_working_loses_its_rule_and_its_flows():
+    s = Scenario()
+    s.rounds({"fibre": "g", "lte": "g"})
+    s.rounds({"fibre": "bbb", "lte": "ggg"})  # fibre dies: traffic moves, fibre's flows reset
+    assert s.flushed == ["198.51.100.2"]
+    assert sorted(r.table for r in s.state.routing.rules if r.fwmark) == [102]
+    s.rounds({"fibre": "ggggg", "lte": "ggggg"})
+    s.wait(10.0)  # failback: lte's flows stay on lte ...
+    s.rounds({"fibre": "g", "lte": "bbb"})  # ... until lte dies too, not carrying traffic: they reset then
+    assert s.state_of("lte") == "DOWN" and s.state.active == ("fibre",)
+    assert s.flushed == ["198.51.100.2", "198.51.100.10"]
+    assert sorted(r.table for r in s.state.routing.rules if r.fwmark) == [101]
+    assert 'oifname "up1"' in s.state.routing.flows and 'oifname "up2"' in s.state.routing.flows
 
 
 def test_events_come_in_the_order_the_shell_publishes_them():

@@ -318,14 +318,17 @@ def test_a_refused_plan_is_retried_at_the_repair_tick_not_after_every_round(tmp_
             await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
             await asyncio.sleep(0.3)
             before = len(kernel.applied)
+            logged = len(errors())
             await asyncio.sleep(4.1)  # ~130 probe rounds at these intervals, 2 repair ticks
-            return len(kernel.applied) - before
+            return len(kernel.applied) - before, logged
+
+    def errors():
+        return [r for r in caplog.records if r.name == "linkwatch.engine" and r.levelno >= logging.ERROR]
 
     with caplog.at_level(logging.DEBUG, logger="linkwatch.engine"):
-        applies = asyncio.run(scenario())
+        applies, logged = asyncio.run(scenario())
     assert applies <= 3, f"{applies} applies in 4 s"
-    errors = [r for r in caplog.records if r.name == "linkwatch.engine" and r.levelno >= logging.ERROR]
-    assert len(errors) == 1, [r.getMessage() for r in errors]  # once per streak, not once per retry
+    assert logged >= 1 and len(errors()) == logged, [r.getMessage() for r in errors()]  # once per plan, not per retry
 
 
 def test_hooks_see_one_uplinks_events_in_order_across_a_sink_swap(tmp_path):

@@ -1,0 +1,103 @@
+"""linkwatch's own nftables table, through libnftables (the library the ``nft`` command is built
+on, called in-process through ctypes: no shelling out, no extra Python dependency; Debian's
+``python3-nftables`` is the same thin wrapper, but it cannot be installed into a virtualenv).
+
+The table is owned the way the routes are: :meth:`FlowTable.apply` makes it equal to a ruleset
+text (:func:`linkwatch.core.flows.ruleset`), :meth:`FlowTable.check` tells whether someone changed
+or deleted it since, and :meth:`FlowTable.remove` deletes it. Only ``table ip <name>`` is ever
+touched: every command names it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import threading
+
+NFT_CTX_DEFAULT = 0
+
+
+class NftError(Exception):
+    """libnftables is missing, or it refused a command (the text says why)."""
+
+
+class _Lib:
+    """The few libnftables calls linkwatch needs, loaded once."""
+
+    _lib: ctypes.CDLL | None = None
+    _lock = threading.Lock()
+
+    @classmethod
+    def get(cls) -> ctypes.CDLL:
+        with cls._lock:
+            if cls._lib is None:
+                name = ctypes.util.find_library("nftables") or "libnftables.so.1"
+                try:
+                    lib = ctypes.CDLL(name)
+                except OSError as e:
+                    raise NftError(f"libnftables is not installed ({e}); install the libnftables1 package") from e
+                lib.nft_ctx_new.restype = ctypes.c_void_p
+                lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+                lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
+                lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
+                lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
+                lib.nft_ctx_get_output_buffer.restype = ctypes.c_char_p
+                lib.nft_ctx_get_output_buffer.argtypes = [ctypes.c_void_p]
+                lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
+                lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+                lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+                lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
+                cls._lib = lib
+            return cls._lib
+
+
+def run(commands: str) -> str:
+    """Run nft commands (one transaction: all or nothing); returns what nft printed."""
+    lib = _Lib.get()
+    ctx = lib.nft_ctx_new(NFT_CTX_DEFAULT)
+    if not ctx:
+        raise NftError("nft_ctx_new failed")
+    try:
+        lib.nft_ctx_buffer_output(ctx)
+        lib.nft_ctx_buffer_error(ctx)
+        rc = lib.nft_run_cmd_from_buffer(ctx, commands.encode())
+        out = (lib.nft_ctx_get_output_buffer(ctx) or b"").decode(errors="replace")
+        err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace")
+    finally:
+        lib.nft_ctx_free(ctx)
+    if rc != 0:
+        first = next((line for line in err.splitlines() if line.strip()), "failed")
+        raise NftError(f"nft: {first}")
+    return out
+
+
+class FlowTable:
+    """linkwatch's nftables table ``ip <name>``: applied, checked for changes, removed."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._listed: str | None = None  # the kernel's listing right after our last apply
+
+    def listing(self) -> str | None:
+        """The table as the kernel has it (None: it does not exist)."""
+        try:
+            return run(f"list table ip {self.name}")
+        except NftError as e:
+            if "No such file or directory" in str(e) or "does not exist" in str(e):
+                return None
+            raise
+
+    def apply(self, ruleset: str) -> None:
+        """Replace the table by ``ruleset`` in one transaction (``add`` first, so the delete never
+        fails on a missing table). Conntrack marks live in conntrack, not in the table: flows keep
+        them across a replace."""
+        run(f"add table ip {self.name}\ndelete table ip {self.name}\n{ruleset}")
+        self._listed = self.listing()
+
+    def check(self) -> bool:
+        """Is the table still as linkwatch left it?"""
+        return self._listed is not None and self.listing() == self._listed
+
+    def remove(self) -> None:
+        run(f"add table ip {self.name}\ndelete table ip {self.name}")
+        self._listed = None
