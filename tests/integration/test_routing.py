@@ -444,3 +444,63 @@ def test_missing_namespace_is_a_routing_error():
     with pytest.raises(RoutingError, match="lwtA-does-not-exist"):
         Reconciler(PARAMS, netns="lwtA-does-not-exist")
     assert not nsutil.ns_exists("lwtA-does-not-exist")
+
+
+# --------------------------------------------------------------------------- sticky flows
+
+
+def sticky(lab, working2=True):
+    from dataclasses import replace
+
+    from linkwatch.core.flows import flow_mark
+
+    u1, u2 = lab.uplinks()
+    return [replace(u1, interface="wan1", flow_mark=flow_mark(101), working=True),
+            replace(u2, interface="wan2", flow_mark=flow_mark(102), working=working2)]
+
+
+def nft_table(ns, name="linkwatch"):
+    res = nsutil.run_in(ns, "nft", "list", "table", "ip", name, check=False)
+    return res.stdout if res.returncode == 0 else None
+
+
+def route_get_marked(ns, dst, mark):
+    from pyroute2 import IPRoute
+
+    with IPRoute(netns=ns, flags=0) as ipr:
+        (msg,) = ipr.route("get", dst=dst, mark=mark)
+    return msg.get_attr("RTA_GATEWAY"), msg.get_attr("RTA_OIF")
+
+
+@root
+def test_sticky_flows_table_and_rules_are_owned_like_the_routes(lab, rec):
+    """The nftables table and the fwmark rules: created, routing a marked flow through its own
+    uplink whichever is active, put back when deleted by hand, the rule gone while its uplink does
+    not work, everything removed on withdraw; another table is never touched."""
+    nsutil.nft(RT, "table ip operator {\n chain c {\n type filter hook forward priority 0; policy accept;\n }\n}\n")
+    desired = plan(sticky(lab), [("wan1", 1)], PARAMS)
+    report = rec.apply(desired)
+    assert report.errors == [] and "nft table ip linkwatch" in report.added
+    from dataclasses import replace
+
+    assert dump_ours(RT) == replace(desired, flows=None), "routes and rules exactly as planned"
+    rules = nsutil.ip(RT, "rule", "show").stdout
+    assert "1020:\tfrom all fwmark 0x660000/0xff0000 lookup 102 proto 77" in rules
+    listed = nft_table(RT)
+    assert 'oifname "wan2" ct mark set ct mark & 0xff66ffff | 0x00660000' in listed
+    # a flow marked for wan2 leaves through wan2 although wan1 is active; an unmarked one through wan1
+    assert route_get_marked(RT, "10.200.0.1", 0x660000) == ("203.0.113.1", lab.i2)
+    assert route_get_marked(RT, "10.200.0.1", 0x12660034) == ("203.0.113.1", lab.i2), "other bits are not ours"
+    assert route_get(RT, "10.200.0.1") == ("198.51.100.1", lab.i1)
+    assert not rec.apply(desired).changed, "nothing to do the second time"
+    nsutil.run_in(RT, "nft", "delete", "table", "ip", "linkwatch")
+    report = rec.apply(desired)
+    assert "nft table ip linkwatch" in report.added and nft_table(RT) == listed, "put back whole"
+    nsutil.run_in(RT, "nft", "add", "rule", "ip", "linkwatch", "restore", "counter")
+    assert "nft table ip linkwatch" in rec.apply(desired).replaced and nft_table(RT) == listed, "an edit is undone"
+    rec.apply(plan(sticky(lab, working2=False), [("wan1", 1)], PARAMS))
+    assert "fwmark 0x660000" not in nsutil.ip(RT, "rule", "show").stdout, "wan2 does not work: its flows move"
+    assert route_get_marked(RT, "10.200.0.1", 0x660000) == ("198.51.100.1", lab.i1)
+    report = rec.withdraw()
+    assert "nft table ip linkwatch" in report.removed and nft_table(RT) is None
+    assert nft_table(RT, "operator") is not None, "the operator's table is not linkwatch's"

@@ -117,6 +117,31 @@ def test_a_blackhole_under_lan_traffic_is_seen_from_the_traffic(healthy):
     assert report.longest_outage_s < 0.8, report.summary()  # the benchmark holds the 0.35 s median
 
 
+def test_a_failback_leaves_the_backups_flows_on_it_and_sends_new_ones_home(healthy):
+    """Sticky flows (issue 10 item 5): wan1 dies, a UDP call and a TCP download start on wan2; wan1
+    comes back and takes traffic back after the hold: the call and the download stay on wan2 (same
+    NAT address, no gap, no reset, no flush); a flow started after the failback leaves through wan1."""
+    spec = healthy
+    fault(spec, "wan1", "blackhole")
+    wait_for(lambda: status(spec)["active"] == ["wan2"], 10.0, "failover to wan2")
+    flushes = status(spec)["conntrack_flushes"]
+    fault(spec, "wan2", "shape", "10mbit", "200ms")  # a bounded download, not gigabits over veth
+    call = client.start_flow(spec.name, duration=12.0, interval=0.02)
+    download = start_bulk(spec.name, "download", 12.0)
+    time.sleep(1.5)
+    fault(spec, "wan1", "clear")
+    wait_for(lambda: status(spec)["active"] == ["wan1"], 15.0, "failback to wan1")
+    new = client.start_flow(spec.name, duration=1.5, interval=0.02).result(timeout=30)
+    call_report, dl = call.result(timeout=40), download.result()
+    assert {r.address for r in new.replies} == {"198.51.100.2"}, "a new flow takes the preferred uplink"
+    assert call_report.changes == () and {r.address for r in call_report.replies} == {"198.51.100.10"}, \
+        call_report.summary()
+    assert call_report.longest_outage_s < 0.3 and call_report.trailing_outage_s == 0, call_report.summary()
+    assert not dl.reset and dl.error is None and dl.seen == "198.51.100.10", dl
+    assert dl.longest_stall_s < 1.0, dl
+    assert status(spec)["conntrack_flushes"] == flushes, "nothing was flushed at the failback"
+
+
 def test_one_way_traffic_fails_nothing_over(healthy):
     spec = healthy
     before = status(spec)
