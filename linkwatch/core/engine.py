@@ -367,7 +367,9 @@ def carried_over(prev: UplinkState | None, fresh: UplinkState) -> UplinkState:
     if prev is None:
         return fresh
     counters = prev.counters if prev.cfg.interface == fresh.cfg.interface else ev.forget(prev.counters)
-    return replace(fresh, counters=counters, quota_warned=prev.quota_warned, penalty=prev.penalty)
+    # thresholds already passed under the new quota (a changed quota or quota_warn is judged afresh)
+    return replace(fresh, counters=counters, quota_warned=_passed(fresh.cfg, counters.month_bytes),
+                   penalty=prev.penalty)
 
 
 def _on_reload(s: _Step, inp: Reload) -> None:

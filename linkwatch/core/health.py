@@ -227,14 +227,16 @@ def _working_state(h: Health) -> State:
 
 
 def on_round(h: Health, answered: int, targets: int, stats: Stats, p: HealthParams, now: float,
-             slow: str | None = None) -> tuple[Health, list[Transition]]:
+             slow: str | None = None, late_now: bool = False) -> tuple[Health, list[Transition]]:
     """Feed one finished round: ``answered`` of ``targets`` targets answered in time.
 
     ``stats`` are the window statistics including this round (see :func:`window_stats`,
     computed from ``h.quality_since``). ``slow`` says why a round that timed out is not a failure
     (late replies, traffic arriving: the uplink is alive, only slow): for a working uplink it counts
     neither way, and one FALLING on such a round is UP again; an uplink starting (INIT) or coming
-    back (DOWN, RISING) counts it as a good round, so a path longer than the timeout still settles.
+    back (DOWN, RISING) counts it as a good round when the round itself got late replies
+    (``late_now``), so a path longer than the timeout still settles, and a single late reply does
+    not carry a dead uplink's silent rounds.
     """
     if h.state == State.DISABLED or not h.link_ok:
         return h, []
@@ -243,7 +245,10 @@ def on_round(h: Health, answered: int, targets: int, stats: Stats, p: HealthPara
     detail = f"{answered}/{targets} targets answered"
     h = _track_quality(h, stats, p, now)
     if not good and slow is not None and h.state in (State.INIT, State.DOWN, State.RISING):
-        good, detail = True, f"slow, not dead: {slow}"  # late replies are life: a long path still settles
+        if late_now:  # its own late replies are life: a long path settles
+            good, detail = True, f"slow, not dead: {slow}"
+        else:
+            slow = None  # a dead uplink's silence is not excused by what came before
     if good:
         h = replace(h, good_rounds=h.good_rounds + 1, failed_rounds=0)
         if h.state in (State.INIT, State.UP, State.DEGRADED, State.FALLING):

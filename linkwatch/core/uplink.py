@@ -92,6 +92,7 @@ class UplinkState:
     suspect_since: float | None = None  # LAN packets leaving with nothing coming back since
     quiet_until: float = 0.0  # no new suspicion before this (a burst just answered)
     false_alarms: int = 0  # answered bursts in a row (one-way traffic): each doubles the quiet time
+    alarm_at: float = 0.0  # the last of them
     bursts: int = 0  # bursts asked for
     path_rtt: float = 0.0  # median RTT of replies in time over the quality window (seconds; 0: unknown)
     penalty: Penalty = field(default_factory=Penalty)  # flap dampening
@@ -205,8 +206,8 @@ def with_round(u: UplinkState, results: tuple[ProbeResult, ...], seq: int | None
         u = replace(u, suspect_since=None)
         if good:  # a false alarm (one-way traffic): back off, so an upload does not cost a burst a second
             alarms = u.false_alarms + 1
-            return replace(u, false_alarms=alarms,
-                           quiet_until=mono + min(QUIET_AFTER_BURST * 2 ** (alarms - 1), MAX_QUIET)), []
+            return replace(u, false_alarms=alarms, alarm_at=mono,
+                           quiet_until=mono + min(QUIET_AFTER_BURST * 2 ** min(alarms - 1, 16), MAX_QUIET)), []
         if why is None:
             return u, []  # no answer, but no proof of death either: the rounds decide
         health, transitions = hm.on_dead(u.health, why, u.params, mono)
@@ -214,7 +215,8 @@ def with_round(u: UplinkState, results: tuple[ProbeResult, ...], seq: int | None
     if seq is not None:
         u = replace(u, applied_seq=seq)
     slow = None if good else _slow(u, results, started, mono)
-    health, transitions = hm.on_round(u.health, judged, total, stats, u.params, mono, slow)
+    health, transitions = hm.on_round(u.health, judged, total, stats, u.params, mono, slow,
+                                      late_now=any(r.late for r in results))
     return replace(u, health=health, slow_rounds=u.slow_rounds + (slow is not None)), transitions
 
 
@@ -237,7 +239,9 @@ def _slow(u: UplinkState, results: tuple[ProbeResult, ...], started: float | Non
                f"(RTT {rtt * 1000:.0f}ms)"
     recent_reply = u.last_reply_at is not None and mono - u.last_reply_at <= u.cfg.health.late_window
     came = ev.rx_after(u.counters, started) if started is not None else 0
-    lan_sent = (ev.tx_after(u.counters, started) - sum(r.sent for r in results)) if started is not None else 0
+    # what the LAN sent meanwhile: beyond the probes of this round and of the rounds that overlapped
+    # it (the samples since it started, this round's included)
+    lan_sent = ev.tx_after(u.counters, started) - probe_packets(u, started)[0] if started is not None else 0
     if recent_reply and came >= ev.PROOF_MIN_RX and lan_sent >= ev.SUSPECT_EXTRA_TX:
         return f"{came} packets came in meanwhile"  # while the LAN sent: replies, not noise
     if _recently_slow(u, mono):
@@ -266,8 +270,8 @@ def with_counters(u: UplinkState, c: LinkCounters, mono: float, month: str, acti
         u = replace(u, quota_warned=())  # a new month
     u = replace(u, counters=counters)
     h = u.cfg.health
-    if u.false_alarms and is_proven(u, mono):
-        u = replace(u, false_alarms=0)  # two-way traffic again: the next silence is worth a burst at once
+    if u.false_alarms and is_proven(u, mono) and _came_since(u, u.alarm_at) >= ev.PROVEN_MIN_RX:
+        u = replace(u, false_alarms=0, quiet_until=0.0)  # two-way traffic again: a silence is worth a burst at once
     if u.suspect_since is not None:
         if ev.rx_since(counters, u.suspect_since) > 0 or mono - u.suspect_since > burst_timeout(u) + 1.0:
             u = replace(u, suspect_since=None)
@@ -349,6 +353,11 @@ def probe_packets(u: UplinkState, since: float) -> tuple[int, int]:
             sent += s.sent
             answered += s.sent - s.lost + s.late
     return sent, answered
+
+
+def _came_since(u: UplinkState, t: float) -> int:
+    """Packets that came in since ``t`` beyond the probes' replies."""
+    return ev.rx_since(u.counters, t) - probe_packets(u, t)[1]
 
 
 def is_proven(u: UplinkState, mono: float) -> bool:

@@ -405,14 +405,17 @@ class Engine:
                 for u in self.state.uplinks:
                     if u.cfg.interface in due:
                         last_read[u.name] = now
-            wake = min([last_read.get(name, now) + plan.counter_interval for name, plan in plans.items()]
-                       or [now + COUNTER_MAX_SLEEP])
+            readable = {u.name for u in self.state.uplinks if u.facts is not None and u.facts.ifindex}
+            wake = min([last_read.get(name, now) + plan.counter_interval for name, plan in plans.items()
+                        if name in readable] or [now + COUNTER_MAX_SLEEP])
             await asyncio.sleep(min(max(wake - self.clock.now().mono, 0.005), COUNTER_MAX_SLEEP))
 
     def _start_sampler(self) -> None:
         task = self._tasks.pop("sampler", None)
         if task is not None:
             task.cancel()
+        if not self.config.history.path:
+            self._period_start = None  # history off: when it comes back, its first period starts then
         if self.config.history.path:
             self._tasks["sampler"] = asyncio.create_task(self._sampler(self.config.history.sample_period),
                                                          name="sampler")

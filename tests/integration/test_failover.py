@@ -124,7 +124,10 @@ def test_routing_model_in_the_kernel(healthy):
     main_before = main_table(healthy)
     rules, routes = owned(healthy)
     prios = sorted(r.get_attr("FRA_PRIORITY") for r in rules)
-    assert prios == [1000, 1001, 1002, 1100]
+    assert prios == [1000, 1001, 1001, 1002, 1002, 1100], "per uplink: from its address, and its flows' mark"
+    marks = sorted((r.get_attr("FRA_PRIORITY"), r.get_attr("FRA_FWMARK"), r.get_attr("FRA_FWMASK"))
+                   for r in rules if r.get_attr("FRA_FWMARK"))
+    assert marks == [(1001, 0x650000, 0xFF0000), (1002, 0x660000, 0xFF0000)]
     assert active_route_gateways(healthy) == [GW1]
     by_table = {}
     for r in routes:

@@ -324,3 +324,20 @@ def test_a_reload_that_rebuilds_an_uplink_keeps_its_month_its_quota_and_its_pena
     for _ in range(3):
         w.run(0.1, step=0.1, rx={"up2": 100})
     assert [e.percent for e in s.events if isinstance(e, QuotaReached)] == [80, 100], "raised once each"
+
+
+def test_a_reload_that_changes_the_quota_judges_the_thresholds_afresh():
+    from linkwatch.config import loads
+    from linkwatch.core.inputs import Reload
+
+    text = CONFIG.replace('[uplinks.lte]\ninterface = "up2"', '[uplinks.lte]\ninterface = "up2"\nquota = "1MB"\n'
+                          'quota_warn = [50, 100]')
+    s = Scenario(text)
+    w = Wire(s)
+    for _ in range(6):
+        w.run(0.1, step=0.1, rx={"up2": 100})  # 600 kB: 50 % of 1 MB
+    assert [e.percent for e in s.events if isinstance(e, QuotaReached)] == [50]
+    s.feed(Reload(loads(text.replace('quota = "1MB"', 'quota = "2MB"')), dict(FACTS)))
+    for _ in range(5):
+        w.run(0.1, step=0.1, rx={"up2": 100})  # 1.1 MB: 50 % of the new 2 MB
+    assert [e.percent for e in s.events if isinstance(e, QuotaReached)] == [50, 50]

@@ -353,3 +353,67 @@ def test_the_raw_counter_reader_parses_stats64_with_multicast():
     msg = struct.pack("=IHHII", 16 + len(body), kc.RTM_NEWLINK, 0, 42, 0) + body
     assert kc.parse(msg) == {42: (11, LinkCounters(1000, 900, 150_000, 120_000, 77))}
     assert kc.parse(msg[:-8]) == {}, "a truncated answer ends the parse"
+
+
+# ---- second review ---------------------------------------------------------------------------------
+
+
+def one_way_alarms(u, n: int, t: float = 100.25):
+    """``n`` suspicions on one-way traffic, each disproved by an answered burst; returns (u, t)."""
+    tx = 100
+    seq = 50
+    for _ in range(n):
+        while u.suspect_since is None:
+            tx += 10
+            u = with_counters(u, c(100, tx), t, "2026-12", active=True, interval=0.25)
+            t = round(t + 0.05, 6)
+        seq += 1
+        u, _ = with_round(u, ok_round(), seq, t, burst=True)
+    return u, t
+
+
+def test_two_way_traffic_after_false_alarms_makes_a_silence_suspicious_at_once_again():
+    u, t = one_way_alarms(warm(uplink()), 3)
+    assert u.false_alarms == 3 and u.quiet_until > t + 3.0, "4 s of quiet after the third"
+    rx, tx = 100, 1000
+    for _ in range(60):  # 3 s of a call both ways: 100 packets/s
+        rx, tx = rx + 5, tx + 5
+        u = with_counters(u, c(rx, tx), t, "2026-12", active=True, interval=0.25)
+        t = round(t + 0.05, 6)
+    assert u.false_alarms == 0 and u.quiet_until == 0.0
+    for _ in range(4):  # then a blackhole: the call goes on sending, nothing comes back
+        tx += 5
+        u = with_counters(u, c(rx, tx), t, "2026-12", active=True, interval=0.25)
+        t = round(t + 0.05, 6)
+    assert u.suspect_since is not None, "suspected within 200 ms"
+
+
+def test_the_backoff_does_not_overflow_after_a_day_of_one_way_traffic():
+    u = replace(warm(uplink()), false_alarms=5000, suspect_since=100.3)
+    u, trans = with_round(u, ok_round(), 9, 100.4, burst=True)
+    assert trans == [] and u.quiet_until == pytest.approx(160.4)
+
+
+def test_one_late_reply_does_not_carry_a_dead_uplinks_silent_rounds():
+    u = uplink()
+    for seq, t in enumerate((100.35, 100.45, 100.55), start=2):
+        u, _ = with_round(u, timed_out(), seq, t)
+    assert u.state == State.DOWN
+    u, _ = with_round(u, timed_out(late=1, late_rtt=0.5), 5, 100.65)
+    assert u.state == State.RISING, "its own late reply: alive"
+    for seq, t in enumerate((100.75, 100.85, 100.95, 101.05, 101.15), start=6):
+        u, _ = with_round(u, timed_out(), seq, t)
+    assert u.state == State.DOWN, "silent rounds after it are not 'slow' for a dead uplink"
+
+
+def test_overlapping_rounds_probes_are_not_the_lan_sending():
+    """Review: at fast_interval rounds overlap; only the round's own probes were subtracted, so the
+    overlapping rounds' probes passed for LAN traffic and unicast noise made rounds 'slow'."""
+    u = uplink()
+    u, _ = with_round(u, ok_round(), 2, 100.2)
+    # then rounds every 100 ms with a 250 ms timeout: 3 rounds in flight, 12 probe packets out per
+    # 250 ms (the counters: 10); 10 unicast packets of noise come in; the LAN sends nothing
+    for seq, t in enumerate((100.3, 100.4, 100.5, 100.6, 100.7), start=3):
+        u = replace(u, counters=reads(ev.Traffic(), 100.0, 0.05, 2, 2, round((t - 100.0) / 0.05) + 1))
+        u, trans = with_round(u, timed_out(), seq, t, started=t - 0.25)
+    assert u.state == State.DOWN
