@@ -471,7 +471,11 @@ def in_doubt(state: EngineState) -> bool:
 
 def probe_plans(state: EngineState) -> dict[str, ProbePlan]:
     doubt = in_doubt(state)
-    return {u.name: probe_plan(u, u.name in state.active, doubt) for u in state.uplinks}
+    best = min((u.cfg.priority for u in state.uplinks if u.name in state.active), default=None)
+    balance = state.config.policy.mode == "balance"
+    return {u.name: probe_plan(u, u.name in state.active, doubt,
+                               better=balance or best is None or u.cfg.priority < best)
+            for u in state.uplinks}
 
 
 def flap_penalty(old: State, new: State) -> float:

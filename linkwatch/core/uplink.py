@@ -378,18 +378,21 @@ def _counter_interval(u: UplinkState, active: bool) -> float:
     return max(h.counter_interval, ev.IDLE_READ)
 
 
-def probe_plan(u: UplinkState, active: bool, doubt: bool) -> ProbePlan:
+def probe_plan(u: UplinkState, active: bool, doubt: bool, better: bool = False) -> ProbePlan:
     """How to probe ``u`` now. ``doubt``: an active uplink is suspect or failing, so every uplink is
-    probed at full rate and the failover decision rests on fresh evidence."""
+    probed at full rate and the failover decision rests on fresh evidence. ``better``: ``u`` would
+    take traffic back once it works (a better priority than the active uplinks'): its recovery is
+    watched at ``interval``, not at the standby interval of a backup on a data budget."""
     h = u.cfg.health
     source = u.facts.address if u.facts else None
     state = u.health.state
+    standby = not active and not better
     if state in PENDING or state == State.INIT or (doubt and not active):
         interval = h.fast_interval
     elif active:
         interval = h.proven_interval if is_proven(u, u.counters.last_at or 0.0) else h.interval
     else:
-        interval = h.standby_interval
+        interval = h.standby_interval if standby else h.interval
     return ProbePlan(
         source=source,
         specs=tuple(ProbeSpec(p.type, p.target, p.query) for p in u.cfg.probes),
@@ -397,7 +400,7 @@ def probe_plan(u: UplinkState, active: bool, doubt: bool) -> ProbePlan:
         interval=interval,
         timeout=h.timeout,
         attempts=h.attempts,
-        rotate=not active and not doubt and state not in PENDING and state != State.INIT,
+        rotate=standby and not doubt and state not in PENDING and state != State.INIT,
         burst=u.bursts,
         burst_timeout=burst_timeout(u),
         counter_interval=_counter_interval(u, active),

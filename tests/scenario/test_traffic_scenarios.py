@@ -341,3 +341,22 @@ def test_a_reload_that_changes_the_quota_judges_the_thresholds_afresh():
     for _ in range(5):
         w.run(0.1, step=0.1, rx={"up2": 100})  # 1.1 MB: 50 % of the new 2 MB
     assert [e.percent for e in s.events if isinstance(e, QuotaReached)] == [50, 50]
+
+
+def test_a_dead_better_uplink_is_watched_at_the_interval_a_dead_backup_at_the_standby_interval():
+    """A failback must not wait for a 10 s standby round: the better uplink's recovery is probed at
+    `interval` (every target); a backup on a data budget stays at standby_interval, rotating."""
+    s = Scenario()
+    s.rounds({"fibre": "g", "lte": "g"})
+    s.wait(12.0)
+    s.rounds({"fibre": "bbb", "lte": "ggg"})
+    assert s.state.active == ("lte",) and s.state_of("fibre") == "DOWN"
+    fibre = s.outputs[-1].probes["fibre"]
+    assert fibre.interval == 0.25 and not fibre.rotate
+    s.rounds({"fibre": "ggggg", "lte": "ggggg"})
+    s.wait(10.0)
+    assert s.state.active == ("fibre",)
+    s.rounds({"fibre": "g", "lte": "bbb"})
+    assert s.state_of("lte") == "DOWN"
+    lte = s.outputs[-1].probes["lte"]
+    assert lte.interval == 10.0 and lte.rotate
