@@ -318,7 +318,7 @@ def test_hooks_get_mwan3_variables(healthy):
 def test_reload_keeps_state_and_flush_off_leaves_snat_flow_stuck(healthy):
     """SIGHUP with flush_conntrack = false: no failover from the reload itself; then a failover
     leaves the client's long-lived snat flow stuck — the control experiment for the flush."""
-    text = engine_config(healthy, 2, {"policy": {"failback_hold": "2s", "flush_conntrack": False}})
+    text = engine_config(healthy, 2, {"policy": {"failback_hold": "2s", "flush_conntrack": False, "dampening": False}})
     Path(healthy.config_path).write_text(text)
     try:
         flow = client.start_flow(LAB, duration=6.0, interval=0.01)
