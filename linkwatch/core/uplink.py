@@ -93,6 +93,7 @@ class UplinkState:
     quiet_until: float = 0.0  # no new suspicion before this (a burst just answered)
     false_alarms: int = 0  # answered bursts in a row (one-way traffic): each doubles the quiet time
     alarm_at: float = 0.0  # the last of them
+    eager_rounds: int = 0  # rounds still to run at fast_interval: the link just came back
     bursts: int = 0  # bursts asked for
     path_rtt: float = 0.0  # median RTT of replies in time over the quality window (seconds; 0: unknown)
     penalty: Penalty = field(default_factory=Penalty)  # flap dampening
@@ -150,8 +151,9 @@ def with_facts(u: UplinkState, facts: LinkFacts | None, mono: float, initial: bo
     ok, reason = link_verdict(u.cfg, facts)
     if not ok:  # no rounds run while the link is gone: stale statistics would mislead
         u = replace(u, stats=EMPTY_STATS, samples=(), last_results=())
+    came_back = ok and not u.health.link_ok
     health, transitions = hm.on_link(u.health, ok, reason, mono)
-    u = replace(u, health=health)
+    u = replace(u, health=health, eager_rounds=EAGER_ROUNDS if came_back else u.eager_rounds)
     stale = None
     if facts is not None and facts.address:
         if u.nat_address and facts.address != u.nat_address:
@@ -192,6 +194,7 @@ def with_round(u: UplinkState, results: tuple[ProbeResult, ...], seq: int | None
     answered = sum(1 for r in results if r.ok)
     late = sum(r.late for r in results)
     u = replace(u, rounds=u.rounds + 1, samples=samples, period=period, last_results=tuple(latest.values()),
+                eager_rounds=max(u.eager_rounds - 1, 0),
                 probe_traffic=probe_traffic, stats=stats, path_rtt=path_rtt,
                 last_reply_at=mono if answered or late else u.last_reply_at,
                 last_late_at=mono if late else u.last_late_at)
@@ -220,6 +223,7 @@ def with_round(u: UplinkState, results: tuple[ProbeResult, ...], seq: int | None
     return replace(u, health=health, slow_rounds=u.slow_rounds + (slow is not None)), transitions
 
 
+EAGER_ROUNDS = 5  # a link that comes back (carrier, interface, address) is probed this many rounds fast
 QUIET_AFTER_BURST = 1.0  # a suspicion the burst disproved is not raised again before this ...
 MAX_QUIET = 60.0  # ... doubling with each false alarm in a row, up to this (reset by two-way traffic)
 
@@ -387,7 +391,8 @@ def probe_plan(u: UplinkState, active: bool, doubt: bool, better: bool = False) 
     source = u.facts.address if u.facts else None
     state = u.health.state
     standby = not active and not better
-    if state in PENDING or state == State.INIT or (doubt and not active):
+    eager = u.eager_rounds > 0 and state == State.DOWN  # the kernel says the link is back: is it?
+    if state in PENDING or state == State.INIT or (doubt and not active) or eager:
         interval = h.fast_interval
     elif active:
         interval = h.proven_interval if is_proven(u, u.counters.last_at or 0.0) else h.interval
@@ -400,7 +405,7 @@ def probe_plan(u: UplinkState, active: bool, doubt: bool, better: bool = False) 
         interval=interval,
         timeout=h.timeout,
         attempts=h.attempts,
-        rotate=standby and not doubt and state not in PENDING and state != State.INIT,
+        rotate=standby and not doubt and not eager and state not in PENDING and state != State.INIT,
         burst=u.bursts,
         burst_timeout=burst_timeout(u),
         counter_interval=_counter_interval(u, active),

@@ -95,7 +95,7 @@ def test_good_reload_under_traffic_loses_nothing_and_keeps_state(lab):
     for kept in ("wan1", "wan3"):  # unchanged: state, since and probe history carried over
         assert new[kept]["state"] == "UP" and new[kept]["since"] == old[kept]["since"]
         assert new[kept]["rounds"] > old[kept]["rounds"] and new[kept]["transitions"] == old[kept]["transitions"]
-    assert new["wan2"]["priority"] == 5 and new["wan2"]["rounds"] < old["wan2"]["rounds"], "wan2 was rebuilt"
+    assert new["wan2"]["priority"] == 5 and new["wan2"]["since"] > old["wan2"]["since"], "wan2 was rebuilt (a standby: few rounds either way)"
 
 
 def test_bad_config_is_refused_and_the_running_one_stays(lab):

@@ -113,7 +113,9 @@ def test_runs_as_nobody_with_two_capabilities_and_does_its_job(lab):
     assert cap == (1 << CAP_NET_ADMIN) | (1 << CAP_NET_RAW), hex(cap)
     with IPRoute(netns=spec.router_ns) as ipr:
         prios = sorted(r.get_attr("FRA_PRIORITY") for r in ipr.get_rules(family=2) if r.get_attr("FRA_PROTOCOL") == 77)
-    assert prios == [1000, 1001, 1002, 1100]
+    assert prios == [1000, 1001, 1001, 1002, 1002, 1100], "per uplink: from its address, and its flows' mark"
+    assert "table ip linkwatch" in run_command(netns_exec(spec.router_ns, ["nft", "list", "tables"])), \
+        "CAP_NET_ADMIN is enough for the flow table too"
     flow = client.start_flow(LAB, duration=5.0, interval=0.01)
     time.sleep(1.0)
     faults.apply_fault(LAB, "wan1", faults.parse_fault(["blackhole"]))

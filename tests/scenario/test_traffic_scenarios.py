@@ -360,3 +360,17 @@ def test_a_dead_better_uplink_is_watched_at_the_interval_a_dead_backup_at_the_st
     assert s.state_of("lte") == "DOWN"
     lte = s.outputs[-1].probes["lte"]
     assert lte.interval == 10.0 and lte.rotate
+
+
+def test_a_backup_whose_link_comes_back_is_probed_at_once_not_at_the_standby_interval():
+    s = Scenario()
+    s.rounds({"fibre": "g", "lte": "g"})
+    s.wait(12.0)
+    s.set_facts("up2", carrier=False)
+    assert s.state_of("lte") == "DOWN"
+    s.set_facts("up2", carrier=True)
+    plan = s.outputs[-1].probes["lte"]
+    assert plan.interval == 0.1 and not plan.rotate, "the kernel says it is back: probe it now"
+    s.rounds({"lte": "bbbbb"})
+    plan = s.outputs[-1].probes["lte"]
+    assert s.state_of("lte") == "DOWN" and plan.interval == 10.0, "a few rounds, then the budget again"
