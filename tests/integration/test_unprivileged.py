@@ -24,7 +24,7 @@ from pyroute2 import IPRoute
 from linkwatch.lab import client, faults, topology
 from linkwatch.lab.engine_config import engine_config
 from linkwatch.lab.plan import LabSpec
-from linkwatch.lab.processes import record_process
+from linkwatch.lab.processes import netns_exec, record_process, run_command
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 pytestmark = [
