@@ -46,6 +46,21 @@ def cards(driver) -> dict[str, dict]:
         return out;""")
 
 
+def click(driver, by, selector: str, tries: int = 5) -> None:
+    """Find and click, again if the dashboard re-rendered the element in between (it redraws the
+    cards on every update: an element found a moment ago may be gone)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for attempt in range(tries):
+        try:
+            driver.find_element(by, selector).click()
+            return
+        except StaleElementReferenceException:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.05)
+
+
 def wait_for(driver, cond, timeout: float, what: str) -> tuple[dict, float]:
     t0 = time.monotonic()
     seen = {}
@@ -123,13 +138,13 @@ def main() -> int:
         driver.find_element(By.ID, "login-button").click()
         wait_for(driver, lambda s: len(s) == 2, 10, "the dashboard after login")
         emit("logged_in", has_logout=bool(driver.find_elements(By.ID, "logout")))
-        driver.find_element(By.CSS_SELECTOR, f'.card[data-uplink="{other}"] button[data-action="force"]').click()
+        click(driver, By.CSS_SELECTOR, f'.card[data-uplink="{other}"] button[data-action="force"]')
         seen, took = wait_for(driver, lambda s: active_of(s) == [other], 10, f"force {other}")
         message = driver.find_element(By.ID, "message").text
         emit("forced", cards=seen, seconds=round(took, 2), message=message)
-        auto = driver.find_element(By.ID, "auto")
-        wait_for(driver, lambda s: auto.is_enabled(), 5, "the Automatic choice button enabled")
-        auto.click()
+        wait_for(driver, lambda s: driver.execute_script("return !document.getElementById('auto').disabled;"), 5,
+                 "the Automatic choice button enabled")
+        click(driver, By.ID, "auto")
         seen, took = wait_for(driver, lambda s: active_of(s) == [primary], 10, "automatic choice again")
         emit("auto", cards=seen, seconds=round(took, 2))
 
