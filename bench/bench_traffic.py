@@ -13,6 +13,8 @@ Run by hand, as root, from the repository (after scripts/bootstrap.sh):
 * lanblackhole: a LAN flow of 50 packets/s each way (a video call) and a blackhole on wan1: the
   client's longest outage, 10 trials. idleblackhole: the same with an 8 packets/s measuring flow,
   below what proves an uplink or makes it suspect (an idle LAN: probes only).
+* failback: sticky flows: 20 UDP calls and a TCP download on the backup across a failback (3
+  trials): calls broken, downloads reset, the uplink of a flow started after the failback.
 * flap: wan1 blackholed 1 s / clear 1 s for 60 s: traffic moves in the minute, at the defaults and
   with the old 1 s standby interval (a DOWN uplink is probed at the standby interval).
 * budget: probe bytes a day counted by nftables in the provider namespace (only packets to or from
@@ -101,6 +103,46 @@ def blackhole_trials(spec: LabSpec, trials: int, interval: float) -> dict:
         log(f"blackhole at {1 / interval:.0f} packets/s, trial {i + 1}/{trials}: outage "
             f"{report.longest_outage_s * 1000:.0f} ms ({reason})")
     return summary(outages)
+
+
+WAN1_NAT, WAN2_NAT = "198.51.100.2", "198.51.100.10"
+
+
+def failback(spec: LabSpec, trials: int, flows: int = 20) -> dict:
+    """Sticky flows: wan1 blackholed, ``flows`` UDP calls (20 packets/s each) and a TCP download
+    (wan2 shaped to 10 Mbit/s, 200 ms) start on wan2; wan1 clears and takes traffic back after the
+    hold (10 s): a flow is broken when it changed address, had a gap over 0.5 s or ended unanswered,
+    the download when it was reset or stalled over 1 s. A flow started after the failback: its uplink."""
+    out = []
+    for i in range(trials):
+        settle(spec)
+        fault(spec, "wan1", "blackhole")
+        wait_for(lambda: status(spec)["active"] == ["wan2"], 10.0, "failover to wan2")
+        fault(spec, "wan2", "shape", "10mbit", "200ms")
+        before = status(spec)
+        calls = [client.start_flow(spec.name, duration=20.0, interval=0.05) for _ in range(flows)]
+        download = start_bulk(spec.name, "download", 20.0)
+        time.sleep(2.0)
+        fault(spec, "wan1", "clear")
+        wait_for(lambda: status(spec)["active"] == ["wan1"], 30.0, "failback to wan1")
+        after = status(spec)
+        new = client.start_flow(spec.name, duration=1.0, interval=0.02).result(timeout=30)
+        reports, dl = [c.result(timeout=60) for c in calls], download.result()
+        broken = sum(1 for r in reports if r.changes or r.longest_outage_s > 0.5 or r.trailing_outage_s > 0
+                     or {x.address for x in r.replies} != {WAN2_NAT})
+        row = {"flows": flows, "broken": broken, "download_reset": dl.reset or dl.error is not None,
+               "download_stall_s": dl.longest_stall_s, "download_via": dl.seen,
+               "flushes_at_failback": sum(f["uplink"] == "wan2" and f not in before["conntrack_flushes"]
+                                          for f in after["conntrack_flushes"]),
+               "new_flow_via": sorted({x.address for x in new.replies})}
+        out.append(row)
+        log(f"failback trial {i + 1}/{trials}: {broken}/{flows} calls broken, download "
+            f"{'RESET' if row['download_reset'] else 'kept'} via {dl.seen} (longest stall {dl.longest_stall_s:.2f} s), "
+            f"{row['flushes_at_failback']} flushes, a new flow via {row['new_flow_via']}")
+    fault(spec, "wan2", "clear")
+    return {"trials": out, "broken": sum(t["broken"] for t in out), "flows": flows * trials,
+            "downloads_reset": sum(t["download_reset"] for t in out),
+            "new_flows_home": sum(t["new_flow_via"] == [WAN1_NAT] for t in out)}
 
 
 def flap(spec: LabSpec, seconds: float) -> dict:
@@ -207,6 +249,12 @@ def table(r: dict) -> str:
             o = r[key]
             rows.append(f"| {label} ({o['n']} trials) | median {o['median'] * 1000:.0f} ms, range "
                         f"{o['min'] * 1000:.0f}–{o['max'] * 1000:.0f} ms | {target} |")
+    if "failback" in r:
+        f = r["failback"]
+        n = len(f["trials"])
+        rows.append(f"| failback with {f['flows'] // n} UDP calls and a TCP download on the backup ({n} trials) | "
+                    f"{f['broken']} of {f['flows']} calls broken, {f['downloads_reset']} of {n} downloads reset; "
+                    f"new flows via the preferred uplink in {f['new_flows_home']} of {n} | 0 broken |")
     for key, label in (("flap", "defaults"), ("flap_standby1s", "standby_interval 1 s")):
         if key in r:
             f = r[key]
@@ -230,7 +278,8 @@ def table(r: dict) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="busy,lanblackhole,idleblackhole,flap,budget,counters")
+    ap.add_argument("--only", default="busy,lanblackhole,idleblackhole,failback,flap,budget,counters")
+    ap.add_argument("--failback-trials", type=int, default=3)
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--busy-seconds", type=float, default=60.0)
     ap.add_argument("--flap-seconds", type=float, default=60.0)
@@ -249,6 +298,8 @@ def main() -> int:
             r["lanblackhole"] = blackhole_trials(spec, args.trials, 0.02)
         if "idleblackhole" in only:
             r["idleblackhole"] = blackhole_trials(spec, args.trials, 0.125)
+        if "failback" in only:
+            r["failback"] = failback(spec, args.failback_trials)
         if "flap" in only:
             r["flap"] = flap(spec, args.flap_seconds)
         if "budget" in only:

@@ -124,7 +124,7 @@ def test_a_failback_leaves_the_backups_flows_on_it_and_sends_new_ones_home(healt
     spec = healthy
     fault(spec, "wan1", "blackhole")
     wait_for(lambda: status(spec)["active"] == ["wan2"], 10.0, "failover to wan2")
-    flushes = status(spec)["conntrack_flushes"]
+    flushes_of_wan2 = [f for f in status(spec)["conntrack_flushes"] if f["uplink"] == "wan2"]
     fault(spec, "wan2", "shape", "10mbit", "200ms")  # a bounded download, not gigabits over veth
     call = client.start_flow(spec.name, duration=12.0, interval=0.02)
     download = start_bulk(spec.name, "download", 12.0)
@@ -139,7 +139,8 @@ def test_a_failback_leaves_the_backups_flows_on_it_and_sends_new_ones_home(healt
     assert call_report.longest_outage_s < 0.3 and call_report.trailing_outage_s == 0, call_report.summary()
     assert not dl.reset and dl.error is None and dl.seen == "198.51.100.10", dl
     assert dl.longest_stall_s < 1.0, dl
-    assert status(spec)["conntrack_flushes"] == flushes, "nothing was flushed at the failback"
+    assert [f for f in status(spec)["conntrack_flushes"] if f["uplink"] == "wan2"] == flushes_of_wan2, \
+        "wan2's flows were not flushed at the failback (wan1's flush of its own failover may land late)"
 
 
 def test_one_way_traffic_fails_nothing_over(healthy):
