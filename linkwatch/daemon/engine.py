@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import logging
 import math
@@ -52,6 +53,7 @@ from linkwatch.daemon.probing import MakeProbes, Prober
 from linkwatch.daemon.sdnotify import Notifier
 from linkwatch.daemon.snmp import AgentSlot
 from linkwatch.kernel import Kernel
+from linkwatch.kernel.nft import NftError, library as nft_library
 from linkwatch.probes import make_probes
 from linkwatch.report.control import ControlServer
 from linkwatch.sinks import build_sinks
@@ -74,6 +76,18 @@ class Clock:
         return Now(time.monotonic(), time.time())
 
 
+def without_unavailable(config: Config) -> Config:
+    """``config`` as this machine can run it: sticky flows need libnftables; without it they are
+    off (a flow left on a working uplink without its mark rule would hang), with an error logged."""
+    if config.policy.sticky_flows:
+        try:
+            nft_library()
+        except NftError as e:
+            log.error("sticky flows are off: %s", e)
+            return dataclasses.replace(config, policy=dataclasses.replace(config.policy, sticky_flows=False))
+    return config
+
+
 class Engine:
     """Runs the core against the real world. ``kernel``, ``make_probes`` and ``clock`` may be
     replaced (tests run the whole shell without root that way)."""
@@ -84,7 +98,7 @@ class Engine:
         self.clock = clock or Clock()
         self.kernel = kernel if kernel is not None else Kernel(routing_params(config))
         self.make_probes = make_probes
-        self.state: EngineState = initial_state(config)
+        self.state: EngineState = initial_state(without_unavailable(config))
         self.sinks: SinkRunner | None = None
         self.control: ControlServer | None = None
         self.snmp = AgentSlot()
@@ -290,7 +304,7 @@ class Engine:
         if not self.config_path:
             return
         try:
-            new = load(self.config_path)
+            new = without_unavailable(load(self.config_path))
         except ConfigError as e:
             self.feed(ReloadFailed(str(e)))
             return

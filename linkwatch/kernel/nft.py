@@ -51,6 +51,11 @@ class _Lib:
             return cls._lib
 
 
+def library() -> ctypes.CDLL:
+    """libnftables, loaded (NftError: it is not installed)."""
+    return _Lib.get()
+
+
 def run(commands: str) -> str:
     """Run nft commands (one transaction: all or nothing); returns what nft printed."""
     lib = _Lib.get()

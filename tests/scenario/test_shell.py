@@ -548,3 +548,22 @@ def test_a_stop_writes_the_unfinished_history_period_so_the_month_loses_nothing(
     asyncio.run(scenario())
     with HistoryReader(str(db)) as reader:
         assert reader.traffic_since(0).get("fibre") == 500_000, "the unfinished minute is in the history"
+
+
+def test_without_libnftables_sticky_flows_are_off_and_said_so(monkeypatch, caplog):
+    """A router without libnftables: the engine runs without sticky flows (flushing on every move,
+    as a flow must not be left on a working uplink without its mark rule) and says why."""
+    from linkwatch.config import loads
+    from linkwatch.daemon import engine as daemon
+    from linkwatch.kernel.nft import NftError
+
+    def missing():
+        raise NftError("libnftables is not installed (libnftables.so.1: cannot open shared object file)")
+
+    monkeypatch.setattr(daemon, "nft_library", missing)
+    with caplog.at_level(logging.ERROR, logger="linkwatch.engine"):
+        cfg = daemon.without_unavailable(loads(FAST))
+    assert not cfg.policy.sticky_flows
+    assert any("sticky flows are off: libnftables is not installed" in r.getMessage() for r in caplog.records)
+    monkeypatch.undo()
+    assert daemon.without_unavailable(loads(FAST)).policy.sticky_flows, "here it is installed"
