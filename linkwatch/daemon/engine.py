@@ -114,6 +114,7 @@ class Engine:
         self._stop = False
         self._reload = False
         self._last_ping = 0.0
+        self._plans: dict[str, Any] | None = None  # the probe plans of the last step
 
     @property
     def config(self) -> Config:
@@ -127,6 +128,7 @@ class Engine:
         for level, message in out.log:
             log.log(_LEVELS.get(level, logging.INFO), "%s", message)
         self.applier.add(out)
+        self._plans = out.probes  # the plans of the state as it is now (the counter reader's too)
         for name, plan in out.probes.items():
             prober = self._probers.get(name)
             if prober is not None:
@@ -400,7 +402,7 @@ class Engine:
         failing = False
         while True:
             now = self.clock.now().mono
-            plans = probe_plans(self.state)
+            plans = self._plans if self._plans is not None else probe_plans(self.state)  # every step sets them
             due = {u.cfg.interface: u.facts.ifindex for u in self.state.uplinks
                    if u.facts is not None and u.facts.ifindex and u.name in plans
                    and now - last_read.get(u.name, -math.inf) >= plans[u.name].counter_interval - COUNTER_SLACK}
