@@ -61,6 +61,7 @@ from linkwatch.core.uplink import (
     counted,
     new_uplink,
     probe_plan,
+    round_interval,
     route_of,
     working,
     view_of,
@@ -244,7 +245,7 @@ def _on_counters(s: _Step, inp: Counters) -> None:
         if c is None:
             continue
         active = u.name in s.state.active
-        interval = probe_plan(u, active, doubt).interval if active else u.cfg.health.standby_interval
+        interval = round_interval(u, active, doubt) if active else u.cfg.health.standby_interval
         new = with_counters(u, c, s.now.mono, month, active, interval)
         if new.suspect_since is not None and u.suspect_since is None:
             s.log.append(("info", f"uplink={u.name} suspect: LAN packets leave, nothing comes back; probe burst"))

@@ -282,7 +282,7 @@ def with_counters(u: UplinkState, c: LinkCounters, mono: float, month: str, acti
         return u
     if not active or h.suspect_after is None or u.health.state not in USABLE or mono < u.quiet_until:
         return u
-    window = max(h.suspect_after, RTT_MARGIN * _rtt(u))  # on a long path replies take longer to be missed
+    window = max(h.suspect_after, RTT_MARGIN * u.path_rtt)  # on a long path replies take longer to be missed
     probe_packets = len(u.cfg.probes) * h.attempts * max(1, math.ceil(window / interval))
     if ev.silent(counters, mono, window, probe_packets):
         u = replace(u, suspect_since=mono, bursts=u.bursts + 1)
@@ -329,11 +329,6 @@ def view_of(u: UplinkState) -> UplinkView:
 RTT_MARGIN = 2.5  # the burst waits this many of the uplink's RTTs at least, and so does a suspicion
 
 
-def _rtt(u: UplinkState) -> float:
-    """The uplink's usual round-trip time (seconds; 0 when unknown)."""
-    return u.path_rtt
-
-
 def _path_rtt(samples: tuple[Sample, ...], since: float) -> float:
     """The path's usual RTT: the median of the replies that came in time. Late replies measure a
     queue that has been full, not the path: after a busy spell they must not stretch the window in
@@ -345,7 +340,7 @@ def _path_rtt(samples: tuple[Sample, ...], since: float) -> float:
 def burst_timeout(u: UplinkState) -> float:
     """The confirming burst's timeout: burst_timeout, longer on a long path (an LTE link with an
     80 ms RTT gets 200 ms): a burst must not fail just because replies take their usual time."""
-    return min(max(u.cfg.health.burst_timeout, RTT_MARGIN * _rtt(u)), u.cfg.health.late_window)
+    return min(max(u.cfg.health.burst_timeout, RTT_MARGIN * u.path_rtt), u.cfg.health.late_window)
 
 
 def probe_packets(u: UplinkState, since: float) -> tuple[int, int]:
@@ -382,6 +377,21 @@ def _counter_interval(u: UplinkState, active: bool) -> float:
     return max(h.counter_interval, ev.IDLE_READ)
 
 
+def _eager(u: UplinkState) -> bool:
+    return u.eager_rounds > 0 and u.health.state == State.DOWN  # the kernel says the link is back: is it?
+
+
+def round_interval(u: UplinkState, active: bool, doubt: bool, better: bool = False) -> float:
+    """Seconds between probe rounds on ``u`` now (see :func:`probe_plan`)."""
+    h = u.cfg.health
+    state = u.health.state
+    if state in PENDING or state == State.INIT or (doubt and not active) or _eager(u):
+        return h.fast_interval
+    if active:
+        return h.proven_interval if is_proven(u, u.counters.last_at or 0.0) else h.interval
+    return h.interval if better else h.standby_interval
+
+
 def probe_plan(u: UplinkState, active: bool, doubt: bool, better: bool = False) -> ProbePlan:
     """How to probe ``u`` now. ``doubt``: an active uplink is suspect or failing, so every uplink is
     probed at full rate and the failover decision rests on fresh evidence. ``better``: ``u`` would
@@ -391,18 +401,12 @@ def probe_plan(u: UplinkState, active: bool, doubt: bool, better: bool = False) 
     source = u.facts.address if u.facts else None
     state = u.health.state
     standby = not active and not better
-    eager = u.eager_rounds > 0 and state == State.DOWN  # the kernel says the link is back: is it?
-    if state in PENDING or state == State.INIT or (doubt and not active) or eager:
-        interval = h.fast_interval
-    elif active:
-        interval = h.proven_interval if is_proven(u, u.counters.last_at or 0.0) else h.interval
-    else:
-        interval = h.standby_interval if standby else h.interval
+    eager = _eager(u)
     return ProbePlan(
         source=source,
         specs=tuple(ProbeSpec(p.type, p.target, p.query) for p in u.cfg.probes),
         running=state != State.DISABLED and u.health.link_ok and source is not None,
-        interval=interval,
+        interval=round_interval(u, active, doubt, better),
         timeout=h.timeout,
         attempts=h.attempts,
         rotate=standby and not doubt and not eager and state not in PENDING and state != State.INIT,
