@@ -474,9 +474,23 @@ def probe_plans(state: EngineState) -> dict[str, ProbePlan]:
     doubt = in_doubt(state)
     best = min((u.cfg.priority for u in state.uplinks if u.name in state.active), default=None)
     balance = state.config.policy.mode == "balance"
-    return {u.name: probe_plan(u, u.name in state.active, doubt,
-                               better=balance or best is None or u.cfg.priority < best)
+    return {u.name: _plan_of(u, u.name in state.active, doubt, balance or best is None or u.cfg.priority < best)
             for u in state.uplinks}
+
+
+# The last plan of each uplink, with what it was made from. Uplink states are immutable and a step
+# replaces only those it changes: a counter read of the active uplink (25 a second) re-plans that
+# one, not all of them. A memo of a pure function: the same arguments, the same plan.
+_last_plans: dict[str, tuple[UplinkState, bool, bool, bool, ProbePlan]] = {}
+
+
+def _plan_of(u: UplinkState, active: bool, doubt: bool, better: bool) -> ProbePlan:
+    last = _last_plans.get(u.name)
+    if last is not None and last[0] is u and last[1:4] == (active, doubt, better):
+        return last[4]
+    plan = probe_plan(u, active, doubt, better)
+    _last_plans[u.name] = (u, active, doubt, better, plan)
+    return plan
 
 
 def flap_penalty(old: State, new: State) -> float:

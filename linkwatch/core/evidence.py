@@ -11,7 +11,9 @@ Pure: counters and ``now`` in, new :class:`Traffic` and verdicts out.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, replace
+from operator import attrgetter
 
 from linkwatch.core.inputs import LinkCounters
 
@@ -34,6 +36,14 @@ class Delta:
     end: float
     rx_packets: int  # unicast: multicast/broadcast noise (IPTV, a cable segment's ARP) proves nothing
     tx_packets: int
+    # Running totals through this read (since the counters were first seen): what a stretch of
+    # reads carried is a subtraction, not a sum (the active uplink is read 25 times a second).
+    rx_total: int = 0
+    tx_total: int = 0
+
+
+_END = attrgetter("end")
+_START = attrgetter("start")
 
 
 @dataclass(frozen=True)
@@ -63,8 +73,10 @@ def observe(tr: Traffic, c: LinkCounters, mono: float, month: str) -> Traffic:
     rx_bytes = _grown(c.rx_bytes, tr.last.rx_bytes)
     tx_bytes = _grown(c.tx_bytes, tr.last.tx_bytes)
     rx = max(_grown(c.rx_packets, tr.last.rx_packets) - _grown(c.rx_multicast, tr.last.rx_multicast), 0)
-    delta = Delta(tr.last_at, mono, rx, _grown(c.tx_packets, tr.last.tx_packets))
-    deltas = tuple(d for d in tr.deltas if d.end > mono - KEEP) + (delta,)
+    tx = _grown(c.tx_packets, tr.last.tx_packets)
+    prev = tr.deltas[-1] if tr.deltas else None
+    delta = Delta(tr.last_at, mono, rx, tx, rx + (prev.rx_total if prev else 0), tx + (prev.tx_total if prev else 0))
+    deltas = tr.deltas[bisect.bisect_right(tr.deltas, mono - KEEP, key=_END):] + (delta,)
     return replace(tr, last=c, last_at=mono, deltas=deltas, month_bytes=tr.month_bytes + rx_bytes + tx_bytes,
                    period_rx_bytes=tr.period_rx_bytes + rx_bytes, period_tx_bytes=tr.period_tx_bytes + tx_bytes)
 
@@ -74,24 +86,42 @@ def forget(tr: Traffic) -> Traffic:
     return replace(tr, last=None, last_at=None, deltas=())
 
 
+def _from(deltas: tuple[Delta, ...], i: int) -> tuple[int, int]:
+    """(rx, tx) packets of ``deltas[i:]``."""
+    if i >= len(deltas):
+        return 0, 0
+    first, last = deltas[i], deltas[-1]
+    return (last.rx_total - first.rx_total + first.rx_packets, last.tx_total - first.tx_total + first.tx_packets)
+
+
+def since(tr: Traffic, t: float) -> tuple[int, int]:
+    """(rx, tx) packets in reads that ended after ``t`` (some may have come a little before ``t``)."""
+    return _from(tr.deltas, bisect.bisect_right(tr.deltas, t, key=_END))
+
+
+def after(tr: Traffic, t: float) -> tuple[int, int]:
+    """(rx, tx) packets surely moved after ``t``: only reads that began at ``t`` or later count."""
+    return _from(tr.deltas, bisect.bisect_left(tr.deltas, t, key=_START))
+
+
 def rx_since(tr: Traffic, t: float) -> int:
-    """Packets received in reads that ended after ``t`` (some may have come a little before ``t``)."""
-    return sum(d.rx_packets for d in tr.deltas if d.end > t)
+    """Packets received in reads that ended after ``t``."""
+    return since(tr, t)[0]
 
 
 def tx_since(tr: Traffic, t: float) -> int:
     """Packets sent in reads that ended after ``t``."""
-    return sum(d.tx_packets for d in tr.deltas if d.end > t)
+    return since(tr, t)[1]
 
 
 def rx_after(tr: Traffic, t: float) -> int:
-    """Packets surely received after ``t``: only reads that began at ``t`` or later count."""
-    return sum(d.rx_packets for d in tr.deltas if d.start >= t)
+    """Packets surely received after ``t``."""
+    return after(tr, t)[0]
 
 
 def tx_after(tr: Traffic, t: float) -> int:
     """Packets surely sent after ``t``."""
-    return sum(d.tx_packets for d in tr.deltas if d.start >= t)
+    return after(tr, t)[1]
 
 
 def last_rx(tr: Traffic) -> float | None:
@@ -107,11 +137,10 @@ def silent(tr: Traffic, mono: float, window: float, probe_packets: int) -> bool:
     if rate <= 0:
         return False
     window = min(max(window, (probe_packets + SUSPECT_EXTRA_TX) / rate), MAX_SUSPECT_WINDOW)
-    inside = [d for d in tr.deltas if d.end > mono - window]
-    if not inside or inside[0].start > mono - window:
+    i = bisect.bisect_right(tr.deltas, mono - window, key=_END)
+    if i >= len(tr.deltas) or tr.deltas[i].start > mono - window:
         return False  # the reads do not cover the whole window yet
-    tx = sum(d.tx_packets for d in inside)
-    rx = sum(d.rx_packets for d in inside)
+    rx, tx = _from(tr.deltas, i)
     return rx == 0 and tx >= probe_packets + SUSPECT_EXTRA_TX
 
 
@@ -119,9 +148,9 @@ def proven(tr: Traffic, mono: float, probe_tx: int = 0, probe_rx: int = 0) -> bo
     """The LAN's own traffic keeps coming in (and going out, so that a silence would show at
     once): the uplink works without asking. ``probe_tx`` / ``probe_rx``: what the probes
     themselves sent and got back in the last PROVEN_WINDOW; they prove nothing."""
-    since = mono - PROVEN_WINDOW
-    return (rx_since(tr, since) - probe_rx >= PROVEN_MIN_RX and tx_since(tr, since) - probe_tx >= PROVEN_MIN_TX
-            and bool(tr.deltas) and tr.deltas[0].start <= since)
+    start = mono - PROVEN_WINDOW
+    rx, tx = since(tr, start)
+    return rx - probe_rx >= PROVEN_MIN_RX and tx - probe_tx >= PROVEN_MIN_TX and tr.deltas[0].start <= start
 
 
 def sending(tr: Traffic, mono: float) -> bool:

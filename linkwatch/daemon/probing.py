@@ -54,7 +54,7 @@ class Prober:
 
     def update(self, plan: ProbePlan) -> None:
         """The core's new plan: rebuild the probes if what they bind to changed; wake the loop."""
-        if plan == self.plan:
+        if plan is self.plan or plan == self.plan:
             return
         if (plan.source, plan.specs) != (self.plan.source, self.plan.specs):
             self._close_probes()

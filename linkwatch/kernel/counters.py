@@ -90,17 +90,23 @@ class CounterReader:
             wanted[self._seq] = ifindex
             self._sock.send(request(ifindex, self._seq))  # a netlink request is taken at once
         found: dict[int, LinkCounters] = {}
-        async with asyncio.timeout(ANSWER_TIMEOUT):
-            while wanted:
-                try:
-                    data = self._sock.recv(65536)  # the kernel answers a GETLINK at once ...
-                except BlockingIOError:
-                    data = await loop.sock_recv(self._sock, 65536)  # ... else wait without blocking
-                for seq, (ifindex, counters) in parse(data).items():
-                    asked = wanted.pop(seq, None)
-                    if asked is not None and counters is not None and ifindex == asked:
-                        found[asked] = counters
+        while wanted:  # the kernel answers a GETLINK at once: usually no waiting, no timer
+            try:
+                self._take(self._sock.recv(65536), wanted, found)
+            except BlockingIOError:
+                break
+        if wanted:  # ... else wait for the rest without blocking the loop
+            async with asyncio.timeout(ANSWER_TIMEOUT):
+                while wanted:
+                    self._take(await loop.sock_recv(self._sock, 65536), wanted, found)
         return found
+
+    @staticmethod
+    def _take(data: bytes, wanted: dict[int, int], found: dict[int, LinkCounters]) -> None:
+        for seq, (ifindex, counters) in parse(data).items():
+            asked = wanted.pop(seq, None)
+            if asked is not None and counters is not None and ifindex == asked:
+                found[asked] = counters
 
     def close(self) -> None:
         self._sock.close()

@@ -374,3 +374,27 @@ def test_a_backup_whose_link_comes_back_is_probed_at_once_not_at_the_standby_int
     s.rounds({"lte": "bbbbb"})
     plan = s.outputs[-1].probes["lte"]
     assert s.state_of("lte") == "DOWN" and plan.interval == 10.0, "a few rounds, then the budget again"
+
+
+def test_remembered_probe_plans_are_the_plans_of_the_state_as_it_is():
+    """The core re-plans only the uplinks a step changed: at every step of a busy, a blackholed and a
+    recovering uplink, its plans are the ones a fresh computation from the state gives."""
+    from linkwatch.core.engine import in_doubt
+    from linkwatch.core.uplink import probe_plan
+
+    s, w = settled()
+    feed = s.feed
+
+    def checked(inp):
+        out = feed(inp)
+        st, doubt = s.state, in_doubt(s.state)
+        best = min(u.cfg.priority for u in st.uplinks if u.name in st.active)
+        fresh = {u.name: probe_plan(u, u.name in st.active, doubt, u.cfg.priority < best) for u in st.uplinks}
+        assert out.probes == fresh
+        return out
+
+    s.feed = checked
+    w.run(3.0, rx={"up1": 3}, tx={"up1": 3}, rounds={"fibre": (0.25, 2), "lte": (1.0, 2)})
+    w.run(1.0, rx={"up1": 0}, tx={"up1": 3}, rounds={"fibre": (0.25, 0), "lte": (0.1, 2)})
+    w.run(20.0, rx={"up1": 3, "up2": 3}, tx={"up1": 3, "up2": 3}, rounds={"fibre": (0.25, 2), "lte": (0.25, 2)})
+    assert [n for _, n in s.active_events()][-2:] == [("lte",), ("fibre",)], "it failed over and back on the way"

@@ -3,6 +3,7 @@ rounds, the confirming burst, flap dampening and the probe plan on a data budget
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 import pytest
@@ -47,11 +48,33 @@ def test_deltas_bytes_and_a_counter_reset():
     t = ev.observe(ev.Traffic(), c(100, 50, 10_000, 5_000), 1.0, "2026-12")
     assert t.deltas == () and t.month_bytes == 0, "the first read is only a baseline"
     t = ev.observe(t, c(110, 60, 11_000, 6_000), 1.05, "2026-12")
-    assert t.deltas[-1] == ev.Delta(1.0, 1.05, 10, 10) and t.month_bytes == 2_000
+    assert t.deltas[-1] == ev.Delta(1.0, 1.05, 10, 10, rx_total=10, tx_total=10) and t.month_bytes == 2_000
     t = ev.observe(t, c(3, 2, 300, 200), 1.10, "2026-12")  # the interface was re-created (PPPoE)
     assert t.deltas[-1].rx_packets == 3 and t.month_bytes == 2_500
     t = ev.observe(t, c(4, 2, 400, 200), 1.15, "2027-01")
     assert t.month == "2027-01" and t.month_bytes == 100, "a new month starts from zero"
+
+
+def test_sums_over_reads_match_adding_them_up():
+    """The running totals give what adding up each read's packets gives, for every kind of window,
+    across reads dropped after KEEP seconds, a counter reset and a forget()."""
+    rng = random.Random(7)
+    t, now, rx, tx = ev.Traffic(), 0.0, 0, 0
+    for i in range(400):
+        now += rng.choice((0.01, 0.04, 0.04, 0.25, 1.0))
+        rx, tx = rx + rng.choice((0, 0, 1, 5, 30)), tx + rng.choice((0, 2, 7))
+        if i == 150:
+            rx, tx = 3, 1  # the interface was re-created
+        if i == 250:
+            t = ev.forget(t)
+        t = ev.observe(t, c(rx, tx), now, "2026-12")
+        for back in (0.0, 0.03, 0.2, 1.0, 2.0, 2.9, 5.0):
+            at = now - back
+            assert ev.since(t, at) == (sum(d.rx_packets for d in t.deltas if d.end > at),
+                                       sum(d.tx_packets for d in t.deltas if d.end > at))
+            assert ev.after(t, at) == (sum(d.rx_packets for d in t.deltas if d.start >= at),
+                                       sum(d.tx_packets for d in t.deltas if d.start >= at))
+        assert all(d.end > now - ev.KEEP for d in t.deltas)
 
 
 def test_silence_needs_the_whole_window_and_more_than_the_probes_send():
