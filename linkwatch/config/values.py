@@ -95,7 +95,7 @@ class HealthConfig:
         'back for this long make it suspect: a burst of probes confirms at once; "off": probes only'))
     burst_timeout: float = field(default=0.12, metadata=_key(
         _duration(3 * MIN_INTERVAL), "the confirming burst (3 packets per target) gets no answer within this: DOWN"))
-    counter_interval: float = field(default=0.04, metadata=_key(
+    counter_interval: float = field(default=0.06, metadata=_key(
         _duration(MIN_INTERVAL), "how often the active uplink's interface counters are read while the LAN sends "
         "(250ms while it is idle; standby uplinks: every standby_interval, within 1s..10s)"))
     down_after: int = field(default=3, metadata=_key(

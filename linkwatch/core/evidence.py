@@ -37,7 +37,7 @@ class Delta:
     rx_packets: int  # unicast: multicast/broadcast noise (IPTV, a cable segment's ARP) proves nothing
     tx_packets: int
     # Running totals through this read (since the counters were first seen): what a stretch of
-    # reads carried is a subtraction, not a sum (the active uplink is read 25 times a second).
+    # reads carried is a subtraction, not a sum (the active uplink is read 17 times a second).
     rx_total: int = 0
     tx_total: int = 0
 

@@ -395,7 +395,7 @@ class Engine:
 
     async def _read_counters(self) -> None:
         """Read each uplink's interface counters as often as its plan says now (the active one up to
-        25 times a second: its traffic is the fastest evidence) and feed them to the core. The plan
+        17 times a second: its traffic is the fastest evidence) and feed them to the core. The plan
         is asked afresh at every wake-up, so a standby uplink that takes traffic is read fast at
         once instead of after its standby pause."""
         last_read: dict[str, float] = {}

@@ -302,7 +302,7 @@ def test_probe_plan_intervals():
     falling = replace(u, health=replace(u.health, state=State.FALLING))
     assert probe_plan(falling, True, False).interval == 0.1
     assert probe_plan(u, True, False).counter_interval == 0.25, "idle LAN: nothing to watch closely"
-    assert probe_plan(proven, True, False).counter_interval == 0.04, "the LAN sends: fast reads"
+    assert probe_plan(proven, True, False).counter_interval == 0.06, "the LAN sends: fast reads"
     assert probe_plan(u, False, False).counter_interval == 10
 
 
