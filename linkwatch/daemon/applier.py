@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from linkwatch.core.engine import Outputs
+from linkwatch.core.engine import Flush, Outputs
 from linkwatch.core.routing import RouteSet
 from linkwatch.core.status import FlushReport
 
@@ -83,8 +83,9 @@ class Applier:
             await self._apply(routing)
         for event in (e for out in batch for e in out.events):
             self.publish(event)
-        for name, address in (f for out in batch for f in out.flushes):
-            self._spawn(self._flush(name, address))
+        switched = time.monotonic()  # the routing the flushes follow is in place
+        for flush in (f for out in batch for f in out.flushes):
+            self._spawn(self._flush(flush, switched))
         if not self._pending:
             self._idle.set()
 
@@ -121,17 +122,21 @@ class Applier:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout)
 
-    async def _flush(self, name: str, address: str) -> None:
-        """Delete the NAT entries of an uplink that lost its traffic (after the route switch)."""
+    async def _flush(self, f: Flush, switched: float) -> None:
+        """Reset the flows of an uplink that lost its traffic (after the route switch): by their
+        flow mark in one kernel operation, or entry by entry by NAT address."""
         t0 = time.monotonic()
+        what = f"with flow mark 0x{f.mark:x}" if f.mark is not None else f"NATed to {f.address}"
         try:
-            n = await self.kernel.flush_nat(address)
+            n = await (self.kernel.flush_marked(f.mark) if f.mark is not None else self.kernel.flush_nat(f.address))
         except Exception as e:
-            log.warning("conntrack flush for %s (%s) failed: %s", name, address, e)
+            log.warning("conntrack flush for %s (%s) failed: %s", f.uplink, what, e)
             return
-        ms = (time.monotonic() - t0) * 1000
-        self.flushes.append(FlushReport(name, address, n, round(ms, 1)))
-        log.info("conntrack: deleted %d entries NATed to %s (%s) in %.0fms", n, address, name, ms)
+        done = time.monotonic()
+        self.flushes.append(FlushReport(f.uplink, f.address, n, round((done - t0) * 1000, 1), f.mark,
+                                        round((done - switched) * 1000, 1)))
+        log.info("conntrack: deleted %d entries %s (%s) in %.0fms, %.0fms after the route switch", n, what,
+                 f.uplink, (done - t0) * 1000, (done - switched) * 1000)
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)

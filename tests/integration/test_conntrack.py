@@ -24,7 +24,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nsutil  # noqa: E402
 
-from linkwatch.kernel.conntrack import ConntrackError, FlowKey, flush_nat, is_natted_to  # noqa: E402
+from linkwatch.core.flows import FLOW_MASK, flow_mark, ruleset  # noqa: E402
+from linkwatch.kernel.conntrack import ConntrackError, FlowKey, flush_marked, flush_nat, is_natted_to  # noqa: E402
 
 CL, RT, SV = "lwtA-ctc", "lwtA-ctr", "lwtA-cts"
 UP1, UP2 = "198.51.100.2", "203.0.113.2"
@@ -45,6 +46,12 @@ def test_is_natted_to_is_reply_destination_but_not_original_source():
     assert is_natted_to(FlowKey(orig_src="10.77.0.2", reply_dst=UP1), UP1)
     assert not is_natted_to(FlowKey(orig_src="10.77.0.2", reply_dst=UP2), UP1)
     assert not is_natted_to(FlowKey(orig_src=UP1, reply_dst=UP1), UP1)  # the router's own flow
+
+
+def test_a_bad_mark_is_a_conntrack_error():
+    for mark, mask in ((0, FLOW_MASK), (0x10000, 0), (0x1_0000_0000, 0xFFFF_FFFF), (0x0100_0000, FLOW_MASK)):
+        with pytest.raises(ConntrackError, match="mark="):
+            flush_marked(mark, mask)
 
 
 def test_bad_address_is_a_conntrack_error():
@@ -169,3 +176,53 @@ def test_missing_namespace_is_a_conntrack_error():
     with pytest.raises(ConntrackError, match="lwtA-nope"):
         flush_nat(UP1, netns="lwtA-nope")
     assert not nsutil.ns_exists("lwtA-nope")
+
+
+def marked(ns):
+    """ct mark of every UDP conntrack entry: {(orig src, reply dst, mark)}: count."""
+    out = nsutil.run_in(ns, "conntrack", "-L", "-p", "udp", check=False).stdout
+    found: dict = {}
+    for line in out.splitlines():
+        m, mark = _ENTRY.search(line), re.search(r"\bmark=(\d+)", line)
+        if m:
+            key = (m.group(1), m.group(4), int(mark.group(1)) if mark else 0)
+            found[key] = found.get(key, 0) + 1
+    return found
+
+
+@pytest.fixture
+def sticky(chain):
+    """The chain with linkwatch's flow-marking table (up1: table 101's mark, up2: table 102's), and a
+    rule of someone else's that sets a bit of its own in the ct mark of flows to port 40000."""
+    nsutil.nft(RT, ruleset([("up1", flow_mark(101)), ("up2", flow_mark(102))], name="lwtA_flows"))
+    nsutil.nft(RT, "table ip lwtA_other {\n chain c {\n type filter hook postrouting priority 100;\n"
+                   " udp dport 40000 ct mark set ct mark or 0x1\n }\n}\n")
+    yield
+
+
+@root
+def test_flush_marked_deletes_every_flow_of_one_uplink_in_one_operation(sticky):
+    make_flows()
+    m1, m2 = flow_mark(101), flow_mark(102)
+    before = marked(RT)
+    assert before[("10.77.0.2", UP1, m1)] == 19 and before[("10.77.0.2", UP1, m1 | 1)] == 1, before
+    assert before[(UP1, UP1, m1)] == 5, "the router's own flows out of up1 carry the mark too"
+    assert flush_marked(m1, FLOW_MASK, RT) == 25, "the table shrank by the 25 flows of up1"
+    after = marked(RT)
+    assert not [k for k in after if k[2] & FLOW_MASK == m1], "every flow of up1 went, another's mark bit or not"
+    assert after[("10.77.0.2", UP2, m2)] == 19 and after[("10.77.0.2", UP2, m2 | 1)] == 1, "up2's flows stay"
+    assert flush_marked(m1, FLOW_MASK, RT) == 0
+
+
+@root
+def test_flush_marked_10000_entries_timing(sticky):
+    n = 10_000
+    nsutil.send_udp(CL, "10.99.0.1", 20000, n)
+    nsutil.send_udp(CL, "10.99.0.2", 20000, 50)
+    t0 = time.perf_counter()
+    deleted = flush_marked(flow_mark(101), FLOW_MASK, RT)
+    ms = (time.perf_counter() - t0) * 1000
+    print(f"flush_marked: {deleted} of {n + 50} entries in {ms:.0f} ms")
+    assert deleted == n
+    assert count(udp_entries(RT), "10.77.0.2", UP2) == 50
+    assert ms < 1000, "one kernel operation (about 20 ms here; entry by entry it takes about 5 s)"

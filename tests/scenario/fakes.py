@@ -61,6 +61,10 @@ class FakeKernel:
         self.flushed.append(address)
         return 0
 
+    async def flush_marked(self, mark):
+        self.flushed.append(f"mark 0x{mark:x}")
+        return 0
+
     async def close(self) -> None:
         self.closed = True
 

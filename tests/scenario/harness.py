@@ -119,7 +119,7 @@ class Scenario:
 
     @property
     def flushed(self) -> list[str]:
-        return [address for out in self.outputs for _, address in out.flushes]
+        return [f.address for out in self.outputs for f in out.flushes]
 
     def state_of(self, name: str) -> str:
         return self.state.uplink(name).health.state.value

@@ -119,7 +119,7 @@ def test_failover_routes_are_in_place_before_the_event_is_published(tmp_path):
                 await until(lambda: engine.state.active == ("lte",), what="failover")
                 await until(lambda: any("active fibre -> lte" in m for m, _ in spy.seen), what="the event")
                 assert run.gateways() == [GATEWAY["lte"]]
-                assert run.kernel.flushed == [FACTS["up1"].address], "fibre's NAT entries are flushed"
+                assert run.kernel.flushed == ["mark 0x650000"], "fibre's flows are flushed by their flow mark"
         finally:
             events_log.removeHandler(spy)
         moved = [gw for m, gw in spy.seen if "active fibre -> lte" in m]
