@@ -61,6 +61,19 @@ def format_status(st: Status) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
     lines.append(f"active: {', '.join(st.active) or '-'} ({st.mode}): {st.reason}")
+    for r in st.rules:
+        now = (f"new flows go to {', '.join(r.now)}" if r.now else "none works: new flows are dropped"
+               if r.fallback == "drop" else "none works: the default policy decides")
+        lists = " -> ".join(r.uplinks) + (" (balanced)" if r.balance else "")
+        lines.append(f"rule {r.name}: {r.matches} via {lists}: {now}")
+    for u in st.uplinks:
+        if u.flows_move_in_s is not None:
+            lines.append(f"flows left on {u.name}: reset in {u.flows_move_in_s:.0f}s (move_flows_after)")
+    if st.conntrack_flushes:
+        f = st.conntrack_flushes[-1]
+        how = f"flow mark 0x{f.mark:x}" if f.mark is not None else f"NAT address {f.address}"
+        after = f", {f.after_switch_ms:.0f}ms after the route switch" if f.after_switch_ms is not None else ""
+        lines.append(f"last flow reset: {f.uplink}, {f.deleted} entries by {how} in {f.ms:.0f}ms{after}")
     history = st.sinks["history"].detail if "history" in st.sinks else None
     if history:
         pending = history.get("pending_events", 0) + history.get("pending_samples", 0)

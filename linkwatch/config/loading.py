@@ -31,6 +31,7 @@ from linkwatch.config.values import (
     RoutingConfig,
     SnmpAgentConfig,
     SnmpConfig,
+    RuleConfig,
     SnmpUserConfig,
     TrapReceiverConfig,
     UplinkConfig,
@@ -477,6 +478,52 @@ def _check_flow_marks(uplinks: tuple[UplinkConfig, ...], issues: list[ConfigIssu
         marks.setdefault(low, u)
 
 
+def _rules(raw: Any, uplinks: tuple[UplinkConfig, ...], sticky: bool | None,
+           issues: list[ConfigIssue]) -> tuple[RuleConfig, ...]:
+    """[[rules]]: each checked on its own and against the uplinks; ``sticky`` None: policy.sticky_flows
+    was bad (already said)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        issues.append(ConfigIssue("rules", f"got {_show(raw)}, expected an array of tables [[rules]]"))
+        return ()
+    if raw and sticky is False:
+        issues.append(ConfigIssue("rules", "got policy rules with policy.sticky_flows = false, expected sticky "
+                                           "flows on: a rule sends a flow by its mark"))
+    names = {u.name for u in uplinks}
+    rules: list[RuleConfig] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(raw):
+        path = f"rules[{index}]"
+        _check_unknown(item, _toml_keys(RuleConfig), path, issues)
+        values, bad = _convert(RuleConfig, item, path, issues)
+        if "uplinks" not in item and "uplinks" not in bad:
+            issues.append(ConfigIssue(f"{path}.uplinks", 'missing, expected a non-empty list of uplink names like '
+                                                         '["fibre", "lte"]'))
+            bad.add("uplinks")
+        unknown = [n for n in values["uplinks"] if n not in names] if "uplinks" not in bad else []
+        if unknown:
+            issues.append(ConfigIssue(f"{path}.uplinks", f"got {_show(list(values['uplinks']))}, expected names of "
+                                      f"configured uplinks ({', '.join(sorted(names)) or 'none'}): "
+                                      f"{', '.join(unknown)} is not one"))
+            bad.add("uplinks")
+        for key in ("sport", "dport"):
+            if values[key] and "proto" not in bad and values["proto"] not in ("tcp", "udp"):
+                issues.append(ConfigIssue(f"{path}.{key}", f"got ports with proto {_show(values['proto'])}, expected "
+                                          'proto "tcp" or "udp": only they have ports'))
+                bad.add(key)
+        if not values["name"] and "name" not in bad:
+            values["name"] = f"rule{index + 1}"
+        if "name" not in bad and values["name"] in seen:
+            issues.append(ConfigIssue(f"{path}.name", f"got {_show(values['name'])}, expected a name no other rule "
+                                      f"has (rules[{seen[values['name']]}] has it)"))
+            bad.add("name")
+        seen.setdefault(values["name"], index)
+        if not bad:
+            rules.append(RuleConfig(**values))
+    return tuple(rules)
+
+
 def _validate(doc: Mapping[str, Any], source: str) -> Config:
     issues: list[ConfigIssue] = []
     _check_unknown(doc, _toml_keys(Config), "", issues)
@@ -500,9 +547,10 @@ def _validate(doc: Mapping[str, Any], source: str) -> Config:
     uplinks = _uplinks(doc, sections["health"], bad["health"], sections["routing"], bad["routing"], issues)
     if "sticky_flows" not in bad["policy"] and pol.sticky_flows:
         _check_flow_marks(uplinks, issues)
+    rules = _rules(doc.get("rules"), uplinks, None if "sticky_flows" in bad["policy"] else pol.sticky_flows, issues)
     if issues:
         raise ConfigError(issues, source)
-    return Config(uplinks=uplinks, source=source, **sections)
+    return Config(uplinks=uplinks, rules=rules, source=source, **sections)
 
 
 def loads(text: str, source: str = "<string>") -> Config:

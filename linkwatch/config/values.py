@@ -35,6 +35,12 @@ from linkwatch.config.convert import (
     _percent,
     _probe_target,
     _secret_text,
+    _dscp,
+    _label,
+    _packet_mark,
+    _ports,
+    _prefixes,
+    _uplink_names,
 )
 
 
@@ -145,6 +151,10 @@ class UplinkConfig:
         _size(), "monthly traffic quota (received + sent on the interface); None = no quota"))
     quota_warn: tuple[int, ...] = field(default=(80, 100), metadata=_key(
         _percent_list(), "percentages of the quota at which an event (and trap) is raised, once a month each"))
+    move_flows_after: float | None = field(default=None, metadata=_key(
+        _duration(allow_off=True), "with sticky flows, the flows that stayed on this uplink when traffic moved "
+        "away from it while it worked (a failback leaves the calls on a metered LTE backup) are reset after "
+        'this long, so they start again on the active uplink; "off": they finish where they started'))
     table: int = field(metadata=_key(
         _integer(1, 2**32 - 1, ROUTE_TABLES_RESERVED, what="a routing table number"),
         "routing table of this uplink; absent = first free from 101 upward in file order",
@@ -153,6 +163,34 @@ class UplinkConfig:
     health: HealthConfig = field(default_factory=HealthConfig,
                                  metadata={TABLE: HealthConfig, OVERRIDE: True})
     probes: tuple[ProbeConfig, ...] = field(metadata={ARRAY: ProbeConfig})
+
+
+FLOW_BITS = 0x00FF0000  # the packet and ct mark bits of sticky flows (linkwatch.core.flows.FLOW_MASK)
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """A policy rule: [[rules]]. New flows from the LAN that match every key given go to ``uplinks``
+    (the first that works, or spread over those that work), before the [policy] mode decides."""
+
+    name: str = field(default="", metadata=_key(_label(), 'a name shown in status; default "rule N"'))
+    src: tuple[str, ...] = field(default=(), metadata=_key(_prefixes(), "source prefixes (any of them)"))
+    dst: tuple[str, ...] = field(default=(), metadata=_key(_prefixes(), "destination prefixes (any of them)"))
+    proto: str = field(default="any", metadata=_key(_choice("any", "tcp", "udp", "icmp"), "protocol"))
+    sport: tuple[tuple[int, int], ...] = field(default=(), metadata=_key(
+        _ports(), "source ports or ranges (proto tcp or udp)"))
+    dport: tuple[tuple[int, int], ...] = field(default=(), metadata=_key(
+        _ports(), "destination ports or ranges (proto tcp or udp)"))
+    iif: str | None = field(default=None, metadata=_key(_interface(), "the LAN interface the flow comes in on"))
+    dscp: int | None = field(default=None, metadata=_key(_dscp(), "the DSCP of the flow's first packet"))
+    mark: tuple[int, int] | None = field(default=None, metadata=_key(
+        _packet_mark(FLOW_BITS), "a packet mark set by another firewall rule (value/mask; not bits 16..23)"))
+    uplinks: tuple[str, ...] = field(default=(), metadata=_key(
+        _uplink_names(), "where matching flows go: the first of these that works (or all that work: balance)"))
+    balance: bool = field(default=False, metadata=_key(
+        _boolean(), "spread matching flows over the working uplinks of the list by weight"))
+    fallback: str = field(default="default", metadata=_key(
+        _choice("default", "drop"), "when none of the uplinks works: the default policy decides, or drop"))
 
 
 @dataclass(frozen=True)
@@ -347,6 +385,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig, metadata={TABLE: WebConfig})
     snmp: SnmpConfig = field(default_factory=SnmpConfig, metadata={TABLE: SnmpConfig, CUSTOM: True})
     uplinks: tuple[UplinkConfig, ...] = field(default=(), metadata={NAMED: UplinkConfig})
+    rules: tuple[RuleConfig, ...] = field(default=(), metadata={ARRAY: RuleConfig})
     source: str = "<string>"
 
     def uplink(self, name: str) -> UplinkConfig:

@@ -35,6 +35,7 @@ from linkwatch.core.events import (
     UplinkStateChanged,
 )
 from linkwatch.core.evidence import Traffic, take_period
+from linkwatch.core.flows import flow_mark
 from linkwatch.core.health import Tally, Transition
 from linkwatch.core.inputs import (
     AdminRequest,
@@ -108,6 +109,16 @@ def initial_state(config: Config) -> EngineState:
 
 
 @dataclass(frozen=True)
+class Flush:
+    """Reset the flows of an uplink: with sticky flows, every flow with its flow ``mark`` (one
+    kernel operation); else (``mark`` None) every flow NATed to ``address`` (entry by entry)."""
+
+    uplink: str
+    address: str
+    mark: int | None = None
+
+
+@dataclass(frozen=True)
 class Outputs:
     """What the shell must do after a step, in this order: forget ``forget_neighbours``, make the
     kernel's routing equal ``routing``, publish ``events`` (in order), flush ``flushes``."""
@@ -115,7 +126,7 @@ class Outputs:
     routing: RouteSet | None  # the routing the kernel should have now (None: no plan yet)
     probes: Mapping[str, ProbePlan]  # how to probe each uplink now (interval, source, running)
     events: tuple[Event, ...] = ()
-    flushes: tuple[tuple[str, str], ...] = ()  # (uplink, address): delete the NAT entries to it
+    flushes: tuple[Flush, ...] = ()  # the flows to reset (their conntrack entries)
     forget_neighbours: tuple[tuple[int, str], ...] = ()  # (ifindex, gateway) neighbour entries
     recheck_at: float | None = None  # monotonic time at which a Tick is due (None: no timer)
     reply: Mapping[str, object] | None = None  # the answer to an AdminRequest
@@ -129,7 +140,7 @@ class _Step:
     state: EngineState
     now: Now
     events: list[Event] = field(default_factory=list)
-    flushes: list[tuple[str, str]] = field(default_factory=list)
+    flushes: list[Flush] = field(default_factory=list)
     neighbours: list[tuple[int, str]] = field(default_factory=list)
     log: list[tuple[str, str]] = field(default_factory=list)
     moves: list[Event] = field(default_factory=list)  # ActiveChanged: after every other event of the step
@@ -143,7 +154,9 @@ class _Step:
         was = stored.penalty.dampened if stored is not None else u.penalty.dampened  # as the world saw it
         if (self.state.config.policy.sticky_flows and stored is not None and working(stored) and not working(u)
                 and u.nat_address):
-            self.flush(u.name, u.nat_address)  # its flows lose their route (fwmark rule): reset, not stranded
+            # its flows lose their route (fwmark rule): reset, not stranded; all of them by their mark
+            self.flush(u.name, u.nat_address, flow_mark(u.cfg.table))
+            u = replace(u, left_at=None)  # nothing left behind to move later
         u = counted(u, transitions, self.now.mono, self.now.wall)
         params = dampening_params(self.state.config)
         for t in transitions:
@@ -178,9 +191,9 @@ class _Step:
         self.put(outcome.uplink, outcome.transitions)
         self.decide = True  # routes follow addresses and gateways even without a state change
 
-    def flush(self, name: str, address: str) -> None:
+    def flush(self, name: str, address: str, mark: int | None = None) -> None:
         if self.state.config.policy.flush_conntrack:
-            self.flushes.append((name, address))
+            self.flushes.append(Flush(name, address, mark))
 
     def engine_event(self, what: str, detail: str = "") -> None:
         self.events.append(EngineEvent(self.now.wall, self.now.mono, what, detail))
@@ -318,6 +331,20 @@ def _on_tick(s: _Step, inp: Tick) -> None:
         settled = damp.settle(u.penalty, s.now.mono, params)
         if settled != u.penalty:
             s.put(replace(u, penalty=settled))
+    for u in s.state.uplinks:
+        due = flows_move_at(u)
+        if due is not None and s.now.mono >= due:
+            s.store(replace(u, left_at=None))
+            if working(u) and u.nat_address:  # one that stopped working had its flows reset then
+                s.log.append(("info", f"uplink={u.name} its flows move to the active uplink: "
+                                      f"{u.cfg.move_flows_after:g}s after traffic left it (move_flows_after)"))
+                s.flush(u.name, u.nat_address, flow_mark(u.cfg.table))
+
+
+def flows_move_at(u: UplinkState) -> float | None:
+    """When the flows left behind on ``u`` are reset (None: never, or none were left)."""
+    after = u.cfg.move_flows_after
+    return u.left_at + after if u.left_at is not None and after is not None else None
 
 
 def _on_probe_trouble(s: _Step, inp: ProbeTrouble) -> None:
@@ -398,7 +425,7 @@ def _on_reload(s: _Step, inp: Reload) -> None:
                       active=tuple(n for n in s.state.active if n in names))
     for n in gone:
         if previous[n].nat_address:
-            s.flush(n, previous[n].nat_address)
+            s.flush(n, previous[n].nat_address, flow_mark(previous[n].cfg.table) if old.policy.sticky_flows else None)
     params = dampening_params(new)
     for u in s.state.uplinks:  # dampening switched off, or milder: released now, with its event
         settled = damp.settle(u.penalty, s.now.mono, params)
@@ -438,6 +465,15 @@ def _decide(s: _Step) -> None:
     if d.active != st.active:
         s.state = replace(s.state, active=d.active, previous_active=st.active, active_changes=st.active_changes + 1)
         s.moves.append(ActiveChanged(s.now.wall, s.now.mono, st.active, d.active, s.reason_prefix + d.reason))
+        for u in s.state.uplinks:  # when each one's flows were left behind (move_flows_after counts from then)
+            if u.name in d.active:
+                left = None  # it carries traffic again: its flows are where they belong
+            elif u.name in st.active:
+                left = s.now.mono if p.sticky_flows and working(u) else None
+            else:
+                left = u.left_at
+            if left != u.left_at:
+                s.store(replace(u, left_at=left))
         for name in st.active:
             u = st.uplink(name)
             # Without sticky flows, a flow NATed to an uplink that no longer carries traffic would
@@ -455,7 +491,8 @@ def _activate(s: _Step) -> None:
     weights = st.decision.weights if st.decision is not None else ()
     try:
         sticky = st.config.policy.sticky_flows
-        routing = plan([route_of(u, sticky) for u in st.uplinks], weights, routing_params(st.config))
+        routing = plan([route_of(u, sticky) for u in st.uplinks], weights, routing_params(st.config),
+                       st.config.rules if sticky else ())
     except RoutingError as e:  # inconsistent facts from the kernel: leave the routes as they are
         s.log.append(("error", f"routing plan refused, kernel left unchanged: {e}"))
         return
@@ -513,7 +550,7 @@ def dampening_params(config: Config) -> DampeningParams:
 def _recheck_at(st: EngineState) -> float | None:
     """The next Tick the core needs: a held failback, a start-up grace, a dampening that ends."""
     params = dampening_params(st.config)
-    times = [t for t in (damp.reuse_at(u.penalty, params) for u in st.uplinks) if t is not None]
+    times = [t for u in st.uplinks for t in (damp.reuse_at(u.penalty, params), flows_move_at(u)) if t is not None]
     if st.decision is not None and st.decision.recheck_at is not None:
         times.append(st.decision.recheck_at)
     return min(times) if times else None

@@ -9,6 +9,12 @@ How it works, per uplink U with flow mark M (its table number's low byte, in bit
     rule:        <U's rule priority>: from all fwmark M/0xff0000 lookup <U's table>
                  (only while U works: UP, FALLING, DEGRADED)
 
+Policy rules come first in the prerouting chain: a new flow from the LAN that matches a rule gets the
+mark of the rule's uplink (the first of its list that works; spread by weight over those that work
+with ``balance``), or is dropped when none works and the rule says so. In balance mode the chain then gives each new flow from the LAN one of the active
+uplinks' marks at random, by weight (``numgen random``): balancing per flow, whatever the kernel's
+multipath hash policy, and a flow stays on its uplink; an uplink leaving the set resets only its own.
+
 So when traffic moves away from a working uplink (failback, DEGRADED), only new flows move: the
 old ones keep leaving through their own uplink with their own NAT address until they end. When an
 uplink stops working its rule goes and its flows' conntrack entries are deleted: they start again
@@ -21,7 +27,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-FLOW_MASK = 0x00FF0000
+from linkwatch.config.values import FLOW_BITS, RuleConfig
+
+FLOW_MASK = FLOW_BITS  # bits 16..23 (the config refuses policy rules that match on them)
 FLOW_SHIFT = 16
 TABLE_NAME = "linkwatch"  # nftables: table ip linkwatch (linkwatch touches no other table)
 
@@ -32,13 +40,80 @@ def flow_mark(table: int) -> int:
     return (table & 0xFF) << FLOW_SHIFT
 
 
-def ruleset(marks: Sequence[tuple[str, int]], name: str = TABLE_NAME) -> str:
+def spread(shares: Sequence[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """Balance per flow: [(flow mark, weight)] -> [(mark, draw, out of)]: a new flow takes rule i's
+    mark when a random number mod ``out of`` is below ``draw``, trying the rules in order (the last
+    always matches). Each draw is the uplink's weight against the weights not yet tried, so mark i
+    is taken with probability weight_i / total: 3:1 -> (3 of 4), then (1 of 1)."""
+    out, left = [], sum(w for _, w in shares)
+    for mark, weight in shares:
+        out.append((mark, weight, left))
+        left -= weight
+    return out
+
+
+def match(rule: RuleConfig) -> str:
+    """The nft match of a policy rule (its keys, all of them: AND; several values of one key: OR)."""
+    parts = []
+    if rule.iif:
+        parts.append(f'iifname "{_quoted(rule.iif)}"')
+    if rule.src:
+        parts.append(f"ip saddr {{ {', '.join(rule.src)} }}")
+    if rule.dst:
+        parts.append(f"ip daddr {{ {', '.join(rule.dst)} }}")
+    if rule.proto != "any":
+        parts.append(f"meta l4proto {rule.proto}")
+    for key, ports in (("sport", rule.sport), ("dport", rule.dport)):
+        if ports:
+            parts.append(f"{rule.proto} {key} {{ {', '.join(str(a) if a == b else f'{a}-{b}' for a, b in ports)} }}")
+    if rule.dscp is not None:
+        parts.append(f"ip dscp {rule.dscp}")
+    if rule.mark is not None:
+        value, mask = rule.mark
+        parts.append(f"meta mark and 0x{mask:08x} == 0x{value:08x}")
+    return " ".join(parts)
+
+
+def describe(rule: RuleConfig) -> str:
+    """What a policy rule matches, for people: ``src 192.168.1.0/24 udp dport 5060,10000-20000``."""
+    def ports(p: Sequence[tuple[int, int]]) -> str:
+        return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in p)
+    parts = [f"iif {rule.iif}"] if rule.iif else []
+    parts += [f"src {','.join(rule.src)}"] if rule.src else []
+    parts += [f"dst {','.join(rule.dst)}"] if rule.dst else []
+    parts += [rule.proto] if rule.proto != "any" else []
+    parts += [f"sport {ports(rule.sport)}"] if rule.sport else []
+    parts += [f"dport {ports(rule.dport)}"] if rule.dport else []
+    parts += [f"dscp {rule.dscp}"] if rule.dscp is not None else []
+    parts += [f"mark 0x{rule.mark[0]:x}/0x{rule.mark[1]:x}"] if rule.mark is not None else []
+    return " ".join(parts) or "all traffic"
+
+
+def ruleset(marks: Sequence[tuple[str, int]], name: str = TABLE_NAME,
+            balance: Sequence[tuple[int, int]] = (),
+            policy: Sequence[tuple[RuleConfig, Sequence[tuple[int, int]]]] = ()) -> str:
     """The nftables table for uplinks ``marks`` = [(interface name, flow mark)]: nft syntax, one
-    transaction. Interfaces are matched by name, so a PPPoE interface that comes back keeps its mark."""
+    transaction. Interfaces are matched by name, so a PPPoE interface that comes back keeps its mark.
+    ``balance`` = [(flow mark, weight)] of the uplinks that share traffic (balance mode, two or
+    more): each new flow from the LAN (not arriving on an uplink) gets one of their marks at random,
+    by weight, before its first packet is routed; the fwmark rules then route it and it stays there."""
     keep = f"0x{0xFFFFFFFF & ~FLOW_MASK:08x}"
     mask = f"0x{FLOW_MASK:08x}"
-    restore = [f"\t\tct mark and {mask} == 0x{m:08x} meta mark set meta mark and {keep} or 0x{m:08x}"
-               for _, m in marks]
+    uplinks = ", ".join(f'"{_quoted(ifname)}"' for ifname, _ in marks)
+    new_flow = f"\t\tct state new ct mark and {mask} == 0 iifname != {{ {uplinks} }}"
+
+    def choose(shares: Sequence[tuple[int, int]], matching: str = "") -> list[str]:
+        where = f" {matching}" if matching else ""
+        return [new_flow + where + (f" numgen random mod {total} < {draw}" if draw < total else "")
+                + f" ct mark set ct mark and {keep} or 0x{m:08x}" for m, draw, total in spread(shares)]
+
+    rules = []
+    for rule, shares in policy:  # in order: the first rule a flow matches sets its mark
+        rules += [f"\t\t# rule {rule.name}"] + (
+            choose(shares, match(rule)) if shares else
+            [f"{new_flow} {match(rule)} drop".replace("  ", " ")] if rule.fallback == "drop" else [])
+    restore = rules + (choose(balance) if len(balance) > 1 else []) + [f"\t\tct mark and {mask} == 0x{m:08x} meta mark set meta mark and {keep} or 0x{m:08x}"
+                        for _, m in marks]
     remember = [f'\t\tct mark and {mask} == 0 oifname "{_quoted(ifname)}" ct mark set ct mark and {keep} or 0x{m:08x}'
                 for ifname, m in marks]
     return "\n".join([

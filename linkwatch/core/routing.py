@@ -14,7 +14,8 @@ Rules::
     <uplink priority>:   fwmark M/0xff0000 lookup T proto P       (sticky flows: while it works)
     <active_priority>:   lookup <active_table> proto P
 
-With sticky flows the plan also carries linkwatch's nftables table (:mod:`linkwatch.core.flows`),
+With sticky flows the plan also carries linkwatch's nftables table (:mod:`linkwatch.core.flows`;
+with several uplinks active it spreads new flows over them by weight),
 which marks each flow with the uplink it leaves through.
 
 and the active table holds one default route (or a weighted multipath route) over the active
@@ -30,8 +31,9 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Mapping, Sequence
 
+from linkwatch.config import RuleConfig
 from linkwatch.core.flows import FLOW_MASK, ruleset
 
 DEFAULT_DST = "0.0.0.0/0"
@@ -88,6 +90,7 @@ class UplinkRoute:
     interface: str = ""  # its name (the flow table matches on it)
     flow_mark: int | None = None  # sticky flows: the mark of its flows (None: sticky flows off)
     working: bool = False  # healthy enough to keep its flows (UP, FALLING, DEGRADED)
+    weight: int = 1  # its share when a policy rule or balance mode spreads flows
 
 
 @dataclass(frozen=True, order=True)
@@ -281,11 +284,13 @@ def _active_route(
 
 
 def plan(
-    uplinks: Sequence[UplinkRoute], active: Sequence[tuple[str, int]], params: RoutingParams
+    uplinks: Sequence[UplinkRoute], active: Sequence[tuple[str, int]], params: RoutingParams,
+    policy: Sequence[RuleConfig] = (),
 ) -> RouteSet:
     """Kernel objects for these uplinks with ``active`` = [(name, weight)] carrying traffic.
 
-    Pure. Names that are unknown or not usable are skipped; with nothing active the active
+    Pure. ``policy``: the policy rules, in order (sticky flows only: they send flows by their mark).
+    Names that are unknown or not usable are skipped; with nothing active the active
     table gets no default route (traffic falls through to the main table's default).
     Raises :class:`RoutingError` for inconsistent uplinks (shared table or priority, bad
     address, a rule priority outside suppress_priority..active_priority, a bad weight).
@@ -304,4 +309,21 @@ def plan(
     if active_route is not None:
         routes.add(active_route)
     marks = [(up.interface, up.flow_mark) for up in uplinks if up.flow_mark]
-    return RouteSet(routes=frozenset(routes), rules=frozenset(rules), flows=ruleset(marks) if marks else None)
+    by_name = {up.name: up for up in uplinks}
+    shares = [(up.flow_mark, weight) for name, weight in dict(active).items()
+              if (up := by_name.get(name)) is not None and _takes_flows(up)]
+    targets = [(r, tuple((by_name[n].flow_mark, by_name[n].weight) for n in rule_target(r, by_name))) for r in policy]
+    return RouteSet(routes=frozenset(routes), rules=frozenset(rules),
+                    flows=ruleset(marks, balance=shares, policy=targets) if marks else None)
+
+
+def _takes_flows(up: UplinkRoute) -> bool:
+    """A new flow may be sent to it by its mark: it works and its fwmark rule is in place."""
+    return bool(up.flow_mark) and up.working and _can_default(up)
+
+
+def rule_target(rule: RuleConfig, by_name: Mapping[str, UplinkRoute]) -> tuple[str, ...]:
+    """Where a policy rule sends new flows now: the first of its uplinks that takes flows, or all of
+    them that do (``balance``); () when none does (its ``fallback`` decides)."""
+    ready = [n for n in rule.uplinks if (up := by_name.get(n)) is not None and _takes_flows(up)]
+    return tuple(ready) if rule.balance else tuple(ready[:1])

@@ -22,10 +22,12 @@ from typing import Any, Union
 
 from linkwatch.core import dampening as damp
 from linkwatch.core.dampening import DampeningParams
-from linkwatch.core.engine import EngineState, dampening_params, in_doubt, month_of
+from linkwatch.core.engine import EngineState, dampening_params, flows_move_at, in_doubt, month_of
 from linkwatch.core.inputs import Now
 from linkwatch.core.states import State, usable
-from linkwatch.core.uplink import UplinkState, bytes_per_day, gateway_of, is_proven, probe_plan
+from linkwatch.core.flows import describe
+from linkwatch.core.routing import rule_target
+from linkwatch.core.uplink import UplinkState, bytes_per_day, gateway_of, is_proven, probe_plan, route_of
 
 SCHEMA_VERSION = 1
 
@@ -79,6 +81,7 @@ class UplinkStatus:
     month_bytes: int = 0  # traffic on the interface this month (received + sent), kept across restarts
     quota_bytes: int | None = None
     quota_pct: float | None = None
+    flows_move_in_s: float | None = None  # flows left on it after traffic moved away are reset then
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,21 @@ class FlushReport:
     uplink: str
     address: str
     deleted: int
-    ms: float
+    ms: float  # the flush itself
+    mark: int | None = None  # by flow mark (one kernel operation); None: by NAT address
+    after_switch_ms: float | None = None  # from the route switch to the last entry gone
+
+
+@dataclass(frozen=True)
+class RuleStatus:
+    """A policy rule and where it sends new flows now."""
+
+    name: str
+    matches: str  # what it matches, for people
+    uplinks: tuple[str, ...]  # its list, in order
+    balance: bool
+    fallback: str  # "default" or "drop": when none of its uplinks works
+    now: tuple[str, ...]  # the uplinks new matching flows take now; () = the fallback applies
 
 
 @dataclass(frozen=True)
@@ -130,6 +147,7 @@ class Status:
     uplinks: tuple[UplinkStatus, ...]
     sinks: Mapping[str, SinkStats] = field(default_factory=dict)
     snmp: SnmpStatus | None = None
+    rules: tuple[RuleStatus, ...] = ()  # the policy rules and where each sends new flows now
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (what the control socket sends)."""
@@ -160,6 +178,7 @@ def uplink_status(u: UplinkState, active: bool, forced: bool, now: Now, doubt: b
     s, f, mono = u.stats, u.facts, now.mono
     bpd = bytes_per_day(u, mono)
     month = u.counters.month_bytes if u.counters.month == month_of(now.wall) else 0
+    move_at = flows_move_at(u)
     return UplinkStatus(
         name=u.name, interface=u.cfg.interface, state=u.health.state, usable=usable(u.health.state),
         reason=u.health.reason, active=active, since=u.wall_since, priority=u.cfg.priority, weight=u.cfg.weight,
@@ -174,6 +193,7 @@ def uplink_status(u: UplinkState, active: bool, forced: bool, now: Now, doubt: b
         slow_rounds=u.slow_rounds, dampened=u.penalty.dampened,
         flap_penalty=round(damp.current(u.penalty, mono, damping), 2), month_bytes=month,
         quota_bytes=u.cfg.quota, quota_pct=_r(100.0 * month / u.cfg.quota) if u.cfg.quota else None,
+        flows_move_in_s=None if move_at is None else _r(max(move_at - mono, 0.0)),
     )
 
 
@@ -188,8 +208,15 @@ def build_status(state: EngineState, now: Now, shell: ShellReport) -> Status:
         active_changes=state.active_changes,
         uplinks=tuple(uplink_status(u, u.name in state.active, state.forced == u.name, now, in_doubt(state),
                                     dampening_params(state.config)) for u in state.uplinks),
-        sinks=dict(shell.sinks), snmp=shell.snmp,
+        rules=rule_status(state), sinks=dict(shell.sinks), snmp=shell.snmp,
     )
+
+
+def rule_status(state: EngineState) -> tuple[RuleStatus, ...]:
+    sticky = state.config.policy.sticky_flows
+    by_name = {u.name: route_of(u, sticky) for u in state.uplinks}
+    return tuple(RuleStatus(r.name, describe(r), r.uplinks, r.balance, r.fallback, rule_target(r, by_name))
+                 for r in state.config.rules)
 
 
 # ---- JSON: one description of the types drives writing, reading and the schema -----------------

@@ -101,6 +101,7 @@ class UplinkState:
     working_since: float = 0.0  # when it last became working (the failback hold counts from here)
     wall_since: float = 0.0  # wall-clock time of the last state change
     nat_address: str | None = None  # last address seen: NAT entries to flush even after it is gone
+    left_at: float | None = None  # traffic moved away while it worked; its flows stayed (sticky flows)
     probe_error: str | None = None  # why the shell cannot open its probes
     rounds: int = 0
     downs: int = 0  # times it went DOWN since the engine started
@@ -311,7 +312,7 @@ def route_of(u: UplinkState, sticky: bool = False) -> UplinkRoute:
         name=u.name, ifindex=f.ifindex if f else None, address=f.address if f else None,
         prefixlen=f.prefixlen if f else None, gateway=gateway_of(u.cfg, f), table=u.cfg.table,
         rule_priority=u.cfg.rule_priority, usable=ok, interface=u.cfg.interface,
-        flow_mark=flow_mark(u.cfg.table) if sticky else None, working=working(u),
+        flow_mark=flow_mark(u.cfg.table) if sticky else None, working=working(u), weight=u.cfg.weight,
     )
 
 

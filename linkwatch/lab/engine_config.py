@@ -68,7 +68,8 @@ def engine_config(spec: LabSpec, probe_targets: int = 2, overrides: Mapping[str,
     The lab keeps a history (in its state directory, one row per uplink every 10 s so a short
     demo draws graphs) unless ``overrides`` has a [history] table. ``web`` is the [web] table
     (for the lab's web UI); ``socket_group`` owns the control socket (the web UI's group).
-    ``overrides`` adds whole tables (``{"health": {...}, "policy": {...}}``); ``extra_toml`` is
+    ``overrides`` adds whole tables (``{"health": {...}, "policy": {...}}``; ``{"uplinks": {"wan1":
+    {"weight": 3}}}`` adds keys to one uplink's table); ``extra_toml`` is
     appended verbatim. The result must parse as TOML, else LabError.
     """
     lines = ["# written by `linkwatch lab up`", "[control]", f"socket = {toml_value(spec.control_socket)}"]
@@ -76,6 +77,11 @@ def engine_config(spec: LabSpec, probe_targets: int = 2, overrides: Mapping[str,
         lines += [f"group = {toml_value(socket_group)}"]
     lines += ["", "[hooks]", f"directory = {toml_value(spec.hooks_dir)}"]
     tables = dict(overrides or {})
+    per_uplink = tables.pop("uplinks", {})  # {"wan1": {"weight": 3}}: keys added to that uplink's table
+    unknown = set(per_uplink) - {u.name for u in spec.uplink_list}
+    if unknown or not all(isinstance(v, Mapping) for v in per_uplink.values()):
+        raise LabError(f"override [uplinks]: expected {{uplink: {{key: value}}}} for this lab's uplinks, "
+                       f"got {dict(per_uplink)!r}")
     tables.setdefault("history", {"path": spec.history_path, "sample_period": "10s"})
     if web:
         tables["web"] = {**web, **tables.get("web", {})}
@@ -87,7 +93,8 @@ def engine_config(spec: LabSpec, probe_targets: int = 2, overrides: Mapping[str,
         lines += [""] + _toml_table(_toml_key(table), values)
     for u in spec.uplink_list:
         lines += ["", f"[uplinks.{u.name}]", f'interface = "{u.interface}"', 'gateway = "auto"',
-                  f"priority = {u.index}"]
+                  f"priority = {per_uplink.get(u.name, {}).get('priority', u.index)}"]
+        lines += [f"{_toml_key(k)} = {toml_value(v)}" for k, v in per_uplink.get(u.name, {}).items() if k != "priority"]
         for probe in probe_specs(probe_targets):
             lines += ["", f"[[uplinks.{u.name}.probes]]"]
             lines += [f"{k} = {toml_value(v)}" for k, v in probe.items()]

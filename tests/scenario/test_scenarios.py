@@ -12,6 +12,8 @@ from harness import CONFIG, FACTS, Scenario, results  # noqa: E402
 
 from linkwatch.config import loads  # noqa: E402
 from linkwatch.core.events import ActiveChanged, AdminAction, EngineEvent, UplinkSamples, UplinkStateChanged  # noqa: E402
+from linkwatch.core.engine import Flush  # noqa: E402
+from linkwatch.core.flows import flow_mark  # noqa: E402
 from linkwatch.core.inputs import (  # noqa: E402
     AdminRequest,
     PeriodEnd,
@@ -59,6 +61,49 @@ def test_without_sticky_flows_a_failback_resets_the_flows_of_the_uplink_it_leave
     assert not any(r.fwmark for r in s.state.routing.rules) and s.state.routing.flows is None
 
 
+def metered(grace: str = "5m") -> Scenario:
+    """fibre failed over to lte (its flows reset), came back, took traffic back after the hold."""
+    s = Scenario(CONFIG.replace("[uplinks.lte]\n", f'[uplinks.lte]\nmove_flows_after = "{grace}"\n'))
+    s.rounds({"fibre": "g", "lte": "g"})
+    s.rounds({"fibre": "bbb", "lte": "ggg"})
+    s.rounds({"fibre": "ggggg", "lte": "ggggg"})
+    s.wait(10.0)
+    assert s.state.active == ("fibre",) and s.flushed == ["198.51.100.2"], "the failback resets nothing"
+    return s
+
+
+def test_a_metered_backup_keeps_the_flows_left_on_it_only_for_move_flows_after():
+    s = metered()
+    left = s.state.uplink("lte").left_at
+    assert left is not None and s.outputs[-1].recheck_at == left + 300, "the core asks for a timer at the end"
+    s.wait(299.0)
+    assert s.flushed == ["198.51.100.2"], "within the grace the calls stay on lte"
+    s.wait(1.5)
+    assert [(f.uplink, f.mark) for out in s.outputs for f in out.flushes][-1] == ("lte", flow_mark(102))
+    assert s.state.uplink("lte").left_at is None
+    s.wait(600.0)
+    assert len(s.flushed) == 2, "once: nothing is left behind after that"
+
+
+def test_flows_left_behind_are_not_moved_when_traffic_comes_back_to_them_first():
+    s = metered("30s")
+    s.rounds({"fibre": "bbb", "lte": "ggg"})  # fibre dies again within the grace: lte carries traffic again
+    assert s.state.active == ("lte",) and s.state.uplink("lte").left_at is None
+    s.wait(60.0)
+    assert s.flushed == ["198.51.100.2", "198.51.100.2"], "only fibre's flows, twice; lte's calls were never moved"
+
+
+def test_without_move_flows_after_the_flows_left_behind_finish_where_they_started():
+    s = Scenario()
+    s.rounds({"fibre": "g", "lte": "g"})
+    s.rounds({"fibre": "bbb", "lte": "ggg"})
+    s.rounds({"fibre": "ggggg", "lte": "ggggg"})
+    s.wait(10.0)
+    s.wait(3600.0)
+    assert s.state.active == ("fibre",) and s.flushed == ["198.51.100.2"]
+    assert s.outputs[-1].recheck_at is None, "no timer for it either"
+
+
 def test_with_sticky_flows_an_uplink_that_stops_working_loses_its_rule_and_its_flows():
     s = Scenario()
     s.rounds({"fibre": "g", "lte": "g"})
@@ -82,7 +127,7 @@ def test_events_come_in_the_order_the_shell_publishes_them():
         out = s.round("fibre", False)
     kinds = [type(e).__name__ for e in out.events]
     assert kinds == ["UplinkStateChanged", "ActiveChanged"], "the state change first, then the traffic move"
-    assert out.flushes == (("fibre", "198.51.100.2"),)
+    assert out.flushes == (Flush("fibre", "198.51.100.2", flow_mark(101)),), "all its flows, by their mark"
 
 
 def test_carrier_loss_fails_over_without_waiting_for_rounds():
@@ -246,7 +291,8 @@ def test_renumbered_uplink_flushes_its_old_nat_entries():
     s = Scenario()
     s.rounds({"fibre": "g", "lte": "g"})
     out = s.set_facts("up1", address="198.51.100.4")
-    assert out.flushes == (("fibre", "198.51.100.2"),)
+    # by the old address: flows that start on the new one carry the same flow mark and must stay
+    assert out.flushes == (Flush("fibre", "198.51.100.2", None),)
     assert out.probes["fibre"].source == "198.51.100.4", "the probes move to the new address"
 
 
@@ -300,7 +346,7 @@ def test_reload_that_removes_the_active_uplink_moves_traffic_and_flushes_it():
     s.feed(AdminRequest("fibre", "force"))
     out = s.feed(Reload(loads(without_fibre), dict(FACTS)))
     assert s.state.active == ("lte",) and s.state.forced is None
-    assert ("fibre", "198.51.100.2") in out.flushes
+    assert Flush("fibre", "198.51.100.2", flow_mark(101)) in out.flushes
     assert [u.name for u in s.state.uplinks] == ["lte"]
 
 
@@ -390,3 +436,20 @@ def test_restart_waits_for_the_unprobed_preferred_uplink_on_a_real_clock():
     s2 = Scenario(kernel_active=(("198.51.100.9", 12),), t=400_000.0)
     s2.round("lte", True)
     assert s2.state.active == ("lte",) and "waiting for fibre to be probed" in s2.state.decision.reason
+
+
+def test_a_policy_rule_follows_its_uplinks_health_in_the_plan_and_the_status():
+    s = Scenario(CONFIG + '\n[[rules]]\nname = "calls"\nproto = "udp"\ndport = 5060\nuplinks = ["lte", "fibre"]\n'
+                 '\n[[rules]]\nname = "nas"\nsrc = "192.168.1.20"\nuplinks = ["lte"]\nfallback = "drop"\n')
+    s.rounds({"fibre": "g", "lte": "g"})
+    assert [(r.name, r.now) for r in s.status().rules] == [("calls", ("lte",)), ("nas", ("lte",))]
+    assert "udp dport { 5060 } ct mark set ct mark and 0xff00ffff or 0x00660000" in s.state.routing.flows
+    s.rounds({"fibre": "g", "lte": "bbb"})
+    assert s.state_of("lte") == "DOWN"
+    assert [(r.name, r.now) for r in s.status().rules] == [("calls", ("fibre",)), ("nas", ())]
+    assert "udp dport { 5060 } ct mark set ct mark and 0xff00ffff or 0x00650000" in s.state.routing.flows
+    assert "ip saddr { 192.168.1.20/32 } drop" in s.state.routing.flows
+    assert s.state.active == ("fibre",), "rules do not change which uplink carries the rest"
+    assert s.status().to_dict()["rules"][0] == {"name": "calls", "matches": "udp dport 5060",
+                                                "uplinks": ["lte", "fibre"], "balance": False,
+                                                "fallback": "default", "now": ["fibre"]}

@@ -500,7 +500,7 @@ def test_describe_keys_follows_the_dataclasses():
             f"{section}.{f.name}" for f in dataclasses.fields(cls)]
     assert [k for k in keys if k.startswith("uplinks.")] == [
         "uplinks.*.interface", "uplinks.*.gateway", "uplinks.*.priority", "uplinks.*.weight", "uplinks.*.quota",
-        "uplinks.*.quota_warn", "uplinks.*.table",
+        "uplinks.*.quota_warn", "uplinks.*.move_flows_after", "uplinks.*.table",
         "uplinks.*.probes.*.type", "uplinks.*.probes.*.target", "uplinks.*.probes.*.query"]
     overrides = set(describe_keys(per_uplink_health=True)) - set(keys)
     assert overrides == {f"uplinks.*.health.{f.name}" for f in dataclasses.fields(HealthConfig)}

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from linkwatch.config import ConfigError, loads
-from linkwatch.core.flows import FLOW_MASK, flow_mark, ruleset
-from linkwatch.core.routing import RoutingParams, RuleSpec, UplinkRoute, plan
+from linkwatch.core.flows import FLOW_MASK, describe, flow_mark, ruleset, spread
+from linkwatch.core.routing import RoutingParams, RuleSpec, UplinkRoute, plan, rule_target
 from linkwatch.kernel.reconciler import rule_args
 
 BASE = """
@@ -74,3 +74,119 @@ def test_tables_whose_low_bytes_clash_are_refused_while_sticky_flows_are_on():
     cfg = loads("[policy]\nsticky_flows = false\n" + BASE.format(fibre="table = 300", lte="table = 44"))
     assert [u.table for u in cfg.uplinks] == [300, 44], "no marks, no clash"
     assert [u.table for u in loads(BASE.format(fibre="", lte="")).uplinks] == [101, 102]
+
+
+def test_balance_draws_each_uplink_by_its_weight_against_those_not_yet_tried():
+    assert spread([(1, 3), (2, 1)]) == [(1, 3, 4), (2, 1, 1)]
+    marks = spread([(1, 1), (2, 2), (3, 1)])
+    assert marks == [(1, 1, 4), (2, 2, 3), (3, 1, 1)]
+    # the chance of each: 1/4; 3/4 * 2/3 = 1/2; 3/4 * 1/3 = 1/4
+    p, left = {}, 1.0
+    for mark, draw, total in marks:
+        p[mark], left = left * draw / total, left * (1 - draw / total)
+    assert p == pytest.approx({1: 0.25, 2: 0.5, 3: 0.25}) and left == pytest.approx(0.0)
+
+
+def test_in_balance_mode_new_lan_flows_get_a_mark_by_weight_and_keep_it():
+    rs = plan([route("fibre", 101, True), route("lte", 102, True)], [("fibre", 3), ("lte", 1)], RoutingParams())
+    lines = [line.strip() for line in rs.flows.splitlines()]
+    choose = [line for line in lines if line.startswith("ct state new")]
+    assert choose == [
+        'ct state new ct mark and 0x00ff0000 == 0 iifname != { "up1", "up2" } numgen random mod 4 < 3 '
+        'ct mark set ct mark and 0xff00ffff or 0x00650000',
+        'ct state new ct mark and 0x00ff0000 == 0 iifname != { "up1", "up2" } '
+        'ct mark set ct mark and 0xff00ffff or 0x00660000']
+    assert lines.index(choose[-1]) < min(i for i, line in enumerate(lines) if "meta mark set" in line), \
+        "chosen before the mark is restored: the flow's first packet is routed by it too"
+    one = plan([route("fibre", 101, True), route("lte", 102, False)], [("fibre", 3), ("lte", 1)], RoutingParams())
+    assert "ct state new" not in one.flows, "one uplink left that works: nothing to spread"
+    failover = plan([route("fibre", 101, True), route("lte", 102, True)], [("fibre", 1)], RoutingParams())
+    assert "ct state new" not in failover.flows
+
+
+# ---- policy rules --------------------------------------------------------------------------------
+
+RULES = BASE.format(fibre="", lte="") + """
+[[rules]]
+name = "voip"
+src = ["192.168.1.0/24", "10.1.1.7"]
+proto = "udp"
+dport = [5060, "10000-20000"]
+dscp = "ef"
+uplinks = ["lte", "fibre"]
+
+[[rules]]
+iif = "br-lan"
+mark = "0x10/0xf0"
+uplinks = ["fibre"]
+fallback = "drop"
+
+[[rules]]
+name = "spread"
+proto = "tcp"
+sport = 22
+uplinks = ["fibre", "lte"]
+balance = true
+"""
+
+
+def test_policy_rules_parse_with_their_defaults():
+    cfg = loads(RULES)
+    voip, second, spread_ = cfg.rules
+    assert (voip.src, voip.dport, voip.dscp, voip.uplinks) == (
+        ("192.168.1.0/24", "10.1.1.7/32"), ((5060, 5060), (10000, 20000)), 46, ("lte", "fibre"))
+    assert (second.name, second.mark, second.iif, second.fallback, second.proto) == (
+        "rule2", (0x10, 0xF0), "br-lan", "drop", "any")
+    assert spread_.balance and spread_.sport == ((22, 22),)
+
+
+@pytest.mark.parametrize("rule, path, says", [
+    ('uplinks = ["dsl"]', "rules[0].uplinks", "dsl is not one"),
+    ('proto = "udp"', "rules[0].uplinks", "missing"),
+    ('dport = 80\nuplinks = ["fibre"]', "rules[0].dport", 'expected proto "tcp" or "udp"'),
+    ('proto = "tcp"\ndport = "90-80"\nuplinks = ["fibre"]', "rules[0].dport", "not a rising range"),
+    ('src = "192.168.1.1/24"\nuplinks = ["fibre"]', "rules[0].src", "host bits are set"),
+    ('mark = "0x10000/0xff0000"\nuplinks = ["fibre"]', "rules[0].mark", "linkwatch's own flow marks"),
+    ('mark = "0x11/0x10"\nuplinks = ["fibre"]', "rules[0].mark", "outside the mask"),
+    ('dscp = 64\nuplinks = ["fibre"]', "rules[0].dscp", "DSCP value 0..63"),
+    ('uplinks = ["fibre", "fibre"]', "rules[0].uplinks", "appears twice"),
+    ('fallback = "lte"\nuplinks = ["fibre"]', "rules[0].fallback", '"default", "drop"'),
+    ('colour = "red"\nuplinks = ["fibre"]', "rules[0].colour", "unknown key"),
+])
+def test_a_bad_policy_rule_is_named_by_its_key_path(rule, path, says):
+    with pytest.raises(ConfigError) as e:
+        loads(BASE.format(fibre="", lte="") + "\n[[rules]]\n" + rule + "\n")
+    issue = next(i for i in e.value.issues if i.path == path)
+    assert says in issue.message, issue.message
+
+
+def test_policy_rules_need_sticky_flows_and_distinct_names():
+    with pytest.raises(ConfigError, match="sticky_flows = false"):
+        loads("[policy]\nsticky_flows = false\n" + RULES)
+    with pytest.raises(ConfigError) as e:
+        loads(BASE.format(fibre="", lte="") + '\n[[rules]]\nuplinks = ["fibre"]\n[[rules]]\nname = "rule1"\n'
+              'uplinks = ["lte"]\n')
+    assert [i.path for i in e.value.issues] == ["rules[1].name"]
+
+
+def test_a_rule_sends_new_flows_to_the_first_working_uplink_of_its_list_or_its_fallback():
+    voip, second, spread_ = loads(RULES).rules
+    both = [route("fibre", 101, True), route("lte", 102, True)]
+    lines = [x.strip() for x in plan(both, [("fibre", 1)], RoutingParams(), loads(RULES).rules).flows.splitlines()]
+    assert ('ct state new ct mark and 0x00ff0000 == 0 iifname != { "up1", "up2" } '
+            'ip saddr { 192.168.1.0/24, 10.1.1.7/32 } meta l4proto udp udp dport { 5060, 10000-20000 } ip dscp 46 '
+            'ct mark set ct mark and 0xff00ffff or 0x00660000') in lines, "voip: lte first"
+    assert any('iifname "br-lan" meta mark and 0x000000f0 == 0x00000010 ct mark set' in x for x in lines)
+    assert sum("meta l4proto tcp tcp sport { 22 }" in x for x in lines) == 2, "spread over both"
+    rule_lines = [i for i, x in enumerate(lines) if "ct state new" in x]
+    assert max(rule_lines) < min(i for i, x in enumerate(lines) if "meta mark set" in x)
+
+    lte_dead = [route("fibre", 101, True), route("lte", 102, False)]
+    by_name = {r.name: r for r in lte_dead}
+    assert rule_target(voip, by_name) == ("fibre",) and rule_target(spread_, by_name) == ("fibre",)
+    fibre_dead = {r.name: r for r in [route("fibre", 101, False), route("lte", 102, True)]}
+    assert rule_target(second, fibre_dead) == ()
+    text = plan(list(fibre_dead.values()), [("lte", 1)], RoutingParams(), loads(RULES).rules).flows
+    assert 'iifname "br-lan" meta mark and 0x000000f0 == 0x00000010 drop' in text, "fallback drop"
+    assert describe(voip) == "src 192.168.1.0/24,10.1.1.7/32 udp dport 5060,10000-20000 dscp 46"
+    assert describe(second) == "iif br-lan mark 0x10/0xf0"

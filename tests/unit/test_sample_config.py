@@ -44,7 +44,7 @@ def test_sample_loads_without_errors():
 # Keys the sample shows only commented out: secrets (a working sample value would be a known
 # password) and example entries (users, trap receivers) that must not be live on a fresh install.
 COMMENTED_OK = ("web.password_hash", "snmp.engine_id", "snmp.agent.community", "snmp.users.*.*", "uplinks.*.quota",
-                "snmp.traps.*.*")
+                "snmp.traps.*.*", "rules.*.*")
 
 
 def key_lines() -> Iterator[tuple[str, bool, list[str]]]:
@@ -57,7 +57,7 @@ def key_lines() -> Iterator[tuple[str, bool, list[str]]]:
         body = stripped.lstrip("#").strip() if commented else stripped
         header = re.fullmatch(r"(\[\[?)\s*([^\]\s]+?)\s*\]\]?", body)
         key = re.match(r"([A-Za-z0-9_-]+)\s*=\s*\S", body)
-        if header and (not commented or header.group(2).startswith("snmp.")):
+        if header and (not commented or header.group(2).startswith(("snmp.", "rules"))):
             table = header.group(2).replace('"', "") + (".*" if header.group(1) == "[[" else "")
         elif key:
             yield (f"{table}.{key.group(1)}" if table else key.group(1)), commented, list(comments)

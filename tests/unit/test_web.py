@@ -589,3 +589,19 @@ def test_history_api_with_a_missing_or_broken_database_is_503(tmp_path):
     for path in ("/api/v1/events", "/api/v1/samples"):
         r = client.get(path)
         assert r.status_code == 503 and r.get_json()["ok"] is False, path
+
+
+def test_the_dashboard_lists_the_policy_rules_and_where_each_sends_flows_escaped():
+    st = copy.deepcopy(STATUS)
+    st["rules"] = [{"name": "calls", "matches": "udp dport 5060", "uplinks": ["lte", "wan1"], "balance": False,
+                    "fallback": "default", "now": ["lte"]},
+                   {"name": "nas", "matches": f"src {EVIL}", "uplinks": ["wan1"], "balance": True,
+                    "fallback": "drop", "now": []}]
+    client, _ = make("public_read = true", engine=FakeEngine(st))
+    page = client.get("/").get_data(as_text=True)
+    rows = re.findall(r'<tr data-rule="([^"]+)".*?<td class="now">([^<]*)</td>', page, re.S)
+    assert rows == [("calls", "lte"), ("nas", "dropped")]
+    assert "lte → wan1" in page and "wan1 (balanced)" in page
+    assert EVIL not in page and "&lt;script&gt;" in page
+    client, _ = make("public_read = true")
+    assert 'id="rules"' not in client.get("/").get_data(as_text=True), "no rules, no table"

@@ -194,6 +194,10 @@
       auto.disabled = !st.forced;
       auto.onclick = (ev) => { ev.preventDefault(); if (st.forced) act(st.forced, "auto"); };
     }
+    (st.rules || []).forEach((r) => {
+      const row = document.querySelector('#rules tr[data-rule="' + CSS.escape(r.name) + '"] .now');
+      if (row) row.textContent = r.now.length ? r.now.join(", ") : (r.fallback === "drop" ? "dropped" : "default policy");
+    });
     const mark = st.uplinks.map((u) => u.transitions + (u.dampened ? "d" : "") + (u.quota_pct == null ? "" : "q" +
       Math.floor(u.quota_pct / 10))).join(",") + "/" + st.active_changes;
     if (mark !== lastMark) {

@@ -1,0 +1,129 @@
+"""Issue 11 against the real kernel, in a lab running the engine in balance mode (wan1 weight 3, wan2
+weight 1): new flows are spread by weight and keep their uplink; an uplink that dies loses only its
+own flows, all at once (one conntrack delete by flow mark). Short versions of bench/bench_flows.py.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+import pytest
+
+from linkwatch.core.flows import FLOW_MASK, flow_mark
+from linkwatch.lab import faults, topology
+from linkwatch.lab.manyflows import echo_flows, run_in_lab
+from linkwatch.lab.namespaces import existing_lab_namespaces
+from linkwatch.lab.plan import LabSpec
+from linkwatch.lab.topology import EngineOptions
+from tests.integration.labutil import status, wait_for
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
+    pytest.mark.root,
+    pytest.mark.lab,
+]
+
+LAB = "tF"
+# Two policy rules on source port ranges of the LAN client's flows (the balanced flows use 20000 on):
+# 40000.. go to wan2 while it works, else wan1; 41000.. only ever to wan2, dropped while it is down.
+RULES = """
+[[rules]]
+name = "calls"
+proto = "udp"
+sport = "40000-40999"
+uplinks = ["wan2", "wan1"]
+
+[[rules]]
+name = "only-wan2"
+proto = "udp"
+sport = "41000-41999"
+uplinks = ["wan2"]
+fallback = "drop"
+"""
+OPTIONS = EngineOptions(overrides={"policy": {"mode": "balance", "dampening": False, "failback_hold": "2s"},
+                                   "uplinks": {"wan1": {"weight": 3, "priority": 1},
+                                               "wan2": {"weight": 1, "priority": 1}}},
+                        extra_toml=RULES)
+FLOWS = 1200
+
+
+@pytest.fixture(scope="module")
+def lab():
+    topology.down(LAB)
+    spec = LabSpec(LAB)
+    try:
+        topology.up(spec, engine=True, options=OPTIONS)
+        yield spec
+    finally:
+        topology.down(LAB)
+    assert not existing_lab_namespaces(LAB)
+
+
+def both_active(spec: LabSpec) -> None:
+    for up in ("wan1", "wan2"):
+        faults.apply_fault(spec.name, up, faults.parse_fault(["clear"]))
+    wait_for(lambda: status(spec)["active"] == ["wan1", "wan2"], 60.0, "both UP and active")
+
+
+def uplink_of_mark(spec: LabSpec) -> dict[int, str]:
+    return {flow_mark(u["table"]): u["name"] for u in status(spec)["uplinks"]}
+
+
+def marks_by_uplink(spec: LabSpec, ports: range = range(20000, 40000)) -> Counter:
+    """Uplink -> how many of the client's flows (from these source ports) it carries."""
+    names = uplink_of_mark(spec)
+    return Counter(names.get(m & FLOW_MASK, f"mark 0x{m:x}") for port, m in echo_flows(spec.name) if port in ports)
+
+
+def test_balance_spreads_new_flows_by_weight_and_a_dying_uplink_resets_only_its_own(lab):
+    both_active(lab)
+    before = marks_by_uplink(lab)
+    assert run_in_lab(lab.name, FLOWS) == FLOWS
+    split = marks_by_uplink(lab) - before
+    assert sum(split.values()) == FLOWS and set(split) == {"wan1", "wan2"}, split
+    share = 100.0 * split["wan1"] / FLOWS
+    print(f"balance 3:1, {FLOWS} new flows: {dict(split)} ({share:.1f} % on wan1)")
+    assert 70.0 <= share <= 80.0, f"3:1 should give 75 % on wan1 (± 5 points), got {share:.1f} %: {split}"
+
+    flushes = len(status(lab)["conntrack_flushes"])
+    kept = marks_by_uplink(lab)["wan1"]
+    faults.apply_fault(lab.name, "wan2", faults.parse_fault(["blackhole"]))
+    wait_for(lambda: status(lab)["active"] == ["wan1"], 10.0, "wan2 out of the set")
+    f = wait_for(lambda: [f for f in status(lab)["conntrack_flushes"][flushes:] if f["uplink"] == "wan2"], 30.0,
+                 "the reset of wan2's flows")[0]
+    assert f["mark"] == flow_mark(uplink_table(lab, "wan2")), "by its flow mark, in one operation"
+    after = marks_by_uplink(lab)
+    print(f"wan2 out of the set: reset {f['deleted']} entries in {f['ms']} ms; left {dict(after)}")
+    assert after["wan2"] == 0, f"every flow of wan2 was reset: {after}"
+    assert after["wan1"] == kept, "not one flow of wan1 was disturbed"
+    assert all(f["uplink"] != "wan1" for f in status(lab)["conntrack_flushes"][flushes:])
+    both_active(lab)
+
+
+def uplink_table(spec: LabSpec, name: str) -> int:
+    return next(u["table"] for u in status(spec)["uplinks"] if u["name"] == name)
+
+
+def test_policy_rules_send_matching_flows_their_way_and_fall_back_as_configured(lab):
+    both_active(lab)
+    rules = {r["name"]: r for r in status(lab)["rules"]}
+    assert rules["calls"]["now"] == ["wan2"] and rules["only-wan2"]["now"] == ["wan2"]
+    assert rules["calls"]["matches"] == "udp sport 40000-40999"
+    run_in_lab(lab.name, 100, first_port=40000)
+    run_in_lab(lab.name, 100, first_port=41000)
+    assert marks_by_uplink(lab, range(40000, 40100)) == Counter(wan2=100), "rule calls: wan2 while it works"
+    assert marks_by_uplink(lab, range(41000, 41100)) == Counter(wan2=100)
+
+    faults.apply_fault(lab.name, "wan2", faults.parse_fault(["blackhole"]))
+    wait_for(lambda: status(lab)["active"] == ["wan1"], 10.0, "wan2 out of the set")
+    wait_for(lambda: {r["name"]: r["now"] for r in status(lab)["rules"]} == {"calls": ["wan1"], "only-wan2": []},
+             10.0, "the rules' targets follow wan2's health")
+    wait_for(lambda: not marks_by_uplink(lab, range(40000, 42000)), 10.0, "wan2's flows reset")
+    run_in_lab(lab.name, 100, first_port=40200)
+    run_in_lab(lab.name, 100, first_port=41200)
+    assert marks_by_uplink(lab, range(40200, 40300)) == Counter(wan1=100), "calls fall back to the next uplink"
+    assert marks_by_uplink(lab, range(41200, 41300)) == Counter(), "only-wan2 drops while wan2 is down"
+    both_active(lab)
+    run_in_lab(lab.name, 100, first_port=41400)
+    assert marks_by_uplink(lab, range(41400, 41500)) == Counter(wan2=100), "and sends again once it is back"
