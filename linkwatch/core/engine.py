@@ -54,7 +54,7 @@ from linkwatch.core.inputs import (
     Tick,
 )
 from linkwatch.core.policy import Decision, PolicyParams, decide
-from linkwatch.core.routing import RouteSet, RoutingError, RoutingParams, plan
+from linkwatch.core.routing import RouteSet, RoutingError, RoutingParams, plan, rule_target
 from linkwatch.core.states import ADMIN_ACTIONS, USABLE, State
 from linkwatch.core.uplink import (
     ProbePlan,
@@ -92,6 +92,7 @@ class EngineState:
     forced: str | None = None
     decision: Decision | None = None
     routing: RouteSet | None = None  # the plan for the current decision and facts (None: none yet)
+    carrying: tuple[str, ...] = ()  # the active uplinks and those policy rules send flows to now
     active_changes: int = 0  # since the engine started (the first choice counts)
     started: float = 0.0  # wall clock
 
@@ -257,7 +258,7 @@ def _on_counters(s: _Step, inp: Counters) -> None:
         c = inp.by_interface.get(u.cfg.interface)
         if c is None:
             continue
-        active = u.name in s.state.active
+        active = u.name in s.state.active or u.name in s.state.carrying
         interval = round_interval(u, active, doubt) if active else u.cfg.health.standby_interval
         new = with_counters(u, c, s.now.mono, month, active, interval)
         if new.suspect_since is not None and u.suspect_since is None:
@@ -491,12 +492,17 @@ def _activate(s: _Step) -> None:
     weights = st.decision.weights if st.decision is not None else ()
     try:
         sticky = st.config.policy.sticky_flows
-        routing = plan([route_of(u, sticky) for u in st.uplinks], weights, routing_params(st.config),
-                       st.config.rules if sticky else ())
+        routes = [route_of(u, sticky) for u in st.uplinks]
+        rules = st.config.rules if sticky else ()
+        routing = plan(routes, weights, routing_params(st.config), rules)
     except RoutingError as e:  # inconsistent facts from the kernel: leave the routes as they are
         s.log.append(("error", f"routing plan refused, kernel left unchanged: {e}"))
         return
-    s.state = replace(st, routing=routing)
+    by_name = {r.name: r for r in routes}
+    # An uplink a rule sends flows to carries LAN traffic like an active one: watched as closely
+    # (counters, suspicion, probe rate), or a dead rule uplink would be noticed at its standby pace.
+    carrying = tuple(dict.fromkeys((*st.active, *(n for r in rules for n in rule_target(r, by_name)))))
+    s.state = replace(st, routing=routing, carrying=carrying)
 
 
 def in_doubt(state: EngineState) -> bool:
@@ -504,14 +510,15 @@ def in_doubt(state: EngineState) -> bool:
     it is DEGRADED, starting or RISING (with nothing better, for a while): a standby on a data
     budget would pay for that at 10 rounds a second."""
     return any(u.suspect_since is not None or u.health.state in (State.FALLING, State.DOWN) for u in state.uplinks
-               if u.name in state.active)
+               if u.name in state.active or u.name in state.carrying)
 
 
 def probe_plans(state: EngineState) -> dict[str, ProbePlan]:
     doubt = in_doubt(state)
     best = min((u.cfg.priority for u in state.uplinks if u.name in state.active), default=None)
     balance = state.config.policy.mode == "balance"
-    return {u.name: _plan_of(u, u.name in state.active, doubt, balance or best is None or u.cfg.priority < best)
+    return {u.name: _plan_of(u, u.name in state.active or u.name in state.carrying, doubt,
+                             balance or best is None or u.cfg.priority < best)
             for u in state.uplinks}
 
 

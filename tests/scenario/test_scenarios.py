@@ -453,3 +453,19 @@ def test_a_policy_rule_follows_its_uplinks_health_in_the_plan_and_the_status():
     assert s.status().to_dict()["rules"][0] == {"name": "calls", "matches": "udp dport 5060",
                                                 "uplinks": ["lte", "fibre"], "balance": False,
                                                 "fallback": "default", "now": ["fibre"]}
+
+
+def test_an_uplink_a_rule_sends_flows_to_is_watched_like_the_active_one():
+    """A standby uplink is probed every standby_interval (10 s): one that carries a rule's flows
+    must be probed and read like the active one, or its death would strand them for many seconds."""
+    s = Scenario(CONFIG + '\n[[rules]]\nproto = "udp"\ndport = 5060\nuplinks = ["lte", "fibre"]\n')
+    s.rounds({"fibre": "g", "lte": "g"})
+    s.wait(12.0)
+    assert s.state.active == ("fibre",) and s.state.carrying == ("fibre", "lte")
+    plan = s.outputs[-1].probes["lte"]
+    assert plan.interval == s.state.uplink("lte").cfg.health.interval, "not the standby interval"
+    assert not plan.rotate and plan.counter_interval <= 0.25
+    without = Scenario()
+    without.rounds({"fibre": "g", "lte": "g"})
+    without.wait(12.0)
+    assert without.outputs[-1].probes["lte"].interval == without.state.uplink("lte").cfg.health.standby_interval
