@@ -49,9 +49,9 @@ def summary(values: list[float]) -> dict:
 
 
 class Lab:
-    def __init__(self, name: str, uplinks: int = 2, probe_targets: int = 2, overrides=None):
+    def __init__(self, name: str, uplinks: int = 2, probe_targets: int = 2, overrides=None, extra_toml: str = ""):
         self.spec = LabSpec(name, uplinks)
-        self.options = EngineOptions(probe_targets=probe_targets, overrides=overrides)
+        self.options = EngineOptions(probe_targets=probe_targets, overrides=overrides, extra_toml=extra_toml)
 
     def __enter__(self) -> LabSpec:
         topology.down(self.spec.name)
