@@ -127,3 +127,44 @@ def test_policy_rules_send_matching_flows_their_way_and_fall_back_as_configured(
     both_active(lab)
     run_in_lab(lab.name, 100, first_port=41400)
     assert marks_by_uplink(lab, range(41400, 41500)) == Counter(wan2=100), "and sends again once it is back"
+
+
+METERED = EngineOptions(overrides={"policy": {"failback_hold": "2s", "dampening": False},
+                                   "uplinks": {"wan2": {"move_flows_after": "4s"}}})
+
+
+@pytest.fixture(scope="module")
+def metered_lab():
+    topology.down("tG")
+    spec = LabSpec("tG")
+    try:
+        topology.up(spec, engine=True, options=METERED)
+        yield spec
+    finally:
+        topology.down("tG")
+    assert not existing_lab_namespaces("tG")
+
+
+def test_a_metered_backup_keeps_the_flows_left_on_it_after_a_failback_only_for_move_flows_after(metered_lab):
+    lab = metered_lab
+    wait_for(lambda: status(lab)["active"] == ["wan1"] and all(u["state"] == "UP" for u in status(lab)["uplinks"]),
+             60.0, "wan1 active, both UP")
+    faults.apply_fault(lab.name, "wan1", faults.parse_fault(["blackhole"]))
+    wait_for(lambda: status(lab)["active"] == ["wan2"], 10.0, "failover to wan2")
+    run_in_lab(lab.name, 200, first_port=30000)
+    assert marks_by_uplink(lab, range(30000, 30200)) == Counter(wan2=200)
+    flushes = len(status(lab)["conntrack_flushes"])
+    faults.apply_fault(lab.name, "wan1", faults.parse_fault(["clear"]))
+    wait_for(lambda: status(lab)["active"] == ["wan1"], 30.0, "failback to wan1")
+    left = wait_for(lambda: uplink_of(lab, "wan2")["flows_move_in_s"], 5.0, "the countdown in status")
+    assert 0 < left <= 4.0
+    assert marks_by_uplink(lab, range(30000, 30200)) == Counter(wan2=200), "the failback moved none of them"
+    f = wait_for(lambda: [f for f in status(lab)["conntrack_flushes"][flushes:] if f["uplink"] == "wan2"], 10.0,
+                 "wan2's left-behind flows reset after move_flows_after")[0]
+    assert f["mark"] == flow_mark(uplink_table(lab, "wan2")) and f["deleted"] >= 200
+    assert marks_by_uplink(lab, range(30000, 30200)) == Counter(), "they start again on wan1 with their next packet"
+    assert uplink_of(lab, "wan2")["flows_move_in_s"] is None
+
+
+def uplink_of(spec: LabSpec, name: str) -> dict:
+    return next(u for u in status(spec)["uplinks"] if u["name"] == name)
