@@ -126,14 +126,23 @@ class Applier:
         """Reset the flows of an uplink that lost its traffic (after the route switch): by their
         flow mark in one kernel operation, or entry by entry by NAT address."""
         t0 = time.monotonic()
-        what = f"with flow mark 0x{f.mark:x}" if f.mark is not None else f"NATed to {f.address}"
-        try:
-            n = await (self.kernel.flush_marked(f.mark) if f.mark is not None else self.kernel.flush_nat(f.address))
-        except Exception as e:
-            log.warning("conntrack flush for %s (%s) failed: %s", f.uplink, what, e)
-            return
+        mark = f.mark
+        if mark is not None:
+            try:
+                n = await self.kernel.flush_marked(mark)
+            except Exception as e:  # a kernel without mark-filtered deletes: the flows must go all the same
+                log.warning("conntrack: cannot delete %s's flows by flow mark 0x%x (%s); deleting those NATed to %s "
+                            "one by one instead", f.uplink, mark, e, f.address)
+                mark = None
+        what = f"with flow mark 0x{f.mark:x}" if mark is not None else f"NATed to {f.address}"
+        if mark is None:
+            try:
+                n = await self.kernel.flush_nat(f.address)
+            except Exception as e:
+                log.warning("conntrack flush for %s (%s) failed: %s", f.uplink, what, e)
+                return
         done = time.monotonic()
-        self.flushes.append(FlushReport(f.uplink, f.address, n, round((done - t0) * 1000, 1), f.mark,
+        self.flushes.append(FlushReport(f.uplink, f.address, n, round((done - t0) * 1000, 1), mark,
                                         round((done - switched) * 1000, 1)))
         log.info("conntrack: deleted %d entries %s (%s) in %.0fms, %.0fms after the route switch", n, what,
                  f.uplink, (done - t0) * 1000, (done - switched) * 1000)

@@ -20,6 +20,7 @@ class FakeKernel:
         self.neighbours: list[tuple[int, str]] = []
         self.flushed: list[str] = []
         self.fail_neighbours = False
+        self.fail_mark_flush = False  # a kernel that refuses conntrack deletes filtered by mark
         self.counters: dict[int, object] = {}  # ifindex -> LinkCounters; absent: not read
         self.counter_reads: list[tuple[float, int]] = []  # (monotonic time, ifindex) of every read
         self.opened = self.closed = False
@@ -62,6 +63,8 @@ class FakeKernel:
         return 0
 
     async def flush_marked(self, mark):
+        if self.fail_mark_flush:
+            raise OSError("conntrack: Operation not supported")
         self.flushed.append(f"mark 0x{mark:x}")
         return 0
 

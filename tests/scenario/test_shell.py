@@ -104,6 +104,21 @@ class SnapshotOnEvent(logging.Handler):
         self.seen.append((record.getMessage(), active_gateways(applied)))
 
 
+def test_a_kernel_that_refuses_the_mark_flush_still_gets_the_flows_reset_by_address(tmp_path):
+    async def scenario():
+        run = Running(write_config(tmp_path))
+        run.kernel.fail_mark_flush = True
+        async with run as engine:
+            await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
+            run.probes.silent.add(FACTS["up1"].address)  # blackhole fibre
+            await until(lambda: engine.state.active == ("lte",), what="failover")
+            await until(lambda: run.kernel.flushed, what="the flush")
+            assert run.kernel.flushed == [FACTS["up1"].address], "by NAT address, entry by entry, instead"
+            report = engine.applier.flushes[-1]
+            assert (report.uplink, report.mark) == ("fibre", None)
+    asyncio.run(scenario())
+
+
 def test_failover_routes_are_in_place_before_the_event_is_published(tmp_path):
     async def scenario():
         run = Running(write_config(tmp_path))
