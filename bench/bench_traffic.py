@@ -108,6 +108,21 @@ def blackhole_trials(spec: LabSpec, trials: int, interval: float) -> dict:
 WAN1_NAT, WAN2_NAT = "198.51.100.2", "198.51.100.10"
 
 
+def new_flows_switch(report) -> dict:
+    """From a flow of a fresh socket (a new NAT flow) per datagram across a failback: how many went
+    via wan2 after the first one via wan1 (0: every new flow after the switch took wan1), and the
+    time between the last one sent via wan2 and the first via wan1 (the resolution is the interval)."""
+    replies = sorted(report.replies, key=lambda r: r.seq)
+    first = next((r for r in replies if r.address == WAN1_NAT), None)
+    if first is None:
+        return {"fresh_via_wan2_after_switch": None, "switch_window_ms": float("nan")}
+    last_wan2 = max((r for r in replies if r.address == WAN2_NAT and r.seq < first.seq), key=lambda r: r.seq,
+                    default=None)
+    late = sum(1 for r in replies if r.seq > first.seq and r.address != WAN1_NAT)
+    window = (first.sent - last_wan2.sent) * 1000 if last_wan2 else float("nan")
+    return {"fresh_via_wan2_after_switch": late, "switch_window_ms": window}
+
+
 def failback(spec: LabSpec, trials: int, flows: int = 20) -> dict:
     """Sticky flows: wan1 blackholed, ``flows`` UDP calls (20 packets/s each) and a TCP download
     (wan2 shaped to 10 Mbit/s, 200 ms) start on wan2; wan1 clears and takes traffic back after the
@@ -122,27 +137,33 @@ def failback(spec: LabSpec, trials: int, flows: int = 20) -> dict:
         before = status(spec)
         calls = [client.start_flow(spec.name, duration=20.0, interval=0.05) for _ in range(flows)]
         download = start_bulk(spec.name, "download", 20.0)
+        fresh = client.start_flow(spec.name, duration=22.0, interval=0.01, new_socket=True)  # a new flow per 10 ms
         time.sleep(2.0)
         fault(spec, "wan1", "clear")
         wait_for(lambda: status(spec)["active"] == ["wan1"], 30.0, "failback to wan1")
         after = status(spec)
         new = client.start_flow(spec.name, duration=1.0, interval=0.02).result(timeout=30)
         reports, dl = [c.result(timeout=60) for c in calls], download.result()
+        switch = new_flows_switch(fresh.result(timeout=60))
         broken = sum(1 for r in reports if r.changes or r.longest_outage_s > 0.5 or r.trailing_outage_s > 0
                      or {x.address for x in r.replies} != {WAN2_NAT})
         row = {"flows": flows, "broken": broken, "download_reset": dl.reset or dl.error is not None,
                "download_stall_s": dl.longest_stall_s, "download_via": dl.seen,
                "flushes_at_failback": sum(f["uplink"] == "wan2" and f not in before["conntrack_flushes"]
                                           for f in after["conntrack_flushes"]),
-               "new_flow_via": sorted({x.address for x in new.replies})}
+               "new_flow_via": sorted({x.address for x in new.replies}), **switch}
         out.append(row)
         log(f"failback trial {i + 1}/{trials}: {broken}/{flows} calls broken, download "
             f"{'RESET' if row['download_reset'] else 'kept'} via {dl.seen} (longest stall {dl.longest_stall_s:.2f} s), "
-            f"{row['flushes_at_failback']} flushes, a new flow via {row['new_flow_via']}")
+            f"{row['flushes_at_failback']} flushes, a new flow via {row['new_flow_via']}; fresh flows: "
+            f"{row['fresh_via_wan2_after_switch']} via wan2 after the first via wan1, switch window "
+            f"{row['switch_window_ms']:.0f} ms")
     fault(spec, "wan2", "clear")
     return {"trials": out, "broken": sum(t["broken"] for t in out), "flows": flows * trials,
             "downloads_reset": sum(t["download_reset"] for t in out),
-            "new_flows_home": sum(t["new_flow_via"] == [WAN1_NAT] for t in out)}
+            "new_flows_home": sum(t["new_flow_via"] == [WAN1_NAT] for t in out),
+            "fresh_via_wan2_after_switch": sum(t["fresh_via_wan2_after_switch"] or 0 for t in out),
+            "switch_window_ms": [round(t["switch_window_ms"], 1) for t in out]}
 
 
 def flap(spec: LabSpec, seconds: float) -> dict:
@@ -255,6 +276,10 @@ def table(r: dict) -> str:
         rows.append(f"| failback with {f['flows'] // n} UDP calls and a TCP download on the backup ({n} trials) | "
                     f"{f['broken']} of {f['flows']} calls broken, {f['downloads_reset']} of {n} downloads reset; "
                     f"new flows via the preferred uplink in {f['new_flows_home']} of {n} | 0 broken |")
+        rows.append(f"| the same: a fresh flow every 10 ms across the failback | {f['fresh_via_wan2_after_switch']} "
+                    f"went via the backup after the first via the preferred uplink; last via the backup to first "
+                    f"via the preferred: {', '.join(f'{w:.0f}' for w in f['switch_window_ms'])} ms | new flows "
+                    f"within 0.1 s |")
     for key, label in (("flap", "defaults"), ("flap_standby1s", "standby_interval 1 s")):
         if key in r:
             f = r[key]
