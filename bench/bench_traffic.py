@@ -109,9 +109,9 @@ WAN1_NAT, WAN2_NAT = "198.51.100.2", "198.51.100.10"
 
 
 def new_flows_switch(report) -> dict:
-    """From a flow of a fresh socket (a new NAT flow) per datagram across a failback: how many went
-    via wan2 after the first one via wan1 (0: every new flow after the switch took wan1), and the
-    time between the last one sent via wan2 and the first via wan1 (the resolution is the interval)."""
+    """From a flow of a fresh socket and port (a new NAT flow) per datagram across a failback: how
+    many went via wan2 after the first one via wan1 (0: every new flow after the switch took wan1),
+    and the time between the last one sent via wan2 and the first via wan1 (resolution: the interval)."""
     replies = sorted(report.replies, key=lambda r: r.seq)
     first = next((r for r in replies if r.address == WAN1_NAT), None)
     if first is None:
@@ -137,7 +137,9 @@ def failback(spec: LabSpec, trials: int, flows: int = 20) -> dict:
         before = status(spec)
         calls = [client.start_flow(spec.name, duration=20.0, interval=0.05) for _ in range(flows)]
         download = start_bulk(spec.name, "download", 20.0)
-        fresh = client.start_flow(spec.name, duration=22.0, interval=0.01, new_socket=True)  # a new flow per 10 ms
+        # a new flow every 10 ms, each from a port of its own (no datagram hits an old flow's entry)
+        fresh = client.start_flow(spec.name, duration=22.0, interval=0.01, new_socket=True,
+                                  first_port=20000 + 2500 * (i % 4))
         time.sleep(2.0)
         fault(spec, "wan1", "clear")
         wait_for(lambda: status(spec)["active"] == ["wan1"], 30.0, "failback to wan1")

@@ -271,10 +271,16 @@ def run_flow(duration: float, interval: float = DEFAULT_INTERVAL, target: tuple[
              new_socket: bool = False, progress: float | None = None,
              on_progress: Callable[[dict], None] | None = None, allowed: tuple[str, ...] | None = None,
              should_stop: Callable[[], bool] = lambda: False,
-             clock: Callable[[], float] = time.monotonic, one_way: bool = False) -> FlowReport:
+             clock: Callable[[], float] = time.monotonic, one_way: bool = False,
+             first_port: int | None = None) -> FlowReport:
     """Send the flow from this process (which must be in a lab namespace) and measure it.
-    ``one_way``: datagrams the echo server does not answer (an upload with no replies)."""
+    ``one_way``: datagrams the echo server does not answer (an upload with no replies).
+    ``first_port`` (with ``new_socket``): bind each new socket to the next source port from there,
+    so no datagram reuses a port, hence an old conntrack entry (an ephemeral port may)."""
     count = check_bounds(duration, interval)
+    if first_port is not None and not (new_socket and 1024 <= first_port <= 65535 - count):
+        raise FlowError(f"first_port={first_port}: needs new_socket and {count} free ports above 1024 below 65536")
+    next_port = [first_port]
     require_lab_namespace(allowed)  # before any socket exists
     if on_progress is None:
         progress = None
@@ -288,6 +294,14 @@ def run_flow(duration: float, interval: float = DEFAULT_INTERVAL, target: tuple[
     def new_sock() -> socket.socket:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.setblocking(False)
+        while next_port[0] is not None and next_port[0] < 65536:
+            try:
+                s.bind(("0.0.0.0", next_port[0]))
+                break
+            except OSError:
+                pass  # in use: the next one
+            finally:
+                next_port[0] += 1
         s.connect(target)
         sel.register(s, selectors.EVENT_READ)
         return s
@@ -459,7 +473,8 @@ class FlowHandle:
 
 
 def start_flow(lab_name: str, duration: float, interval: float = DEFAULT_INTERVAL, new_socket: bool = False,
-               progress: float | None = None, one_way: bool = False, rate: float | None = None) -> FlowHandle:
+               progress: float | None = None, one_way: bool = False, rate: float | None = None,
+               first_port: int | None = None) -> FlowHandle:
     """Start a flow of ``duration`` seconds, one datagram per ``interval`` seconds, in lab ``lab_name``
     (``interval`` 0.02, or ``rate=50``: 50 packets a second each way, a video call). ``one_way``: no
     replies; the report's ``delivered``/``delivered_uplink`` say what arrived and through which uplink."""
@@ -471,6 +486,8 @@ def start_flow(lab_name: str, duration: float, interval: float = DEFAULT_INTERVA
     args = ["--duration", f"{duration:g}", "--interval", f"{interval * 1000:g}", "--json", "--lab", lab_name]
     if new_socket:
         args.append("--new-socket")
+    if first_port is not None:
+        args += ["--first-port", str(first_port)]
     if one_way:
         args.append("--one-way")
     if progress:
@@ -495,6 +512,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="packets per second each way, instead of --interval (50: a video call)")
     ap.add_argument("--target", default=f"{ECHO_SERVER}:{ECHO_PORT}", help="echo server IPv4:port")
     ap.add_argument("--new-socket", action="store_true", help="a fresh socket (a new NAT flow) per datagram")
+    ap.add_argument("--first-port", type=int, default=None,
+                    help="with --new-socket: source ports from this one up (never an old flow's port)")
     ap.add_argument("--one-way", action="store_true", help="datagrams the echo server does not answer")
     ap.add_argument("--progress", type=float, default=None, help="print a progress line every this many seconds")
     ap.add_argument("--lab", default=None, help="accept only the client namespace of this lab")
@@ -516,7 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         interval = interval_for(args.rate, args.interval / 1000.0)
         report = run_flow(args.duration, interval, parse_target(args.target), args.new_socket,
                           args.progress, show, (f"lw-{args.lab}-client",) if args.lab else None, stop.is_set,
-                          one_way=args.one_way)
+                          one_way=args.one_way, first_port=args.first_port)
     except (NotInLabError, FlowError) as e:
         print(f"linkwatch lab client: {e}", file=sys.stderr)
         return 2

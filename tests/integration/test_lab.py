@@ -474,6 +474,11 @@ def test_new_socket_per_datagram_makes_new_flows(healthy):
     assert report.new_socket and report.received >= 45
     assert len({r.seen for r in report.replies}) > 10  # a fresh source port each time
     assert report.seen_addresses == [UP1]
+    ports = client.start_flow(LAB, duration=0.5, interval=0.01, new_socket=True, first_port=47000).result()
+    assert ports.received >= 45 and len({r.seen for r in ports.replies}) == len(ports.replies), \
+        "from first_port on, never a port twice: each datagram is a flow of its own"
+    with pytest.raises(client.FlowError, match="first_port"):
+        client.run_flow(0.1, 0.01, first_port=80, new_socket=True)
 
 
 @pytest.mark.root
