@@ -32,6 +32,7 @@ class LinkFacts:
     address: str | None  # first IPv4 address on it (primary)
     prefixlen: int | None
     gateway: str | None  # lowest-metric main-table default route via it (not ours)
+    pointopoint: bool = False  # no next hop to find: PPP, tun, WireGuard, LTE raw-IP ("default dev X")
 
 
 @dataclass(frozen=True)

@@ -91,13 +91,14 @@ class UplinkRoute:
     flow_mark: int | None = None  # sticky flows: the mark of its flows (None: sticky flows off)
     working: bool = False  # healthy enough to keep its flows (UP, FALLING, DEGRADED)
     weight: int = 1  # its share when a policy rule or balance mode spreads flows
+    pointopoint: bool = False  # no next hop: without a gateway its default route is "default dev X"
 
 
 @dataclass(frozen=True, order=True)
 class NextHop:
     """One leg of a multipath route; ``weight`` is iproute2's weight (1..256)."""
 
-    gateway: str
+    gateway: str | None  # None: a point-to-point uplink ("nexthop dev X")
     ifindex: int
     weight: int = 1
 
@@ -140,7 +141,8 @@ class RouteSpec:
         if self.metric:
             parts += ["metric", str(self.metric)]
         for hop in self.nexthops:
-            parts += ["nexthop", "via", hop.gateway, "dev", f"#{hop.ifindex}", "weight", str(hop.weight)]
+            parts += ["nexthop", *(["via", hop.gateway] if hop.gateway else []), "dev", f"#{hop.ifindex}",
+                      "weight", str(hop.weight)]
         return " ".join(parts)
 
 
@@ -231,7 +233,14 @@ def _check_uplinks(uplinks: Sequence[UplinkRoute], params: RoutingParams) -> Non
 
 
 def _can_default(up: UplinkRoute) -> bool:
-    return up.usable and up.ifindex is not None and bool(up.address) and bool(up.gateway)
+    return up.usable and up.ifindex is not None and bool(up.address) and (bool(up.gateway) or up.pointopoint)
+
+
+def _default_route(table: int, up: UplinkRoute) -> RouteSpec:
+    """``default via <gateway> dev X``, or ``default dev X scope link`` on a point-to-point link."""
+    if up.gateway:
+        return RouteSpec(table=table, dst=DEFAULT_DST, gateway=up.gateway, ifindex=up.ifindex)
+    return RouteSpec(table=table, dst=DEFAULT_DST, ifindex=up.ifindex, scope=SCOPE_LINK)
 
 
 def _uplink_objects(up: UplinkRoute, params: RoutingParams) -> tuple[list[RouteSpec], list[RuleSpec]]:
@@ -253,7 +262,7 @@ def _uplink_objects(up: UplinkRoute, params: RoutingParams) -> tuple[list[RouteS
                 )
             )
     if _can_default(up):
-        routes.append(RouteSpec(table=up.table, dst=DEFAULT_DST, gateway=up.gateway, ifindex=up.ifindex))
+        routes.append(_default_route(up.table, up))
         if up.flow_mark and up.working:  # its flows keep leaving through it
             rules.append(RuleSpec(priority=up.rule_priority, table=up.table, fwmark=up.flow_mark, fwmask=FLOW_MASK))
     return routes, rules
@@ -264,22 +273,20 @@ def _active_route(
 ) -> RouteSpec | None:
     by_name = {up.name: up for up in uplinks}
     hops: list[NextHop] = []
-    taken: set[str] = set()
+    taken: dict[str, UplinkRoute] = {}
     for name, weight in active:
         up = by_name.get(name)
         if up is None or name in taken or not _can_default(up):
             continue
         if not 1 <= weight <= MAX_WEIGHT:
             raise RoutingError(f"active uplink {name!r} weight={weight}: expected 1..{MAX_WEIGHT}")
-        taken.add(name)
-        assert up.gateway is not None and up.ifindex is not None
-        hops.append(NextHop(gateway=up.gateway, ifindex=up.ifindex, weight=weight))
+        taken[name] = up
+        assert up.ifindex is not None
+        hops.append(NextHop(gateway=up.gateway or None, ifindex=up.ifindex, weight=weight))
     if not hops:
         return None
     if len(hops) == 1:
-        return RouteSpec(
-            table=params.active_table, dst=DEFAULT_DST, gateway=hops[0].gateway, ifindex=hops[0].ifindex
-        )
+        return _default_route(params.active_table, next(iter(taken.values())))
     return RouteSpec(table=params.active_table, dst=DEFAULT_DST, nexthops=tuple(hops))
 
 

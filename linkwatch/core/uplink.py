@@ -50,7 +50,7 @@ def link_verdict(cfg: UplinkConfig, facts: LinkFacts | None) -> tuple[bool, str]
         return False, "carrier lost"
     if facts.address is None:
         return False, f"no IPv4 address on {cfg.interface}"
-    if gateway_of(cfg, facts) is None:
+    if gateway_of(cfg, facts) is None and not facts.pointopoint:
         return False, f"no gateway (no default route via {cfg.interface} in the main table)"
     return True, "link up"
 
@@ -313,6 +313,7 @@ def route_of(u: UplinkState, sticky: bool = False) -> UplinkRoute:
         prefixlen=f.prefixlen if f else None, gateway=gateway_of(u.cfg, f), table=u.cfg.table,
         rule_priority=u.cfg.rule_priority, usable=ok, interface=u.cfg.interface,
         flow_mark=flow_mark(u.cfg.table) if sticky else None, working=working(u), weight=u.cfg.weight,
+        pointopoint=bool(f and f.pointopoint),
     )
 
 

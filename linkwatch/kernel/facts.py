@@ -30,6 +30,8 @@ from linkwatch.core.inputs import LinkFacts  # noqa: F401  (the type this module
 log = logging.getLogger(__name__)
 
 IFF_UP = 0x1
+IFF_POINTOPOINT = 0x10
+IFF_NOARP = 0x80
 IFF_LOWER_UP = 0x10000
 IFA_F_SECONDARY = 0x01
 MAIN_TABLE = 254
@@ -111,6 +113,8 @@ def facts_from_kernel(
             address=primary.address if primary else None,
             prefixlen=primary.prefixlen if primary else None,
             gateway=_gateway_for(link.index, routes, protocol),
+            # PPP, tun, WireGuard, LTE raw-IP: no next hop to learn, the route is "default dev X"
+            pointopoint=bool(link.flags & (IFF_POINTOPOINT | IFF_NOARP)),
         )
     return facts
 

@@ -123,7 +123,8 @@ def route_args(spec: RouteSpec, protocol: int) -> dict[str, Any]:
         args["prefsrc"] = spec.prefsrc
     if spec.nexthops:
         args["multipath"] = [
-            {"gateway": hop.gateway, "oif": hop.ifindex, "hops": hop.weight - 1} for hop in spec.nexthops
+            {**({"gateway": hop.gateway} if hop.gateway else {}), "oif": hop.ifindex, "hops": hop.weight - 1}
+            for hop in spec.nexthops
         ]
     return args
 
@@ -433,9 +434,9 @@ class Reconciler:
             if spec.table != self.params.active_table or spec.dst != DEFAULT_DST or spec.kind != "unicast":
                 continue
             if spec.nexthops:
-                result.extend((hop.gateway, hop.ifindex) for hop in spec.nexthops)
-            elif spec.gateway and spec.ifindex is not None:
-                result.append((spec.gateway, spec.ifindex))
+                result.extend((hop.gateway or "", hop.ifindex) for hop in spec.nexthops)
+            elif spec.ifindex is not None:  # "default dev X" (point-to-point): no gateway
+                result.append((spec.gateway or "", spec.ifindex))
         return result
 
     def _forget_neighbour(self, ifindex: int, address: str) -> None:

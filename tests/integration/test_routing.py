@@ -504,3 +504,61 @@ def test_sticky_flows_table_and_rules_are_owned_like_the_routes(lab, rec):
     report = rec.withdraw()
     assert "nft table ip linkwatch" in report.removed and nft_table(RT) is None
     assert nft_table(RT, "operator") is not None, "the operator's table is not linkwatch's"
+
+
+# --------------------------------------------------------------------------- point-to-point uplinks
+
+PTP = UplinkRoute("ptp", 9, "10.64.0.2", 32, None, 103, 1030, True, interface="tun0", pointopoint=True)
+
+
+def test_plan_a_point_to_point_uplink_routes_default_dev_without_a_gateway():
+    d = plan([WAN1, PTP], [("ptp", 1)], PARAMS)
+    assert RouteSpec(103, DEFAULT_DST, ifindex=9, scope=SCOPE_LINK) in d.routes
+    assert RouteSpec(100, DEFAULT_DST, ifindex=9, scope=SCOPE_LINK) in d.routes
+    assert RuleSpec(1030, 103, src="10.64.0.2/32") in d.rules
+    both = plan([WAN1, PTP], [("wan1", 2), ("ptp", 1)], PARAMS)
+    active = next(r for r in both.routes if r.table == 100)
+    assert active.nexthops == (NextHop("198.51.100.1", 2, 2), NextHop(None, 9, 1))
+    assert active.describe().endswith("nexthop dev #9 weight 1")
+    no_gateway = UplinkRoute("eth", 9, "10.64.0.2", 24, None, 103, 1030, True)
+    assert not any(r.table == 103 and r.kind == "unicast" and r.dst == DEFAULT_DST
+                   for r in plan([no_gateway], [("eth", 1)], PARAMS).routes), "an Ethernet needs its gateway"
+
+
+@root
+def test_a_point_to_point_uplink_that_disappears_and_comes_back_renumbered(lab, rec):
+    """A tun device (what a VPN or LTE raw-IP looks like; PPP likewise): facts say point-to-point,
+    the routes are "default dev tun0", and a re-created device with a new address is followed."""
+    import asyncio
+
+    from linkwatch.kernel.facts import read_facts_async
+
+    def make(local: str, peer: str) -> int:
+        nsutil.ip(RT, "tuntap", "add", "dev", "tun0", "mode", "tun")
+        nsutil.ip(RT, "addr", "add", local, "peer", peer, "dev", "tun0")
+        nsutil.ip(RT, "link", "set", "tun0", "up")
+        return nsutil.ifindex(RT, "tun0")
+
+    index = make("10.64.0.2", "10.64.0.1")
+    facts = asyncio.run(read_facts_async(["tun0"], RT, PARAMS.protocol))["tun0"]
+    assert facts.pointopoint and facts.gateway is None and facts.address == "10.64.0.2" and facts.ifindex == index
+    ptp = UplinkRoute("ptp", index, facts.address, facts.prefixlen, None, 103, 1030, True, interface="tun0",
+                      pointopoint=True)
+    assert rec.apply(plan([lab.uplinks()[0], ptp], [("ptp", 1), ("wan1", 1)], PARAMS)).errors == []
+    out = nsutil.ip(RT, "route", "show", "table", "100").stdout
+    assert "nexthop dev tun0 weight 1" in out and "nexthop via 198.51.100.1 dev wan1 weight 1" in out
+    assert sorted(rec.active_gateways()) == sorted([("198.51.100.1", lab.i1), ("", index)]), "a restart adopts it"
+    rec.apply(plan([lab.uplinks()[0], ptp], [("ptp", 1)], PARAMS))
+    assert "default dev tun0 proto 77 scope link" in nsutil.ip(RT, "route", "show", "table", "103").stdout
+    assert route_get(RT, "10.200.0.1") == (None, index)
+
+    nsutil.ip(RT, "link", "del", "tun0")  # the session drops: the device is gone
+    assert asyncio.run(read_facts_async(["tun0"], RT, PARAMS.protocol))["tun0"].ifindex is None
+    index2 = make("10.64.0.6", "10.64.0.5")  # it comes back with a new address
+    facts = asyncio.run(read_facts_async(["tun0"], RT, PARAMS.protocol))["tun0"]
+    assert (facts.ifindex, facts.address, facts.pointopoint) == (index2, "10.64.0.6", True)
+    ptp = UplinkRoute("ptp", index2, facts.address, facts.prefixlen, None, 103, 1030, True, interface="tun0",
+                      pointopoint=True)
+    assert rec.apply(plan([lab.uplinks()[0], ptp], [("ptp", 1)], PARAMS)).errors == []
+    assert route_get(RT, "10.200.0.1") == (None, index2)
+    assert route_get(RT, "10.200.0.1", src="10.64.0.6") == (None, index2)

@@ -15,6 +15,7 @@ from linkwatch.core.events import ActiveChanged, AdminAction, EngineEvent, Uplin
 from linkwatch.core.engine import Flush  # noqa: E402
 from linkwatch.core.flows import flow_mark  # noqa: E402
 from linkwatch.core.inputs import (  # noqa: E402
+    LinkFacts,
     AdminRequest,
     PeriodEnd,
     ProbeResult,
@@ -469,3 +470,28 @@ def test_an_uplink_a_rule_sends_flows_to_is_watched_like_the_active_one():
     without.rounds({"fibre": "g", "lte": "g"})
     without.wait(12.0)
     assert without.outputs[-1].probes["lte"].interval == without.state.uplink("lte").cfg.health.standby_interval
+
+
+def test_a_point_to_point_uplink_without_a_gateway_works_disappears_and_comes_back_renumbered():
+    """LTE raw-IP, PPP, a VPN tun: no next hop to learn. It carries traffic with "default dev X";
+    when the interface goes away traffic moves at once; it comes back with a new ifindex and
+    address, and the engine follows without a restart."""
+    ptp = LinkFacts("up1", 21, True, "10.64.0.2", 32, None, pointopoint=True)
+    s = Scenario(facts={"up1": ptp, "up2": FACTS["up2"]})
+    s.rounds({"fibre": "g", "lte": "g"})
+    assert s.state_of("fibre") == "UP" and s.state.active == ("fibre",)
+    default = [r for r in s.state.routing.routes if r.table == 100 and r.dst == "0.0.0.0/0"]
+    assert [(r.gateway, r.ifindex, r.scope) for r in default] == [(None, 21, 253)], "default dev up1 scope link"
+    s.set_facts("up1", ifindex=None, carrier=False, address=None, prefixlen=None)  # the session drops
+    assert s.state_of("fibre") == "DOWN" and s.state.active == ("lte",)
+    out = s.set_facts("up1", ifindex=22, carrier=True, address="10.64.0.6", prefixlen=32)
+    assert Flush("fibre", "10.64.0.2", None) in out.flushes, "flows NATed to the old address are reset"
+    assert out.probes["fibre"].source == "10.64.0.6" and out.probes["fibre"].running
+    s.rounds({"fibre": "ggggg", "lte": "ggggg"})
+    s.wait(10.0)
+    assert s.state.active == ("fibre",)
+    assert [r.ifindex for r in s.state.routing.routes if r.table == 100 and r.dst == "0.0.0.0/0"] == [22]
+    eth = LinkFacts("up1", 21, True, "10.64.0.2", 24, None)  # not point-to-point: it needs a gateway
+    s2 = Scenario(facts={"up1": eth, "up2": FACTS["up2"]})
+    s2.rounds({"fibre": "g", "lte": "g"})
+    assert s2.state.uplink("fibre").health.reason.startswith("no gateway")
