@@ -17,7 +17,12 @@ Run by hand, as root, from the repository (after scripts/bootstrap.sh):
   re-marked) and how many of wan2's are left.
 * rules: a policy rule sends the LAN's echo flow (50 packets/s each way, a call) to wan2 first,
   wan1 second, while the default policy has wan1 active; wan2 blackholed: the call's longest
-  outage before it continues through wan1 (10 trials); and a rule with fallback "drop".
+  outage before it continues through wan1 (10 trials).
+* ptp: a point-to-point uplink (priority 0) that comes and goes: a tun device in the router carried
+  by a relay to provider 2 (this kernel has no PPP: the lab's stand-in for a PPPoE session; see
+  linkwatch/lab/tunlink.py). The session drops (the relay is killed, ptp0 vanishes) under a
+  100 packets/s flow: the client's outage (10 trials); each reconnect comes with a new address and
+  must take traffic back without a restart.
 
 (The failback with 20 long-lived flows is bench/bench_traffic.py --only failback.)
 It prints a Markdown table and writes the raw figures to bench/results/flows-<time>.json.
@@ -155,6 +160,43 @@ def rule_trials(spec: LabSpec, trials: int) -> dict:
     return {"outage_s": summary(outages)}
 
 
+PTP_UPLINK = """
+[uplinks.ptp]
+interface = "ptp0"
+priority = 0
+[[uplinks.ptp.probes]]
+type = "icmp"
+target = "203.0.113.1"
+[[uplinks.ptp.probes]]
+type = "icmp"
+target = "203.0.113.2"
+"""
+
+
+def ptp_trials(spec: LabSpec, trials: int) -> dict:
+    from linkwatch.lab import tunlink
+
+    outages, followed = [], 0
+    for i in range(trials):
+        local, peer = f"10.64.{i}.2", f"10.64.{i}.1"  # a new address at every connect
+        session = tunlink.start(spec.name, 2, local, peer)
+        try:
+            wait_for(lambda: status(spec)["active"] == ["ptp"], 60.0, "the session takes traffic")
+            followed += next(u["address"] for u in status(spec)["uplinks"] if u["name"] == "ptp") == local
+            flow = client.start_flow(spec.name, duration=4.0, interval=0.01)
+            time.sleep(1.5 + (i * 0.071) % 0.4)
+            session.stop()
+            report = flow.result(timeout=30)
+        finally:
+            session.stop()
+        if report.trailing_outage_s > 0 or [c.after for c in report.changes][:1] != [WAN1_NAT]:
+            raise RuntimeError(f"ptp trial {i}: the client did not move to wan1: {report.summary()}")
+        outages.append(report.longest_outage_s)
+        log(f"ptp trial {i + 1}/{trials}: session on {local} dropped, client outage "
+            f"{report.longest_outage_s * 1000:.0f} ms")
+    return {"outage_s": summary(outages), "reconnects_followed": followed, "trials": trials}
+
+
 def table(r: dict) -> str:
     rows = ["| what | measured | target |", "|---|---|---|"]
     if "flush" in r:
@@ -179,12 +221,19 @@ def table(r: dict) -> str:
                     f"outage until it continues on the rule's next uplink ({o['n']} trials) | median "
                     f"{o['median'] * 1000:.0f} ms, range {o['min'] * 1000:.0f}–{o['max'] * 1000:.0f} ms "
                     f"| the blackhole numbers (≤ 0.35 s median) |")
+    if "ptp" in r:
+        o, p = r["ptp"]["outage_s"], r["ptp"]
+        rows.append(f"| a point-to-point uplink's session drops (its interface vanishes) under a 100 packets/s flow: "
+                    f"client outage ({o['n']} trials) | median {o['median'] * 1000:.0f} ms, range "
+                    f"{o['min'] * 1000:.0f}–{o['max'] * 1000:.0f} ms | ≤ 0.2 s |")
+        rows.append(f"| each reconnect with a new address taken back without a restart | {p['reconnects_followed']} "
+                    f"of {p['trials']} | all |")
     return "\n".join(rows)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="flush,balance,rules")
+    ap.add_argument("--only", default="flush,balance,rules,ptp")
     ap.add_argument("--balance-trials", type=int, default=5)
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--address-trials", type=int, default=3)
@@ -206,6 +255,10 @@ def main() -> int:
     if "rules" in parts:
         with Lab("brule", overrides=NO_DAMPENING, extra_toml=RULES) as spec:
             r["rules"] = rule_trials(spec, args.trials)
+    if "ptp" in parts:
+        with Lab("bptp", overrides={"policy": {"dampening": False, "failback_hold": "2s"}},
+                 extra_toml=PTP_UPLINK) as spec:
+            r["ptp"] = ptp_trials(spec, args.trials)
     print(table(r))
     out = REPO / "bench" / "results" / f"flows-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

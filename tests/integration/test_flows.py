@@ -6,6 +6,7 @@ own flows, all at once (one conntrack delete by flow mark). Short versions of be
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 
 import pytest
@@ -168,3 +169,63 @@ def test_a_metered_backup_keeps_the_flows_left_on_it_after_a_failback_only_for_m
 
 def uplink_of(spec: LabSpec, name: str) -> dict:
     return next(u for u in status(spec)["uplinks"] if u["name"] == name)
+
+
+# ---- a point-to-point uplink that comes and goes (the lab's stand-in for a PPPoE session) ---------
+
+PTP_UPLINK = """
+[uplinks.ptp]
+interface = "ptp0"
+priority = 0
+[[uplinks.ptp.probes]]
+type = "icmp"
+target = "203.0.113.1"
+[[uplinks.ptp.probes]]
+type = "icmp"
+target = "203.0.113.2"
+"""
+PTP = EngineOptions(overrides={"policy": {"failback_hold": "2s", "dampening": False}}, extra_toml=PTP_UPLINK)
+
+
+@pytest.fixture(scope="module")
+def ptp_lab():
+    topology.down("tP")
+    spec = LabSpec("tP")
+    try:
+        topology.up(spec, engine=True, options=PTP)
+        yield spec
+    finally:
+        topology.down("tP")
+    assert not existing_lab_namespaces("tP")
+
+
+def test_a_point_to_point_uplink_is_followed_as_it_connects_drops_and_reconnects_renumbered(ptp_lab):
+    from linkwatch.lab import client, tunlink
+
+    lab = ptp_lab
+    wait_for(lambda: uplink_of(lab, "ptp")["state"] == "DOWN" and status(lab)["active"] == ["wan1"], 60.0,
+             "ptp0 missing: wan1 carries the traffic")
+    assert "ptp0 missing" in uplink_of(lab, "ptp")["reason"]
+    session = tunlink.start(lab.name, 2, "10.64.0.2", "10.64.0.1")  # the session comes up
+    try:
+        wait_for(lambda: status(lab)["active"] == ["ptp"], 30.0, "traffic on the point-to-point uplink")
+        ptp = uplink_of(lab, "ptp")
+        assert ptp["address"] == "10.64.0.2" and ptp["gateway"] is None
+        flow = client.start_flow(lab.name, duration=4.0, interval=0.01)
+        time.sleep(1.5)
+        session.stop()  # the session drops: ptp0 vanishes
+        report = flow.result(timeout=30)
+        assert status(lab)["active"] == ["wan1"]
+        assert [c.after for c in report.changes] == ["198.51.100.2"], report.summary()
+        print(f"point-to-point session dropped: client outage {report.longest_outage_s * 1000:.0f} ms")
+        assert report.longest_outage_s <= 0.2, report.summary()
+    finally:
+        session.stop()
+    session = tunlink.start(lab.name, 2, "10.64.0.6", "10.64.0.5")  # it reconnects with a new address
+    try:
+        wait_for(lambda: status(lab)["active"] == ["ptp"], 30.0, "the reconnected uplink takes traffic back")
+        assert uplink_of(lab, "ptp")["address"] == "10.64.0.6", "followed without a restart"
+        report = client.start_flow(lab.name, duration=0.5, interval=0.01).result(timeout=30)
+        assert report.received >= 40 and report.seen_addresses == ["10.200.2.1"], report.summary()
+    finally:
+        session.stop()
