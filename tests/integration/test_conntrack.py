@@ -226,3 +226,91 @@ def test_flush_marked_10000_entries_timing(sticky):
     assert deleted == n
     assert count(udp_entries(RT), "10.77.0.2", UP2) == 50
     assert ms < 1000, "one kernel operation (about 20 ms here; entry by entry it takes about 5 s)"
+
+
+_SEND_ONE = r"""
+import os, socket, sys
+ns, dst, sport, dport, tos = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+if os.stat("/proc/self/ns/net").st_ino != os.stat("/run/netns/" + ns).st_ino:
+    sys.exit("refusing to send: not inside namespace " + ns)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+s.bind(("0.0.0.0", sport))
+s.sendto(b"linkwatch-test", (dst, dport))
+"""
+
+
+def send_one(dst: str, sport: int, dport: int, dscp: int = 0) -> None:
+    nsutil.run_in(CL, sys.executable, "-c", _SEND_ONE, CL, dst, str(sport), str(dport), str(dscp << 2))
+
+
+@root
+def test_every_kind_of_policy_rule_match_marks_exactly_the_flows_it_describes(chain):
+    """Each match key of a [[rules]] entry, rendered by linkwatch and loaded into the real kernel:
+    a flow that matches gets the rule's uplink mark; one that differs only in that key does not."""
+    from linkwatch.config import loads
+
+    uplink = '[uplinks.{0}]\ninterface = "{1}"\n[[uplinks.{0}.probes]]\ntype = "icmp"\ntarget = "203.0.113.1"\n'
+    text = uplink.format("a", "up1") + uplink.format("b", "up2") + """
+[[rules]]
+name = "by-src"
+src = "10.77.0.2/32"
+proto = "udp"
+dport = 50001
+uplinks = ["b"]
+[[rules]]
+name = "by-dst"
+dst = "10.99.0.1"
+proto = "udp"
+dport = 50002
+uplinks = ["b"]
+[[rules]]
+name = "by-sport"
+proto = "udp"
+sport = "51000-51009"
+uplinks = ["b"]
+[[rules]]
+name = "by-iif"
+iif = "lan"
+proto = "udp"
+dport = 50004
+uplinks = ["b"]
+[[rules]]
+name = "by-dscp"
+dscp = "ef"
+uplinks = ["b"]
+[[rules]]
+name = "by-mark"
+mark = "0x20/0xf0"
+uplinks = ["b"]
+"""
+    rules = loads(text).rules
+    mark = flow_mark(103)  # the rules' uplink: a mark of its own, apart from the two a flow gets by leaving
+    nsutil.nft(RT, ruleset([("up1", flow_mark(101)), ("up2", flow_mark(102))], name="lwtA_flows",
+                           policy=[(r, [(mark, 1)]) for r in rules]))
+    # another firewall's mark on one flow (what rules match with "mark"), set before linkwatch looks
+    nsutil.nft(RT, "table ip lwtA_other {\n chain c {\n type filter hook prerouting priority -200;\n"
+                   " udp dport 50006 meta mark set 0x21\n }\n}\n")
+    sent = {  # (dst, sport, dport, dscp) -> does a rule match it?
+        ("10.99.0.1", 40001, 50001, 0): True,  # by-src
+        ("10.99.0.1", 40002, 50002, 0): True,  # by-dst
+        ("10.99.0.2", 40012, 50002, 0): False,  # another dst
+        ("10.99.0.1", 51005, 50003, 0): True,  # by-sport
+        ("10.99.0.1", 51010, 50003, 0): False,  # a port beside the range
+        ("10.99.0.1", 40004, 50004, 0): True,  # by-iif
+        ("10.99.0.1", 40005, 50005, 46): True,  # by-dscp (EF)
+        ("10.99.0.1", 40015, 50005, 34): False,  # AF41
+        ("10.99.0.1", 40006, 50006, 0): True,  # by-mark
+        ("10.99.0.1", 40007, 50007, 0): False,  # nothing matches: the uplink it leaves by (up1)
+    }
+    for dst, sport, dport, dscp in sent:
+        send_one(dst, sport, dport, dscp)
+    out = nsutil.run_in(RT, "conntrack", "-L", "-p", "udp", check=False).stdout
+    got = {}
+    for line in out.splitlines():
+        m = re.search(r"dst=(\S+) sport=(\d+) dport=(\d+).*?mark=(\d+)", line)
+        if m and m.group(1) in ("10.99.0.1", "10.99.0.2"):
+            got[(m.group(1), int(m.group(2)), int(m.group(3)))] = int(m.group(4)) & FLOW_MASK
+    for (dst, sport, dport, _), matches in sent.items():
+        expected = mark if matches else (flow_mark(101) if dst == "10.99.0.1" else flow_mark(102))
+        assert got.get((dst, sport, dport)) == expected, (dst, sport, dport, got.get((dst, sport, dport)))
