@@ -45,7 +45,7 @@ from bench_traffic import settle  # noqa: E402
 from labbench import fault, log, status, wait_for  # noqa: E402
 
 from linkwatch.core.flows import FLOW_MASK, flow_mark  # noqa: E402
-from linkwatch.lab import client  # noqa: E402
+from linkwatch.lab import client, tunlink  # noqa: E402
 from linkwatch.lab.manyflows import echo_flow_marks, echo_flows, run_in_lab  # noqa: E402
 from linkwatch.lab.plan import LabSpec  # noqa: E402
 
@@ -160,22 +160,7 @@ def rule_trials(spec: LabSpec, trials: int) -> dict:
     return {"outage_s": summary(outages)}
 
 
-PTP_UPLINK = """
-[uplinks.ptp]
-interface = "ptp0"
-priority = 0
-[[uplinks.ptp.probes]]
-type = "icmp"
-target = "203.0.113.1"
-[[uplinks.ptp.probes]]
-type = "icmp"
-target = "203.0.113.2"
-"""
-
-
 def ptp_trials(spec: LabSpec, trials: int) -> dict:
-    from linkwatch.lab import tunlink
-
     outages, followed = [], 0
     for i in range(trials):
         local, peer = f"10.64.{i}.2", f"10.64.{i}.1"  # a new address at every connect
@@ -257,7 +242,7 @@ def main() -> int:
             r["rules"] = rule_trials(spec, args.trials)
     if "ptp" in parts:
         with Lab("bptp", overrides={"policy": {"dampening": False, "failback_hold": "2s"}},
-                 extra_toml=PTP_UPLINK) as spec:
+                 extra_toml=tunlink.UPLINK_TOML) as spec:
             r["ptp"] = ptp_trials(spec, args.trials)
     print(table(r))
     out = REPO / "bench" / "results" / f"flows-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -31,6 +31,18 @@ from linkwatch.lab.plan import LabError, LabSpec
 from linkwatch.lab.processes import child_env, forget_process, record_process, run_command, stop_pid
 
 IFNAME = "ptp0"  # the router's side
+# The engine's config for it: a preferred uplink (priority 0) with two probes
+UPLINK_TOML = """
+[uplinks.ptp]
+interface = "ptp0"
+priority = 0
+[[uplinks.ptp.probes]]
+type = "icmp"
+target = "203.0.113.1"
+[[uplinks.ptp.probes]]
+type = "icmp"
+target = "203.0.113.2"
+"""
 PROVIDER_IFNAME = "ptps"
 TUNSETIFF = 0x400454CA
 IFF_TUN, IFF_NO_PI = 0x0001, 0x1000

@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from linkwatch.core.flows import FLOW_MASK, flow_mark
-from linkwatch.lab import faults, topology
+from linkwatch.lab import client, faults, topology, tunlink
 from linkwatch.lab.manyflows import echo_flows, run_in_lab
 from linkwatch.lab.namespaces import existing_lab_namespaces
 from linkwatch.lab.plan import LabSpec
@@ -49,16 +49,21 @@ OPTIONS = EngineOptions(overrides={"policy": {"mode": "balance", "dampening": Fa
 FLOWS = 1200
 
 
-@pytest.fixture(scope="module")
-def lab():
-    topology.down(LAB)
-    spec = LabSpec(LAB)
+def a_lab(name: str, options: EngineOptions):
+    """A lab of its own for the module's tests, torn down (and checked gone) afterwards."""
+    topology.down(name)
+    spec = LabSpec(name)
     try:
-        topology.up(spec, engine=True, options=OPTIONS)
+        topology.up(spec, engine=True, options=options)
         yield spec
     finally:
-        topology.down(LAB)
-    assert not existing_lab_namespaces(LAB)
+        topology.down(name)
+    assert not existing_lab_namespaces(name)
+
+
+@pytest.fixture(scope="module")
+def lab():
+    yield from a_lab(LAB, OPTIONS)
 
 
 def both_active(spec: LabSpec) -> None:
@@ -136,14 +141,7 @@ METERED = EngineOptions(overrides={"policy": {"failback_hold": "2s", "dampening"
 
 @pytest.fixture(scope="module")
 def metered_lab():
-    topology.down("tG")
-    spec = LabSpec("tG")
-    try:
-        topology.up(spec, engine=True, options=METERED)
-        yield spec
-    finally:
-        topology.down("tG")
-    assert not existing_lab_namespaces("tG")
+    yield from a_lab("tG", METERED)
 
 
 def test_a_metered_backup_keeps_the_flows_left_on_it_after_a_failback_only_for_move_flows_after(metered_lab):
@@ -173,35 +171,15 @@ def uplink_of(spec: LabSpec, name: str) -> dict:
 
 # ---- a point-to-point uplink that comes and goes (the lab's stand-in for a PPPoE session) ---------
 
-PTP_UPLINK = """
-[uplinks.ptp]
-interface = "ptp0"
-priority = 0
-[[uplinks.ptp.probes]]
-type = "icmp"
-target = "203.0.113.1"
-[[uplinks.ptp.probes]]
-type = "icmp"
-target = "203.0.113.2"
-"""
-PTP = EngineOptions(overrides={"policy": {"failback_hold": "2s", "dampening": False}}, extra_toml=PTP_UPLINK)
+PTP = EngineOptions(overrides={"policy": {"failback_hold": "2s", "dampening": False}}, extra_toml=tunlink.UPLINK_TOML)
 
 
 @pytest.fixture(scope="module")
 def ptp_lab():
-    topology.down("tP")
-    spec = LabSpec("tP")
-    try:
-        topology.up(spec, engine=True, options=PTP)
-        yield spec
-    finally:
-        topology.down("tP")
-    assert not existing_lab_namespaces("tP")
+    yield from a_lab("tP", PTP)
 
 
 def test_a_point_to_point_uplink_is_followed_as_it_connects_drops_and_reconnects_renumbered(ptp_lab):
-    from linkwatch.lab import client, tunlink
-
     lab = ptp_lab
     wait_for(lambda: uplink_of(lab, "ptp")["state"] == "DOWN" and status(lab)["active"] == ["wan1"], 60.0,
              "ptp0 missing: wan1 carries the traffic")
