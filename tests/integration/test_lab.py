@@ -154,13 +154,18 @@ def test_engine_config_is_the_documented_toml():
             {"type": "icmp", "target": "203.0.113.2"}]}
     assert cfg["health"] == {"down_after": 3, "interval": 0.2}
     assert cfg["policy"]["failback_hold"] == 2.5 and cfg["log"]["level"] == "debug"
+    per = tomllib.loads(engine_config(spec, overrides={"uplinks": {"wan1": {"weight": 3, "priority": 5}}}))
+    assert (per["uplinks"]["wan1"]["weight"], per["uplinks"]["wan1"]["priority"]) == (3, 5)
+    assert per["uplinks"]["wan2"]["priority"] == 2 and "weight" not in per["uplinks"]["wan2"]
     one = tomllib.loads(engine_config(spec, probe_targets=1))
     assert [p["type"] for p in one["uplinks"]["wan1"]["probes"]] == ["icmp"]
 
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"probe_targets": 4}, "probe targets"),
-    ({"overrides": {"uplinks": {}}}, "reserved"),
+    ({"overrides": {"control": {}}}, "reserved"),
+    ({"overrides": {"uplinks": {"wan9": {"weight": 2}}}}, "this lab's uplinks"),
+    ({"overrides": {"uplinks": {"wan1": 3}}}, "this lab's uplinks"),
     ({"overrides": {"health": 3}}, "must be a table"),
     ({"extra_toml": "[control]\nsocket = 'x'"}, "not valid TOML"),
 ])
