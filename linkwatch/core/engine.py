@@ -523,7 +523,7 @@ def probe_plans(state: EngineState) -> dict[str, ProbePlan]:
 
 
 # The last plan of each uplink, with what it was made from. Uplink states are immutable and a step
-# replaces only those it changes: a counter read of the active uplink (25 a second) re-plans that
+# replaces only those it changes: a counter read of the active uplink (17 a second) re-plans that
 # one, not all of them. A memo of a pure function: the same arguments, the same plan.
 _last_plans: dict[str, tuple[UplinkState, bool, bool, bool, ProbePlan]] = {}
 
