@@ -83,7 +83,8 @@ def without_unavailable(config: Config) -> Config:
         try:
             nft_library()
         except NftError as e:
-            log.error("sticky flows are off: %s", e)
+            log.error("sticky flows are off%s: %s", f" and the {len(config.rules)} policy rules are not applied"
+                      if config.rules else "", e)
             return dataclasses.replace(config, policy=dataclasses.replace(config.policy, sticky_flows=False))
     return config
 

@@ -580,5 +580,9 @@ def test_without_libnftables_sticky_flows_are_off_and_said_so(monkeypatch, caplo
         cfg = daemon.without_unavailable(loads(FAST))
     assert not cfg.policy.sticky_flows
     assert any("sticky flows are off: libnftables is not installed" in r.getMessage() for r in caplog.records)
+    with caplog.at_level(logging.ERROR, logger="linkwatch.engine"):
+        daemon.without_unavailable(loads(FAST + '\n[[rules]]\nproto = "udp"\ndport = 5060\nuplinks = ["lte"]\n'))
+    assert any("sticky flows are off and the 1 policy rules are not applied" in r.getMessage()
+               for r in caplog.records)
     monkeypatch.undo()
     assert daemon.without_unavailable(loads(FAST)).policy.sticky_flows, "here it is installed"
