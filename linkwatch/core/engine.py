@@ -99,6 +99,10 @@ class EngineState:
     def uplink(self, name: str) -> UplinkState | None:
         return next((u for u in self.uplinks if u.name == name), None)
 
+    def carries(self, name: str) -> bool:
+        """LAN traffic goes through uplink ``name``: it is active, or a policy rule sends flows to it."""
+        return name in self.active or name in self.carrying
+
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(u.name for u in self.uplinks)
@@ -258,7 +262,7 @@ def _on_counters(s: _Step, inp: Counters) -> None:
         c = inp.by_interface.get(u.cfg.interface)
         if c is None:
             continue
-        active = u.name in s.state.active or u.name in s.state.carrying
+        active = s.state.carries(u.name)
         interval = round_interval(u, active, doubt) if active else u.cfg.health.standby_interval
         new = with_counters(u, c, s.now.mono, month, active, interval)
         if new.suspect_since is not None and u.suspect_since is None:
@@ -510,15 +514,14 @@ def in_doubt(state: EngineState) -> bool:
     it is DEGRADED, starting or RISING (with nothing better, for a while): a standby on a data
     budget would pay for that at 10 rounds a second."""
     return any(u.suspect_since is not None or u.health.state in (State.FALLING, State.DOWN) for u in state.uplinks
-               if u.name in state.active or u.name in state.carrying)
+               if state.carries(u.name))
 
 
 def probe_plans(state: EngineState) -> dict[str, ProbePlan]:
     doubt = in_doubt(state)
     best = min((u.cfg.priority for u in state.uplinks if u.name in state.active), default=None)
     balance = state.config.policy.mode == "balance"
-    return {u.name: _plan_of(u, u.name in state.active or u.name in state.carrying, doubt,
-                             balance or best is None or u.cfg.priority < best)
+    return {u.name: _plan_of(u, state.carries(u.name), doubt, balance or best is None or u.cfg.priority < best)
             for u in state.uplinks}
 
 

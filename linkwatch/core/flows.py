@@ -11,8 +11,8 @@ How it works, per uplink U with flow mark M (its table number's low byte, in bit
 
 Policy rules come first in the prerouting chain: a new flow from the LAN that matches a rule gets the
 mark of the rule's uplink (the first of its list that works; spread by weight over those that work
-with ``balance``), or is dropped when none works and the rule says so. In balance mode the chain then gives each new flow from the LAN one of the active
-uplinks' marks at random, by weight (``numgen random``): balancing per flow, whatever the kernel's
+with ``balance``), or is dropped when none works and the rule says so. In balance mode the chain
+then gives each new flow from the LAN one of the active uplinks' marks at random, by weight (``numgen random``): balancing per flow, whatever the kernel's
 multipath hash policy, and a flow stays on its uplink; an uplink leaving the set resets only its own.
 
 So when traffic moves away from a working uplink (failback, DEGRADED), only new flows move: the
@@ -65,7 +65,7 @@ def match(rule: RuleConfig) -> str:
         parts.append(f"meta l4proto {rule.proto}")
     for key, ports in (("sport", rule.sport), ("dport", rule.dport)):
         if ports:
-            parts.append(f"{rule.proto} {key} {{ {', '.join(str(a) if a == b else f'{a}-{b}' for a, b in ports)} }}")
+            parts.append(f"{rule.proto} {key} {{ {_ports(ports, ', ')} }}")
     if rule.dscp is not None:
         parts.append(f"ip dscp {rule.dscp}")
     if rule.mark is not None:
@@ -74,16 +74,19 @@ def match(rule: RuleConfig) -> str:
     return " ".join(parts)
 
 
+def _ports(ports: Sequence[tuple[int, int]], sep: str) -> str:
+    """(low, high) port ranges as ``5060<sep>10000-20000``."""
+    return sep.join(str(a) if a == b else f"{a}-{b}" for a, b in ports)
+
+
 def describe(rule: RuleConfig) -> str:
     """What a policy rule matches, for people: ``src 192.168.1.0/24 udp dport 5060,10000-20000``."""
-    def ports(p: Sequence[tuple[int, int]]) -> str:
-        return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in p)
     parts = [f"iif {rule.iif}"] if rule.iif else []
     parts += [f"src {','.join(rule.src)}"] if rule.src else []
     parts += [f"dst {','.join(rule.dst)}"] if rule.dst else []
     parts += [rule.proto] if rule.proto != "any" else []
-    parts += [f"sport {ports(rule.sport)}"] if rule.sport else []
-    parts += [f"dport {ports(rule.dport)}"] if rule.dport else []
+    parts += [f"sport {_ports(rule.sport, ',')}"] if rule.sport else []
+    parts += [f"dport {_ports(rule.dport, ',')}"] if rule.dport else []
     parts += [f"dscp {rule.dscp}"] if rule.dscp is not None else []
     parts += [f"mark 0x{rule.mark[0]:x}/0x{rule.mark[1]:x}"] if rule.mark is not None else []
     return " ".join(parts) or "all traffic"
@@ -112,8 +115,8 @@ def ruleset(marks: Sequence[tuple[str, int]], name: str = TABLE_NAME,
         rules += [f"\t\t# rule {rule.name}"] + (
             choose(shares, match(rule)) if shares else
             [f"{new_flow} {match(rule)} drop".replace("  ", " ")] if rule.fallback == "drop" else [])
-    restore = rules + (choose(balance) if len(balance) > 1 else []) + [f"\t\tct mark and {mask} == 0x{m:08x} meta mark set meta mark and {keep} or 0x{m:08x}"
-                        for _, m in marks]
+    restore = rules + (choose(balance) if len(balance) > 1 else []) + [
+        f"\t\tct mark and {mask} == 0x{m:08x} meta mark set meta mark and {keep} or 0x{m:08x}" for _, m in marks]
     remember = [f'\t\tct mark and {mask} == 0 oifname "{_quoted(ifname)}" ct mark set ct mark and {keep} or 0x{m:08x}'
                 for ifname, m in marks]
     return "\n".join([

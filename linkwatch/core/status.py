@@ -174,7 +174,7 @@ def _r(v: float | None) -> float | None:
 
 
 def uplink_status(u: UplinkState, active: bool, forced: bool, now: Now, doubt: bool,
-                  damping: DampeningParams, carrying: bool | None = None) -> UplinkStatus:
+                  damping: DampeningParams, carrying: bool) -> UplinkStatus:
     """``carrying``: LAN traffic goes through it (active, or a policy rule's uplink): probed as such."""
     s, f, mono = u.stats, u.facts, now.mono
     bpd = bytes_per_day(u, mono)
@@ -185,7 +185,7 @@ def uplink_status(u: UplinkState, active: bool, forced: bool, now: Now, doubt: b
         reason=u.health.reason, active=active, since=u.wall_since, priority=u.cfg.priority, weight=u.cfg.weight,
         table=u.cfg.table, rtt_ms=_r(s.rtt_ms), loss_pct=_r(s.loss_pct), jitter_ms=_r(s.jitter_ms),
         carrier=bool(f and f.carrier), address=f.address if f else None, gateway=gateway_of(u.cfg, f),
-        forced=forced, interval_ms=round(probe_plan(u, active if carrying is None else carrying, doubt).interval * 1000),
+        forced=forced, interval_ms=round(probe_plan(u, carrying, doubt).interval * 1000),
         probe_bytes_per_day=None if bpd is None else round(bpd), rounds=u.rounds, downs=u.downs,
         transitions=u.transitions, probe_error=u.probe_error,
         probes=tuple(ProbeStatus(r.kind, r.target, r.ok, _r(r.rtt and r.rtt * 1000), r.error)
@@ -208,7 +208,7 @@ def build_status(state: EngineState, now: Now, shell: ShellReport) -> Status:
         last_apply_ms=_r(shell.last_apply_ms), conntrack_flushes=tuple(shell.conntrack_flushes),
         active_changes=state.active_changes,
         uplinks=tuple(uplink_status(u, u.name in state.active, state.forced == u.name, now, in_doubt(state),
-                                    dampening_params(state.config), u.name in state.active + state.carrying)
+                                    dampening_params(state.config), state.carries(u.name))
                       for u in state.uplinks),
         rules=rule_status(state), sinks=dict(shell.sinks), snmp=shell.snmp,
     )
