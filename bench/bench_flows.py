@@ -46,16 +46,12 @@ from labbench import fault, log, status, wait_for  # noqa: E402
 
 from linkwatch.core.flows import FLOW_MASK, flow_mark  # noqa: E402
 from linkwatch.lab import client, tunlink  # noqa: E402
-from linkwatch.lab.manyflows import echo_flow_marks, echo_flows, run_in_lab  # noqa: E402
+from linkwatch.lab.manyflows import echo_flow_marks, echo_flows, flows_by_uplink, run_in_lab  # noqa: E402
 from linkwatch.lab.plan import LabSpec  # noqa: E402
 
 WAN1_NAT, WAN2_NAT = "198.51.100.2", "198.51.100.10"
 
 NO_DAMPENING = {"policy": {"dampening": False}}
-
-
-def echo_entries(spec: LabSpec) -> list[int]:
-    return echo_flow_marks(spec.name)
 
 
 def flush_trials(spec: LabSpec, trials: int, flows: int, sticky: bool) -> dict:
@@ -64,7 +60,7 @@ def flush_trials(spec: LabSpec, trials: int, flows: int, sticky: bool) -> dict:
         settle(spec)
         time.sleep(1.0)
         started = run_in_lab(spec.name, flows)
-        marks = echo_entries(spec)
+        marks = echo_flow_marks(spec.name)
         mark = max(set(m & FLOW_MASK for m in marks), key=lambda m: sum(x & FLOW_MASK == m for x in marks))
         of_wan1 = sum(m & FLOW_MASK == mark for m in marks) if sticky else len(marks)
         before = len(status(spec)["conntrack_flushes"])
@@ -73,7 +69,7 @@ def flush_trials(spec: LabSpec, trials: int, flows: int, sticky: bool) -> dict:
         wait_for(lambda: any(f["uplink"] == "wan1" for f in status(spec)["conntrack_flushes"][before:]), 60.0,
                  "the flush of wan1's flows")
         f = next(f for f in status(spec)["conntrack_flushes"][before:] if f["uplink"] == "wan1")
-        left = echo_entries(spec)
+        left = echo_flow_marks(spec.name)
         remaining = sum(m & FLOW_MASK == mark for m in left) if sticky else len(left)
         row = {"flows_started": started, "entries_before": of_wan1, "deleted": f["deleted"], "flush_ms": f["ms"],
                "after_switch_ms": f["after_switch_ms"], "by_mark": f["mark"] is not None, "left": remaining}
@@ -90,13 +86,7 @@ def flush_trials(spec: LabSpec, trials: int, flows: int, sticky: bool) -> dict:
 
 def by_uplink(spec: LabSpec, ports: range) -> dict[str, int]:
     """Uplink -> the client's flows (from these source ports) it carries, by their flow marks."""
-    names = {flow_mark(u["table"]): u["name"] for u in status(spec)["uplinks"]}
-    out: dict[str, int] = {}
-    for port, mark in echo_flows(spec.name):
-        if port in ports:
-            name = names.get(mark & FLOW_MASK, "unmarked")
-            out[name] = out.get(name, 0) + 1
-    return out
+    return dict(flows_by_uplink(spec.name, status(spec)["uplinks"], ports))
 
 
 def balance_trials(spec: LabSpec, trials: int, flows: int) -> dict:

@@ -14,7 +14,10 @@ import errno
 import re
 import socket
 import sys
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+from linkwatch.core.flows import FLOW_MASK, flow_mark
 
 from linkwatch.lab.namespaces import discover, namespace_exists
 from linkwatch.lab.plan import ECHO_PORT, ECHO_SERVER, LabError
@@ -79,6 +82,13 @@ def echo_flows(lab_name: str) -> list[tuple[int, int]]:
 def echo_flow_marks(lab_name: str) -> list[int]:
     """The ct mark of each of the router's UDP conntrack entries to the echo port."""
     return [mark for _, mark in echo_flows(lab_name)]
+
+
+def flows_by_uplink(lab_name: str, uplinks: Sequence[Mapping], ports: range) -> Counter:
+    """Uplink name -> how many of the client's echo flows from these source ports it carries, by
+    their flow marks; ``uplinks`` as the status shows them (name, table)."""
+    names = {flow_mark(u["table"]): u["name"] for u in uplinks}
+    return Counter(names.get(m & FLOW_MASK, f"mark 0x{m:x}") for port, m in echo_flows(lab_name) if port in ports)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

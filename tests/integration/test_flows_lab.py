@@ -11,9 +11,9 @@ from collections import Counter
 
 import pytest
 
-from linkwatch.core.flows import FLOW_MASK, flow_mark
+from linkwatch.core.flows import flow_mark
 from linkwatch.lab import client, faults, topology, tunlink
-from linkwatch.lab.manyflows import echo_flows, run_in_lab
+from linkwatch.lab.manyflows import flows_by_uplink, run_in_lab
 from linkwatch.lab.namespaces import existing_lab_namespaces
 from linkwatch.lab.plan import LabSpec
 from linkwatch.lab.topology import EngineOptions
@@ -72,14 +72,9 @@ def both_active(spec: LabSpec) -> None:
     wait_for(lambda: status(spec)["active"] == ["wan1", "wan2"], 60.0, "both UP and active")
 
 
-def uplink_of_mark(spec: LabSpec) -> dict[int, str]:
-    return {flow_mark(u["table"]): u["name"] for u in status(spec)["uplinks"]}
-
-
 def marks_by_uplink(spec: LabSpec, ports: range = range(20000, 40000)) -> Counter:
     """Uplink -> how many of the client's flows (from these source ports) it carries."""
-    names = uplink_of_mark(spec)
-    return Counter(names.get(m & FLOW_MASK, f"mark 0x{m:x}") for port, m in echo_flows(spec.name) if port in ports)
+    return flows_by_uplink(spec.name, status(spec)["uplinks"], ports)
 
 
 def test_balance_spreads_new_flows_by_weight_and_a_dying_uplink_resets_only_its_own(lab):
