@@ -191,7 +191,9 @@ def test_a_point_to_point_uplink_is_followed_as_it_connects_drops_and_reconnects
         assert status(lab)["active"] == ["wan1"]
         assert [c.after for c in report.changes] == ["198.51.100.2"], report.summary()
         print(f"point-to-point session dropped: client outage {report.longest_outage_s * 1000:.0f} ms")
-        assert report.longest_outage_s <= 0.2, report.summary()
+        # the vanished interface moves traffic at once, not at the probes' pace (seconds); the 0.2 s
+        # target is bench/bench_flows.py's (70 ms here); this bound holds on a slow Pi too
+        assert report.longest_outage_s <= 1.0, report.summary()
     finally:
         session.stop()
     session = tunlink.start(lab.name, 2, "10.64.0.6", "10.64.0.5")  # it reconnects with a new address
