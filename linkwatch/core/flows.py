@@ -4,8 +4,10 @@ ruleset text and the marks; :mod:`linkwatch.kernel.nft` applies it, the routing 
 
 How it works, per uplink U with flow mark M (its table number's low byte, in bits 16..23)::
 
+    prerouting:  a new flow arriving on U's interface gets ct mark M (a port forward, a connection to
+                 the router: its replies leave through the uplink it came in on, whatever is active)
+                 a packet of a flow with ct mark M gets packet mark M
     postrouting: a flow without a mark leaving through U's interface gets ct mark M
-    prerouting:  a packet of a flow with ct mark M gets packet mark M
     rule:        <U's rule priority>: from all fwmark M/0xff0000 lookup <U's table>
                  (only while U works: UP, FALLING, DEGRADED)
 
@@ -115,7 +117,9 @@ def ruleset(marks: Sequence[tuple[str, int]], name: str = TABLE_NAME,
         rules += [f"\t\t# rule {rule.name}"] + (
             choose(shares, match(rule)) if shares else
             [f"{new_flow} {match(rule)} drop".replace("  ", " ")] if rule.fallback == "drop" else [])
-    restore = rules + (choose(balance) if len(balance) > 1 else []) + [
+    arrived = [f'\t\tct state new ct mark and {mask} == 0 iifname "{_quoted(ifname)}" ct mark set ct mark and {keep} or 0x{m:08x}'
+               for ifname, m in marks]
+    restore = arrived + rules + (choose(balance) if len(balance) > 1 else []) + [
         f"\t\tct mark and {mask} == 0x{m:08x} meta mark set meta mark and {keep} or 0x{m:08x}" for _, m in marks]
     remember = [f'\t\tct mark and {mask} == 0 oifname "{_quoted(ifname)}" ct mark set ct mark and {keep} or 0x{m:08x}'
                 for ifname, m in marks]

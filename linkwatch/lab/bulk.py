@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from linkwatch.lab.namespaces import discover, namespace_exists
-from linkwatch.lab.plan import ECHO_SERVER, LabError, uplink_for_address
+from linkwatch.lab.plan import ECHO_SERVER, FORWARD_PORTS, LAN_CLIENT, LabError, uplink_for_address
 from linkwatch.lab.processes import (
     child_env,
     forget_process,
@@ -104,7 +104,8 @@ def check_direction(direction: str) -> None:
         raise BulkError(f"direction {direction!r}: expected download or upload")
 
 
-def serve(port: int, direction: str, duration: float, allowed: tuple[str, ...] | None = None) -> dict:
+def serve(port: int, direction: str, duration: float, allowed: tuple[str, ...] | None = None,
+          host: str = ECHO_SERVER) -> dict:
     """The server's side: accept one connection, then send (download) or receive (upload).
 
     Sending, it goes on until the client closes (at most ``DRAIN`` beyond ``duration``); receiving,
@@ -115,7 +116,7 @@ def serve(port: int, direction: str, duration: float, allowed: tuple[str, ...] |
     require_lab_namespace(allowed)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as lsock:
         lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        lsock.bind((ECHO_SERVER, port))
+        lsock.bind((host, port))
         lsock.listen(1)
         lsock.settimeout(ACCEPT_TIMEOUT)
         conn, peer = lsock.accept()
@@ -256,37 +257,49 @@ class BulkHandle:
             forget_process(self.state_dir, role)
 
 
-def _listening(pid: int, port: int) -> bool:
+def _listening(pid: int, host: str, port: int) -> bool:
     try:
         with open(f"/proc/{pid}/net/tcp") as f:
-            return (ECHO_SERVER, port) in tcp_listeners(f.read())
+            return (host, port) in tcp_listeners(f.read())
     except OSError:
         return False
 
 
-def start_bulk(lab_name: str, direction: str, duration: float) -> BulkHandle:
-    """Start a ``direction`` ("download" or "upload") of ``duration`` seconds in lab ``lab_name``."""
+def start_bulk(lab_name: str, direction: str, duration: float, inbound_via: str | None = None) -> BulkHandle:
+    """Start a ``direction`` ("download" or "upload") of ``duration`` seconds in lab ``lab_name``:
+    the LAN client connects to a server in the internet; with ``inbound_via`` (an uplink's name,
+    ``wan2``) the other way round: a host in the internet connects to that uplink's address, and
+    the router's port forward takes it to a server on the LAN client (a download is then the
+    LAN client sending)."""
     check_duration(duration)
     check_direction(direction)
     spec = discover(lab_name)
     for ns in (spec.inet_ns, spec.client_ns):
         if not namespace_exists(ns):
             raise BulkError(f"namespace {ns} does not exist (is lab {lab_name!r} up?)")
-    port = random.randrange(20000, 30000)
     common = ["--direction", direction, "--duration", f"{duration:g}", "--lab", lab_name]
+    if inbound_via is None:
+        port, host = random.randrange(20000, 30000), ECHO_SERVER
+        ends = ((spec.inet_ns, host), (spec.client_ns, f"{host}:{port}"))
+    else:
+        via = next((u for u in spec.uplink_list if u.name == inbound_via), None)
+        if via is None:
+            raise BulkError(f"lab {lab_name!r} has no uplink {inbound_via!r}")
+        port, host = random.randint(*FORWARD_PORTS), LAN_CLIENT
+        ends = ((spec.client_ns, host), (spec.inet_ns, f"{via.address}:{port}"))
     procs = []
-    for ns, args in ((spec.inet_ns, ["serve", "--port", str(port)]),
-                     (spec.client_ns, ["get", "--target", f"{ECHO_SERVER}:{port}"])):
+    for ns, args in ((ends[0][0], ["serve", "--port", str(port), "--bind", host]),
+                     (ends[1][0], ["get", "--target", ends[1][1]])):
         argv = python_module_argv(ns, "linkwatch.lab.bulk", args + common)
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, env=child_env(), start_new_session=True)
         record_process(spec.state_dir, f"bulk-{proc.pid}", proc.pid, argv)
         procs.append(proc)
-        if len(procs) == 1 and not wait_until(lambda: _listening(proc.pid, port), CONNECT_TIMEOUT, proc):
+        if len(procs) == 1 and not wait_until(lambda: _listening(proc.pid, host, port), CONNECT_TIMEOUT, proc):
             why = proc.stderr.read().strip()[-300:] if proc.poll() is not None else "no answer"
             stop_pid(proc.pid, None)
             forget_process(spec.state_dir, f"bulk-{proc.pid}")
-            raise BulkError(f"the bulk server did not listen on {ECHO_SERVER}:{port} in {spec.inet_ns}: {why}")
+            raise BulkError(f"the bulk server did not listen on {host}:{port} in {ns}: {why}")
     return BulkHandle(procs[0], procs[1], spec.state_dir, (f"bulk-{procs[0].pid}", f"bulk-{procs[1].pid}"), duration)
 
 
@@ -297,15 +310,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--target", default="")
+    ap.add_argument("--bind", default=ECHO_SERVER, help="the server's address (default: the internet's echo server)")
     ap.add_argument("--lab", default=None)
     args = ap.parse_args(argv)
     try:
         if args.role == "serve":
-            allowed = (f"lw-{args.lab}-inet",) if args.lab else None
-            print(json.dumps(serve(args.port, args.direction, args.duration, allowed)), flush=True)
+            allowed = (f"lw-{args.lab}-inet", f"lw-{args.lab}-client") if args.lab else None
+            print(json.dumps(serve(args.port, args.direction, args.duration, allowed, args.bind)), flush=True)
         else:
             host, _, port = args.target.rpartition(":")
-            allowed = (f"lw-{args.lab}-client",) if args.lab else None
+            allowed = (f"lw-{args.lab}-client", f"lw-{args.lab}-inet") if args.lab else None
             print(json.dumps(asdict(transfer((host, int(port)), args.direction, args.duration, allowed))), flush=True)
     except (BulkError, NotInLabError, OSError) as e:
         print(f"linkwatch lab bulk: {e}", file=sys.stderr)

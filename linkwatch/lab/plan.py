@@ -7,8 +7,11 @@ A lab named N with U uplinks is made of these namespaces::
                                           up2 198.51.100.10/29 ── dn 198.51.100.9/29   lw-N-p2 ...
     lw-N-pk   in 10.200.k.1/30 ── pk 10.200.k.2/30   lw-N-inet (targets 203.0.113.1-12, .53, .7)
 
-The router NATs with ``snat to <uplink address>`` per uplink and has one ``default via <gw>
-metric 100*k`` per uplink in its main table (what DHCP clients would install).
+The router NATs with ``snat to <uplink address>`` per uplink, forwards TCP ports 8000-8999 of every
+uplink address to the LAN client (a port forward), and has one ``default via <gw> metric 100*k`` per
+uplink in its main table (what DHCP clients would install). Each provider drops what its customer
+sends from an address not its own (BCP38, as real providers do): a reply that leaves through
+the wrong uplink is lost, not delivered by a forgiving lab.
 
 :class:`LabSpec` derives every name and path of a lab; :func:`build_plan`, :func:`sysctl_plan` and
 :func:`router_nat_ruleset` say how to build it; :func:`find_overlaps` and :func:`check_no_overlap`
@@ -39,6 +42,8 @@ ECHO_SERVER = "203.0.113.7"
 ECHO_PORT = 7007
 DNS_QUERY = "example.com"
 NAT_TABLE = "lwlab"  # the router's NAT table; the engine's own tables have other names
+FORWARD_PORTS = (8000, 8999)  # the router forwards these TCP ports on every uplink to the LAN client
+PROVIDER_TABLE = "lwprovider"  # a provider's source filter
 
 PING_GROUP_RANGE = "0 2147483647"
 
@@ -246,15 +251,35 @@ def sysctl_plan(spec: LabSpec) -> dict[str, list[str]]:
 
 
 def router_nat_ruleset(spec: LabSpec) -> str:
-    """The router's NAT: ``snat to`` the uplink's address (not masquerade, see DESIGN.md)."""
+    """The router's NAT: ``snat to`` the uplink's address (not masquerade, see DESIGN.md), and the
+    port forward of :data:`FORWARD_PORTS` on every uplink to the LAN client."""
     rules = "\n".join(f'        oifname "{u.interface}" snat to {u.address}' for u in spec.uplink_list)
+    uplinks = ", ".join(f'"{u.interface}"' for u in spec.uplink_list)
+    low, high = FORWARD_PORTS
     return (
         f"table ip {NAT_TABLE}\n"
         f"delete table ip {NAT_TABLE}\n"
         f"table ip {NAT_TABLE} {{\n"
+        "    chain prerouting {\n"
+        "        type nat hook prerouting priority dstnat; policy accept;\n"
+        f"        iifname {{ {uplinks} }} tcp dport {low}-{high} dnat to {LAN_CLIENT}\n"
+        "    }\n"
         "    chain postrouting {\n"
         "        type nat hook postrouting priority srcnat; policy accept;\n"
         f"{rules}\n"
+        "    }\n"
+        "}\n"
+    )
+
+
+def provider_ruleset(uplink: LabUplink) -> str:
+    """A provider's source filter (BCP38): what comes from its customer with a source address
+    outside the customer's network is dropped."""
+    return (
+        f"table ip {PROVIDER_TABLE} {{\n"
+        "    chain forward {\n"
+        "        type filter hook forward priority filter; policy accept;\n"
+        f'        iifname "dn" ip saddr != {uplink.network} drop\n'
         "    }\n"
         "}\n"
     )

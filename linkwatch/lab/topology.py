@@ -43,6 +43,7 @@ from linkwatch.lab.plan import (
     LabSpec,
     build_plan,
     check_no_overlap,
+    provider_ruleset,
     router_nat_ruleset,
     services_argv,
     sysctl_plan,
@@ -167,6 +168,8 @@ def _build(spec: LabSpec) -> None:
     for argv in plan[n_ns:]:
         run_command(argv)
     run_command(netns_exec(spec.router_ns, ["nft", "-f", "-"]), input_text=router_nat_ruleset(spec))
+    for u in spec.uplink_list:
+        run_command(netns_exec(spec.provider_ns(u.index), ["nft", "-f", "-"]), input_text=provider_ruleset(u))
 
 
 def start_services(spec: LabSpec) -> ProcessRecord:

@@ -35,6 +35,7 @@ from linkwatch.lab.plan import (  # noqa: E402
     check_no_overlap,
     find_overlaps,
     lab_role,
+    provider_ruleset,
     router_nat_ruleset,
     sysctl_plan,
     uplink_for_address,
@@ -131,6 +132,12 @@ def test_router_nat_uses_snat_per_uplink():
     assert 'oifname "up1" snat to 198.51.100.2' in rules
     assert 'oifname "up2" snat to 198.51.100.10' in rules
     assert "masquerade" not in rules
+    assert 'iifname { "up1", "up2" } tcp dport 8000-8999 dnat to 10.77.0.2' in rules, "the port forward"
+
+
+def test_a_provider_drops_what_its_customer_sends_from_another_address():
+    rules = provider_ruleset(LabSpec("pl", 2).uplink_list[1])
+    assert 'iifname "dn" ip saddr != 198.51.100.8/29 drop' in rules
 
 
 def test_sysctls_forward_on_router_and_providers_only():

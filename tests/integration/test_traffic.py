@@ -143,6 +143,25 @@ def test_a_failback_leaves_the_backups_flows_on_it_and_sends_new_ones_home(healt
         "wan2's flows were not flushed at the failback (wan1's flush of its own failover may land late)"
 
 
+def test_a_port_forward_on_the_backup_is_answered_through_the_backup(healthy):
+    """wan1 carries the traffic; a host in the internet connects to wan2's address and the router
+    forwards it to the LAN client: the replies leave through wan2 (its provider drops anything from
+    wan2's address arriving elsewhere, as real providers do), so the transfer works, and it keeps
+    working through a failover of wan1 to wan2 and back (wan2 never stops working)."""
+    spec = healthy
+    fault(spec, "wan2", "shape", "10mbit", "100ms")  # a bounded transfer, not gigabits over veth
+    inbound = start_bulk(spec.name, "download", 3.0, inbound_via="wan2").result()
+    assert not inbound.reset and inbound.error is None and inbound.bytes > 200_000, inbound
+    fault(spec, "wan1", "blackhole")
+    wait_for(lambda: status(spec)["active"] == ["wan2"], 10.0, "failover to wan2")
+    transfer = start_bulk(spec.name, "download", 8.0, inbound_via="wan2")
+    time.sleep(1.0)
+    fault(spec, "wan1", "clear")
+    wait_for(lambda: status(spec)["active"] == ["wan1"], 15.0, "failback to wan1")
+    inbound = transfer.result()
+    assert not inbound.reset and inbound.error is None and inbound.longest_stall_s < 1.0, inbound
+
+
 def test_one_way_traffic_fails_nothing_over(healthy):
     spec = healthy
     before = status(spec)

@@ -37,6 +37,9 @@ def test_the_ruleset_marks_new_flows_by_interface_and_restores_the_mark_keeping_
     assert 'ct mark and 0x00ff0000 == 0 oifname "eth1" ct mark set ct mark and 0xff00ffff or 0x00650000' in text
     assert "ct mark and 0x00ff0000 == 0x00660000 meta mark set meta mark and 0xff00ffff or 0x00660000" in text
     assert "hook prerouting priority mangle" in text and "hook postrouting priority mangle" in text
+    # a flow that comes in on an uplink (a port forward) is that uplink's: its replies leave through it
+    assert ('ct state new ct mark and 0x00ff0000 == 0 iifname "wwan0" ct mark set ct mark and 0xff00ffff'
+            ' or 0x00660000') in text
     with pytest.raises(ValueError, match="interface name"):
         ruleset([('eth1" drop', 0x650000)])
 
