@@ -33,6 +33,10 @@ class LinkFacts:
     prefixlen: int | None
     gateway: str | None  # lowest-metric main-table default route via it (not ours)
     pointopoint: bool = False  # no next hop to find: PPP, tun, WireGuard, LTE raw-IP ("default dev X")
+    address6: str | None = None  # a global IPv6 address on it that can be used (not tentative or deprecated)
+    prefixlen6: int | None = None
+    gateway6: str | None = None  # lowest-metric main-table IPv6 default via it (a router advertisement's
+    #                              link-local next hop, or a static one; not ours)
 
 
 @dataclass(frozen=True)

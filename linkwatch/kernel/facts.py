@@ -1,9 +1,15 @@
-"""What the kernel says about each uplink interface: carrier, address, DHCP gateway.
+"""What the kernel says about each uplink interface: carrier, addresses, gateways (DHCP, router
+advertisements).
 
-:func:`facts_from_kernel` is the pure part: it turns dumped links, IPv4 addresses and main-table
-routes into one :class:`LinkFacts` per watched interface name. :func:`read_facts` dumps once;
-:class:`LinkMonitor` listens to rtnetlink multicast groups (link, IPv4 address, IPv4 route) on an
-asyncio socket and calls back as soon as any fact changes -- no polling.
+:func:`facts_from_kernel` is the pure part: it turns dumped links, addresses and main-table default
+routes of both families into one :class:`LinkFacts` per watched interface name. :func:`read_facts`
+dumps once; :class:`LinkMonitor` listens to rtnetlink multicast groups (link, IPv4 and IPv6
+addresses and routes) on an asyncio socket and calls back as soon as any fact changes -- no polling.
+
+IPv6: the address is a global one the kernel would use as a source (not tentative, not failed its
+duplicate address detection, not deprecated), a stable one rather than a temporary privacy address;
+the gateway is the main table's IPv6 default route via the interface, usually the link-local address
+of the provider's router, learned from its router advertisements (``proto ra``).
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from pyroute2.netlink.exceptions import NetlinkDumpInterrupted, NetlinkError
 from pyroute2.netlink.rtnl import (
     RTMGRP_IPV4_IFADDR,
     RTMGRP_IPV4_ROUTE,
+    RTMGRP_IPV6_IFADDR,
+    RTMGRP_IPV6_ROUTE,
     RTMGRP_LINK,
 )
 
@@ -33,10 +41,16 @@ IFF_UP = 0x1
 IFF_POINTOPOINT = 0x10
 IFF_NOARP = 0x80
 IFF_LOWER_UP = 0x10000
-IFA_F_SECONDARY = 0x01
+IFA_F_SECONDARY = 0x01  # IPv4; the same bit is IFA_F_TEMPORARY for IPv6 (a privacy address)
+IFA_F_TEMPORARY = 0x01
+IFA_F_DADFAILED = 0x08
+IFA_F_DEPRECATED = 0x20
+IFA_F_TENTATIVE = 0x40
+UNUSABLE6 = IFA_F_DADFAILED | IFA_F_DEPRECATED | IFA_F_TENTATIVE
+RT_SCOPE_UNIVERSE = 0
 MAIN_TABLE = 254
 RTN_UNICAST = 1
-EVENT_GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE
+EVENT_GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE
 _LINK_EVENTS = ("RTM_NEWLINK", "RTM_DELLINK")
 _ADDR_EVENTS = ("RTM_NEWADDR", "RTM_DELADDR")
 _ROUTE_EVENTS = ("RTM_NEWROUTE", "RTM_DELROUTE")
@@ -61,26 +75,31 @@ class Addr:
     index: int
     address: str
     prefixlen: int
-    secondary: bool
+    secondary: bool  # IPv4: a secondary address; IPv6: a temporary (privacy) address
+    family: int = socket.AF_INET
+    flags: int = 0  # IFA_F_* (IPv6: tentative, deprecated, ...)
+    scope: int = RT_SCOPE_UNIVERSE
 
 
 @dataclass(frozen=True)
 class DefaultRoute:
-    """A main-table IPv4 default route; ``hops`` = (gateway, oif) of each nexthop."""
+    """A main-table default route; ``hops`` = (gateway, oif) of each nexthop."""
 
     proto: int
     metric: int
     hops: tuple[tuple[str | None, int | None], ...]
+    family: int = socket.AF_INET
 
 
 def missing(ifname: str) -> LinkFacts:
     return LinkFacts(ifname=ifname, ifindex=None, carrier=False, address=None, prefixlen=None, gateway=None)
 
 
-def _gateway_for(index: int, routes: Iterable[DefaultRoute], protocol: int) -> str | None:
+def _gateway_for(index: int, routes: Iterable[DefaultRoute], protocol: int,
+                 family: int = socket.AF_INET) -> str | None:
     best: tuple[int, str] | None = None
     for route in routes:
-        if route.proto == protocol:
+        if route.proto == protocol or route.family != family:
             continue
         for gateway, oif in route.hops:
             if oif == index and gateway and (best is None or route.metric < best[0]):
@@ -98,6 +117,7 @@ def facts_from_kernel(
     """One LinkFacts per name in ``ifnames`` from dumped kernel state (pure)."""
     by_name = {link.ifname: link for link in links}
     addrs = list(addrs)
+    addrs4 = [a for a in addrs if a.family == socket.AF_INET]
     routes = list(routes)
     facts: dict[str, LinkFacts] = {}
     for name in ifnames:
@@ -105,7 +125,8 @@ def facts_from_kernel(
         if link is None:
             facts[name] = missing(name)
             continue
-        primary = next((a for a in addrs if a.index == link.index and not a.secondary), None)
+        primary = next((a for a in addrs4 if a.index == link.index and not a.secondary), None)
+        address6 = _address6(a for a in addrs if a.index == link.index)
         facts[name] = LinkFacts(
             ifname=name,
             ifindex=link.index,
@@ -115,8 +136,19 @@ def facts_from_kernel(
             gateway=_gateway_for(link.index, routes, protocol),
             # PPP, tun, WireGuard, LTE raw-IP: no next hop to learn, the route is "default dev X"
             pointopoint=bool(link.flags & (IFF_POINTOPOINT | IFF_NOARP)),
+            address6=address6.address if address6 else None,
+            prefixlen6=address6.prefixlen if address6 else None,
+            gateway6=_gateway_for(link.index, routes, protocol, socket.AF_INET6),
         )
     return facts
+
+
+def _address6(addrs: Iterable[Addr]) -> Addr | None:
+    """The interface's IPv6 source for probes: global scope, usable, a stable address before a
+    temporary one (privacy addresses come and go), the first the kernel lists of each kind."""
+    usable = [a for a in addrs if a.family == socket.AF_INET6 and a.scope == RT_SCOPE_UNIVERSE
+              and not a.flags & UNUSABLE6]
+    return next((a for a in usable if not a.flags & IFA_F_TEMPORARY), usable[0] if usable else None)
 
 
 # --------------------------------------------------------------------------- message parsing
@@ -133,13 +165,16 @@ def addr_from_msg(msg: Any) -> Addr:
         address=msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS"),
         prefixlen=msg["prefixlen"],
         secondary=bool(flags & IFA_F_SECONDARY),
+        family=msg["family"],
+        flags=flags,
+        scope=msg["scope"],
     )
 
 
 def default_route_from_msg(msg: Any) -> DefaultRoute | None:
-    """The message as a main-table IPv4 default route, or None if it is not one."""
+    """The message as a main-table default route (IPv4 or IPv6), or None if it is not one."""
     table = msg.get_attr("RTA_TABLE", msg["table"])
-    if msg["family"] != socket.AF_INET or table != MAIN_TABLE:
+    if msg["family"] not in (socket.AF_INET, socket.AF_INET6) or table != MAIN_TABLE:
         return None
     if msg["dst_len"] != 0 or msg["type"] != RTN_UNICAST:
         return None
@@ -148,7 +183,8 @@ def default_route_from_msg(msg: Any) -> DefaultRoute | None:
         hops = tuple((nh.get_attr("RTA_GATEWAY"), nh["oif"]) for nh in multipath)
     else:
         hops = ((msg.get_attr("RTA_GATEWAY"), msg.get_attr("RTA_OIF")),)
-    return DefaultRoute(proto=msg["proto"], metric=msg.get_attr("RTA_PRIORITY", 0) or 0, hops=hops)
+    return DefaultRoute(proto=msg["proto"], metric=msg.get_attr("RTA_PRIORITY", 0) or 0, hops=hops,
+                        family=msg["family"])
 
 
 def _facts_from_msgs(
@@ -158,7 +194,7 @@ def _facts_from_msgs(
     return facts_from_kernel(
         ifnames,
         (link_from_msg(m) for m in links),
-        (addr_from_msg(m) for m in addrs if m["family"] == socket.AF_INET),
+        (addr_from_msg(m) for m in addrs if m["family"] in (socket.AF_INET, socket.AF_INET6)),
         defaults,
         protocol,
     )
@@ -180,8 +216,8 @@ def _read_facts_sync(ifnames: Sequence[str], netns: str | None, protocol: int) -
         for _ in range(5):
             try:
                 links = list(ipr.link("dump"))
-                addrs = list(ipr.addr("dump", family=socket.AF_INET))
-                routes = list(ipr.route("dump", family=socket.AF_INET))
+                addrs = list(ipr.addr("dump"))
+                routes = list(ipr.route("dump", family=socket.AF_INET)) + list(ipr.route("dump", family=socket.AF_INET6))
                 return _facts_from_msgs(ifnames, links, addrs, routes, protocol)
             except NetlinkDumpInterrupted:
                 continue
@@ -218,8 +254,8 @@ async def read_facts_async(ifnames: Sequence[str], netns: str | None = None,
 class LinkMonitor:
     """Calls ``on_change(snapshot)`` whenever a watched interface's LinkFacts change.
 
-    Two netlink sockets on the running loop: one bound to the link, IPv4 address and IPv4 route
-    multicast groups, one for dumps. A relevant event triggers a re-dump (about 1-3 ms) and the
+    Two netlink sockets on the running loop: one bound to the link and the IPv4 and IPv6 address
+    and route multicast groups, one for dumps. A relevant event triggers a re-dump (about 1-3 ms) and the
     callback runs only if the snapshot differs from the last one delivered.
     """
 
@@ -247,8 +283,9 @@ class LinkMonitor:
         for _ in range(5):
             try:
                 links = [m async for m in await query.link("dump")]
-                addrs = [m async for m in await query.addr("dump", family=socket.AF_INET)]
+                addrs = [m async for m in await query.addr("dump")]
                 routes = [m async for m in await query.route("dump", family=socket.AF_INET)]
+                routes += [m async for m in await query.route("dump", family=socket.AF_INET6)]
                 return _facts_from_msgs(self.ifnames, links, addrs, routes, self.protocol)
             except NetlinkDumpInterrupted:
                 continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nsutil  # noqa: E402
 
 from linkwatch.kernel.facts import (  # noqa: E402
+    IFA_F_DEPRECATED,
+    IFA_F_TEMPORARY,
+    IFA_F_TENTATIVE,
     IFF_LOWER_UP,
     IFF_UP,
     Addr,
@@ -67,6 +71,31 @@ def test_facts_gateway_from_a_multipath_default():
     routes = [DefaultRoute(proto=4, metric=0, hops=(("198.51.100.1", 2), ("203.0.113.1", 3)))]
     facts = facts_from_kernel(["wan1", "wan2"], links, [], routes, 77)
     assert (facts["wan1"].gateway, facts["wan2"].gateway) == ("198.51.100.1", "203.0.113.1")
+
+
+def test_facts_ipv6_a_usable_global_stable_address_and_the_router_advertisements_gateway():
+    v6 = socket.AF_INET6
+    links = [Link(2, "wan1", IFF_UP | IFF_LOWER_UP), Link(3, "wan2", IFF_UP | IFF_LOWER_UP)]
+    addrs = [
+        Addr(2, "fe80::2", 64, False, family=v6, scope=253),  # link-local: never a probe source
+        Addr(2, "2001:db8:1::dead", 64, False, family=v6, flags=IFA_F_TENTATIVE),  # DAD not done
+        Addr(2, "2001:db8:1::beef", 64, True, family=v6, flags=IFA_F_TEMPORARY),  # privacy address
+        Addr(2, "2001:db8:1::5", 64, False, family=v6, flags=IFA_F_DEPRECATED),  # its prefix is leaving
+        Addr(2, "2001:db8:1::2", 64, False, family=v6),
+        Addr(2, "198.51.100.2", 29, False),
+        Addr(3, "2001:db8:2::aaaa", 64, True, family=v6, flags=IFA_F_TEMPORARY),  # the only one: taken
+    ]
+    routes = [
+        DefaultRoute(proto=9, metric=1024, hops=(("fe80::1", 2),), family=v6),  # ra
+        DefaultRoute(proto=77, metric=1, hops=(("fe80::66", 2),), family=v6),  # linkwatch's own: ignored
+        DefaultRoute(proto=16, metric=100, hops=(("198.51.100.1", 2),)),
+        DefaultRoute(proto=9, metric=1024, hops=(("fe80::1", 2), ("fe80::9", 3)), family=v6),  # ECMP siblings
+    ]
+    facts = facts_from_kernel(["wan1", "wan2"], links, addrs, routes, 77)
+    f = facts["wan1"]
+    assert (f.address, f.gateway) == ("198.51.100.2", "198.51.100.1")
+    assert (f.address6, f.prefixlen6, f.gateway6) == ("2001:db8:1::2", 64, "fe80::1")
+    assert (facts["wan2"].address6, facts["wan2"].gateway6, facts["wan2"].address) == ("2001:db8:2::aaaa", "fe80::9", None)
 
 
 # --------------------------------------------------------------------------- kernel
@@ -213,6 +242,29 @@ def test_monitor_sees_dhcp_gateway_change(lab):
         await ip_async(NS, "route", "del", "default", "via", "198.51.100.254", "dev", "wan1", "metric", "100")
         _, snap = await rec.wait_for(lambda s: s["wan1"].gateway is None)
         assert snap["wan2"].gateway == "203.0.113.1"
+
+    asyncio.run(with_monitor(scenario))
+
+
+@root
+def test_read_facts_and_monitor_follow_ipv6_address_and_gateway(lab):
+    nsutil.ip(NS, "-6", "addr", "add", "2001:db8:1::2/64", "dev", "wan1", "nodad")
+    nsutil.ip(NS, "-6", "route", "add", "default", "via", "fe80::1", "dev", "wan1", "proto", "ra", "metric", "1024")
+    f = read_facts(["wan1"], netns=NS)["wan1"]
+    assert (f.address6, f.prefixlen6, f.gateway6, f.address) == ("2001:db8:1::2", 64, "fe80::1", "198.51.100.2")
+
+    async def scenario(rec, mon):
+        # a new delegated prefix: the new address appears, the old one goes
+        await ip_async(NS, "-6", "addr", "add", "2001:db8:7::2/64", "dev", "wan2", "nodad")
+        await rec.wait_for(lambda s: s["wan2"].address6 == "2001:db8:7::2")
+        await ip_async(NS, "-6", "addr", "change", "2001:db8:1::2/64", "dev", "wan1", "preferred_lft", "0")
+        await rec.wait_for(lambda s: s["wan1"].address6 is None)  # deprecated: no longer a source
+        await ip_async(NS, "-6", "route", "replace", "default", "via", "fe80::2", "dev", "wan1", "proto", "ra",
+                       "metric", "1024")
+        await rec.wait_for(lambda s: s["wan1"].gateway6 == "fe80::2")
+        await ip_async(NS, "-6", "route", "del", "default", "via", "fe80::2", "dev", "wan1", "metric", "1024")
+        _, snap = await rec.wait_for(lambda s: s["wan1"].gateway6 is None)
+        assert snap["wan1"].gateway == "198.51.100.1"
 
     asyncio.run(with_monitor(scenario))
 
