@@ -540,7 +540,8 @@ def _packet_mark(reserved: int) -> _Conv:
         if not isinstance(text, str) or not (
                 m := re.fullmatch(r"\s*(0x[0-9a-fA-F]{1,8}|\d{1,10})\s*(?:/\s*(0x[0-9a-fA-F]{1,8}|\d{1,10})\s*)?", text)):
             raise _Bad(expected)
-        value, mask = int(m.group(1), 0), int(m.group(2), 0) if m.group(2) else 0xFFFFFFFF
+        # no mask: every bit but linkwatch's own (a "0x10" must not be refused for bits it never set)
+        value, mask = int(m.group(1), 0), int(m.group(2), 0) if m.group(2) else 0xFFFFFFFF & ~reserved
         if value > 0xFFFFFFFF or mask > 0xFFFFFFFF or not mask or value & ~mask:
             raise _Bad(expected, "the value has bits outside the mask" if value & ~mask else "")
         if mask & reserved:

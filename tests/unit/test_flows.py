@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from linkwatch.config import ConfigError, loads
-from linkwatch.core.flows import FLOW_MASK, describe, flow_mark, ruleset, spread
+from linkwatch.core.flows import FLOW_MASK, describe, flow_mark, match, ruleset, spread
 from linkwatch.core.routing import RoutingParams, RuleSpec, UplinkRoute, plan, rule_target
 from linkwatch.kernel.reconciler import rule_args
 
@@ -193,3 +193,11 @@ def test_a_rule_sends_new_flows_to_the_first_working_uplink_of_its_list_or_its_f
     assert 'iifname "br-lan" meta mark and 0x000000f0 == 0x00000010 drop' in text, "fallback drop"
     assert describe(voip) == "src 192.168.1.0/24,10.1.1.7/32 udp dport 5060,10000-20000 dscp 46"
     assert describe(second) == "iif br-lan mark 0x10/0xf0"
+
+
+def test_a_rule_mark_without_a_mask_matches_every_bit_but_linkwatchs_own():
+    """Review finding 8: ``mark = "0x10"`` (the documented form) was always refused (mask 0xffffffff
+    overlapped the flow bits)."""
+    rule = loads(BASE.format(fibre="", lte="") + '[[rules]]\nmark = "0x10"\nuplinks = ["fibre"]\n').rules[0]
+    assert rule.mark == (0x10, 0xFF00FFFF)
+    assert "meta mark and 0xff00ffff == 0x00000010" in match(rule)
