@@ -14,8 +14,9 @@ How it works, per uplink U with flow mark M (its table number's low byte, in bit
 Policy rules come first in the prerouting chain: a new flow from the LAN that matches a rule gets the
 mark of the rule's uplink (the first of its list that works; spread by weight over those that work
 with ``balance``), or is dropped when none works and the rule says so. In balance mode the chain
-then gives each new flow from the LAN one of the active uplinks' marks at random, by weight (``numgen random``): balancing per flow, whatever the kernel's
-multipath hash policy, and a flow stays on its uplink; an uplink leaving the set resets only its own.
+then gives each new flow from the LAN one of the active uplinks' marks at random, by weight
+(``numgen random``): balancing per flow, whatever the kernel's multipath hash policy, and a flow
+stays on its uplink; an uplink leaving the set resets only its own.
 
 So when traffic moves away from a working uplink (failback, DEGRADED), only new flows move: the
 old ones keep leaving through their own uplink with their own NAT address until they end. When an
@@ -107,22 +108,24 @@ def ruleset(marks: Sequence[tuple[str, int]], name: str = TABLE_NAME,
     uplinks = ", ".join(f'"{_quoted(ifname)}"' for ifname, _ in marks)
     new_flow = f"\t\tct state new ct mark and {mask} == 0 iifname != {{ {uplinks} }}"
 
+    def set_mark(m: int) -> str:
+        return f"ct mark set ct mark and {keep} or 0x{m:08x}"
+
     def choose(shares: Sequence[tuple[int, int]], matching: str = "") -> list[str]:
         where = f" {matching}" if matching else ""
         return [new_flow + where + (f" numgen random mod {total} < {draw}" if draw < total else "")
-                + f" ct mark set ct mark and {keep} or 0x{m:08x}" for m, draw, total in spread(shares)]
+                + f" {set_mark(m)}" for m, draw, total in spread(shares)]
 
     rules = []
     for rule, shares in policy:  # in order: the first rule a flow matches sets its mark
         rules += [f"\t\t# rule {rule.name}"] + (
             choose(shares, match(rule)) if shares else
             [f"{new_flow} {match(rule)} drop".replace("  ", " ")] if rule.fallback == "drop" else [])
-    arrived = [f'\t\tct state new ct mark and {mask} == 0 iifname "{_quoted(ifname)}" ct mark set ct mark and {keep} or 0x{m:08x}'
+    arrived = [f'\t\tct state new ct mark and {mask} == 0 iifname "{_quoted(ifname)}" {set_mark(m)}'
                for ifname, m in marks]
     restore = arrived + rules + (choose(balance) if len(balance) > 1 else []) + [
         f"\t\tct mark and {mask} == 0x{m:08x} meta mark set meta mark and {keep} or 0x{m:08x}" for _, m in marks]
-    remember = [f'\t\tct mark and {mask} == 0 oifname "{_quoted(ifname)}" ct mark set ct mark and {keep} or 0x{m:08x}'
-                for ifname, m in marks]
+    remember = [f'\t\tct mark and {mask} == 0 oifname "{_quoted(ifname)}" {set_mark(m)}' for ifname, m in marks]
     return "\n".join([
         f"table ip {name} {{",
         "\tchain restore {",
