@@ -1,7 +1,9 @@
 """`linkwatch lab demo`: watch a failover happen, from the engine's side and from a LAN client's.
 
 It brings the lab up with the engine (unless it is up already), starts a client flow (one UDP
-datagram every 10 ms through one NAT flow) and prints a line every 0.5 s: the time, the uplink the
+datagram every 10 ms, each from a new socket: a new NAT flow, as a browser opens new connections;
+with sticky flows one long-lived flow would rightly stay on the backup after a failback) and
+prints a line every 0.5 s: the time, the uplink the
 engine says is active and the uplink the client's packets really take. Then it makes the active
 uplink busy (shaped like a modem under load, a TCP download through it: the engine keeps it),
 blackholes it (failover: the client's own traffic shows the silence at once), clears it (failback after the engine's failback hold), cuts
@@ -21,7 +23,7 @@ from typing import TextIO
 from linkwatch.lab import faults, topology
 from linkwatch.lab import web as lab_web
 from linkwatch.lab.bulk import start_bulk
-from linkwatch.lab.client import FlowHandle, FlowReport, start_flow
+from linkwatch.lab.client import FlowHandle, FlowReport, check_bounds, start_flow
 from linkwatch.lab.namespaces import discover, existing_lab_namespaces
 from linkwatch.lab.plan import DEFAULT_NAME, LabError, LabSpec
 
@@ -32,6 +34,7 @@ BUSY_SECONDS = 8.0
 BLACKHOLE_TARGET = 1.0  # client outage targets of DESIGN.md
 CARRIER_TARGET = 0.2
 FLOW_INTERVAL = 0.010
+FIRST_PORT = 20000  # the client's datagrams take source ports from here up (each its own NAT flow)
 
 
 class DemoError(LabError):
@@ -188,7 +191,11 @@ def run_demo(name: str = DEFAULT_NAME, keep: bool = False, uplinks: int = 2, out
     flow = None
     seen_all = True
     try:
-        flow = start_flow(name, duration=BUDGET + pause + 10, interval=FLOW_INTERVAL, progress=TICK / 2)
+        duration = BUDGET + pause + 10
+        # a source port of its own for each datagram, when they fit (an ephemeral one may hit an old flow)
+        first = FIRST_PORT if FIRST_PORT <= 65535 - check_bounds(duration, FLOW_INTERVAL) else None
+        flow = start_flow(name, duration=duration, interval=FLOW_INTERVAL, progress=TICK / 2, new_socket=True,
+                          first_port=first)
         demo = Demo(spec, flow, out, deadline)
         demo.say("time    engine (what it routes)                   | LAN client (where its packets go)")
         first = demo.watch(_settled, 15.0, "engine and client agreeing on an uplink")
