@@ -157,10 +157,9 @@ class _Step:
         """Store ``u`` and turn its transitions into events (and flap penalties)."""
         stored = self.state.uplink(u.name)
         was = stored.penalty.dampened if stored is not None else u.penalty.dampened  # as the world saw it
-        if (self.state.config.policy.sticky_flows and stored is not None and working(stored) and not working(u)
-                and u.nat_address):
+        if self.state.config.policy.sticky_flows and stored is not None and _stops_working(stored, u):
             # its flows lose their route (fwmark rule): reset, not stranded; all of them by their mark
-            self.flush(u.name, u.nat_address, flow_mark(u.cfg.table))
+            self.flush(u.name, u.nat_address or stored.nat_address or "", flow_mark(u.cfg.table))
             u = replace(u, left_at=None)  # nothing left behind to move later
         u = counted(u, transitions, self.now.mono, self.now.wall)
         params = dampening_params(self.state.config)
@@ -215,6 +214,12 @@ def step(state: EngineState, inp: Input, now: Now) -> tuple[EngineState, Outputs
         raise TypeError(f"not an engine input: {inp!r}")
     handler(s, inp)
     return _finish(s)
+
+
+def _stops_working(was: UplinkState, now: UplinkState) -> bool:
+    """``now`` cannot keep its flows any more: it worked, or it is judged for the first time (INIT:
+    flows from before a restart or a reload carry its mark, and it may be dead now)."""
+    return not working(now) and (working(was) or (was.health.state == State.INIT and now.health.state != State.INIT))
 
 
 def _on_start(s: _Step, inp: Start) -> None:
@@ -428,9 +433,10 @@ def _on_reload(s: _Step, inp: Reload) -> None:
     s.state = replace(s.state, config=new, uplinks=tuple(uplinks),
                       forced=s.state.forced if s.state.forced in names else None,
                       active=tuple(n for n in s.state.active if n in names))
-    for n in gone:
-        if previous[n].nat_address:
-            s.flush(n, previous[n].nat_address, flow_mark(previous[n].cfg.table) if old.policy.sticky_flows else None)
+    if not old.policy.sticky_flows:
+        for n in gone:
+            if previous[n].nat_address:
+                s.flush(n, previous[n].nat_address)
     params = dampening_params(new)
     for u in s.state.uplinks:  # dampening switched off, or milder: released now, with its event
         settled = damp.settle(u.penalty, s.now.mono, params)
@@ -443,8 +449,25 @@ def _on_reload(s: _Step, inp: Reload) -> None:
     s.decide = True
     s.reason_prefix = "reload: "
     _decide(s)
+    if old.policy.sticky_flows:
+        _flush_stranded(s, previous)
     s.log.append(("info", f"config reloaded: kept {','.join(kept) or '-'}, rebuilt {','.join(rebuilt) or '-'}"))
     s.engine_event("reloaded", f"kept={kept} rebuilt={rebuilt}")
+
+
+def _flush_stranded(s: _Step, previous: Mapping[str, UplinkState]) -> None:
+    """After a reload, reset the flows that carry a flow mark which no longer routes them through
+    their own uplink: the uplink is gone, its mark changed (tables are numbered in file order: an
+    uplink added above renumbers those below, and its mark would route another uplink's flows),
+    its interface changed, or sticky flows were switched off and it does not carry the traffic."""
+    sticky = s.state.config.policy.sticky_flows
+    for name, prev in previous.items():
+        mark = flow_mark(prev.cfg.table)
+        u = s.state.uplink(name)
+        stranded = (u is None or u.cfg.interface != prev.cfg.interface
+                    or (flow_mark(u.cfg.table) != mark if sticky else name not in s.state.active))
+        if stranded and mark:
+            s.flush(name, prev.nat_address or "", mark)
 
 
 _HANDLERS = {

@@ -136,6 +136,9 @@ class Applier:
                 mark = None
         what = f"with flow mark 0x{f.mark:x}" if mark is not None else f"NATed to {f.address}"
         if mark is None:
+            if not f.address:  # no address ever seen: nothing was NATed to it
+                log.warning("conntrack flush for %s skipped: no flow mark filter and no address", f.uplink)
+                return
             try:
                 n = await self.kernel.flush_nat(f.address)
             except Exception as e:

@@ -351,6 +351,47 @@ def test_reload_that_removes_the_active_uplink_moves_traffic_and_flushes_it():
     assert [u.name for u in s.state.uplinks] == ["lte"]
 
 
+def marked_flushes(out) -> set[tuple[str, int]]:
+    return {(f.uplink, f.mark) for f in out.flushes}
+
+
+def test_a_reload_that_renumbers_tables_resets_the_flows_whose_mark_moved_to_another_uplink():
+    s = Scenario()
+    s.rounds({"fibre": "g", "lte": "g"})
+    # dsl above fibre: fibre 101 -> 102 (lte's old mark), lte 102 -> 103. A flow of fibre's would keep
+    # mark 101, which no rule routes now, and lte's flows would carry fibre's new mark: both go.
+    above = CONFIG.replace("[uplinks.fibre]", '[uplinks.dsl]\ninterface = "up3"\npriority = 3\n'
+                           '[[uplinks.dsl.probes]]\ntype = "icmp"\ntarget = "203.0.113.3"\n[uplinks.fibre]', 1)
+    out = s.feed(Reload(loads(above), dict(FACTS)))
+    assert s.state.active == ("fibre",) and s.state_of("lte") == "UP"
+    assert {("fibre", flow_mark(101)), ("lte", flow_mark(102))} <= marked_flushes(out)
+    assert {f.mark for f in out.flushes} == {flow_mark(101), flow_mark(102)}  # (dsl, dead: 101 too)
+    # the same file again: nothing moves, nothing is reset
+    assert s.feed(Reload(loads(above), dict(FACTS))).flushes == ()
+
+
+def test_a_reload_that_removes_a_standby_or_sticky_flows_resets_the_flows_it_strands():
+    s = Scenario()
+    s.rounds({"fibre": "g", "lte": "g"})
+    without_lte = CONFIG.split("[uplinks.lte]")[0]  # lte held flows left behind by a failback
+    assert marked_flushes(s.feed(Reload(loads(without_lte), dict(FACTS)))) == {("lte", flow_mark(102))}
+    s = Scenario()
+    s.rounds({"fibre": "g", "lte": "g"})
+    plain = CONFIG.replace("[policy]\n", "[policy]\nsticky_flows = false\n")
+    out = s.feed(Reload(loads(plain), dict(FACTS)))
+    # no fwmark rule routes lte's flows now: they would leave through fibre with lte's address
+    assert marked_flushes(out) == {("lte", flow_mark(102))} and s.state.routing.flows is None
+
+
+def test_an_uplink_found_dead_after_a_restart_loses_the_flows_marked_before_it():
+    s = Scenario()
+    s.rounds({"fibre": "bbb", "lte": "ggg"})
+    assert s.state_of("fibre") == "DOWN" and s.state.active == ("lte",)
+    assert ("fibre", flow_mark(101)) in {(f.uplink, f.mark) for out in s.outputs for f in out.flushes}
+    gone = Scenario(facts={"up2": FACTS["up2"]})  # fibre's interface is missing at start: DOWN at once
+    assert [(f.uplink, f.mark) for f in gone.outputs[0].flushes] == [("fibre", flow_mark(101))]
+
+
 def test_admin_actions_are_events_with_their_source_before_the_traffic_move():
     s = Scenario()
     s.rounds({"fibre": "g", "lte": "g"})

@@ -119,6 +119,17 @@ def test_a_kernel_that_refuses_the_mark_flush_still_gets_the_flows_reset_by_addr
     asyncio.run(scenario())
 
 
+def test_a_refused_mark_flush_of_an_uplink_that_never_had_an_address_deletes_nothing_else(tmp_path, caplog):
+    async def scenario():
+        run = Running(write_config(tmp_path), kernel=FakeKernel({"up2": FACTS["up2"]}))  # up1 missing
+        run.kernel.fail_mark_flush = True
+        async with run:
+            await until(lambda: run.states()["fibre"] == "DOWN", what="fibre DOWN")
+            await until(lambda: run.kernel.flushed or "flush for fibre skipped" in caplog.text, what="the attempt")
+            assert run.kernel.flushed == [], "no address to delete by: not a flush of every NATed entry"
+    asyncio.run(scenario())
+
+
 def test_failover_routes_are_in_place_before_the_event_is_published(tmp_path):
     async def scenario():
         run = Running(write_config(tmp_path))
