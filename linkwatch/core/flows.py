@@ -13,7 +13,9 @@ How it works, per uplink U with flow mark M (its table number's low byte, in bit
 
 Policy rules come first in the prerouting chain: a new flow from the LAN that matches a rule gets the
 mark of the rule's uplink (the first of its list that works; spread by weight over those that work
-with ``balance``), or is dropped when none works and the rule says so. In balance mode the chain
+with ``balance``), or, when none works and the rule says ``drop``, is left unmarked and dropped in
+the forward chain if it leaves through an uplink (so the router and the other LAN networks stay
+reachable). Flows to the router itself are never marked by a rule or by balancing. In balance mode the chain
 then gives each new flow from the LAN one of the active uplinks' marks at random, by weight
 (``numgen random``): balancing per flow, whatever the kernel's multipath hash policy, and a flow
 stays on its uplink; an uplink leaving the set resets only its own.
@@ -106,7 +108,8 @@ def ruleset(marks: Sequence[tuple[str, int]], name: str = TABLE_NAME,
     keep = f"0x{0xFFFFFFFF & ~FLOW_MASK:08x}"
     mask = f"0x{FLOW_MASK:08x}"
     uplinks = ", ".join(f'"{_quoted(ifname)}"' for ifname, _ in marks)
-    new_flow = f"\t\tct state new ct mark and {mask} == 0 iifname != {{ {uplinks} }}"
+    # a new flow from the LAN (or the router's LAN side) to somewhere else than the router itself
+    new_flow = f"\t\tct state new ct mark and {mask} == 0 iifname != {{ {uplinks} }} fib daddr type != local"
 
     def set_mark(m: int) -> str:
         return f"ct mark set ct mark and {keep} or 0x{m:08x}"
@@ -116,11 +119,16 @@ def ruleset(marks: Sequence[tuple[str, int]], name: str = TABLE_NAME,
         return [new_flow + where + (f" numgen random mod {total} < {draw}" if draw < total else "")
                 + f" {set_mark(m)}" for m, draw, total in spread(shares)]
 
-    rules = []
+    rules, refuse = [], []
     for rule, shares in policy:  # in order: the first rule a flow matches sets its mark
         rules += [f"\t\t# rule {rule.name}"] + (
             choose(shares, match(rule)) if shares else
-            [f"{new_flow} {match(rule)} drop".replace("  ", " ")] if rule.fallback == "drop" else [])
+            [f"{new_flow} {match(rule)} accept".replace("  ", " ")] if rule.fallback == "drop" else [])
+        if not shares and rule.fallback == "drop":
+            # left unmarked above (no later rule or balance line takes it); dropped only on its way
+            # out of an uplink: the router itself and other LAN networks stay reachable
+            refuse.append(f"\t\tct state new ct mark and {mask} == 0 oifname {{ {uplinks} }} {match(rule)} drop"
+                          .replace("  ", " "))
     arrived = [f'\t\tct state new ct mark and {mask} == 0 iifname "{_quoted(ifname)}" {set_mark(m)}'
                for ifname, m in marks]
     restore = arrived + rules + (choose(balance) if len(balance) > 1 else []) + [
@@ -136,6 +144,8 @@ def ruleset(marks: Sequence[tuple[str, int]], name: str = TABLE_NAME,
         "\t\ttype filter hook postrouting priority mangle; policy accept;",
         *remember,
         "\t}",
+        *(["\tchain refuse {", "\t\ttype filter hook forward priority filter; policy accept;", *refuse, "\t}"]
+          if refuse else []),
         "}",
         "",
     ])

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from linkwatch.core.flows import FLOW_MASK, flow_mark
 
 from linkwatch.lab.namespaces import discover, namespace_exists
-from linkwatch.lab.plan import ECHO_PORT, ECHO_SERVER, LabError
+from linkwatch.lab.plan import ECHO_PORT, ECHO_SERVER, LAN_ROUTER, LabError
 from linkwatch.lab.processes import child_env, netns_exec, python_module_argv, run_command
 from linkwatch.lab.safety import NotInLabError, require_lab_namespace
 from linkwatch.lab.services import ONE_WAY
@@ -51,15 +51,18 @@ def open_flows(count: int, first_port: int = FIRST_PORT, target: tuple[str, int]
     return sent
 
 
-def run_in_lab(lab_name: str, count: int, first_port: int = FIRST_PORT, timeout: float = 60.0) -> int:
+def run_in_lab(lab_name: str, count: int, first_port: int = FIRST_PORT, timeout: float = 60.0,
+               to_router: bool = False) -> int:
     """Start ``count`` flows (from source port ``first_port`` on) from lab ``lab_name``'s client
-    namespace; how many were started."""
+    namespace, to the echo server (or to the router's LAN address: nothing listens there, the
+    router answers port unreachable); how many were started."""
     import subprocess
 
     spec = discover(lab_name)
     if not namespace_exists(spec.client_ns):
         raise LabError(f"namespace {spec.client_ns} does not exist (is lab {lab_name!r} up?)")
-    args = ["--count", str(count), "--first-port", str(first_port), "--lab", lab_name]
+    args = ["--count", str(count), "--first-port", str(first_port), "--lab", lab_name] + (
+        ["--to-router"] if to_router else [])
     argv = python_module_argv(spec.client_ns, "linkwatch.lab.manyflows", args)
     done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=child_env())
     if done.returncode != 0:
@@ -97,9 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--count", type=int, required=True, help=f"flows to start (1..{MAX_FLOWS})")
     ap.add_argument("--first-port", type=int, default=FIRST_PORT)
     ap.add_argument("--lab", default=None, help="accept only the client namespace of this lab")
+    ap.add_argument("--to-router", action="store_true", help="to the router's LAN address, not the echo server")
     args = ap.parse_args(argv)
+    target = (LAN_ROUTER, ECHO_PORT) if args.to_router else (ECHO_SERVER, ECHO_PORT)
     try:
-        print(open_flows(args.count, args.first_port, allowed=(f"lw-{args.lab}-client",) if args.lab else None))
+        print(open_flows(args.count, args.first_port, target,
+                         allowed=(f"lw-{args.lab}-client",) if args.lab else None))
     except (NotInLabError, LabError, OSError) as e:
         print(f"linkwatch lab manyflows: {e}", file=sys.stderr)
         return 2

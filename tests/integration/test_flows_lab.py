@@ -125,6 +125,9 @@ def test_policy_rules_send_matching_flows_their_way_and_fall_back_as_configured(
     run_in_lab(lab.name, 100, first_port=41200)
     assert marks_by_uplink(lab, range(40200, 40300)) == Counter(wan1=100), "calls fall back to the next uplink"
     assert marks_by_uplink(lab, range(41200, 41300)) == Counter(), "only-wan2 drops while wan2 is down"
+    run_in_lab(lab.name, 20, first_port=41600, to_router=True)  # review finding 2: only what leaves an uplink
+    assert marks_by_uplink(lab, range(41600, 41620)) == Counter({"mark 0x0": 20}), \
+        "the router itself stays reachable (and a flow to it gets no uplink's mark)"
     both_active(lab)
     run_in_lab(lab.name, 100, first_port=41400)
     assert marks_by_uplink(lab, range(41400, 41500)) == Counter(wan2=100), "and sends again once it is back"

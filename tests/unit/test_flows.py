@@ -95,9 +95,9 @@ def test_in_balance_mode_new_lan_flows_get_a_mark_by_weight_and_keep_it():
     lines = [line.strip() for line in rs.flows.splitlines()]
     choose = [line for line in lines if line.startswith("ct state new") and "iifname !=" in line]
     assert choose == [
-        'ct state new ct mark and 0x00ff0000 == 0 iifname != { "up1", "up2" } numgen random mod 4 < 3 '
+        'ct state new ct mark and 0x00ff0000 == 0 iifname != { "up1", "up2" } fib daddr type != local numgen random mod 4 < 3 '
         'ct mark set ct mark and 0xff00ffff or 0x00650000',
-        'ct state new ct mark and 0x00ff0000 == 0 iifname != { "up1", "up2" } '
+        'ct state new ct mark and 0x00ff0000 == 0 iifname != { "up1", "up2" } fib daddr type != local '
         'ct mark set ct mark and 0xff00ffff or 0x00660000']
     assert lines.index(choose[-1]) < min(i for i, line in enumerate(lines) if "meta mark set" in line), \
         "chosen before the mark is restored: the flow's first packet is routed by it too"
@@ -176,7 +176,7 @@ def test_a_rule_sends_new_flows_to_the_first_working_uplink_of_its_list_or_its_f
     voip, second, spread_ = loads(RULES).rules
     both = [route("fibre", 101, True), route("lte", 102, True)]
     lines = [x.strip() for x in plan(both, [("fibre", 1)], RoutingParams(), loads(RULES).rules).flows.splitlines()]
-    assert ('ct state new ct mark and 0x00ff0000 == 0 iifname != { "up1", "up2" } '
+    assert ('ct state new ct mark and 0x00ff0000 == 0 iifname != { "up1", "up2" } fib daddr type != local '
             'ip saddr { 192.168.1.0/24, 10.1.1.7/32 } meta l4proto udp udp dport { 5060, 10000-20000 } ip dscp 46 '
             'ct mark set ct mark and 0xff00ffff or 0x00660000') in lines, "voip: lte first"
     assert any('iifname "br-lan" meta mark and 0x000000f0 == 0x00000010 ct mark set' in x for x in lines)
@@ -190,7 +190,14 @@ def test_a_rule_sends_new_flows_to_the_first_working_uplink_of_its_list_or_its_f
     fibre_dead = {r.name: r for r in [route("fibre", 101, False), route("lte", 102, True)]}
     assert rule_target(second, fibre_dead) == ()
     text = plan(list(fibre_dead.values()), [("lte", 1)], RoutingParams(), loads(RULES).rules).flows
-    assert 'iifname "br-lan" meta mark and 0x000000f0 == 0x00000010 drop' in text, "fallback drop"
+    chains = text.split("\tchain ")
+    restore, refuse = next(c for c in chains if c.startswith("restore")), next(c for c in chains if c.startswith("refuse"))
+    assert ('fib daddr type != local iifname "br-lan" meta mark and 0x000000f0 == 0x00000010 accept' in restore
+            and " drop" not in restore), "left unmarked by later rules and balancing, not dropped on the way in"
+    assert "type filter hook forward" in refuse and (
+        'ct state new ct mark and 0x00ff0000 == 0 oifname { "up1", "up2" } iifname "br-lan" meta mark and 0x000000f0 '
+        '== 0x00000010 drop') in refuse, "fallback drop: only on its way out of an uplink"
+    assert "chain refuse" not in plan(both, [("fibre", 1)], RoutingParams(), loads(RULES).rules).flows
     assert describe(voip) == "src 192.168.1.0/24,10.1.1.7/32 udp dport 5060,10000-20000 dscp 46"
     assert describe(second) == "iif br-lan mark 0x10/0xf0"
 
