@@ -153,8 +153,9 @@ class UplinkConfig:
         _percent_list(), "percentages of the quota at which an event (and trap) is raised, once a month each"))
     move_flows_after: float | None = field(default=None, metadata=_key(
         _duration(allow_off=True), "with sticky flows, the flows that stayed on this uplink when traffic moved "
-        "away from it while it worked (a failback leaves the calls on a metered LTE backup) are reset after "
-        'this long, so they start again on the active uplink; "off": they finish where they started'))
+        "away from it while it worked (a failback leaves the calls on a metered LTE backup; a rule's first "
+        "choice came back) are reset after this long, so they start again on the active uplink; not those "
+        'that came in on it or that a rule sends to it first; "off": they finish where they started'))
     table: int = field(metadata=_key(
         _integer(1, 2**32 - 1, ROUTE_TABLES_RESERVED, what="a routing table number"),
         "routing table of this uplink; absent = first free from 101 upward in file order",
@@ -165,7 +166,7 @@ class UplinkConfig:
     probes: tuple[ProbeConfig, ...] = field(metadata={ARRAY: ProbeConfig})
 
 
-FLOW_BITS = 0x00FF0000  # the packet and ct mark bits of sticky flows (linkwatch.core.flows.FLOW_MASK)
+FLOW_BITS = 0x01FF0000  # the packet and ct mark bits of sticky flows (linkwatch.core.flows: uplink + MOVABLE)
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,7 @@ class RuleConfig:
     iif: str | None = field(default=None, metadata=_key(_interface(), "the LAN interface the flow comes in on"))
     dscp: int | None = field(default=None, metadata=_key(_dscp(), "the DSCP of the flow's first packet"))
     mark: tuple[int, int] | None = field(default=None, metadata=_key(
-        _packet_mark(FLOW_BITS), "a packet mark set by another firewall rule (value/mask; not bits 16..23)"))
+        _packet_mark(FLOW_BITS), "a packet mark set by another firewall rule (value/mask; not bits 16..24)"))
     uplinks: tuple[str, ...] = field(default=(), metadata=_key(
         _uplink_names(), "where matching flows go: the first of these that works (or all that work: balance)"))
     balance: bool = field(default=False, metadata=_key(

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field, replace
 
 from linkwatch.config import Config, UplinkConfig
 from linkwatch.core import dampening as damp
-from linkwatch.core import evidence as ev
 from linkwatch.core.dampening import DIP_PENALTY, DOWN_PENALTY, DampeningParams
 from linkwatch.core.events import (
     ActiveChanged,
@@ -54,16 +53,20 @@ from linkwatch.core.inputs import (
     Tick,
 )
 from linkwatch.core.policy import Decision, PolicyParams, decide
-from linkwatch.core.routing import RouteSet, RoutingError, RoutingParams, plan, rule_target
+from linkwatch.core.routing import RouteSet, RoutingError, RoutingParams, plan, rule_home, rule_target
 from linkwatch.core.states import ADMIN_ACTIONS, USABLE, State
 from linkwatch.core.uplink import (
     ProbePlan,
     UplinkState,
+    carried_over,
     counted,
     new_uplink,
+    passed_thresholds,
     probe_plan,
     round_interval,
     route_of,
+    same_uplink,
+    stops_working,
     working,
     view_of,
     with_admin,
@@ -93,6 +96,7 @@ class EngineState:
     decision: Decision | None = None
     routing: RouteSet | None = None  # the plan for the current decision and facts (None: none yet)
     carrying: tuple[str, ...] = ()  # the active uplinks and those policy rules send flows to now
+    hosting: tuple[str, ...] = ()  # the active uplinks and the rules' fallbacks now (movable flows go there)
     active_changes: int = 0  # since the engine started (the first choice counts)
     started: float = 0.0  # wall clock
 
@@ -116,11 +120,13 @@ def initial_state(config: Config) -> EngineState:
 @dataclass(frozen=True)
 class Flush:
     """Reset the flows of an uplink: with sticky flows, every flow with its flow ``mark`` (one
-    kernel operation); else (``mark`` None) every flow NATed to ``address`` (entry by entry)."""
+    kernel operation), or only its movable ones (``movable``: see :func:`linkwatch.core.flows.ruleset`);
+    else (``mark`` None) every flow NATed to ``address`` (entry by entry)."""
 
     uplink: str
     address: str
     mark: int | None = None
+    movable: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,7 +163,7 @@ class _Step:
         """Store ``u`` and turn its transitions into events (and flap penalties)."""
         stored = self.state.uplink(u.name)
         was = stored.penalty.dampened if stored is not None else u.penalty.dampened  # as the world saw it
-        if self.state.config.policy.sticky_flows and stored is not None and _stops_working(stored, u):
+        if self.state.config.policy.sticky_flows and stored is not None and stops_working(stored, u):
             # its flows lose their route (fwmark rule): reset, not stranded; all of them by their mark
             self.flush(u.name, u.nat_address or stored.nat_address or "", flow_mark(u.cfg.table))
             u = replace(u, left_at=None)  # nothing left behind to move later
@@ -195,9 +201,9 @@ class _Step:
         self.put(outcome.uplink, outcome.transitions)
         self.decide = True  # routes follow addresses and gateways even without a state change
 
-    def flush(self, name: str, address: str, mark: int | None = None) -> None:
+    def flush(self, name: str, address: str, mark: int | None = None, movable: bool = False) -> None:
         if self.state.config.policy.flush_conntrack:
-            self.flushes.append(Flush(name, address, mark))
+            self.flushes.append(Flush(name, address, mark, movable))
 
     def engine_event(self, what: str, detail: str = "") -> None:
         self.events.append(EngineEvent(self.now.wall, self.now.mono, what, detail))
@@ -216,19 +222,13 @@ def step(state: EngineState, inp: Input, now: Now) -> tuple[EngineState, Outputs
     return _finish(s)
 
 
-def _stops_working(was: UplinkState, now: UplinkState) -> bool:
-    """``now`` cannot keep its flows any more: it worked, or it is judged for the first time (INIT:
-    flows from before a restart or a reload carry its mark, and it may be dead now)."""
-    return not working(now) and (working(was) or (was.health.state == State.INIT and now.health.state != State.INIT))
-
-
 def _on_start(s: _Step, inp: Start) -> None:
     month = month_of(s.now.wall)
     s.state = replace(s.state, started=s.now.wall, uplinks=tuple(
         replace(new_uplink(u.cfg, s.now.mono, s.now.wall),
                 counters=Traffic(month=month, month_bytes=inp.month_bytes.get(u.name, 0)),
                 # thresholds the month had passed before the restart were raised then
-                quota_warned=_passed(u.cfg, inp.month_bytes.get(u.name, 0)))
+                quota_warned=passed_thresholds(u.cfg, inp.month_bytes.get(u.name, 0)))
         for u in s.state.uplinks))
     s.engine_event("started", inp.detail)
     for u in s.state.uplinks:
@@ -274,10 +274,6 @@ def _on_counters(s: _Step, inp: Counters) -> None:
             s.log.append(("info", f"uplink={u.name} suspect: LAN packets leave, nothing comes back; probe burst"))
         s.store(new)
         _quota(s, new)
-
-
-def _passed(cfg: UplinkConfig, used: int) -> tuple[int, ...]:
-    return tuple(p for p in cfg.quota_warn if cfg.quota and used >= cfg.quota * p / 100)
 
 
 def _quota(s: _Step, u: UplinkState) -> None:
@@ -348,7 +344,7 @@ def _on_tick(s: _Step, inp: Tick) -> None:
             if working(u) and u.nat_address:  # one that stopped working had its flows reset then
                 s.log.append(("info", f"uplink={u.name} its flows move to the active uplink: "
                                       f"{u.cfg.move_flows_after:g}s after traffic left it (move_flows_after)"))
-                s.flush(u.name, u.nat_address, flow_mark(u.cfg.table))
+                s.flush(u.name, u.nat_address, flow_mark(u.cfg.table), movable=True)
 
 
 def flows_move_at(u: UplinkState) -> float | None:
@@ -391,23 +387,6 @@ def reload_refusal(old: Config, new: Config) -> str | None:
     if new.control != old.control or new.routing != old.routing:
         return "[control] and [routing] changes need a restart"
     return None
-
-
-def same_uplink(a: UplinkConfig, b: UplinkConfig) -> bool:
-    """Equal but for the numbers derived from the uplink's position in the file."""
-    return replace(a, table=b.table, rule_priority=b.rule_priority) == b
-
-
-def carried_over(prev: UplinkState | None, fresh: UplinkState) -> UplinkState:
-    """A rebuilt uplink keeps what is not about its health: the month's traffic and the quota
-    thresholds it passed (a quota is not reset by a reload) and its flap penalty (a reload does not
-    pardon a flapping uplink). A new interface starts its counters afresh, the month kept."""
-    if prev is None:
-        return fresh
-    counters = prev.counters if prev.cfg.interface == fresh.cfg.interface else ev.forget(prev.counters)
-    # thresholds already passed under the new quota (a changed quota or quota_warn is judged afresh)
-    return replace(fresh, counters=counters, quota_warned=_passed(fresh.cfg, counters.month_bytes),
-                   penalty=prev.penalty)
 
 
 def _on_reload(s: _Step, inp: Reload) -> None:
@@ -493,15 +472,6 @@ def _decide(s: _Step) -> None:
     if d.active != st.active:
         s.state = replace(s.state, active=d.active, previous_active=st.active, active_changes=st.active_changes + 1)
         s.moves.append(ActiveChanged(s.now.wall, s.now.mono, st.active, d.active, s.reason_prefix + d.reason))
-        for u in s.state.uplinks:  # when each one's flows were left behind (move_flows_after counts from then)
-            if u.name in d.active:
-                left = None  # it carries traffic again: its flows are where they belong
-            elif u.name in st.active:
-                left = s.now.mono if p.sticky_flows and working(u) else None
-            else:
-                left = u.left_at
-            if left != u.left_at:
-                s.store(replace(u, left_at=left))
         for name in st.active:
             u = st.uplink(name)
             # Without sticky flows, a flow NATed to an uplink that no longer carries traffic would
@@ -526,10 +496,31 @@ def _activate(s: _Step) -> None:
         s.log.append(("error", f"routing plan refused, kernel left unchanged: {e}"))
         return
     by_name = {r.name: r for r in routes}
+    targets = [(r, rule_target(r, by_name)) for r in rules]
     # An uplink a rule sends flows to carries LAN traffic like an active one: watched as closely
     # (counters, suspicion, probe rate), or a dead rule uplink would be noticed at its standby pace.
-    carrying = tuple(dict.fromkeys((*st.active, *(n for r in rules for n in rule_target(r, by_name)))))
-    s.state = replace(st, routing=routing, carrying=carrying)
+    carrying = tuple(dict.fromkeys((*st.active, *(n for _, ns in targets for n in ns))))
+    # Where movable flows go now: the active uplinks and the rules' fallbacks (flows.MOVABLE).
+    hosting = tuple(dict.fromkeys((*st.active, *(n for r, ns in targets for n in ns if n not in rule_home(r)))))
+    s.state = replace(st, routing=routing, carrying=carrying, hosting=hosting)
+    if hosting != st.hosting:
+        _left_behind(s, st.hosting, hosting)
+
+
+def _left_behind(s: _Step, before: tuple[str, ...], now: tuple[str, ...]) -> None:
+    """Note when movable flows were left behind on an uplink that still works (``move_flows_after``
+    counts from then): traffic moved away from it (failback, DEGRADED) or a rule that fell back to
+    it has its first choice again. One that gets such traffic again has its flows where they belong."""
+    sticky = s.state.config.policy.sticky_flows
+    for u in s.state.uplinks:
+        if u.name in now:
+            left = None
+        elif u.name in before:
+            left = s.now.mono if sticky and working(u) else None
+        else:
+            continue
+        if left != u.left_at:
+            s.store(replace(u, left_at=left))
 
 
 def in_doubt(state: EngineState) -> bool:

@@ -7,7 +7,7 @@ How it works, per uplink U with flow mark M (its table number's low byte, in bit
     prerouting:  a new flow arriving on U's interface gets ct mark M (a port forward, a connection to
                  the router: its replies leave through the uplink it came in on, whatever is active)
                  a packet of a flow with ct mark M gets packet mark M
-    postrouting: a flow without a mark leaving through U's interface gets ct mark M
+    postrouting: a flow without a mark leaving through U's interface gets ct mark M | MOVABLE
     rule:        <U's rule priority>: from all fwmark M/0xff0000 lookup <U's table>
                  (only while U works: UP, FALLING, DEGRADED)
 
@@ -15,8 +15,8 @@ Policy rules come first in the prerouting chain: a new flow from the LAN that ma
 mark of the rule's uplink (the first of its list that works; spread by weight over those that work
 with ``balance``), or, when none works and the rule says ``drop``, is left unmarked and dropped in
 the forward chain if it leaves through an uplink (so the router and the other LAN networks stay
-reachable). Flows to the router itself are never marked by a rule or by balancing. In balance mode the chain
-then gives each new flow from the LAN one of the active uplinks' marks at random, by weight
+reachable). Flows to the router itself are never marked by a rule or by balancing. In balance mode
+the chain then gives each new flow from the LAN one of the active uplinks' marks at random, by weight
 (``numgen random``): balancing per flow, whatever the kernel's multipath hash policy, and a flow
 stays on its uplink; an uplink leaving the set resets only its own.
 
@@ -24,8 +24,9 @@ So when traffic moves away from a working uplink (failback, DEGRADED), only new 
 old ones keep leaving through their own uplink with their own NAT address until they end. When an
 uplink stops working its rule goes and its flows' conntrack entries are deleted: they start again
 through the new uplink at once instead of hanging. Replies coming in are routed by the main table
-first (the suppress rule is before the mark rules), so the LAN stays reachable. Only bits
-16..23 of the packet and conntrack marks are linkwatch's; the other bits are left as they are.
+first (the suppress rule is before the mark rules), so the LAN stays reachable. Only bits 16..24
+of the packet and conntrack marks are linkwatch's (the uplink, and MOVABLE: see :func:`ruleset`);
+the other bits are left as they are.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from collections.abc import Sequence
 
 from linkwatch.config.values import FLOW_BITS, RuleConfig
 
-FLOW_MASK = FLOW_BITS  # bits 16..23 (the config refuses policy rules that match on them)
+FLOW_MASK = 0x00FF0000  # bits 16..23: which uplink a flow belongs to (fwmark rules, restore, flushes)
+MOVABLE = 0x01000000  # bit 24: the flow is on its uplink only because traffic was sent there (see below)
+assert FLOW_BITS == FLOW_MASK | MOVABLE  # the config refuses policy rules that match on these bits
 FLOW_SHIFT = 16
 TABLE_NAME = "linkwatch"  # nftables: table ip linkwatch (linkwatch touches no other table)
 
@@ -104,8 +107,15 @@ def ruleset(marks: Sequence[tuple[str, int]], name: str = TABLE_NAME,
     transaction. Interfaces are matched by name, so a PPPoE interface that comes back keeps its mark.
     ``balance`` = [(flow mark, weight)] of the uplinks that share traffic (balance mode, two or
     more): each new flow from the LAN (not arriving on an uplink) gets one of their marks at random,
-    by weight, before its first packet is routed; the fwmark rules then route it and it stays there."""
-    keep = f"0x{0xFFFFFFFF & ~FLOW_MASK:08x}"
+    by weight, before its first packet is routed; the fwmark rules then route it and it stays there.
+    ``policy`` = [(rule, [(flow mark, weight)])]: where each rule sends its new flows now (a mark
+    with :data:`MOVABLE` for a rule's fallback uplink).
+
+    A flow that is on its uplink only because traffic was sent there (it left through the active
+    route, balancing drew it, a rule fell back to it) also gets :data:`MOVABLE`; flows that came in
+    on an uplink and those a rule sends to its first choice do not. ``move_flows_after`` resets
+    only the movable flows of an uplink traffic has left (one delete with mark and mask)."""
+    keep = f"0x{0xFFFFFFFF & ~FLOW_BITS:08x}"
     mask = f"0x{FLOW_MASK:08x}"
     uplinks = ", ".join(f'"{_quoted(ifname)}"' for ifname, _ in marks)
     # a new flow from the LAN (or the router's LAN side) to somewhere else than the router itself
@@ -131,9 +141,10 @@ def ruleset(marks: Sequence[tuple[str, int]], name: str = TABLE_NAME,
                           .replace("  ", " "))
     arrived = [f'\t\tct state new ct mark and {mask} == 0 iifname "{_quoted(ifname)}" {set_mark(m)}'
                for ifname, m in marks]
-    restore = arrived + rules + (choose(balance) if len(balance) > 1 else []) + [
+    restore = arrived + rules + (choose([(m | MOVABLE, w) for m, w in balance]) if len(balance) > 1 else []) + [
         f"\t\tct mark and {mask} == 0x{m:08x} meta mark set meta mark and {keep} or 0x{m:08x}" for _, m in marks]
-    remember = [f'\t\tct mark and {mask} == 0 oifname "{_quoted(ifname)}" {set_mark(m)}' for ifname, m in marks]
+    remember = [f'\t\tct mark and {mask} == 0 oifname "{_quoted(ifname)}" {set_mark(m | MOVABLE)}'
+                for ifname, m in marks]
     return "\n".join([
         f"table ip {name} {{",
         "\tchain restore {",

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
 
 from linkwatch.config import RuleConfig
-from linkwatch.core.flows import FLOW_MASK, ruleset
+from linkwatch.core.flows import FLOW_MASK, MOVABLE, ruleset
 
 DEFAULT_DST = "0.0.0.0/0"
 SCOPE_UNIVERSE = 0
@@ -319,7 +319,8 @@ def plan(
     by_name = {up.name: up for up in uplinks}
     shares = [(up.flow_mark, weight) for name, weight in dict(active).items()
               if (up := by_name.get(name)) is not None and _takes_flows(up)]
-    targets = [(r, tuple((by_name[n].flow_mark, by_name[n].weight) for n in rule_target(r, by_name))) for r in policy]
+    targets = [(r, tuple((by_name[n].flow_mark | (0 if n in rule_home(r) else MOVABLE), by_name[n].weight)
+                         for n in rule_target(r, by_name))) for r in policy]
     return RouteSet(routes=frozenset(routes), rules=frozenset(rules),
                     flows=ruleset(marks, balance=shares, policy=targets) if marks else None)
 
@@ -327,6 +328,13 @@ def plan(
 def _takes_flows(up: UplinkRoute) -> bool:
     """A new flow may be sent to it by its mark: it works and its fwmark rule is in place."""
     return bool(up.flow_mark) and up.working and _can_default(up)
+
+
+def rule_home(rule: RuleConfig) -> tuple[str, ...]:
+    """Where a policy rule's flows belong: its first uplink, or all of them (``balance``). A flow
+    it sends elsewhere (its fallback, the next of its list) is left behind there when the rule's
+    first choice comes back, and ``move_flows_after`` may move it."""
+    return tuple(rule.uplinks) if rule.balance else tuple(rule.uplinks[:1])
 
 
 def rule_target(rule: RuleConfig, by_name: Mapping[str, UplinkRoute]) -> tuple[str, ...]:

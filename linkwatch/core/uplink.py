@@ -417,3 +417,30 @@ def probe_plan(u: UplinkState, active: bool, doubt: bool, better: bool = False) 
         counter_interval=_counter_interval(u, active),
         late_window=h.late_window,
     )
+
+
+def stops_working(was: UplinkState, now: UplinkState) -> bool:
+    """``now`` cannot keep its flows any more: it worked, or it is judged for the first time (INIT:
+    flows from before a restart or a reload carry its mark, and it may be dead now)."""
+    return not working(now) and (working(was) or (was.health.state == State.INIT and now.health.state != State.INIT))
+
+
+def passed_thresholds(cfg: UplinkConfig, used: int) -> tuple[int, ...]:
+    return tuple(p for p in cfg.quota_warn if cfg.quota and used >= cfg.quota * p / 100)
+
+
+def same_uplink(a: UplinkConfig, b: UplinkConfig) -> bool:
+    """Equal but for the numbers derived from the uplink's position in the file."""
+    return replace(a, table=b.table, rule_priority=b.rule_priority) == b
+
+
+def carried_over(prev: UplinkState | None, fresh: UplinkState) -> UplinkState:
+    """A rebuilt uplink keeps what is not about its health: the month's traffic and the quota
+    thresholds it passed (a quota is not reset by a reload) and its flap penalty (a reload does not
+    pardon a flapping uplink). A new interface starts its counters afresh, the month kept."""
+    if prev is None:
+        return fresh
+    counters = prev.counters if prev.cfg.interface == fresh.cfg.interface else ev.forget(prev.counters)
+    # thresholds already passed under the new quota (a changed quota or quota_warn is judged afresh)
+    return replace(fresh, counters=counters, quota_warned=passed_thresholds(fresh.cfg, counters.month_bytes),
+                   penalty=prev.penalty)

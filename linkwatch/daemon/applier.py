@@ -17,7 +17,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from linkwatch.config.values import FLOW_BITS
 from linkwatch.core.engine import Flush, Outputs
+from linkwatch.core.flows import FLOW_MASK, MOVABLE
 from linkwatch.core.routing import RouteSet
 from linkwatch.core.status import FlushReport
 
@@ -124,17 +126,19 @@ class Applier:
 
     async def _flush(self, f: Flush, switched: float) -> None:
         """Reset the flows of an uplink that lost its traffic (after the route switch): by their
-        flow mark in one kernel operation, or entry by entry by NAT address."""
+        flow mark in one kernel operation (only the movable ones: ``move_flows_after``), or entry by
+        entry by NAT address."""
         t0 = time.monotonic()
         mark = f.mark
         if mark is not None:
+            mark, mask = (mark | MOVABLE, FLOW_BITS) if f.movable else (mark, FLOW_MASK)
             try:
-                n = await self.kernel.flush_marked(mark)
+                n = await self.kernel.flush_marked(mark, mask)
             except Exception as e:  # a kernel without mark-filtered deletes: the flows must go all the same
                 log.warning("conntrack: cannot delete %s's flows by flow mark 0x%x (%s); deleting those NATed to %s "
                             "one by one instead", f.uplink, mark, e, f.address)
                 mark = None
-        what = f"with flow mark 0x{f.mark:x}" if mark is not None else f"NATed to {f.address}"
+        what = f"with flow mark 0x{mark:x}/0x{mask:x}" if mark is not None else f"NATed to {f.address}"
         if mark is None:
             if not f.address:  # no address ever seen: nothing was NATed to it
                 log.warning("conntrack flush for %s skipped: no flow mark filter and no address", f.uplink)

@@ -29,9 +29,9 @@ from linkwatch.core.engine import (
     probe_plans,
     reload_refusal,
     routing_params,
-    same_uplink,
     step,
 )
+from linkwatch.core.uplink import same_uplink
 from linkwatch.core.inputs import (
     AdminRequest,
     Counters,

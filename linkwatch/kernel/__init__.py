@@ -69,12 +69,12 @@ class Kernel:
 
         return await asyncio.to_thread(flush_nat, address, self.netns)
 
-    async def flush_marked(self, mark: int) -> int:
-        """Delete the conntrack entries with this flow mark (one kernel operation); how many went."""
-        from linkwatch.core.flows import FLOW_MASK
+    async def flush_marked(self, mark: int, mask: int) -> int:
+        """Delete the conntrack entries whose ct mark is ``mark`` in the bits of ``mask`` (one kernel
+        operation); how many went."""
         from linkwatch.kernel.conntrack import flush_marked
 
-        return await asyncio.to_thread(flush_marked, mark, FLOW_MASK, self.netns)
+        return await asyncio.to_thread(flush_marked, mark, mask, self.netns)
 
     async def close(self) -> None:
         if self._counters is not None:

@@ -62,10 +62,10 @@ class FakeKernel:
         self.flushed.append(address)
         return 0
 
-    async def flush_marked(self, mark):
+    async def flush_marked(self, mark, mask):
         if self.fail_mark_flush:
             raise OSError("conntrack: Operation not supported")
-        self.flushed.append(f"mark 0x{mark:x}")
+        self.flushed.append(f"mark 0x{mark:x}" + (f"/0x{mask:x}" if mask != 0xFF0000 else ""))
         return 0
 
     async def close(self) -> None:

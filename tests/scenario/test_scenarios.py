@@ -80,10 +80,49 @@ def test_a_metered_backup_keeps_the_flows_left_on_it_only_for_move_flows_after()
     s.wait(299.0)
     assert s.flushed == ["198.51.100.2"], "within the grace the calls stay on lte"
     s.wait(1.5)
-    assert [(f.uplink, f.mark) for out in s.outputs for f in out.flushes][-1] == ("lte", flow_mark(102))
+    last = s.outputs[-1].flushes[-1]
+    assert (last.uplink, last.mark, last.movable) == ("lte", flow_mark(102), True), \
+        "only the movable ones: not flows that came in on lte, nor those a rule sends there"
     assert s.state.uplink("lte").left_at is None
     s.wait(600.0)
     assert len(s.flushed) == 2, "once: nothing is left behind after that"
+
+
+THREE = CONFIG + """
+[uplinks.dsl]
+interface = "up3"
+priority = 3
+move_flows_after = "1m"
+[[uplinks.dsl.probes]]
+type = "icmp"
+target = "203.0.113.3"
+
+[[rules]]
+name = "calls"
+proto = "udp"
+uplinks = ["lte", "dsl"]
+"""
+
+
+def test_flows_a_rule_fell_back_to_are_moved_after_its_first_choice_is_back():
+    """Review finding 3: dsl never carries the default traffic; the calls rule falls back to it
+    while lte is down and its calls are left there when lte is back (no left_at before)."""
+    up3 = LinkFacts("up3", 13, True, "198.51.100.18", 29, "198.51.100.17")
+    s = Scenario(THREE, facts={**FACTS, "up3": up3})
+    s.rounds({"fibre": "g", "lte": "g", "dsl": "g"})
+    assert s.state.active == ("fibre",) and [r.now for r in s.status().rules] == [("lte",)]
+    assert "ct mark set ct mark and 0xfe00ffff or 0x00660000" in s.state.routing.flows, "lte: its home"
+    s.rounds({"lte": "bbb"})
+    assert [r.now for r in s.status().rules] == [("dsl",)]
+    assert "ct mark set ct mark and 0xfe00ffff or 0x01670000" in s.state.routing.flows, "dsl: movable"
+    assert s.state.uplink("dsl").left_at is None
+    s.rounds({"lte": "ggggg"})
+    assert [r.now for r in s.status().rules] == [("lte",)] and s.state.active == ("fibre",)
+    left = s.state.uplink("dsl").left_at
+    assert left is not None and s.outputs[-1].recheck_at == left + 60
+    s.wait(61.0)
+    moved = [f for out in s.outputs for f in out.flushes if f.uplink == "dsl"]
+    assert [(f.mark, f.movable) for f in moved] == [(flow_mark(103), True)]
 
 
 def test_flows_left_behind_are_not_moved_when_traffic_comes_back_to_them_first():
@@ -485,11 +524,12 @@ def test_a_policy_rule_follows_its_uplinks_health_in_the_plan_and_the_status():
                  '\n[[rules]]\nname = "nas"\nsrc = "192.168.1.20"\nuplinks = ["lte"]\nfallback = "drop"\n')
     s.rounds({"fibre": "g", "lte": "g"})
     assert [(r.name, r.now) for r in s.status().rules] == [("calls", ("lte",)), ("nas", ("lte",))]
-    assert "udp dport { 5060 } ct mark set ct mark and 0xff00ffff or 0x00660000" in s.state.routing.flows
+    assert "udp dport { 5060 } ct mark set ct mark and 0xfe00ffff or 0x00660000" in s.state.routing.flows
     s.rounds({"fibre": "g", "lte": "bbb"})
     assert s.state_of("lte") == "DOWN"
     assert [(r.name, r.now) for r in s.status().rules] == [("calls", ("fibre",)), ("nas", ())]
-    assert "udp dport { 5060 } ct mark set ct mark and 0xff00ffff or 0x00650000" in s.state.routing.flows
+    assert "udp dport { 5060 } ct mark set ct mark and 0xfe00ffff or 0x01650000" in s.state.routing.flows, \
+        "fibre: the rule's fallback (movable: left there when lte is back)"
     assert "ip saddr { 192.168.1.20/32 } drop" in s.state.routing.flows
     assert s.state.active == ("fibre",), "rules do not change which uplink carries the rest"
     assert s.status().to_dict()["rules"][0] == {"name": "calls", "matches": "udp dport 5060",

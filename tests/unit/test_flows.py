@@ -34,11 +34,13 @@ def test_marks_are_the_tables_low_byte_in_bits_16_to_23():
 def test_the_ruleset_marks_new_flows_by_interface_and_restores_the_mark_keeping_other_bits():
     text = ruleset([("eth1", 0x650000), ("wwan0", 0x660000)])
     assert text.startswith("table ip linkwatch {")
-    assert 'ct mark and 0x00ff0000 == 0 oifname "eth1" ct mark set ct mark and 0xff00ffff or 0x00650000' in text
-    assert "ct mark and 0x00ff0000 == 0x00660000 meta mark set meta mark and 0xff00ffff or 0x00660000" in text
+    # a flow that left through the active route is movable (bit 24: move_flows_after may reset it)
+    assert 'ct mark and 0x00ff0000 == 0 oifname "eth1" ct mark set ct mark and 0xfe00ffff or 0x01650000' in text
+    assert "ct mark and 0x00ff0000 == 0x00660000 meta mark set meta mark and 0xfe00ffff or 0x00660000" in text
+    # ... while one that came in on an uplink (below) is not
     assert "hook prerouting priority mangle" in text and "hook postrouting priority mangle" in text
     # a flow that comes in on an uplink (a port forward) is that uplink's: its replies leave through it
-    assert ('ct state new ct mark and 0x00ff0000 == 0 iifname "wwan0" ct mark set ct mark and 0xff00ffff'
+    assert ('ct state new ct mark and 0x00ff0000 == 0 iifname "wwan0" ct mark set ct mark and 0xfe00ffff'
             ' or 0x00660000') in text
     with pytest.raises(ValueError, match="interface name"):
         ruleset([('eth1" drop', 0x650000)])
@@ -96,9 +98,9 @@ def test_in_balance_mode_new_lan_flows_get_a_mark_by_weight_and_keep_it():
     choose = [line for line in lines if line.startswith("ct state new") and "iifname !=" in line]
     assert choose == [
         'ct state new ct mark and 0x00ff0000 == 0 iifname != { "up1", "up2" } fib daddr type != local numgen random mod 4 < 3 '
-        'ct mark set ct mark and 0xff00ffff or 0x00650000',
+        'ct mark set ct mark and 0xfe00ffff or 0x01650000',
         'ct state new ct mark and 0x00ff0000 == 0 iifname != { "up1", "up2" } fib daddr type != local '
-        'ct mark set ct mark and 0xff00ffff or 0x00660000']
+        'ct mark set ct mark and 0xfe00ffff or 0x01660000'], "balanced flows are movable"
     assert lines.index(choose[-1]) < min(i for i, line in enumerate(lines) if "meta mark set" in line), \
         "chosen before the mark is restored: the flow's first packet is routed by it too"
     one = plan([route("fibre", 101, True), route("lte", 102, False)], [("fibre", 3), ("lte", 1)], RoutingParams())
@@ -178,7 +180,7 @@ def test_a_rule_sends_new_flows_to_the_first_working_uplink_of_its_list_or_its_f
     lines = [x.strip() for x in plan(both, [("fibre", 1)], RoutingParams(), loads(RULES).rules).flows.splitlines()]
     assert ('ct state new ct mark and 0x00ff0000 == 0 iifname != { "up1", "up2" } fib daddr type != local '
             'ip saddr { 192.168.1.0/24, 10.1.1.7/32 } meta l4proto udp udp dport { 5060, 10000-20000 } ip dscp 46 '
-            'ct mark set ct mark and 0xff00ffff or 0x00660000') in lines, "voip: lte first"
+            'ct mark set ct mark and 0xfe00ffff or 0x00660000') in lines, "voip: lte first"
     assert any('iifname "br-lan" meta mark and 0x000000f0 == 0x00000010 ct mark set' in x for x in lines)
     assert sum("meta l4proto tcp tcp sport { 22 }" in x for x in lines) == 2, "spread over both"
     rule_lines = [i for i, x in enumerate(lines) if "ct state new" in x]
@@ -206,5 +208,5 @@ def test_a_rule_mark_without_a_mask_matches_every_bit_but_linkwatchs_own():
     """Review finding 8: ``mark = "0x10"`` (the documented form) was always refused (mask 0xffffffff
     overlapped the flow bits)."""
     rule = loads(BASE.format(fibre="", lte="") + '[[rules]]\nmark = "0x10"\nuplinks = ["fibre"]\n').rules[0]
-    assert rule.mark == (0x10, 0xFF00FFFF)
-    assert "meta mark and 0xff00ffff == 0x00000010" in match(rule)
+    assert rule.mark == (0x10, 0xFE00FFFF)
+    assert "meta mark and 0xfe00ffff == 0x00000010" in match(rule)
