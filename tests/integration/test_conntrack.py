@@ -24,7 +24,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nsutil  # noqa: E402
 
-from linkwatch.core.flows import FLOW_MASK, flow_mark, ruleset  # noqa: E402
+from linkwatch.core.flows import FLOW_MASK, MOVABLE, flow_mark, ruleset  # noqa: E402
 from linkwatch.kernel.conntrack import ConntrackError, FlowKey, flush_marked, flush_nat, is_natted_to  # noqa: E402
 
 CL, RT, SV = "lwtA-ctc", "lwtA-ctr", "lwtA-cts"
@@ -203,15 +203,15 @@ def sticky(chain):
 @root
 def test_flush_marked_deletes_every_flow_of_one_uplink_in_one_operation(sticky):
     make_flows()
-    m1, m2 = flow_mark(101), flow_mark(102)
+    m1, m2 = flow_mark(101) | MOVABLE, flow_mark(102) | MOVABLE  # left through the uplink: movable
     before = marked(RT)
     assert before[("10.77.0.2", UP1, m1)] == 19 and before[("10.77.0.2", UP1, m1 | 1)] == 1, before
     assert before[(UP1, UP1, m1)] == 5, "the router's own flows out of up1 carry the mark too"
-    assert flush_marked(m1, FLOW_MASK, RT) == 25, "the table shrank by the 25 flows of up1"
+    assert flush_marked(flow_mark(101), FLOW_MASK, RT) == 25, "the table shrank by the 25 flows of up1"
     after = marked(RT)
-    assert not [k for k in after if k[2] & FLOW_MASK == m1], "every flow of up1 went, another's mark bit or not"
+    assert not [k for k in after if k[2] & FLOW_MASK == flow_mark(101)], "every flow of up1 went, other bits or not"
     assert after[("10.77.0.2", UP2, m2)] == 19 and after[("10.77.0.2", UP2, m2 | 1)] == 1, "up2's flows stay"
-    assert flush_marked(m1, FLOW_MASK, RT) == 0
+    assert flush_marked(flow_mark(101), FLOW_MASK, RT) == 0
 
 
 @root
