@@ -52,7 +52,7 @@ from linkwatch.core.inputs import (
     Stop,
     Tick,
 )
-from linkwatch.core.policy import Decision, PolicyParams, decide
+from linkwatch.core.policy import Decision, PolicyParams, decide, rule_choice
 from linkwatch.core.routing import RouteSet, RoutingError, RoutingParams, plan, rule_home, rule_target
 from linkwatch.core.states import ADMIN_ACTIONS, USABLE, State
 from linkwatch.core.uplink import (
@@ -97,6 +97,7 @@ class EngineState:
     routing: RouteSet | None = None  # the plan for the current decision and facts (None: none yet)
     carrying: tuple[str, ...] = ()  # the active uplinks and those policy rules send flows to now
     hosting: tuple[str, ...] = ()  # the active uplinks and the rules' fallbacks now (movable flows go there)
+    rule_choices: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (rule name, its uplinks now): policy.rule_choice
     active_changes: int = 0  # since the engine started (the first choice counts)
     started: float = 0.0  # wall clock
 
@@ -466,9 +467,18 @@ def _decide(s: _Step) -> None:
     s.decide = False
     st = s.state
     p = st.config.policy
-    d = decide([view_of(u) for u in st.uplinks], PolicyParams(p.mode, p.failback_hold), st.active, s.now.mono,
-               st.forced)
-    s.state = replace(st, decision=d)
+    params = PolicyParams(p.mode, p.failback_hold)
+    views = {u.name: view_of(u) for u in st.uplinks}
+    d = decide(list(views.values()), params, st.active, s.now.mono, st.forced)
+    # each policy rule chooses among its uplinks the same way (hold, dampening, healthy first)
+    before, choices = dict(st.rule_choices), []
+    for r in st.config.rules if p.sticky_flows else ():
+        c = rule_choice([views[n] for n in r.uplinks if n in views], r.balance, params, before.get(r.name, ()),
+                        s.now.mono)
+        choices.append((r.name, c.active))
+        if c.recheck_at is not None:
+            d = replace(d, recheck_at=c.recheck_at if d.recheck_at is None else min(d.recheck_at, c.recheck_at))
+    s.state = replace(st, decision=d, rule_choices=tuple(choices))
     if d.active != st.active:
         s.state = replace(s.state, active=d.active, previous_active=st.active, active_changes=st.active_changes + 1)
         s.moves.append(ActiveChanged(s.now.wall, s.now.mono, st.active, d.active, s.reason_prefix + d.reason))
@@ -491,12 +501,13 @@ def _activate(s: _Step) -> None:
         sticky = st.config.policy.sticky_flows
         routes = [route_of(u, sticky) for u in st.uplinks]
         rules = st.config.rules if sticky else ()
-        routing = plan(routes, weights, routing_params(st.config), rules)
+        chosen = dict(st.rule_choices)
+        routing = plan(routes, weights, routing_params(st.config), rules, chosen)
     except RoutingError as e:  # inconsistent facts from the kernel: leave the routes as they are
         s.log.append(("error", f"routing plan refused, kernel left unchanged: {e}"))
         return
     by_name = {r.name: r for r in routes}
-    targets = [(r, rule_target(r, by_name)) for r in rules]
+    targets = [(r, rule_target(r, by_name, chosen.get(r.name))) for r in rules]
     # An uplink a rule sends flows to carries LAN traffic like an active one: watched as closely
     # (counters, suspicion, probe rate), or a dead rule uplink would be noticed at its standby pace.
     carrying = tuple(dict.fromkeys((*st.active, *(n for _, ns in targets for n in ns))))

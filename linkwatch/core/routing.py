@@ -292,11 +292,12 @@ def _active_route(
 
 def plan(
     uplinks: Sequence[UplinkRoute], active: Sequence[tuple[str, int]], params: RoutingParams,
-    policy: Sequence[RuleConfig] = (),
+    policy: Sequence[RuleConfig] = (), chosen: Mapping[str, Sequence[str]] | None = None,
 ) -> RouteSet:
     """Kernel objects for these uplinks with ``active`` = [(name, weight)] carrying traffic.
 
-    Pure. ``policy``: the policy rules, in order (sticky flows only: they send flows by their mark).
+    Pure. ``policy``: the policy rules, in order (sticky flows only: they send flows by their mark);
+    ``chosen``: rule name -> the uplinks the core chose for it (see :func:`rule_target`).
     Names that are unknown or not usable are skipped; with nothing active the active
     table gets no default route (traffic falls through to the main table's default).
     Raises :class:`RoutingError` for inconsistent uplinks (shared table or priority, bad
@@ -320,7 +321,7 @@ def plan(
     shares = [(up.flow_mark, weight) for name, weight in dict(active).items()
               if (up := by_name.get(name)) is not None and _takes_flows(up)]
     targets = [(r, tuple((by_name[n].flow_mark | (0 if n in rule_home(r) else MOVABLE), by_name[n].weight)
-                         for n in rule_target(r, by_name))) for r in policy]
+                         for n in rule_target(r, by_name, (chosen or {}).get(r.name)))) for r in policy]
     return RouteSet(routes=frozenset(routes), rules=frozenset(rules),
                     flows=ruleset(marks, balance=shares, policy=targets) if marks else None)
 
@@ -337,8 +338,13 @@ def rule_home(rule: RuleConfig) -> tuple[str, ...]:
     return tuple(rule.uplinks) if rule.balance else tuple(rule.uplinks[:1])
 
 
-def rule_target(rule: RuleConfig, by_name: Mapping[str, UplinkRoute]) -> tuple[str, ...]:
-    """Where a policy rule sends new flows now: the first of its uplinks that takes flows, or all of
-    them that do (``balance``); () when none does (its ``fallback`` decides)."""
-    ready = [n for n in rule.uplinks if (up := by_name.get(n)) is not None and _takes_flows(up)]
+def rule_target(rule: RuleConfig, by_name: Mapping[str, UplinkRoute],
+                chosen: Sequence[str] | None = None) -> tuple[str, ...]:
+    """Where a policy rule sends new flows now: those of ``chosen`` (the core's choice:
+    :func:`linkwatch.core.policy.rule_choice`) that take flows; without a choice, or when none of
+    them does, the first of its uplinks that takes flows, or all of them that do (``balance``);
+    () when none does (its ``fallback`` decides)."""
+    ready = [n for n in (chosen or ()) if (up := by_name.get(n)) is not None and _takes_flows(up)]
+    if not ready:
+        ready = [n for n in rule.uplinks if (up := by_name.get(n)) is not None and _takes_flows(up)]
     return tuple(ready) if rule.balance else tuple(ready[:1])

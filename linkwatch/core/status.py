@@ -217,8 +217,9 @@ def build_status(state: EngineState, now: Now, shell: ShellReport) -> Status:
 def rule_status(state: EngineState) -> tuple[RuleStatus, ...]:
     sticky = state.config.policy.sticky_flows
     by_name = {u.name: route_of(u, sticky) for u in state.uplinks}
-    return tuple(RuleStatus(r.name, describe(r), r.uplinks, r.balance, r.fallback, rule_target(r, by_name))
-                 for r in state.config.rules)
+    chosen = dict(state.rule_choices)
+    return tuple(RuleStatus(r.name, describe(r), r.uplinks, r.balance, r.fallback,
+                            rule_target(r, by_name, chosen.get(r.name))) for r in state.config.rules)
 
 
 # ---- JSON: one description of the types drives writing, reading and the schema -----------------

@@ -117,6 +117,9 @@ def test_flows_a_rule_fell_back_to_are_moved_after_its_first_choice_is_back():
     assert "ct mark set ct mark and 0xfe00ffff or 0x01670000" in s.state.routing.flows, "dsl: movable"
     assert s.state.uplink("dsl").left_at is None
     s.rounds({"lte": "ggggg"})
+    assert s.state_of("lte") == "UP" and [r.now for r in s.status().rules] == [("dsl",)], \
+        "review finding 6: the rule waits out failback_hold like the active set"
+    s.wait(10.1)
     assert [r.now for r in s.status().rules] == [("lte",)] and s.state.active == ("fibre",)
     left = s.state.uplink("dsl").left_at
     assert left is not None and s.outputs[-1].recheck_at == left + 60
@@ -576,3 +579,43 @@ def test_a_point_to_point_uplink_without_a_gateway_works_disappears_and_comes_ba
     s2 = Scenario(facts={"up1": eth, "up2": FACTS["up2"]})
     s2.rounds({"fibre": "g", "lte": "g"})
     assert s2.state.uplink("fibre").health.reason.startswith("no gateway")
+
+
+CALLS_VIA_FIBRE = CONFIG + '\n[[rules]]\nname = "calls"\nproto = "udp"\nuplinks = ["fibre", "lte"]\n'
+
+
+def rule_now(s: Scenario) -> tuple[str, ...]:
+    return s.status().rules[0].now
+
+
+def test_a_rule_prefers_a_healthy_uplink_to_its_degraded_first_choice():
+    """Review finding 6: a rule kept sending flows to a DEGRADED first choice (the active set had
+    moved away from it)."""
+    s = Scenario(CALLS_VIA_FIBRE)
+    s.rounds({"fibre": "g", "lte": "g"})
+    assert rule_now(s) == ("fibre",)
+    for _ in range(60):  # most attempts lost: fibre is DEGRADED, still working
+        s.t += 0.25
+        s.seq += 1
+        s.feed(RoundDone("fibre", (ProbeResult("icmp", "203.0.113.1", True, 0.02, 2, 1, 56, 28, None),
+                                   ProbeResult("dns", "203.0.113.53", False, None, 2, 2, 114, 0, "timeout")), s.seq))
+        s.round("lte", True, dt=0.0)
+        if s.state_of("fibre") == "DEGRADED":
+            break
+    assert s.state_of("fibre") == "DEGRADED" and s.state.active == ("lte",)
+    assert rule_now(s) == ("lte",), "healthy before DEGRADED, as for the active set"
+    assert "ct mark set ct mark and 0xfe00ffff or 0x01660000" in s.state.routing.flows.split("# rule calls")[1]
+
+
+def test_a_rule_keeps_a_flapping_first_choice_out_like_the_active_set_does():
+    s = Scenario(CALLS_VIA_FIBRE)
+    s.rounds({"fibre": "g", "lte": "g"})
+    s.wait(12.0)
+    changes = []
+    for _ in range(4):
+        s.rounds({"fibre": "bbbb", "lte": "gggg"})
+        s.rounds({"fibre": "ggggg", "lte": "ggggg"})
+        s.wait(12.0)  # past failback_hold each time: only the dampening keeps fibre out
+        changes.append(rule_now(s))
+    assert s.state.uplink("fibre").penalty.dampened and s.state_of("fibre") == "UP"
+    assert s.state.active == ("lte",) and rule_now(s) == ("lte",), changes
