@@ -62,8 +62,9 @@ def format_status(st: Status) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
     lines.append(f"active: {', '.join(st.active) or '-'} ({st.mode}): {st.reason}")
     for r in st.rules:
-        now = (f"new flows go to {', '.join(r.now)}" if r.now else "none works: new flows are dropped"
-               if r.fallback == "drop" else "none works: the default policy decides")
+        now = ("not applied (sticky flows are off)" if not r.applied else f"new flows go to {', '.join(r.now)}"
+               if r.now else "none works: new flows are dropped" if r.fallback == "drop"
+               else "none works: the default policy decides")
         lists = " -> ".join(r.uplinks) + (" (balanced)" if r.balance else "")
         lines.append(f"rule {r.name}: {r.matches} via {lists}: {now}")
     for u in st.uplinks:

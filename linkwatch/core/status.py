@@ -106,6 +106,7 @@ class RuleStatus:
     balance: bool
     fallback: str  # "default" or "drop": when none of its uplinks works
     now: tuple[str, ...]  # the uplinks new matching flows take now; () = the fallback applies
+    applied: bool = True  # False: sticky flows are off (no libnftables): the rule does nothing
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,8 @@ def rule_status(state: EngineState) -> tuple[RuleStatus, ...]:
     by_name = {u.name: route_of(u, sticky) for u in state.uplinks}
     chosen = dict(state.rule_choices)
     return tuple(RuleStatus(r.name, describe(r), r.uplinks, r.balance, r.fallback,
-                            rule_target(r, by_name, chosen.get(r.name))) for r in state.config.rules)
+                            rule_target(r, by_name, chosen.get(r.name)) if sticky else (), sticky)
+                 for r in state.config.rules)
 
 
 # ---- JSON: one description of the types drives writing, reading and the schema -----------------

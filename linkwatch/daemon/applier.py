@@ -41,6 +41,7 @@ class Applier:
         self._pending: list[Outputs] = []
         self._attempted: RouteSet | None = None  # the plan last applied, with or without errors
         self._failed = False  # the last apply had errors: retried on the next repair only
+        self._unmarked = False  # the flow table could not be applied: new flows carry no flow mark
         self._withdrawn = False
         self._work = asyncio.Event()
         self._idle = asyncio.Event()
@@ -112,6 +113,7 @@ class Applier:
         if retry and not report.errors:
             log.info("routing: the kernel took the plan this time")
         self._failed = bool(report.errors)
+        self._unmarked = routing.flows is not None and any(e.startswith("nft table") for e in report.errors)
 
     async def withdraw(self) -> Any:
         """Remove linkwatch's routes and rules (a clean stop); nothing is applied afterwards."""
@@ -130,6 +132,12 @@ class Applier:
         entry by NAT address."""
         t0 = time.monotonic()
         mark = f.mark
+        if mark is not None and self._unmarked and f.address and not f.movable:
+            # the flows that started while the table is missing have no mark; those from before
+            # have the uplink's address too
+            log.warning("conntrack: linkwatch's nftables table is not in place; deleting %s's flows NATed to %s "
+                        "one by one instead of by flow mark", f.uplink, f.address)
+            mark = None
         if mark is not None:
             mark, mask = (mark | MOVABLE, FLOW_BITS) if f.movable else (mark, FLOW_MASK)
             try:

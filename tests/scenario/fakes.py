@@ -21,6 +21,7 @@ class FakeKernel:
         self.flushed: list[str] = []
         self.fail_neighbours = False
         self.fail_mark_flush = False  # a kernel that refuses conntrack deletes filtered by mark
+        self.apply_errors: list[str] = []  # what every apply reports as refused
         self.counters: dict[int, object] = {}  # ifindex -> LinkCounters; absent: not read
         self.counter_reads: list[tuple[float, int]] = []  # (monotonic time, ifindex) of every read
         self.opened = self.closed = False
@@ -47,7 +48,7 @@ class FakeKernel:
     async def apply(self, routes):
         changed = not self.applied or self.applied[-1] != routes
         self.applied.append(routes)
-        return ApplyReport(added=["route"] if changed else [])
+        return ApplyReport(added=["route"] if changed else [], errors=list(self.apply_errors))
 
     async def withdraw(self):
         self.applied.append(None)

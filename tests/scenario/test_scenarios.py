@@ -537,7 +537,7 @@ def test_a_policy_rule_follows_its_uplinks_health_in_the_plan_and_the_status():
     assert s.state.active == ("fibre",), "rules do not change which uplink carries the rest"
     assert s.status().to_dict()["rules"][0] == {"name": "calls", "matches": "udp dport 5060",
                                                 "uplinks": ["lte", "fibre"], "balance": False,
-                                                "fallback": "default", "now": ["fibre"]}
+                                                "fallback": "default", "now": ["fibre"], "applied": True}
 
 
 def test_an_uplink_a_rule_sends_flows_to_is_watched_like_the_active_one():
@@ -619,3 +619,16 @@ def test_a_rule_keeps_a_flapping_first_choice_out_like_the_active_set_does():
         changes.append(rule_now(s))
     assert s.state.uplink("fibre").penalty.dampened and s.state_of("fibre") == "UP"
     assert s.state.active == ("lte",) and rule_now(s) == ("lte",), changes
+
+
+def test_a_rule_that_cannot_be_applied_says_so_in_the_status():
+    """Without libnftables the engine runs with sticky flows off (daemon.engine.without_unavailable):
+    the rules do nothing, and the status said their flows were dropped."""
+    from dataclasses import replace
+
+    s = Scenario(CALLS_VIA_FIBRE.replace('uplinks = ["fibre", "lte"]', 'uplinks = ["fibre"]\nfallback = "drop"'))
+    s.rounds({"fibre": "g", "lte": "g"})
+    assert [(r.now, r.applied) for r in s.status().rules] == [(("fibre",), True)]
+    p = s.state.config.policy
+    s.state = replace(s.state, config=replace(s.state.config, policy=replace(p, sticky_flows=False)))
+    assert [(r.now, r.applied) for r in s.status().rules] == [((), False)]

@@ -119,6 +119,20 @@ def test_a_kernel_that_refuses_the_mark_flush_still_gets_the_flows_reset_by_addr
     asyncio.run(scenario())
 
 
+def test_while_the_flow_table_cannot_be_applied_a_dead_uplinks_flows_are_reset_by_address(tmp_path):
+    """Review finding 10: the core flushed by flow mark though no flow had one (nft kept failing)."""
+    async def scenario():
+        run = Running(write_config(tmp_path))
+        run.kernel.apply_errors = ["nft table ip linkwatch: nft: Error: Could not process rule"]
+        async with run as engine:
+            await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
+            run.probes.silent.add(FACTS["up1"].address)  # blackhole fibre
+            await until(lambda: engine.state.active == ("lte",), what="failover")
+            await until(lambda: run.kernel.flushed, what="the flush")
+            assert run.kernel.flushed == [FACTS["up1"].address], "by NAT address: the flows carry no mark"
+    asyncio.run(scenario())
+
+
 def test_a_refused_mark_flush_of_an_uplink_that_never_had_an_address_deletes_nothing_else(tmp_path, caplog):
     async def scenario():
         run = Running(write_config(tmp_path), kernel=FakeKernel({"up2": FACTS["up2"]}))  # up1 missing

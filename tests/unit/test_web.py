@@ -594,7 +594,7 @@ def test_history_api_with_a_missing_or_broken_database_is_503(tmp_path):
 def test_the_dashboard_lists_the_policy_rules_and_where_each_sends_flows_escaped():
     st = copy.deepcopy(STATUS)
     st["rules"] = [{"name": "calls", "matches": "udp dport 5060", "uplinks": ["lte", "wan1"], "balance": False,
-                    "fallback": "default", "now": ["lte"]},
+                    "fallback": "default", "now": ["lte"], "applied": True},
                    {"name": "nas", "matches": f"src {EVIL}", "uplinks": ["wan1"], "balance": True,
                     "fallback": "drop", "now": []}]
     client, _ = make("public_read = true", engine=FakeEngine(st))
