@@ -18,6 +18,7 @@ import math
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 from linkwatch import __version__
@@ -52,7 +53,7 @@ from linkwatch.daemon.applier import Applier
 from linkwatch.daemon.probing import MakeProbes, Prober
 from linkwatch.daemon.sdnotify import Notifier
 from linkwatch.daemon.snmp import AgentSlot
-from linkwatch.kernel import Kernel
+from linkwatch.kernel import Kernel, sysctl
 from linkwatch.kernel.nft import NftError, library as nft_library
 from linkwatch.probes import make_probes
 from linkwatch.report.control import ControlServer
@@ -87,6 +88,19 @@ def without_unavailable(config: Config) -> Config:
                       if config.rules else "", e)
             return dataclasses.replace(config, policy=dataclasses.replace(config.policy, sticky_flows=False))
     return config
+
+
+def warn_strict_rp_filter(config: Config, conf: Path = sysctl.CONF) -> list[str]:
+    """Log an error for the uplinks whose strict rp_filter would drop the replies of sticky flows
+    (see :mod:`linkwatch.kernel.sysctl`); returns them."""
+    if not config.policy.sticky_flows:
+        return []
+    strict = sysctl.strict_rp_filter([u.interface for u in config.uplinks], conf)
+    if strict:
+        log.error("strict reverse-path filtering (rp_filter=1) on %s drops the replies of flows that stay on an "
+                  "uplink other than the active one (sticky flows, balancing, policy rules): set "
+                  "net.ipv4.conf.all.src_valid_mark=1 (or rp_filter=2, loose)", ", ".join(strict))
+    return strict
 
 
 class Engine:
@@ -220,6 +234,7 @@ class Engine:
         await self.sinks.start()
         await self.kernel.open()
         facts = await self.kernel.read_facts([u.interface for u in cfg.uplinks])
+        warn_strict_rp_filter(cfg)
         kernel_active = await self.kernel.active_gateways()
         self.control = ControlServer(cfg.control.socket, self.handle_request, cfg.control.mode, cfg.control.group)
         await self.control.start()
