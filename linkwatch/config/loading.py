@@ -507,6 +507,12 @@ def _rules(raw: Any, uplinks: tuple[UplinkConfig, ...], sticky: bool | None,
                                       f"configured uplinks ({', '.join(sorted(names)) or 'none'}): "
                                       f"{', '.join(unknown)} is not one"))
             bad.add("uplinks")
+        owner = next((u.name for u in uplinks if "iif" not in bad and u.interface == values["iif"]), None)
+        if owner is not None:
+            issues.append(ConfigIssue(f"{path}.iif", f"got {_show(values['iif'])}, uplink {owner}'s interface, expected "
+                                      "a LAN interface: a rule sends flows from the LAN (one that comes in on an "
+                                      "uplink stays on that uplink)"))
+            bad.add("iif")
         for key in ("sport", "dport"):
             if values[key] and "proto" not in bad and values["proto"] not in ("tcp", "udp"):
                 issues.append(ConfigIssue(f"{path}.{key}", f"got ports with proto {_show(values['proto'])}, expected "

@@ -157,6 +157,8 @@ def test_policy_rules_parse_with_their_defaults():
     ('uplinks = ["fibre", "fibre"]', "rules[0].uplinks", "appears twice"),
     ('fallback = "lte"\nuplinks = ["fibre"]', "rules[0].fallback", '"default", "drop"'),
     ('colour = "red"\nuplinks = ["fibre"]', "rules[0].colour", "unknown key"),
+    ('iif = "wwan0"\nuplinks = ["fibre"]', "rules[0].iif", "uplink lte's interface"),  # could never match
+    ('mark = "0x1000000/0x1000000"\nuplinks = ["fibre"]', "rules[0].mark", "linkwatch's own flow marks"),
 ])
 def test_a_bad_policy_rule_is_named_by_its_key_path(rule, path, says):
     with pytest.raises(ConfigError) as e:
