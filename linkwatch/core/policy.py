@@ -139,14 +139,15 @@ def rule_choice(uplinks: Sequence[UplinkView], balance: bool, params: PolicyPara
     """Where a policy rule sends its new flows: ``uplinks`` in the rule's order of preference,
     chosen the way the active set is (healthy before DEGRADED, a flapping uplink kept out while
     another works, a recovered earlier choice waiting out ``failback_hold``); all of the best of
-    them with ``balance``. Nothing when none of them works (the rule's fallback decides). An
-    earlier choice not probed yet (start-up, reload) is chosen for ``init_grace`` at most: the
-    caller sends the flows on to the next one that works meanwhile, and the first choice working
-    then is no failback to hold."""
+    them with ``balance``. Nothing when none of them works (the rule's fallback decides). At
+    start-up (no choice yet) an earlier choice not probed yet is chosen for ``init_grace`` at most:
+    the caller sends the flows on to the next one that works meanwhile, and the first choice
+    working then is no failback to hold. Once the rule has a choice, an uplink rebuilt by a reload
+    is judged like any recovered one (hold, dampening)."""
     ranked = [replace(v, priority=i) for i, v in enumerate(uplinks)]
     best = min((v.priority for v in ranked if v.state in USABLE and v.routable), default=len(ranked))
     pending = [v for v in ranked[:best] if _presumed(v, now, params)]
-    if pending:
+    if pending and not current:
         return Decision((pending[0].name,), ((pending[0].name, pending[0].weight),),
                         f"waiting for {pending[0].name} to be probed", recheck_at=pending[0].since + params.init_grace)
     if not any(v.state in USABLE and v.routable for v in ranked):

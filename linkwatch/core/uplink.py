@@ -436,11 +436,13 @@ def same_uplink(a: UplinkConfig, b: UplinkConfig) -> bool:
 
 def carried_over(prev: UplinkState | None, fresh: UplinkState) -> UplinkState:
     """A rebuilt uplink keeps what is not about its health: the month's traffic and the quota
-    thresholds it passed (a quota is not reset by a reload) and its flap penalty (a reload does not
-    pardon a flapping uplink). A new interface starts its counters afresh, the month kept."""
+    thresholds it passed (a quota is not reset by a reload), its flap penalty (a reload does not
+    pardon a flapping uplink) and when flows were left behind on it. A new interface starts its counters afresh, the month kept."""
     if prev is None:
         return fresh
     counters = prev.counters if prev.cfg.interface == fresh.cfg.interface else ev.forget(prev.counters)
     # thresholds already passed under the new quota (a changed quota or quota_warn is judged afresh)
+    # flows left behind on it stay left behind (move_flows_after counts on, under the new setting)
+    left_at = prev.left_at if prev.cfg.interface == fresh.cfg.interface else None
     return replace(fresh, counters=counters, quota_warned=passed_thresholds(fresh.cfg, counters.month_bytes),
-                   penalty=prev.penalty)
+                   penalty=prev.penalty, left_at=left_at)

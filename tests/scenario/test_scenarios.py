@@ -632,3 +632,32 @@ def test_a_rule_that_cannot_be_applied_says_so_in_the_status():
     p = s.state.config.policy
     s.state = replace(s.state, config=replace(s.state.config, policy=replace(p, sticky_flows=False)))
     assert [(r.now, r.applied) for r in s.status().rules] == [((), False)]
+
+
+def test_a_reload_that_rebuilds_a_rules_flapping_first_choice_does_not_pardon_it():
+    """Review of the fixes: the rebuilt uplink (INIT) became the rule's choice, and once UP it was
+    no failback to hold and no newcomer to dampen."""
+    s = Scenario(CALLS_VIA_FIBRE)
+    s.rounds({"fibre": "g", "lte": "g"})
+    s.wait(12.0)
+    for _ in range(4):
+        s.rounds({"fibre": "bbbb", "lte": "gggg"})
+        s.rounds({"fibre": "ggggg", "lte": "ggggg"})
+        s.wait(12.0)
+    assert s.state.uplink("fibre").penalty.dampened and rule_now(s) == ("lte",)
+    heavier = CALLS_VIA_FIBRE.replace("priority = 1\n", "priority = 1\nweight = 2\n", 1)  # fibre rebuilt
+    s.feed(Reload(loads(heavier), dict(FACTS)))
+    assert rule_now(s) == ("lte",)
+    s.rounds({"fibre": "ggg", "lte": "ggg"})
+    assert s.state_of("fibre") == "UP" and s.state.active == ("lte",) and rule_now(s) == ("lte",)
+
+
+def test_a_reload_that_rebuilds_a_metered_uplink_keeps_its_countdown():
+    s = metered()
+    left = s.state.uplink("lte").left_at
+    shorter = CONFIG.replace("[uplinks.lte]\n", '[uplinks.lte]\nmove_flows_after = "1m"\n')
+    s.feed(Reload(loads(shorter), dict(FACTS)))
+    assert s.state.uplink("lte").left_at == left and s.outputs[-1].recheck_at == left + 60
+    s.rounds({"fibre": "g", "lte": "g"})
+    s.wait(61.0)
+    assert [(f.uplink, f.movable) for out in s.outputs for f in out.flushes][-1] == ("lte", True)
