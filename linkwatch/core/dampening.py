@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from linkwatch.core.states import USABLE, State
+
 DOWN_PENALTY = 1.0
 DIP_PENALTY = 0.5
 
@@ -56,3 +58,15 @@ def reuse_at(p: Penalty, params: DampeningParams) -> float | None:
     if not p.dampened or p.value <= params.reuse:
         return None if not p.dampened else p.at
     return p.at + params.half_life * math.log2(p.value / params.reuse)
+
+
+def flap_penalty(old: State, new: State) -> float:
+    """What a transition adds to the flap penalty: failing while working (DOWN: 1 in all, the
+    FALLING on the way included), a FALLING dip, or a recovery that failed again (RISING -> DOWN)."""
+    if new == State.DOWN and old == State.FALLING:
+        return DOWN_PENALTY - DIP_PENALTY  # the dip that led here already counted
+    if new == State.DOWN and old in USABLE:
+        return DOWN_PENALTY
+    if (new == State.FALLING and old in USABLE) or (new == State.DOWN and old == State.RISING):
+        return DIP_PENALTY
+    return 0.0

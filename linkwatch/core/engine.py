@@ -15,14 +15,12 @@ The flow inside one step is the data flow of DESIGN.md, one way::
 
 from __future__ import annotations
 
-import datetime
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from linkwatch.config import Config, UplinkConfig
 from linkwatch.core import dampening as damp
-from linkwatch.core.dampening import DIP_PENALTY, DOWN_PENALTY, DampeningParams
+from linkwatch.core.dampening import DampeningParams, flap_penalty
 from linkwatch.core.events import (
     ActiveChanged,
     AdminAction,
@@ -33,7 +31,7 @@ from linkwatch.core.events import (
     UplinkSamples,
     UplinkStateChanged,
 )
-from linkwatch.core.evidence import Traffic, take_period
+from linkwatch.core.evidence import Traffic, month_of, take_period
 from linkwatch.core.flows import flow_mark
 from linkwatch.core.health import Tally, Transition
 from linkwatch.core.inputs import (
@@ -54,7 +52,7 @@ from linkwatch.core.inputs import (
 )
 from linkwatch.core.policy import Decision, PolicyParams, decide, rule_choice
 from linkwatch.core.routing import RouteSet, RoutingError, RoutingParams, plan, rule_home, rule_target
-from linkwatch.core.states import ADMIN_ACTIONS, USABLE, State
+from linkwatch.core.states import ADMIN_ACTIONS, State
 from linkwatch.core.uplink import (
     ProbePlan,
     UplinkState,
@@ -241,6 +239,22 @@ def _on_start(s: _Step, inp: Start) -> None:
         s.log.append(("info", f"adopting active uplinks from the kernel: {','.join(adopted)}"))
     s.state = replace(s.state, active=adopted)
     s.reason_prefix = "start: "
+    _flush_foreign_marks(s, inp.flow_marks)
+
+
+def _flush_foreign_marks(s: _Step, before: Mapping[str, int]) -> None:
+    """A restart with another config: flows marked by the previous run (its table stays in the
+    kernel with the routes) whose mark no longer routes them through their interface's uplink (the
+    uplink was renumbered or removed, or sticky flows are off and it does not carry the traffic)
+    are reset, as a reload would (see :func:`_flush_stranded`)."""
+    sticky = s.state.config.policy.sticky_flows
+    by_interface = {u.cfg.interface: u for u in s.state.uplinks}
+    for ifname, mark in sorted(before.items()):
+        u = by_interface.get(ifname)
+        kept = u is not None and (flow_mark(u.cfg.table) == mark if sticky else u.name in s.state.active)
+        if mark and not kept:
+            s.log.append(("info", f"start: flows marked 0x{mark:x} for {ifname} by the previous run are reset"))
+            s.flush(u.name if u is not None else ifname, "", mark)
 
 
 def _on_round(s: _Step, inp: RoundDone) -> None:
@@ -249,16 +263,6 @@ def _on_round(s: _Step, inp: RoundDone) -> None:
         return  # a round of an uplink a reload removed
     u, transitions = with_round(u, tuple(inp.results), inp.seq, s.now.mono, inp.started, inp.burst)
     s.put(u, transitions)
-
-
-def month_of(wall: float) -> str:
-    """The calendar month (local time) a wall-clock time falls in: "2026-12" (to the minute)."""
-    return _month_of_minute(int(wall // 60))
-
-
-@functools.lru_cache(maxsize=8)
-def _month_of_minute(minute: int) -> str:
-    return datetime.datetime.fromtimestamp(minute * 60).strftime("%Y-%m")
 
 
 def _on_counters(s: _Step, inp: Counters) -> None:
@@ -563,18 +567,6 @@ def _plan_of(u: UplinkState, active: bool, doubt: bool, better: bool) -> ProbePl
     plan = probe_plan(u, active, doubt, better)
     _last_plans[u.name] = (u, active, doubt, better, plan)
     return plan
-
-
-def flap_penalty(old: State, new: State) -> float:
-    """What a transition adds to the flap penalty: failing while working (DOWN: 1 in all, the
-    FALLING on the way included), a FALLING dip, or a recovery that failed again (RISING -> DOWN)."""
-    if new == State.DOWN and old == State.FALLING:
-        return DOWN_PENALTY - DIP_PENALTY  # the dip that led here already counted
-    if new == State.DOWN and old in USABLE:
-        return DOWN_PENALTY
-    if (new == State.FALLING and old in USABLE) or (new == State.DOWN and old == State.RISING):
-        return DIP_PENALTY
-    return 0.0
 
 
 def dampening_params(config: Config) -> DampeningParams:

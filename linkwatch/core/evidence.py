@@ -12,6 +12,8 @@ Pure: counters and ``now`` in, new :class:`Traffic` and verdicts out.
 from __future__ import annotations
 
 import bisect
+import datetime
+import functools
 from dataclasses import dataclass, replace
 from operator import attrgetter
 
@@ -161,3 +163,13 @@ def sending(tr: Traffic, mono: float) -> bool:
 def take_period(tr: Traffic) -> tuple[Traffic, int, int]:
     """(traffic with the period's byte counts reset, rx bytes, tx bytes of the period)."""
     return replace(tr, period_rx_bytes=0, period_tx_bytes=0), tr.period_rx_bytes, tr.period_tx_bytes
+
+
+def month_of(wall: float) -> str:
+    """The calendar month (local time) a wall-clock time falls in: "2026-12" (to the minute)."""
+    return _month_of_minute(int(wall // 60))
+
+
+@functools.lru_cache(maxsize=8)
+def _month_of_minute(minute: int) -> str:
+    return datetime.datetime.fromtimestamp(minute * 60).strftime("%Y-%m")

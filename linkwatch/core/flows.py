@@ -31,6 +31,7 @@ the other bits are left as they are.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from linkwatch.config.values import FLOW_BITS, RuleConfig
@@ -160,6 +161,16 @@ def ruleset(marks: Sequence[tuple[str, int]], name: str = TABLE_NAME,
         "}",
         "",
     ])
+
+
+_REMEMBERED = re.compile(r'oifname "([^"]+)" ct mark set .*?(?:\||\bor\b) 0x([0-9a-f]+)\s*$')
+
+
+def marks_in(listing: str) -> dict[str, int]:
+    """Interface -> flow mark, as a ruleset (or the kernel's listing of it, which writes ``&`` and
+    ``|`` for ``and`` and ``or``) gives them: what a previous run marked flows with."""
+    return {m.group(1): int(m.group(2), 16) & FLOW_MASK for line in listing.splitlines()
+            if (m := _REMEMBERED.search(line.strip()))}
 
 
 def _quoted(ifname: str) -> str:

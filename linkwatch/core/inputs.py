@@ -91,6 +91,7 @@ class Start:
     kernel_active: tuple[tuple[str, int], ...] = ()
     detail: str = ""
     month_bytes: Mapping[str, int] = field(default_factory=dict)  # per uplink: this month so far (history)
+    flow_marks: Mapping[str, int] = field(default_factory=dict)  # interface -> flow mark in the kernel's table
 
 
 @dataclass(frozen=True)

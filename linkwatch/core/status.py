@@ -22,7 +22,8 @@ from typing import Any, Union
 
 from linkwatch.core import dampening as damp
 from linkwatch.core.dampening import DampeningParams
-from linkwatch.core.engine import EngineState, dampening_params, flows_move_at, in_doubt, month_of
+from linkwatch.core.engine import EngineState, dampening_params, flows_move_at, in_doubt
+from linkwatch.core.evidence import month_of
 from linkwatch.core.inputs import Now
 from linkwatch.core.states import State, usable
 from linkwatch.core.flows import describe

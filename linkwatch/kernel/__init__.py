@@ -53,6 +53,10 @@ class Kernel:
     async def active_gateways(self) -> list[tuple[str, int]]:
         return await self._reconciler.active_gateways_async()
 
+    async def flow_marks(self) -> dict[str, int]:
+        """Interface -> flow mark of the flow table a previous run left (empty: none)."""
+        return await self._reconciler.flow_marks_async()
+
     async def apply(self, routes: RouteSet) -> Any:
         """Make linkwatch's routes and rules equal ``routes``; returns the ApplyReport."""
         return await self._reconciler.apply_async(routes)

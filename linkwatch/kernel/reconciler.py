@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, TypeVar
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkDumpInterrupted, NetlinkError
 
-from linkwatch.core.flows import TABLE_NAME
+from linkwatch.core.flows import TABLE_NAME, marks_in
 from linkwatch.kernel.nft import FlowTable, NftError
 from linkwatch.core.routing import (
     DEFAULT_DST,
@@ -279,6 +279,17 @@ class Reconciler:
 
     async def active_gateways_async(self) -> list[tuple[str, int]]:
         return await self._run_async(self._active_gateways)
+
+    async def flow_marks_async(self) -> dict[str, int]:
+        """Interface -> flow mark in linkwatch's nftables table as the kernel has it (left by a
+        previous run); empty when there is none or it cannot be read."""
+        def read() -> dict[str, int]:
+            try:
+                return marks_in(self._flow_table().listing() or "")
+            except (NftError, OSError) as err:
+                log.debug("cannot read the previous flow table: %s", err)
+                return {}
+        return await self._run_async(read)
 
     def forget_neighbour(self, ifindex: int, address: str) -> None:
         """Delete the neighbour entry of ``address`` on ``ifindex``; "not found" is fine."""

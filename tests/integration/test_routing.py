@@ -487,7 +487,10 @@ def test_sticky_flows_table_and_rules_are_owned_like_the_routes(lab, rec):
     rules = nsutil.ip(RT, "rule", "show").stdout
     assert "1020:\tfrom all fwmark 0x660000/0xff0000 lookup 102 proto 77" in rules
     listed = nft_table(RT)
-    assert 'oifname "wan2" ct mark set ct mark & 0xff66ffff | 0x00660000' in listed
+    assert 'oifname "wan2" ct mark set ct mark & 0xff66ffff | 0x01660000' in listed
+    import asyncio
+
+    assert asyncio.run(rec.flow_marks_async()) == {"wan1": 0x650000, "wan2": 0x660000}, "what a restart reads back"
     # a flow marked for wan2 leaves through wan2 although wan1 is active; an unmarked one through wan1
     assert route_get_marked(RT, "10.200.0.1", 0x660000) == ("203.0.113.1", lab.i2)
     assert route_get_marked(RT, "10.200.0.1", 0x12660034) == ("203.0.113.1", lab.i2), "other bits are not ours"

@@ -22,6 +22,7 @@ class FakeKernel:
         self.fail_neighbours = False
         self.fail_mark_flush = False  # a kernel that refuses conntrack deletes filtered by mark
         self.apply_errors: list[str] = []  # what every apply reports as refused
+        self.old_marks: dict[str, int] = {}  # interface -> flow mark of a previous run's table
         self.counters: dict[int, object] = {}  # ifindex -> LinkCounters; absent: not read
         self.counter_reads: list[tuple[float, int]] = []  # (monotonic time, ifindex) of every read
         self.opened = self.closed = False
@@ -44,6 +45,9 @@ class FakeKernel:
 
     async def active_gateways(self):
         return list(self.active)
+
+    async def flow_marks(self):
+        return dict(self.old_marks)
 
     async def apply(self, routes):
         changed = not self.applied or self.applied[-1] != routes

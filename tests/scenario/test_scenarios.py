@@ -661,3 +661,17 @@ def test_a_reload_that_rebuilds_a_metered_uplink_keeps_its_countdown():
     s.rounds({"fibre": "g", "lte": "g"})
     s.wait(61.0)
     assert [(f.uplink, f.movable) for out in s.outputs for f in out.flushes][-1] == ("lte", True)
+
+
+def test_a_restart_with_renumbered_or_removed_uplinks_resets_the_flows_marked_by_the_previous_run():
+    """Second review, finding 3: only a reload compared the marks; a restart with an edited config
+    left flows whose mark now routes them through another uplink (or none)."""
+    from linkwatch.core.inputs import Start
+
+    s = Scenario()  # fibre up1 101, lte up2 102
+    same = {"up1": flow_mark(101), "up2": flow_mark(102)}
+    assert s.feed(Start(dict(FACTS), (), "restart", flow_marks=same)).flushes == (), "the same config: nothing"
+    before = {"up1": flow_mark(102), "up2": flow_mark(103), "eth9": flow_mark(101)}  # a dsl above, since removed
+    out = s.feed(Start(dict(FACTS), (), "restart", flow_marks=before))
+    assert sorted((f.uplink, f.mark) for f in out.flushes) == [
+        ("eth9", flow_mark(101)), ("fibre", flow_mark(102)), ("lte", flow_mark(103))]

@@ -133,6 +133,16 @@ def test_while_the_flow_table_cannot_be_applied_a_dead_uplinks_flows_are_reset_b
     asyncio.run(scenario())
 
 
+def test_a_restart_resets_the_flows_a_previous_run_marked_for_an_uplink_now_numbered_otherwise(tmp_path):
+    async def scenario():
+        kernel = FakeKernel(FACTS)
+        kernel.old_marks = {"up1": 0x650000, "up2": 0x670000}  # lte had table 103 in the previous config
+        async with Running(write_config(tmp_path), kernel=kernel):
+            await until(lambda: kernel.flushed, what="the flush")
+            assert kernel.flushed == ["mark 0x670000"]
+    asyncio.run(scenario())
+
+
 def test_a_refused_mark_flush_of_an_uplink_that_never_had_an_address_deletes_nothing_else(tmp_path, caplog):
     async def scenario():
         run = Running(write_config(tmp_path), kernel=FakeKernel({"up2": FACTS["up2"]}))  # up1 missing

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from linkwatch.config import ConfigError, loads
-from linkwatch.core.flows import FLOW_MASK, describe, flow_mark, match, ruleset, spread
+from linkwatch.core.flows import FLOW_MASK, describe, flow_mark, marks_in, match, ruleset, spread
 from linkwatch.core.routing import RoutingParams, RuleSpec, UplinkRoute, plan, rule_target
 from linkwatch.kernel.reconciler import rule_args
 
@@ -212,3 +212,12 @@ def test_a_rule_mark_without_a_mask_matches_every_bit_but_linkwatchs_own():
     rule = loads(BASE.format(fibre="", lte="") + '[[rules]]\nmark = "0x10"\nuplinks = ["fibre"]\n').rules[0]
     assert rule.mark == (0x10, 0xFE00FFFF)
     assert "meta mark and 0xfe00ffff == 0x00000010" in match(rule)
+
+
+def test_the_marks_of_a_previous_run_are_read_from_the_ruleset_or_the_kernels_listing():
+    text = ruleset([("up1", flow_mark(101)), ("ppp0", flow_mark(102))], balance=[(flow_mark(101), 1), (flow_mark(102), 1)])
+    assert marks_in(text) == {"up1": 0x650000, "ppp0": 0x660000}
+    listed = ('\tchain remember {\n\t\ttype filter hook postrouting priority mangle; policy accept;\n'
+              '\t\tct mark & 0x00ff0000 == 0x00000000 oifname "up1" ct mark set ct mark & 0xff65ffff | 0x01650000\n'
+              '\t}\n')  # as `nft list table ip linkwatch` prints it (seen on this machine's nft)
+    assert marks_in(listed) == {"up1": 0x650000} and marks_in("") == {}
