@@ -143,6 +143,10 @@ class Applier:
             try:
                 n = await self.kernel.flush_marked(mark, mask)
             except Exception as e:  # a kernel without mark-filtered deletes: the flows must go all the same
+                if f.movable:  # ... unless only some of them were to go: by address it would be all
+                    log.warning("conntrack: cannot delete %s's movable flows by flow mark 0x%x (%s); they stay",
+                                f.uplink, mark, e)
+                    return
                 log.warning("conntrack: cannot delete %s's flows by flow mark 0x%x (%s); deleting those NATed to %s "
                             "one by one instead", f.uplink, mark, e, f.address)
                 mark = None
