@@ -162,7 +162,9 @@ class _Step:
         """Store ``u`` and turn its transitions into events (and flap penalties)."""
         stored = self.state.uplink(u.name)
         was = stored.penalty.dampened if stored is not None else u.penalty.dampened  # as the world saw it
-        if self.state.config.policy.sticky_flows and stored is not None and stops_working(stored, u):
+        # (an address that went away, a DHCP rebind: its flows are reset by address when the new one comes)
+        if (self.state.config.policy.sticky_flows and stored is not None and stops_working(stored, u)
+                and (u.nat_address or stored.health.state == State.INIT)):
             # its flows lose their route (fwmark rule): reset, not stranded; all of them by their mark
             self.flush(u.name, u.nat_address or stored.nat_address or "", flow_mark(u.cfg.table))
             u = replace(u, left_at=None)  # nothing left behind to move later
