@@ -264,11 +264,9 @@ def test_bad_admin_requests_change_nothing():
     assert "source" in s.feed(AdminRequest("lte", "force", "x\n<y>")).reply["error"]
 
 
-def test_sustained_loss_degrades_and_moves_traffic():
-    s = Scenario()
-    s.rounds({"fibre": "g", "lte": "g"})
-    start = s.t
-    # ~64 % of attempts lost but most rounds still answered by one target: the window says DEGRADED.
+def degrade_fibre(s: Scenario) -> None:
+    """~64 % of fibre's attempts lost but most rounds still answered by one target, lte fine: until
+    the window says DEGRADED (60 rounds at most)."""
     for _ in range(60):
         s.t += 0.25
         s.seq += 1
@@ -277,6 +275,13 @@ def test_sustained_loss_degrades_and_moves_traffic():
         s.round("lte", True, dt=0.0)
         if s.state_of("fibre") == "DEGRADED":
             break
+
+
+def test_sustained_loss_degrades_and_moves_traffic():
+    s = Scenario()
+    s.rounds({"fibre": "g", "lte": "g"})
+    start = s.t
+    degrade_fibre(s)
     assert s.state_of("fibre") == "DEGRADED"
     assert s.state.active == ("lte",)
     assert s.t - start < 10.0, "degraded within 10 s of sustained loss"
@@ -594,14 +599,7 @@ def test_a_rule_prefers_a_healthy_uplink_to_its_degraded_first_choice():
     s = Scenario(CALLS_VIA_FIBRE)
     s.rounds({"fibre": "g", "lte": "g"})
     assert rule_now(s) == ("fibre",)
-    for _ in range(60):  # most attempts lost: fibre is DEGRADED, still working
-        s.t += 0.25
-        s.seq += 1
-        s.feed(RoundDone("fibre", (ProbeResult("icmp", "203.0.113.1", True, 0.02, 2, 1, 56, 28, None),
-                                   ProbeResult("dns", "203.0.113.53", False, None, 2, 2, 114, 0, "timeout")), s.seq))
-        s.round("lte", True, dt=0.0)
-        if s.state_of("fibre") == "DEGRADED":
-            break
+    degrade_fibre(s)  # most attempts lost: fibre is DEGRADED, still working
     assert s.state_of("fibre") == "DEGRADED" and s.state.active == ("lte",)
     assert rule_now(s) == ("lte",), "healthy before DEGRADED, as for the active set"
     assert "ct mark set ct mark and 0xfe00ffff or 0x01660000" in s.state.routing.flows.split("# rule calls")[1]
