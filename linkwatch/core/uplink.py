@@ -88,6 +88,7 @@ class UplinkState:
     counters: Traffic = field(default_factory=Traffic)  # the interface's own traffic (evidence, month)
     last_reply_at: float | None = None  # the last probe reply, in time or late
     last_late_at: float | None = None  # the last late reply: the uplink has been slow
+    last_prompt_at: float | None = None  # the last round a reply came back within a burst's timeout
     slow_rounds: int = 0  # rounds that timed out while the uplink showed it was alive
     suspect_since: float | None = None  # LAN packets leaving with nothing coming back since
     quiet_until: float = 0.0  # no new suspicion before this (a burst just answered)
@@ -194,11 +195,13 @@ def with_round(u: UplinkState, results: tuple[ProbeResult, ...], seq: int | None
     path_rtt = _path_rtt(samples, mono - u.params.quality_window)
     answered = sum(1 for r in results if r.ok)
     late = sum(r.late for r in results)
+    prompt = any(r.ok and r.rtt is not None and r.rtt <= burst_timeout(u) for r in results)
     u = replace(u, rounds=u.rounds + 1, samples=samples, period=period, last_results=tuple(latest.values()),
                 eager_rounds=max(u.eager_rounds - 1, 0),
                 probe_traffic=probe_traffic, stats=stats, path_rtt=path_rtt,
                 last_reply_at=mono if answered or late else u.last_reply_at,
-                last_late_at=mono if late else u.last_late_at)
+                last_late_at=mono if late else u.last_late_at,
+                last_prompt_at=mono if prompt else u.last_prompt_at)
     if seq is not None and seq < u.applied_seq:
         return u, []
     judged, total = answered, len(results)
@@ -230,7 +233,19 @@ MAX_QUIET = 60.0  # ... doubling with each false alarm in a row, up to this (res
 
 
 def _recently_slow(u: UplinkState, mono: float) -> bool:
-    return u.last_late_at is not None and mono - u.last_late_at <= u.cfg.health.late_window
+    """Replies came late within the late window, and none has come back promptly since: a queue
+    may still hold the answers. A prompt reply after the late ones shows the queue drained, and
+    silence after it counts again (a blackhole 1.5 s after a busy spell waited out the late window)."""
+    if u.last_late_at is None or mono - u.last_late_at > u.cfg.health.late_window:
+        return False
+    return u.last_prompt_at is None or u.last_prompt_at <= u.last_late_at
+
+
+def _draining(u: UplinkState) -> bool:
+    """Replies have been late and none has come back promptly since: the rounds go on at
+    ``interval`` (not ``proven_interval``) until one does, so that a queue that drained is known
+    to have drained before the next silence (which is then death, not a queue)."""
+    return bool(u.samples) and _recently_slow(u, u.samples[-1].at)
 
 
 def _slow(u: UplinkState, results: tuple[ProbeResult, ...], started: float | None, mono: float) -> str | None:
@@ -256,8 +271,8 @@ def _slow(u: UplinkState, results: tuple[ProbeResult, ...], started: float | Non
 
 def _dead_by_burst(u: UplinkState, results: tuple[ProbeResult, ...], mono: float) -> str | None:
     """Why a burst that got no answer proves the uplink dead (None: it does not)."""
-    if u.suspect_since is None or _recently_slow(u, mono) or any(r.late for r in results):
-        return None
+    if u.suspect_since is None or _recently_slow(u, mono) or any(r.late or r.ok for r in results):
+        return None  # no suspicion to confirm, a queue may hold the answers, or one came
     if ev.rx_since(u.counters, u.suspect_since) > 0:
         return None  # something came in after all
     packets = sum(r.sent for r in results)
@@ -390,7 +405,8 @@ def round_interval(u: UplinkState, active: bool, doubt: bool, better: bool = Fal
     if state in PENDING or state == State.INIT or (doubt and not active) or _eager(u):
         return h.fast_interval
     if active:
-        return h.proven_interval if is_proven(u, u.counters.last_at or 0.0) else h.interval
+        proven = is_proven(u, u.counters.last_at or 0.0) and not _draining(u)
+        return h.proven_interval if proven else h.interval
     return h.interval if better else h.standby_interval
 
 

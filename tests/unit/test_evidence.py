@@ -440,3 +440,58 @@ def test_overlapping_rounds_probes_are_not_the_lan_sending():
         u = replace(u, counters=reads(ev.Traffic(), 100.0, 0.05, 2, 2, round((t - 100.0) / 0.05) + 1))
         u, trans = with_round(u, timed_out(), seq, t, started=t - 0.25)
     assert u.state == State.DOWN
+
+
+def silent_burst(u):
+    """A second of the LAN's traffic both ways up to 100.2, then 150 ms of sending with nothing
+    coming back (suspect), and a burst that gets no answer: the uplink and the burst's transitions."""
+    u = warm(u)
+    for i, t in enumerate((100.25, 100.3, 100.35)):
+        u = with_counters(u, c(100, 100 + 10 * (i + 1)), t, "2026-12", active=True, interval=0.25)
+    assert u.suspect_since is not None
+    return with_round(u, timed_out(), 50, 100.47, burst=True)
+
+
+def test_a_prompt_reply_after_a_busy_spell_ends_the_late_windows_patience():
+    """Seen in the demo: a blackhole 1.5 s after a busy spell (a 1 s modem queue) took 2.3 s, the
+    failed bursts excused by late replies from before the queue drained. A prompt reply after the
+    late ones proves the queue is empty: silence after it is death again."""
+    u = uplink(t=98.0)
+    u, _ = with_round(u, timed_out(late=2, late_rtt=1.0), 2, 99.0)  # the busy spell's last late replies
+    u, _ = with_round(u, ok_round(0.002), 3, 99.1)  # drained: answered in 2 ms
+    u, trans = silent_burst(u)
+    assert [t.new for t in trans] == [State.DOWN], "within the late window, but after a prompt reply"
+
+
+def test_late_replies_with_no_prompt_reply_since_still_excuse_a_failed_burst():
+    u = uplink(t=98.0)
+    u, _ = with_round(u, ok_round(0.002), 2, 99.0)
+    u, _ = with_round(u, timed_out(late=2, late_rtt=1.0), 3, 99.1)  # the queue is (still) full
+    u, trans = silent_burst(u)
+    assert trans == [] and u.state == State.UP, "a queue may still hold the answers"
+
+
+def test_a_burst_one_target_answers_is_no_proof_of_death():
+    u = warm(uplink())
+    for i, t in enumerate((100.25, 100.3, 100.35)):
+        u = with_counters(u, c(100, 100 + 10 * (i + 1)), t, "2026-12", active=True, interval=0.25)
+    assert u.suspect_since is not None
+    one = (ProbeResult("icmp", "203.0.113.1", True, 0.01, 3, 2, 84, 28, None),
+           ProbeResult("icmp", "203.0.113.2", False, None, 3, 3, 84, 0, "timeout"))
+    u, trans = with_round(replace(u, params=replace(u.params, min_targets=2)), one, 2, 100.47, burst=True)
+    assert State.DOWN not in [t.new for t in trans], "a reply came: the uplink is alive"
+
+
+def test_a_proven_uplink_whose_replies_came_late_is_probed_at_interval_until_one_is_prompt():
+    """The LAN's traffic proves the uplink (rounds every 2 s), but late replies leave a question
+    only a probe answers: has the queue drained? Until a reply comes back promptly the rounds run
+    at interval, so that the answer is there before the next silence."""
+    u = uplink(t=98.0)
+    proven = replace(u, counters=reads(ev.Traffic(), 100.0, 0.05, 2, 2, 45))
+    assert probe_plan(proven, True, False).interval == 2.0
+    slow, _ = with_round(proven, timed_out(late=2, late_rtt=1.0), 2, 102.2)
+    assert probe_plan(slow, True, False).interval == 0.25, "a queue may be full: watch for it to drain"
+    drained, _ = with_round(slow, ok_round(0.002), 3, 102.45)
+    assert probe_plan(drained, True, False).interval == 2.0, "a prompt reply: drained"
+    stale, _ = with_round(slow, ok_round(0.5), 3, 105.3)  # in time, but not prompt
+    assert probe_plan(stale, True, False).interval == 2.0, "no late reply for the late window: nothing to wait for"
