@@ -246,17 +246,24 @@ def _on_start(s: _Step, inp: Start) -> None:
 
 def _flush_foreign_marks(s: _Step, before: Mapping[str, int]) -> None:
     """A restart with another config: flows marked by the previous run (its table stays in the
-    kernel with the routes) whose mark no longer routes them through their interface's uplink (the
-    uplink was renumbered or removed, or sticky flows are off and it does not carry the traffic)
-    are reset, as a reload would (see :func:`_flush_stranded`)."""
-    sticky = s.state.config.policy.sticky_flows
-    by_interface = {u.cfg.interface: u for u in s.state.uplinks}
+    kernel with the routes) whose mark no longer routes them through their interface's uplink are
+    reset, as a reload would (see :func:`_flush_stranded`)."""
     for ifname, mark in sorted(before.items()):
-        u = by_interface.get(ifname)
-        kept = u is not None and (flow_mark(u.cfg.table) == mark if sticky else u.name in s.state.active)
-        if mark and not kept:
+        if mark and not _mark_holds(s, ifname, mark):
+            u = next((u for u in s.state.uplinks if u.cfg.interface == ifname), None)
             s.log.append(("info", f"start: flows marked 0x{mark:x} for {ifname} by the previous run are reset"))
             s.flush(u.name if u is not None else ifname, "", mark)
+
+
+def _mark_holds(s: _Step, interface: str, mark: int) -> bool:
+    """Flows that left through ``interface`` with flow mark ``mark`` are still routed through it:
+    an uplink on that interface has that mark (tables are numbered in file order: an uplink added
+    above renumbers those below, and an old mark would route another uplink's flows), or, with
+    sticky flows off, the uplink carries the traffic."""
+    u = next((u for u in s.state.uplinks if u.cfg.interface == interface), None)
+    if u is None:
+        return False
+    return flow_mark(u.cfg.table) == mark if s.state.config.policy.sticky_flows else u.name in s.state.active
 
 
 def _on_round(s: _Step, inp: RoundDone) -> None:
@@ -442,17 +449,12 @@ def _on_reload(s: _Step, inp: Reload) -> None:
 
 
 def _flush_stranded(s: _Step, previous: Mapping[str, UplinkState]) -> None:
-    """After a reload, reset the flows that carry a flow mark which no longer routes them through
-    their own uplink: the uplink is gone, its mark changed (tables are numbered in file order: an
-    uplink added above renumbers those below, and its mark would route another uplink's flows),
-    its interface changed, or sticky flows were switched off and it does not carry the traffic."""
-    sticky = s.state.config.policy.sticky_flows
+    """After a reload, reset the flows whose flow mark no longer routes them through their own
+    uplink (it is gone, renumbered, on another interface, or no longer carries the traffic with
+    sticky flows off: see :func:`_mark_holds`)."""
     for name, prev in previous.items():
         mark = flow_mark(prev.cfg.table)
-        u = s.state.uplink(name)
-        stranded = (u is None or u.cfg.interface != prev.cfg.interface
-                    or (flow_mark(u.cfg.table) != mark if sticky else name not in s.state.active))
-        if stranded and mark:
+        if mark and not _mark_holds(s, prev.cfg.interface, mark):
             s.flush(name, prev.nat_address or "", mark)
 
 

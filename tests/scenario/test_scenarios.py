@@ -417,6 +417,16 @@ def test_a_reload_that_renumbers_tables_resets_the_flows_whose_mark_moved_to_ano
     assert s.feed(Reload(loads(above), dict(FACTS))).flushes == ()
 
 
+def test_a_reload_that_renames_an_uplink_on_the_same_interface_and_table_keeps_its_flows():
+    s = Scenario()
+    s.rounds({"fibre": "g", "lte": "g"})
+    renamed = CONFIG.replace("[uplinks.fibre]", "[uplinks.fiber]").replace("[[uplinks.fibre.", "[[uplinks.fiber.")
+    renamed = renamed.replace("[uplinks.fibre.", "[uplinks.fiber.")
+    out = s.feed(Reload(loads(renamed), dict(FACTS)))
+    assert s.state.uplink("fiber") is not None and s.state.uplink("fibre") is None
+    assert out.flushes == (), "its mark still routes its flows through up1"
+
+
 def test_a_reload_that_removes_a_standby_or_sticky_flows_resets_the_flows_it_strands():
     s = Scenario()
     s.rounds({"fibre": "g", "lte": "g"})
