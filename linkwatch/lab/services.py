@@ -117,7 +117,8 @@ def parse_tally_answer(data: bytes, token: str) -> tuple[int, str | None] | None
 
 
 def parse_endpoint(text: str) -> tuple[str, int]:
-    """``"203.0.113.7:7007"`` -> ("203.0.113.7", 7007); raises ServicesError naming the value."""
+    """``"203.0.113.7:7007"`` -> ("203.0.113.7", 7007), ``"[2001:db8::7]:7007"`` too; raises
+    ServicesError naming the value."""
     host, sep, port = text.rpartition(":")
     if not sep:
         raise ServicesError(f"echo endpoint must be ADDRESS:PORT, got {text!r}")
@@ -125,10 +126,11 @@ def parse_endpoint(text: str) -> tuple[str, int]:
 
 
 def check_address(text: str, what: str) -> str:
+    """An IPv4 or IPv6 address (``[2001:db8::7]`` too: the form of an endpoint's host)."""
     try:
-        return str(ipaddress.IPv4Address(text))
+        return str(ipaddress.ip_address(text.removeprefix("[").removesuffix("]")))
     except ValueError:
-        raise ServicesError(f"{what} must be an IPv4 address, got {text!r}") from None
+        raise ServicesError(f"{what} must be an IPv4 or IPv6 address, got {text!r}") from None
 
 
 def check_port(text: str, endpoint: str) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from linkwatch.core.inputs import ProbeResult, ProbeSpec  # noqa: F401  (what probes take and give)
-from linkwatch.probes.base import ICMP_MODES, KINDS, Probe, ProbeError, check_ipv4
+from linkwatch.probes.base import ICMP_MODES, KINDS, Probe, ProbeError, check_ip, family_of
 from linkwatch.probes.dns import DnsProbe
 from linkwatch.probes.icmp import IcmpChannelFactory
 
@@ -26,29 +26,33 @@ __all__ = ["KINDS", "Probe", "ProbeError", "ProbeResult", "ProbeSpec", "make_pro
 
 
 def make_probes(specs: Sequence[ProbeSpec], source: str, icmp_mode: str = "auto") -> list[Probe]:
-    """One Probe per spec, in order, bound to ``source``.
+    """One Probe per spec, in order, bound to ``source`` (IPv4 or IPv6: the targets are of its
+    family; an uplink's IPv6 probes are a make_probes() call of their own).
 
     The ICMP probes of one call share one raw socket (or each get a datagram socket in "dgram"
     mode); sockets are created here, in the caller's network namespace, when the source address
     exists, else at the first attempt. Raises ProbeError for a bad spec, source or mode, and when
     the process may open neither kind of ICMP socket.
     """
-    source = check_ipv4(source, "source")
+    source = check_ip(source, "source")
     if icmp_mode not in ICMP_MODES:
         raise ProbeError(f"icmp_mode must be one of {', '.join(ICMP_MODES)}, got {icmp_mode!r}")
     for spec in specs:
         if spec.kind not in KINDS:
             raise ProbeError(f"probe kind must be one of {', '.join(KINDS)}, got {spec.kind!r}")
-        check_ipv4(spec.target, f"{spec.kind} probe target")
+        target = check_ip(spec.target, f"{spec.kind} probe target")
+        if family_of(target) != family_of(source):
+            raise ProbeError(f"{spec.kind} probe target {spec.target} is not of the family of source {source}")
     icmp = IcmpChannelFactory(source, icmp_mode) if any(s.kind == "icmp" for s in specs) else None
     probes: list[Probe] = []
     try:
         for spec in specs:
+            target = check_ip(spec.target, "target")
             if spec.kind == "icmp":
                 assert icmp is not None
-                probes.append(icmp.probe(spec.target))
+                probes.append(icmp.probe(target))
             else:
-                probes.append(DnsProbe(spec.target, source, spec.query))
+                probes.append(DnsProbe(target, source, spec.query))
     except BaseException:
         for probe in probes:
             probe.close()

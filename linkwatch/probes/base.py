@@ -22,6 +22,7 @@ from linkwatch.core.inputs import ProbeResult
 KINDS = ("icmp", "dns")
 ICMP_MODES = ("auto", "raw", "dgram")
 IPV4_HEADER = 20  # bytes; the kernel adds no IP options to our probes
+IPV6_HEADER = 40  # ... and no extension headers
 UDP_HEADER = 8
 
 # errno values after which a socket is still usable: the network said no, the socket is fine.
@@ -45,8 +46,10 @@ TRANSIENT_ERRNOS = frozenset(
 
 # Linux IP_RECVERR (not exported by Python's socket module): ICMP errors go to the error queue.
 IP_RECVERR = 11
+IPV6_RECVERR = 25
 SO_EE_ORIGIN_LOCAL = 1
 SO_EE_ORIGIN_ICMP = 2
+SO_EE_ORIGIN_ICMP6 = 3
 _SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")
 
 
@@ -68,12 +71,31 @@ class Probe(Protocol):
 # --------------------------------------------------------------------------- pure helpers
 
 
-def check_ipv4(value: str, what: str) -> str:
-    """Return ``value`` if it is a dotted IPv4 address, else raise ProbeError naming it."""
+def check_ip(value: str, what: str) -> str:
+    """Return ``value`` in canonical form if it is an IPv4 or IPv6 address, else raise ProbeError.
+    A link-local IPv6 address is refused: a probe target or source needs no interface scope."""
     try:
-        return str(ipaddress.IPv4Address(value))
-    except (ipaddress.AddressValueError, ValueError, TypeError):
-        raise ProbeError(f"{what} must be an IPv4 address, got {value!r}") from None
+        address = ipaddress.ip_address(value)
+    except (ValueError, TypeError):
+        raise ProbeError(f"{what} must be an IPv4 or IPv6 address, got {value!r}") from None
+    if address.version == 6 and address.is_link_local:
+        raise ProbeError(f"{what} must not be a link-local IPv6 address, got {value!r}")
+    return str(address)
+
+
+def family_of(address: str) -> int:
+    """4 or 6: the family of an address :func:`check_ip` accepted."""
+    return 6 if ":" in address else 4
+
+
+def ip_header(family: int) -> int:
+    """Bytes of the IP header our probes carry in ``family``."""
+    return IPV6_HEADER if family == 6 else IPV4_HEADER
+
+
+def recverr_option(family: int) -> tuple[int, int]:
+    """(level, option) that sends a socket's ICMP errors to its error queue."""
+    return (socket.IPPROTO_IPV6, IPV6_RECVERR) if family == 6 else (socket.IPPROTO_IP, IP_RECVERR)
 
 
 def check_run_args(timeout: float, attempts: int) -> None:
@@ -84,8 +106,13 @@ def check_run_args(timeout: float, attempts: int) -> None:
         raise ProbeError(f"attempts must be an integer >= 1, got {attempts!r}")
 
 
-def icmp_error_text(icmp_type: int, icmp_code: int) -> str:
-    """Short error text for an ICMP error message."""
+ICMP6_ERRORS = {1: "unreachable", 2: "packet too big", 3: "time exceeded", 4: "parameter problem"}
+
+
+def icmp_error_text(icmp_type: int, icmp_code: int, family: int = 4) -> str:
+    """Short error text for an ICMP (``family`` 4) or ICMPv6 (6) error message."""
+    if family == 6:
+        return ICMP6_ERRORS.get(icmp_type, f"icmpv6 type {icmp_type} code {icmp_code}")
     if icmp_type == 3:
         return "unreachable"
     if icmp_type == 11:
@@ -116,14 +143,17 @@ class QueuedError:
 
 
 def parse_queued_error(payload: bytes, ancillary: list[tuple[int, int, bytes]]) -> QueuedError | None:
-    """Decode a ``recvmsg(..., MSG_ERRQUEUE)`` result; None if it carries no IP_RECVERR data."""
+    """Decode a ``recvmsg(..., MSG_ERRQUEUE)`` result; None if it carries no IP_RECVERR or
+    IPV6_RECVERR data."""
     for level, kind, data in ancillary:
-        if level != socket.IPPROTO_IP or kind != IP_RECVERR or len(data) < _SOCK_EXTENDED_ERR.size:
+        if (level, kind) not in (recverr_option(4), recverr_option(6)) or len(data) < _SOCK_EXTENDED_ERR.size:
             continue
         ee_errno, origin, ee_type, ee_code, _pad, _info, _data = _SOCK_EXTENDED_ERR.unpack_from(data)
-        if origin == SO_EE_ORIGIN_ICMP:
+        if origin in (SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6):
+            family = 6 if origin == SO_EE_ORIGIN_ICMP6 else 4
             # outer IP + ICMP error header + quoted IP header + quoted payload
-            return QueuedError(icmp_error_text(ee_type, ee_code), payload, 2 * IPV4_HEADER + 8 + len(payload))
+            return QueuedError(icmp_error_text(ee_type, ee_code, family), payload,
+                               2 * ip_header(family) + 8 + len(payload))
         return QueuedError(os_error_text(OSError(ee_errno, os.strerror(ee_errno))), payload, 0)
     return None
 

@@ -1,4 +1,5 @@
-"""DNS probes: an A query over UDP from the uplink's source address (dnspython).
+"""DNS probes: an A query over UDP from the uplink's source address (dnspython), over IPv4 or,
+from an IPv6 source to an IPv6 server, over IPv6 (the query is an A query either way).
 
 One UDP socket per probe, bound to the source address and kept open between rounds (one
 conntrack entry). Every attempt uses a fresh random DNS id, never one of the last few, so a late
@@ -23,15 +24,16 @@ import dns.rcode
 import dns.rdatatype
 
 from linkwatch.probes.base import (
-    IP_RECVERR,
-    IPV4_HEADER,
     UDP_HEADER,
     LoopReader,
     ProbeError,
     QueuedError,
     RoundProbe,
     RoundTracker,
+    family_of,
+    ip_header,
     pump,
+    recverr_option,
 )
 
 DNS_PORT = 53
@@ -91,6 +93,8 @@ class DnsProbe(RoundProbe):
     def __init__(self, target: str, source: str, query: str = "example.com") -> None:
         super().__init__(target)
         self.source = source
+        self.family = family_of(source)
+        self._ip_header = ip_header(self.family)
         self.query = query
         self._template = query_template(query)
         self._wire = self._template.to_wire()
@@ -103,9 +107,9 @@ class DnsProbe(RoundProbe):
             pass
 
     def _open(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock = socket.socket(socket.AF_INET6 if self.family == 6 else socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+            sock.setsockopt(*recverr_option(self.family), 1)
             try:
                 sock.bind((self.source, 0))
             except OSError as exc:
@@ -126,7 +130,7 @@ class DnsProbe(RoundProbe):
         qid = fresh_id(self._recent, self._rng)
         wire = with_id(self._wire, qid)
         self._reader.sock.sendto(wire, (self.target, DNS_PORT))
-        tracker.sent(qid, now, IPV4_HEADER + UDP_HEADER + len(wire))
+        tracker.sent(qid, now, self._ip_header + UDP_HEADER + len(wire))
 
     def _on_readable(self) -> None:
         reader = self._reader
@@ -145,7 +149,7 @@ class DnsProbe(RoundProbe):
         verdict = classify_response(self._template, qid, data)
         if verdict is None:
             return
-        size = IPV4_HEADER + UDP_HEADER + len(data)
+        size = self._ip_header + UDP_HEADER + len(data)
         if verdict:
             self._fail(qid, verdict, size)
         else:

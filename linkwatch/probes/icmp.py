@@ -14,6 +14,10 @@ Two socket kinds, both opened through icmplib:
   identifier (the socket's "port") and hands each socket only its own replies, so each probe has
   its own socket and replies are matched by sequence number. ICMP errors arrive through the
   socket's error queue (IP_RECVERR).
+
+ICMPv6 works the same way from an IPv6 source (echo request 128, reply 129; ICMP6_FILTER; the
+kernel computes the checksum and hands raw sockets no IPv6 header: the sender comes from
+recvfrom; IPV6_RECVERR for dgram sockets).
 """
 
 from __future__ import annotations
@@ -25,19 +29,21 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from icmplib import ICMPv4Socket
+from icmplib import ICMPv4Socket, ICMPv6Socket
 from icmplib.exceptions import ICMPSocketError, SocketAddressError, SocketPermissionError
 
 from linkwatch.probes.base import (
-    IP_RECVERR,
     IPV4_HEADER,
+    IPV6_HEADER,
     LoopReader,
     ProbeError,
     QueuedError,
     RoundProbe,
     RoundTracker,
+    family_of,
     icmp_error_text,
     pump,
+    recverr_option,
 )
 
 ECHO_REPLY = 0
@@ -49,6 +55,12 @@ ECHO_BYTES = IPV4_HEADER + ICMP_HEADER  # an echo request without payload, at th
 SOL_RAW = 255
 ICMP_FILTER = 1  # Linux raw ICMP socket option: bit n set = drop ICMP type n
 
+ECHO6_REQUEST = 128
+ECHO6_REPLY = 129
+ERROR6_TYPES = frozenset({1, 2, 3, 4})  # unreachable, packet too big, time exceeded, parameter problem
+ECHO6_BYTES = IPV6_HEADER + ICMP_HEADER
+ICMP6_FILTER = 1  # level IPPROTO_ICMPV6: 256 bits, bit n set = block ICMPv6 type n (RFC 3542)
+
 
 def icmp_filter_mask(allowed: frozenset[int] = ERROR_TYPES | {ECHO_REPLY}) -> int:
     """ICMP_FILTER value that lets only ``allowed`` types reach a raw socket."""
@@ -56,6 +68,14 @@ def icmp_filter_mask(allowed: frozenset[int] = ERROR_TYPES | {ECHO_REPLY}) -> in
     for icmp_type in allowed:
         mask &= ~(1 << icmp_type)
     return mask
+
+
+def icmp6_filter(allowed: frozenset[int] = ERROR6_TYPES | {ECHO6_REPLY}) -> bytes:
+    """ICMP6_FILTER value that lets only ``allowed`` types reach a raw ICMPv6 socket."""
+    words = [0xFFFFFFFF] * 8
+    for icmp_type in allowed:
+        words[icmp_type >> 5] &= ~(1 << (icmp_type & 31))
+    return struct.pack("=8I", *words)
 
 
 def checksum(data: bytes) -> int:
@@ -68,8 +88,11 @@ def checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def echo_request(ident: int, seq: int, payload: bytes = b"") -> bytes:
-    """An ICMP echo request (header + payload) with a valid checksum."""
+def echo_request(ident: int, seq: int, payload: bytes = b"", family: int = 4) -> bytes:
+    """An ICMP echo request (header + payload) with a valid checksum; for ICMPv6 (``family`` 6)
+    the checksum covers a pseudo-header the kernel knows: it fills it in."""
+    if family == 6:
+        return struct.pack("!BBHHH", ECHO6_REQUEST, 0, 0, ident & 0xFFFF, seq & 0xFFFF) + payload
     header = struct.pack("!BBHHH", ECHO_REQUEST, 0, 0, ident & 0xFFFF, seq & 0xFFFF)
     return struct.pack("!BBHHH", ECHO_REQUEST, 0, checksum(header + payload), ident & 0xFFFF, seq & 0xFFFF) + payload
 
@@ -123,17 +146,42 @@ def parse_icmp(data: bytes, with_ip_header: bool) -> IcmpMessage | None:
     return IcmpMessage(icmp_type, code, ident, seq, source, quoted_dst, size)
 
 
-def quoted_echo_seq(payload: bytes) -> int | None:
+def parse_icmp6(data: bytes, sender: str | None) -> IcmpMessage | None:
+    """Parse an ICMPv6 echo reply, or an ICMPv6 error quoting an echo request; None for anything
+    else. Neither raw nor datagram ICMPv6 sockets deliver the IPv6 header: ``sender`` is the
+    address recvfrom gave."""
+    if len(data) < ICMP_HEADER:
+        return None
+    size = len(data) + IPV6_HEADER
+    icmp_type, code = data[0], data[1]
+    if icmp_type == ECHO6_REPLY:
+        ident, seq = struct.unpack_from("!HH", data, 4)
+        return IcmpMessage(icmp_type, code, ident, seq, sender, None, size)
+    if icmp_type not in ERROR6_TYPES:
+        return None
+    inner = ICMP_HEADER
+    quoted = inner + IPV6_HEADER
+    if (len(data) < quoted + ICMP_HEADER or data[inner] >> 4 != 6 or data[inner + 6] != socket.IPPROTO_ICMPV6
+            or data[quoted] != ECHO6_REQUEST):
+        return None
+    quoted_dst = socket.inet_ntop(socket.AF_INET6, data[inner + 24 : inner + 40])
+    ident, seq = struct.unpack_from("!HH", data, quoted + 4)
+    return IcmpMessage(icmp_type, code, ident, seq, sender, quoted_dst, size)
+
+
+def quoted_echo_seq(payload: bytes, family: int = 4) -> int | None:
     """Sequence number of the echo request an error-queue entry quotes (dgram sockets)."""
-    if len(payload) < ICMP_HEADER or payload[0] != ECHO_REQUEST:
+    if len(payload) < ICMP_HEADER or payload[0] != (ECHO6_REQUEST if family == 6 else ECHO_REQUEST):
         return None
     return struct.unpack_from("!H", payload, 6)[0]
 
 
-def _open_icmp_socket(source: str, privileged: bool) -> ICMPv4Socket:
+def _open_icmp_socket(source: str, privileged: bool) -> ICMPv4Socket | ICMPv6Socket:
     """Open an icmplib socket bound to ``source``; failures become OSError with a clear text."""
     kind = "raw" if privileged else "datagram"
     try:
+        if family_of(source) == 6:
+            return ICMPv6Socket(address=source, privileged=privileged)
         return ICMPv4Socket(address=source, privileged=privileged)
     except SocketAddressError:
         raise OSError(errno.EADDRNOTAVAIL, f"source address {source} not available") from None
@@ -178,7 +226,8 @@ class IcmpChannel:
     def __init__(self, source: str, privileged: bool) -> None:
         self.source = source
         self.privileged = privileged
-        self._icmp: ICMPv4Socket | None = None
+        self.family = family_of(source)
+        self._icmp: ICMPv4Socket | ICMPv6Socket | None = None
         self._reader: LoopReader | None = None
         self._probes: dict[int, IcmpProbe] = {}  # raw: by our identifier; dgram: the one probe
 
@@ -216,10 +265,12 @@ class IcmpChannel:
             icmp = _open_icmp_socket(self.source, self.privileged)
             sock = icmp.sock
             try:
-                if self.privileged:
+                if self.privileged and self.family == 6:
+                    sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, icmp6_filter())
+                elif self.privileged:
                     sock.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("=I", icmp_filter_mask()))
                 else:
-                    sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+                    sock.setsockopt(*recverr_option(self.family), 1)
                 self._reader = LoopReader(sock, self._on_readable)
             except OSError:
                 icmp.close()
@@ -242,7 +293,7 @@ class IcmpChannel:
         if self._reader is None:
             raise OSError(errno.EBADF, "ICMP socket is closed")
         # The kernel rewrites the identifier (and checksum) of datagram ICMP sockets.
-        self._reader.sock.sendto(echo_request(ident, seq), (target, 0))
+        self._reader.sock.sendto(echo_request(ident, seq, family=self.family), (target, 0))
 
     def _on_readable(self) -> None:
         reader = self._reader
@@ -253,7 +304,10 @@ class IcmpChannel:
             self.close()
 
     def _on_packet(self, data: bytes, addr: tuple[str, int], now: float) -> None:
-        message = parse_icmp(data, self.privileged)
+        if self.family == 6:
+            message = parse_icmp6(data, addr[0] if addr else None)
+        else:
+            message = parse_icmp(data, self.privileged)
         if message is None:
             return
         if self.privileged:
@@ -264,7 +318,7 @@ class IcmpChannel:
             probe.on_message(message, addr[0], now)
 
     def _on_queued(self, queued: QueuedError) -> None:
-        seq = quoted_echo_seq(queued.payload)
+        seq = quoted_echo_seq(queued.payload, self.family)
         if seq is None:
             return
         for probe in list(self._probes.values()):
@@ -318,11 +372,11 @@ class IcmpProbe(RoundProbe):
 
     def on_message(self, message: IcmpMessage, sender: str, now: float) -> None:
         """A reply or ICMP error addressed to this probe's identifier (or socket)."""
-        if message.type == ECHO_REPLY:
+        if message.type in (ECHO_REPLY, ECHO6_REPLY):
             if (message.source or sender) == self.target:
                 self._answer(message.seq, now, message.size)
         elif message.quoted_dst in (None, self.target):
-            self._fail(message.seq, icmp_error_text(message.type, message.code), message.size)
+            self._fail(message.seq, icmp_error_text(message.type, message.code, self._channel.family), message.size)
 
     def on_queued_error(self, seq: int, queued: QueuedError) -> None:
         """An error-queue entry (dgram sockets) that quotes echo request ``seq``."""
@@ -334,7 +388,7 @@ class IcmpProbe(RoundProbe):
     def _send(self, tracker: RoundTracker, now: float) -> None:
         self._seq = (self._seq + 1) & 0xFFFF
         self._channel.send(self._key, self._seq, self.target)
-        tracker.sent(self._seq, now, ECHO_BYTES)
+        tracker.sent(self._seq, now, ECHO6_BYTES if self._channel.family == 6 else ECHO_BYTES)
 
     def _drop_socket(self) -> None:
         self._channel.close()

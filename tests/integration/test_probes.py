@@ -6,6 +6,7 @@ Topology (names end in this process's pid, so parallel runs do not collide)::
                                                                     DNS 10.99.0.53, .54 (services)
                                                                     echo 10.99.0.7:7007 (services)
                                                                     delayed DNS 10.99.0.55 (test)
+    2001:db8:99::2                 ==(same veth)==   2001:db8:99::1, DNS 2001:db8:99::53
 
 The probes run in-process on an asyncio loop in a thread that setns()'d into the client
 namespace (setns is per thread), so every socket they open, also when they reopen one, lives
@@ -55,6 +56,9 @@ SLOW_DNS_IP = "10.99.0.55"
 SPARE_DNS_IP = "10.99.0.56"
 ECHO_IP = "10.99.0.7"
 ECHO_PORT = 7007
+SERVER6_IP = "2001:db8:99::1"
+CLIENT6_IP = "2001:db8:99::2"
+DNS6_IP = "2001:db8:99::53"
 ANSWER = "203.0.113.80"
 NFT_TABLE = "lwtb_test"
 
@@ -244,11 +248,15 @@ def lab() -> Iterator[None]:
         for address in (SERVER_IP, DNS_IP, DNS2_IP, SLOW_DNS_IP, SPARE_DNS_IP, ECHO_IP):
             sh("ip", "-n", SRV, "addr", "add", f"{address}/24", "dev", f"lwtB{TAG}s")
         sh("ip", "-n", CLI, "addr", "add", f"{CLIENT_IP}/24", "dev", f"lwtB{TAG}c")
+        for address in (SERVER6_IP, DNS6_IP):
+            sh("ip", "-n", SRV, "addr", "add", f"{address}/64", "dev", f"lwtB{TAG}s", "nodad")
+        sh("ip", "-n", CLI, "addr", "add", f"{CLIENT6_IP}/64", "dev", f"lwtB{TAG}c", "nodad")
         for ns, dev in ((SRV, f"lwtB{TAG}s"), (CLI, f"lwtB{TAG}c")):
             sh("ip", "-n", ns, "link", "set", "lo", "up")
             sh("ip", "-n", ns, "link", "set", dev, "up")
         # no rate limit on ICMP errors, so every nft reject produces one
         sysctl(SRV, "net.ipv4.icmp_ratelimit", "0")
+        sysctl(SRV, "net.ipv6.icmp.ratelimit", "0")
         yield
     finally:
         for ns in (SRV, CLI):
@@ -286,7 +294,7 @@ def stop_process(proc: subprocess.Popen[str]) -> int:
 
 @pytest.fixture(scope="module")
 def services(lab: None) -> Iterator[subprocess.Popen[str]]:
-    proc = start_services("--dns", DNS_IP, "--dns", DNS2_IP, "--echo", f"{ECHO_IP}:{ECHO_PORT}", "--answer", ANSWER)
+    proc = start_services("--dns", DNS_IP, "--dns", DNS2_IP, "--dns", DNS6_IP, "--echo", f"{ECHO_IP}:{ECHO_PORT}", "--answer", ANSWER)
     try:
         yield proc
     finally:
@@ -374,6 +382,61 @@ def test_probe_results_keep_spec_order(client: NsLoop) -> None:
     ((results, _),) = client.run(rounds(specs, 1, timeout=1.0, attempts=1))
     assert [(r.kind, r.target) for r in results] == [("dns", DNS_IP), ("icmp", SERVER_IP), ("icmp", DNS2_IP)]
     assert all(r.ok for r in results)
+
+
+# --------------------------------------------------------------------------- IPv6 (issue 12)
+
+ICMP6 = ProbeSpec("icmp", SERVER6_IP)
+DNS6 = ProbeSpec("dns", DNS6_IP)
+
+
+@pytest.mark.parametrize("mode", ["raw", "dgram"])
+def test_icmpv6_and_dns_over_ipv6_from_an_ipv6_source(client: NsLoop, mode: str) -> None:
+    with sysctl_set(CLI, "net.ipv4.ping_group_range", "0 0"):  # the same sysctl opens ICMPv6 ping sockets
+        out = client.run(rounds([ICMP6, DNS6], 3, timeout=1.0, attempts=3, mode=mode, source=CLIENT6_IP))
+    for (icmp, dns), elapsed in out:
+        for result in (icmp, dns):
+            assert result.ok and result.error is None, result
+            assert result.rtt is not None and 0 < result.rtt < 0.05
+            assert (result.sent, result.lost) == (1, 0)
+        assert (icmp.bytes_sent, icmp.bytes_received) == (48, 48)  # 40 IPv6 + 8 ICMPv6, no payload
+        assert (dns.bytes_sent, dns.bytes_received) == (77, 93)  # 40 IPv6 + 8 UDP + 29 (+ 16 answer)
+        assert elapsed < 0.1
+
+
+def test_ipv6_probes_leave_from_their_source_and_fail_at_timeout_when_blackholed(client: NsLoop) -> None:
+    rules = f"""
+    counter seen {{}}
+    chain in {{ type filter hook input priority 0; ip6 saddr {CLIENT6_IP} counter name seen drop; }}"""
+    with nft_rules(rules):
+        out = client.run(rounds([ICMP6, DNS6], 2, timeout=0.3, attempts=2, source=CLIENT6_IP))
+        seen = nft_counters()["seen"][0]
+    for (icmp, dns), elapsed in out:
+        for result in (icmp, dns):
+            assert not result.ok and result.error == "timeout" and (result.sent, result.lost) == (2, 2)
+        assert 0.29 <= elapsed < 0.45
+    assert seen == 2 * 2 * 2, "every attempt reached the server from the IPv6 source"
+
+
+@pytest.mark.parametrize("mode", ["raw", "dgram"])
+def test_icmpv6_unreachable_is_an_error(client: NsLoop, mode: str) -> None:
+    reject = ("chain in { type filter hook input priority 0; "
+              "icmpv6 type echo-request reject with icmpv6 type addr-unreachable; }")
+    with sysctl_set(CLI, "net.ipv4.ping_group_range", "0 0"), nft_rules(reject):
+        out = client.run(rounds([ICMP6], 2, timeout=0.4, attempts=2, mode=mode, source=CLIENT6_IP))
+    for (result,), elapsed in out:
+        assert not result.ok and result.error == "unreachable", result
+        assert (result.sent, result.lost) == (2, 2)
+        assert result.bytes_received == 2 * 96  # IPv6 + ICMPv6 error + quoted IPv6 + quoted echo header
+        assert elapsed < 0.3
+
+
+def test_dns_over_ipv6_port_unreachable_is_an_error(client: NsLoop) -> None:
+    with nft_rules("chain in { type filter hook input priority 0; udp dport 53 reject; }"):
+        ((result,), elapsed), = client.run(rounds([DNS6], 1, timeout=0.4, attempts=2, source=CLIENT6_IP))
+    assert not result.ok and result.error == "unreachable", result
+    assert (result.sent, result.lost) == (2, 2)
+    assert 0.19 <= elapsed < 0.3
 
 
 # --------------------------------------------------------------------------- faults

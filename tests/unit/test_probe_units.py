@@ -19,7 +19,9 @@ from linkwatch.lab.services import ServicesError, dns_reply, echo_reply, parse_e
 from linkwatch.probes import ProbeError, ProbeSpec, make_probes
 from linkwatch.probes.base import (
     IP_RECVERR,
+    IPV6_RECVERR,
     SO_EE_ORIGIN_ICMP,
+    SO_EE_ORIGIN_ICMP6,
     SO_EE_ORIGIN_LOCAL,
     RoundProbe,
     RoundTracker,
@@ -27,7 +29,15 @@ from linkwatch.probes.base import (
     parse_queued_error,
 )
 from linkwatch.probes.dns import classify_response, fresh_id, query_template, with_id
-from linkwatch.probes.icmp import checksum, echo_request, icmp_filter_mask, parse_icmp, quoted_echo_seq
+from linkwatch.probes.icmp import (
+    checksum,
+    echo_request,
+    icmp6_filter,
+    icmp_filter_mask,
+    parse_icmp,
+    parse_icmp6,
+    quoted_echo_seq,
+)
 
 # --------------------------------------------------------------------------- RoundTracker
 
@@ -410,6 +420,64 @@ def test_parse_queued_local_error_and_foreign_ancillary() -> None:
     )
     assert local is not None and local.text == "message too long"
     assert parse_queued_error(b"", [(socket.SOL_SOCKET, 1, b"\x00" * 32)]) is None
+
+
+def ip6_header(src: str, dst: str, next_header: int, payload_len: int) -> bytes:
+    return (struct.pack("!IHBB", 6 << 28, payload_len, next_header, 64)
+            + socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst))
+
+
+def test_icmpv6_echo_reply_and_error_are_parsed_without_an_ip_header() -> None:
+    reply = parse_icmp6(struct.pack("!BBHHH", 129, 0, 0, 777, 5), "2001:db8::1")
+    assert reply is not None
+    assert (reply.type, reply.ident, reply.seq, reply.source, reply.size) == (129, 777, 5, "2001:db8::1", 48)
+    request = echo_request(777, 6, family=6)
+    assert request[0] == 128 and len(request) == 8, "type 128, the kernel fills the checksum"
+    error = struct.pack("!BBHI", 1, 3, 0, 0) + ip6_header("2001:db8::2", "2001:db8::9", 58, 8) + request
+    message = parse_icmp6(error, "2001:db8::fe")
+    assert message is not None
+    assert (message.type, message.code, message.ident, message.seq) == (1, 3, 777, 6)
+    assert (message.source, message.quoted_dst, message.size) == ("2001:db8::fe", "2001:db8::9", 96)
+    assert quoted_echo_seq(request, family=6) == 6 and quoted_echo_seq(request) is None
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        b"",
+        echo_request(1, 1, family=6),  # a request, not a reply
+        struct.pack("!BBHHH", 135, 0, 0, 0, 0),  # neighbour solicitation
+        struct.pack("!BBHI", 1, 4, 0, 0) + ip6_header("2001:db8::2", "2001:db8::9", 17, 8) + b"\x00" * 8,  # UDP
+        struct.pack("!BBHI", 1, 4, 0, 0) + ip6_header("2001:db8::2", "2001:db8::9", 58, 8)[:20],  # truncated
+    ],
+)
+def test_icmpv6_parse_ignores_what_is_not_ours(packet: bytes) -> None:
+    assert parse_icmp6(packet, "2001:db8::1") is None
+
+
+def test_icmp6_filter_lets_only_replies_and_errors_through() -> None:
+    words = struct.unpack("=8I", icmp6_filter())
+    passes = {t for t in range(256) if not words[t >> 5] & (1 << (t & 31))}
+    assert passes == {1, 2, 3, 4, 129}
+
+
+def test_parse_queued_icmpv6_error() -> None:
+    payload = echo_request(1, 2, family=6)
+    queued = parse_queued_error(
+        payload,
+        [(socket.IPPROTO_IPV6, IPV6_RECVERR, sock_extended_err(errno.EHOSTUNREACH, SO_EE_ORIGIN_ICMP6, 1, 3))],
+    )
+    assert queued is not None
+    assert (queued.text, queued.size) == ("unreachable", 96)
+
+
+def test_make_probes_checks_families() -> None:
+    with pytest.raises(ProbeError, match="not of the family"):
+        make_probes([ProbeSpec("dns", "2001:db8::53")], "198.51.100.2")
+    with pytest.raises(ProbeError, match="IPv4 or IPv6"):
+        make_probes([ProbeSpec("dns", "not-an-address")], "198.51.100.2")
+    with pytest.raises(ProbeError, match="link-local"):
+        make_probes([ProbeSpec("icmp", "fe80::1")], "2001:db8::2")
 
 
 # --------------------------------------------------------------------------- DNS
