@@ -78,7 +78,7 @@ def busy(spec: LabSpec, seconds: float) -> list[dict]:
             report = start_bulk(spec.name, direction, seconds).result(timeout=seconds + 60)
             after = status(spec)
             fault(spec, "wan1", "clear")
-            row = {"queue": queue, "direction": direction, "bytes": report.bytes, "rate_bps": report.rate_bps,
+            row = {"queue": queue, "direction": direction, "seconds": seconds, "bytes": report.bytes, "rate_bps": report.rate_bps,
                    "rate_pct": 100.0 * report.rate_bps / RATE_BPS, "reset": report.reset, "error": report.error,
                    "via": report.uplink, "longest_stall_s": report.longest_stall_s,
                    "traffic_moves": after["active_changes"] - before["active_changes"],
@@ -291,7 +291,7 @@ def counters_cost(seconds: float) -> dict:
 def table(r: dict) -> str:
     rows = ["| what | measured | target |", "|---|---|---|"]
     for b in r.get("busy", []):
-        rows.append(f"| busy uplink, {RATE} + {b['queue']} queue, 60 s TCP {b['direction']} | {b['traffic_moves']} "
+        rows.append(f"| busy uplink, {RATE} + {b['queue']} queue, {b.get('seconds', 60):g} s TCP {b['direction']} | {b['traffic_moves']} "
                     f"moves, {b['flushes']} flows reset, {b['rate_pct']:.0f} % of the rate"
                     f"{', RESET' if b['reset'] else ''} ({b['slow_rounds']} slow rounds) | 0, 0, ≥ 90 % |")
     for key, label, target in (("lanblackhole", "blackhole while the LAN sends 50 packets/s", "≤ 0.35 s median, ≤ 0.5 s worst"),

@@ -367,10 +367,30 @@ def _unicast_ipv4(raw: Any, expected: str, hostname_why: str = "") -> str:
     return str(address)
 
 
+def _unicast_ipv6(raw: str, expected: str) -> str:
+    try:
+        address = ipaddress.IPv6Address(raw.strip())
+    except ValueError:
+        raise _Bad(expected) from None
+    problem = (
+        "it is the unspecified address" if address.is_unspecified
+        else "it is a multicast address" if address.is_multicast
+        else "it is a loopback address, it never leaves the router" if address.is_loopback
+        else "it is a link-local address, it never leaves the uplink's link" if address.is_link_local
+        else "it is an IPv4-mapped address: write the IPv4 address" if address.ipv4_mapped
+        else ""
+    )
+    if problem:
+        raise _Bad(expected, problem)
+    return str(address)
+
+
 def _probe_target() -> _Conv:
-    expected = 'a unicast IPv4 address like "9.9.9.9"'
+    expected = 'a unicast IPv4 address like "9.9.9.9" or a global IPv6 address like "2620:fe::fe"'
 
     def check(raw: Any) -> str:
+        if isinstance(raw, str) and ":" in raw:
+            return _unicast_ipv6(raw, expected)
         why = "a hostname would need DNS, which may be down exactly when the probe matters"
         return _unicast_ipv4(raw, expected, why)
 

@@ -266,6 +266,10 @@ def _probes(raw: Any, path: str, issues: list[ConfigIssue]) -> tuple[ProbeConfig
             continue
         seen[signature] = index
         probes.append(probe)
+    if probes and all(":" in p.target for p in probes):
+        issues.append(ConfigIssue(path, "got only IPv6 targets, expected at least one IPv4 target too: an "
+                                        "uplink's IPv4 health needs IPv4 probes (IPv6-only uplinks are not "
+                                        "supported yet)"))
     return tuple(probes)
 
 
@@ -369,8 +373,10 @@ def _uplinks(doc: Mapping[str, Any], health: HealthConfig, health_bad: set[str],
             table = next_table
             taken.add(table)
         fields_ = {k: v for k, v in draft.values.items() if k != "table"}
+        v4 = tuple(p for p in draft.probes if ":" not in p.target)
+        v6 = tuple(p for p in draft.probes if ":" in p.target)
         uplinks.append(UplinkConfig(name=name, table=table, rule_priority=routing.rule_priority + 1 + index,
-                                    health=draft.health, probes=draft.probes, **fields_))
+                                    health=draft.health, probes=v4, probes6=v6, **fields_))
     return tuple(uplinks)
 
 

@@ -129,7 +129,8 @@ class ProbeConfig:
     """One probe target of an uplink: [[uplinks.NAME.probes]]."""
 
     type: str = field(metadata=_key(_choice("icmp", "dns"), "probe kind"))
-    target: str = field(metadata=_key(_probe_target(), "IPv4 address to probe (no hostnames)"))
+    target: str = field(metadata=_key(_probe_target(), "IPv4 or IPv6 address to probe (no hostnames); an "
+                                      "IPv6 target is an IPv6 probe, sent from the uplink's IPv6 address"))
     query: str = field(default="example.com", metadata=_key(
         _dns_name(), "name to resolve (dns probes only)"))
 
@@ -163,7 +164,8 @@ class UplinkConfig:
     rule_priority: int  # assigned: routing.rule_priority + 1 + index in file order
     health: HealthConfig = field(default_factory=HealthConfig,
                                  metadata={TABLE: HealthConfig, OVERRIDE: True})
-    probes: tuple[ProbeConfig, ...] = field(metadata={ARRAY: ProbeConfig})
+    probes: tuple[ProbeConfig, ...] = field(metadata={ARRAY: ProbeConfig})  # the IPv4 targets
+    probes6: tuple[ProbeConfig, ...] = ()  # assigned: the IPv6 targets of [[uplinks.NAME.probes]]
 
 
 FLOW_BITS = 0x01FF0000  # the packet and ct mark bits of sticky flows (linkwatch.core.flows: uplink + MOVABLE)

@@ -26,6 +26,11 @@ class DampeningParams:
     reuse: float = 1.0
 
 
+def params_of(policy) -> DampeningParams:
+    """The dampening parameters of a [policy] config."""
+    return DampeningParams(policy.dampening, policy.flap_half_life, policy.flap_suppress, policy.flap_reuse)
+
+
 @dataclass(frozen=True)
 class Penalty:
     value: float = 0.0  # as of ``at``

@@ -32,6 +32,7 @@ from linkwatch.core.events import (
     UplinkStateChanged,
 )
 from linkwatch.core.evidence import Traffic, month_of, take_period
+from linkwatch.core.family6 import Family6, probe_plans6, step6
 from linkwatch.core.flows import flow_mark
 from linkwatch.core.health import Tally, Transition
 from linkwatch.core.inputs import (
@@ -50,6 +51,7 @@ from linkwatch.core.inputs import (
     Stop,
     Tick,
 )
+from linkwatch.core.plans import plans
 from linkwatch.core.policy import Decision, PolicyParams, decide, rule_choice
 from linkwatch.core.routing import RouteSet, RoutingError, RoutingParams, plan, rule_home, rule_target
 from linkwatch.core.states import ADMIN_ACTIONS, State
@@ -60,7 +62,6 @@ from linkwatch.core.uplink import (
     counted,
     new_uplink,
     passed_thresholds,
-    probe_plan,
     round_interval,
     route_of,
     same_uplink,
@@ -98,6 +99,7 @@ class EngineState:
     rule_choices: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (rule name, its uplinks now): policy.rule_choice
     active_changes: int = 0  # since the engine started (the first choice counts)
     started: float = 0.0  # wall clock
+    v6: Family6 = Family6()  # the IPv6 side of the uplinks that have IPv6 probes
 
     def uplink(self, name: str) -> UplinkState | None:
         return next((u for u in self.uplinks if u.name == name), None)
@@ -135,6 +137,7 @@ class Outputs:
 
     routing: RouteSet | None  # the routing the kernel should have now (None: no plan yet)
     probes: Mapping[str, ProbePlan]  # how to probe each uplink now (interval, source, running)
+    probes6: Mapping[str, ProbePlan] = field(default_factory=dict)  # ... its IPv6 targets
     events: tuple[Event, ...] = ()
     flushes: tuple[Flush, ...] = ()  # the flows to reset (their conntrack entries)
     forget_neighbours: tuple[tuple[int, str], ...] = ()  # (ifindex, gateway) neighbour entries
@@ -220,7 +223,7 @@ def step(state: EngineState, inp: Input, now: Now) -> tuple[EngineState, Outputs
     if handler is None:
         raise TypeError(f"not an engine input: {inp!r}")
     handler(s, inp)
-    return _finish(s)
+    return _finish(s, inp)
 
 
 def _on_start(s: _Step, inp: Start) -> None:
@@ -268,8 +271,8 @@ def _mark_holds(s: _Step, interface: str, mark: int) -> bool:
 
 def _on_round(s: _Step, inp: RoundDone) -> None:
     u = s.state.uplink(inp.uplink)
-    if u is None:
-        return  # a round of an uplink a reload removed
+    if u is None or inp.family != 4:
+        return  # a round of an uplink a reload removed, or of its IPv6 side (family6)
     u, transitions = with_round(u, tuple(inp.results), inp.seq, s.now.mono, inp.started, inp.burst)
     s.put(u, transitions)
 
@@ -369,7 +372,7 @@ def flows_move_at(u: UplinkState) -> float | None:
 
 def _on_probe_trouble(s: _Step, inp: ProbeTrouble) -> None:
     u = s.state.uplink(inp.uplink)
-    if u is not None and u.probe_error != inp.error:
+    if u is not None and u.probe_error != inp.error and inp.family == 4:
         s.state = replace(s.state, uplinks=tuple(replace(x, probe_error=inp.error) if x is u else x
                                                  for x in s.state.uplinks))
 
@@ -551,31 +554,11 @@ def in_doubt(state: EngineState) -> bool:
 
 
 def probe_plans(state: EngineState) -> dict[str, ProbePlan]:
-    doubt = in_doubt(state)
-    best = min((u.cfg.priority for u in state.uplinks if u.name in state.active), default=None)
-    balance = state.config.policy.mode == "balance"
-    return {u.name: _plan_of(u, state.carries(u.name), doubt, balance or best is None or u.cfg.priority < best)
-            for u in state.uplinks}
-
-
-# The last plan of each uplink, with what it was made from. Uplink states are immutable and a step
-# replaces only those it changes: a counter read of the active uplink (17 a second) re-plans that
-# one, not all of them. A memo of a pure function: the same arguments, the same plan.
-_last_plans: dict[str, tuple[UplinkState, bool, bool, bool, ProbePlan]] = {}
-
-
-def _plan_of(u: UplinkState, active: bool, doubt: bool, better: bool) -> ProbePlan:
-    last = _last_plans.get(u.name)
-    if last is not None and last[0] is u and last[1:4] == (active, doubt, better):
-        return last[4]
-    plan = probe_plan(u, active, doubt, better)
-    _last_plans[u.name] = (u, active, doubt, better, plan)
-    return plan
+    return plans(state.uplinks, state.active, state.carries, in_doubt(state), state.config.policy.mode == "balance")
 
 
 def dampening_params(config: Config) -> DampeningParams:
-    p = config.policy
-    return DampeningParams(p.dampening, p.flap_half_life, p.flap_suppress, p.flap_reuse)
+    return damp.params_of(config.policy)
 
 
 def _recheck_at(st: EngineState) -> float | None:
@@ -587,10 +570,12 @@ def _recheck_at(st: EngineState) -> float | None:
     return min(times) if times else None
 
 
-def _finish(s: _Step) -> tuple[EngineState, Outputs]:
+def _finish(s: _Step, inp: Input) -> tuple[EngineState, Outputs]:
     _decide(s)
-    st = s.state
+    six = step6(s.state.v6, inp, s.now, s.state.config, s.state.uplinks, s.state.forced)
+    st = s.state = replace(s.state, v6=six.side)
+    recheck = min((t for t in (_recheck_at(st), six.recheck_at) if t is not None), default=None)
     return st, Outputs(
-        routing=st.routing, probes=probe_plans(st), events=tuple(s.events + s.moves), flushes=tuple(s.flushes),
-        forget_neighbours=tuple(s.neighbours), recheck_at=_recheck_at(st),
-        reply=s.reply, log=tuple(s.log))
+        routing=st.routing, probes=probe_plans(st), probes6=probe_plans6(st.v6, st.config),
+        events=tuple(s.events + s.moves), flushes=tuple(s.flushes), forget_neighbours=tuple(s.neighbours),
+        recheck_at=recheck, reply=s.reply, log=tuple(s.log) + six.log)

@@ -37,6 +37,7 @@ class LinkFacts:
     prefixlen6: int | None = None
     gateway6: str | None = None  # lowest-metric main-table IPv6 default via it (a router advertisement's
     #                              link-local next hop, or a static one; not ours)
+    family: int = 4  # 6: the IPv6 side's view (address/gateway are address6/gateway6: core.family6)
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class RoundDone:
     seq: int | None = None
     burst: bool = False  # a burst the core asked for, to confirm a suspicion (ProbePlan.burst)
     started: float | None = None  # monotonic time the round began (traffic since then is evidence)
+    family: int = 4  # 6: a round of the uplink's IPv6 probes (core.family6)
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,7 @@ class ProbeTrouble:
 
     uplink: str
     error: str | None
+    family: int = 4
 
 
 @dataclass(frozen=True)

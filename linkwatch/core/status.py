@@ -17,7 +17,7 @@ import math
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Union
 
 from linkwatch.core import dampening as damp
@@ -46,6 +46,28 @@ class ProbeStatus:
     ok: bool
     rtt_ms: float | None
     error: str | None
+
+
+@dataclass(frozen=True)
+class FamilyStatus:
+    """An uplink's IPv6 side (issue 12): its own state, judged by its IPv6 probes."""
+
+    state: State
+    usable: bool
+    reason: str
+    active: bool  # IPv6 traffic goes through it
+    since: float
+    rtt_ms: float | None
+    loss_pct: float | None
+    jitter_ms: float | None
+    address: str | None  # the global IPv6 address its probes leave from
+    gateway: str | None  # the IPv6 default route's next hop via it (often link-local, from an RA)
+    interval_ms: int
+    rounds: int
+    downs: int
+    probe_error: str | None
+    probes: tuple[ProbeStatus, ...] = ()
+    dampened: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,6 +105,7 @@ class UplinkStatus:
     quota_bytes: int | None = None
     quota_pct: float | None = None
     flows_move_in_s: float | None = None  # flows left on it after traffic moved away are reset then
+    ipv6: FamilyStatus | None = None  # its IPv6 side; None: it has no IPv6 probe targets
 
 
 @dataclass(frozen=True)
@@ -150,6 +173,7 @@ class Status:
     sinks: Mapping[str, SinkStats] = field(default_factory=dict)
     snmp: SnmpStatus | None = None
     rules: tuple[RuleStatus, ...] = ()  # the policy rules and where each sends new flows now
+    active_ipv6: tuple[str, ...] = ()  # the uplinks IPv6 traffic goes through (their IPv6 side)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (what the control socket sends)."""
@@ -200,6 +224,27 @@ def uplink_status(u: UplinkState, active: bool, forced: bool, now: Now, doubt: b
     )
 
 
+def family_status(u: UplinkState, active: bool, doubt: bool) -> FamilyStatus:
+    s, f = u.stats, u.facts
+    return FamilyStatus(
+        state=u.health.state, usable=usable(u.health.state), reason=u.health.reason, active=active,
+        since=u.wall_since, rtt_ms=_r(s.rtt_ms), loss_pct=_r(s.loss_pct), jitter_ms=_r(s.jitter_ms),
+        address=f.address if f else None, gateway=f.gateway if f else None,
+        interval_ms=round(probe_plan(u, active, doubt).interval * 1000), rounds=u.rounds, downs=u.downs,
+        probe_error=u.probe_error, dampened=u.penalty.dampened,
+        probes=tuple(ProbeStatus(r.kind, r.target, r.ok, _r(r.rtt and r.rtt * 1000), r.error)
+                     for r in u.last_results))
+
+
+def _with_ipv6(state: EngineState, status: UplinkStatus) -> UplinkStatus:
+    v6 = state.v6
+    u = v6.uplink(status.name)
+    if u is None:
+        return status
+    doubt = any(x.health.state in (State.FALLING, State.DOWN) for x in v6.uplinks if x.name in v6.active)
+    return replace(status, ipv6=family_status(u, u.name in v6.active, doubt))
+
+
 def build_status(state: EngineState, now: Now, shell: ShellReport) -> Status:
     """The snapshot of ``state`` at ``now``."""
     d = state.decision
@@ -209,10 +254,11 @@ def build_status(state: EngineState, now: Now, shell: ShellReport) -> Status:
         previous_active=tuple(state.previous_active), reason=d.reason if d else "",
         last_apply_ms=_r(shell.last_apply_ms), conntrack_flushes=tuple(shell.conntrack_flushes),
         active_changes=state.active_changes,
-        uplinks=tuple(uplink_status(u, u.name in state.active, state.forced == u.name, now, in_doubt(state),
-                                    dampening_params(state.config), state.carries(u.name))
+        uplinks=tuple(_with_ipv6(state, uplink_status(u, u.name in state.active, state.forced == u.name, now,
+                                                      in_doubt(state), dampening_params(state.config),
+                                                      state.carries(u.name)))
                       for u in state.uplinks),
-        rules=rule_status(state), sinks=dict(shell.sinks), snmp=shell.snmp,
+        rules=rule_status(state), sinks=dict(shell.sinks), snmp=shell.snmp, active_ipv6=tuple(state.v6.active),
     )
 
 

@@ -48,10 +48,11 @@ def link_verdict(cfg: UplinkConfig, facts: LinkFacts | None) -> tuple[bool, str]
         return False, f"interface {cfg.interface} missing"
     if not facts.carrier:
         return False, "carrier lost"
+    ip = "IPv6" if facts.family == 6 else "IPv4"
     if facts.address is None:
-        return False, f"no IPv4 address on {cfg.interface}"
+        return False, f"no {ip} address on {cfg.interface}"
     if gateway_of(cfg, facts) is None and not facts.pointopoint:
-        return False, f"no gateway (no default route via {cfg.interface} in the main table)"
+        return False, f"no gateway (no {ip} default route via {cfg.interface} in the main table)"
     return True, "link up"
 
 
@@ -446,8 +447,9 @@ def passed_thresholds(cfg: UplinkConfig, used: int) -> tuple[int, ...]:
 
 
 def same_uplink(a: UplinkConfig, b: UplinkConfig) -> bool:
-    """Equal but for the numbers derived from the uplink's position in the file."""
-    return replace(a, table=b.table, rule_priority=b.rule_priority) == b
+    """Equal but for the numbers derived from the uplink's position in the file, and for its IPv6
+    targets (its IPv6 side's business: core.family6)."""
+    return replace(a, table=b.table, rule_priority=b.rule_priority, probes6=b.probes6) == b
 
 
 def carried_over(prev: UplinkState | None, fresh: UplinkState) -> UplinkState:

@@ -32,6 +32,7 @@ from linkwatch.core.engine import (
     routing_params,
     step,
 )
+from linkwatch.core.family6 import probe_plans6, side_config
 from linkwatch.core.uplink import same_uplink
 from linkwatch.core.inputs import (
     AdminRequest,
@@ -119,7 +120,7 @@ class Engine:
         self.snmp = AgentSlot()
         self.notifier = Notifier()  # systemd Type=notify and WatchdogSec (no-op outside systemd)
         self.applier = Applier(self.kernel, lambda: self.state.routing, self._publish)
-        self._probers: dict[str, Prober] = {}
+        self._probers: dict[tuple[str, int], Prober] = {}  # by uplink and family
         self._tasks: dict[str, asyncio.Task] = {}
         self._background: set[asyncio.Task] = set()  # replaced sinks draining, removed probers closing
         self._recheck: asyncio.TimerHandle | None = None
@@ -144,10 +145,11 @@ class Engine:
             log.log(_LEVELS.get(level, logging.INFO), "%s", message)
         self.applier.add(out)
         self._plans = out.probes  # the plans of the state as it is now (the counter reader's too)
-        for name, plan in out.probes.items():
-            prober = self._probers.get(name)
-            if prober is not None:
-                prober.update(plan)
+        for family, plans in ((4, out.probes), (6, out.probes6)):
+            for name, plan in plans.items():
+                prober = self._probers.get((name, family))
+                if prober is not None:
+                    prober.update(plan)
         self._schedule_recheck(out.recheck_at)
         return out
 
@@ -344,9 +346,11 @@ class Engine:
         if self.config is not new:
             return  # the core refused it (it said why)
         logging.getLogger("linkwatch").setLevel(getattr(logging, new.log.level.upper()))
-        kept = {u.name for u in old.uplinks for n in new.uplinks if u.name == n.name and same_uplink(u, n)}
-        for name in [n for n in self._probers if n not in kept]:  # rebuilt: rounds under the old config
-            self._in_background(self._probers.pop(name).close())  # must not count for the new uplink
+        kept = {(u.name, 4) for u in old.uplinks for n in new.uplinks if u.name == n.name and same_uplink(u, n)}
+        kept |= {(u.name, 6) for u in old.uplinks for n in new.uplinks
+                 if u.name == n.name and same_uplink(side_config(u), side_config(n))}
+        for key in [k for k in self._probers if k not in kept]:  # rebuilt: rounds under the old config
+            self._in_background(self._probers.pop(key).close())  # must not count for the new uplink
         self._sync_probers()
         self._start_monitor()  # a fresh snapshot: facts that changed while the file was read count too
         if new.history != old.history:
@@ -368,26 +372,27 @@ class Engine:
     # ---- tasks: probers, link monitor, history sampler -----------------------------------------------
 
     def _sync_probers(self) -> None:
-        """One prober per configured uplink, following the core's probe plans."""
-        plans = probe_plans(self.state)
-        for name in [n for n in self._probers if n not in plans]:
-            self._in_background(self._probers.pop(name).close())
-        for name, plan in plans.items():
-            prober = self._probers.get(name)
+        """One prober per configured uplink and family, following the core's probe plans."""
+        wanted = {(name, 4): plan for name, plan in probe_plans(self.state).items()}
+        wanted.update({(name, 6): plan for name, plan in probe_plans6(self.state.v6, self.config).items()})
+        for key in [k for k in self._probers if k not in wanted]:
+            self._in_background(self._probers.pop(key).close())
+        for (name, family), plan in wanted.items():
+            prober = self._probers.get((name, family))
             if prober is None:
-                prober = self._probers[name] = Prober(
+                prober = self._probers[(name, family)] = Prober(
                     name, plan, self.make_probes, self._round_done, self._probe_trouble,
-                    lambda: self.clock.now().mono)
+                    lambda: self.clock.now().mono, family)
                 prober.start()
             else:
                 prober.update(plan)
 
     def _round_done(self, prober: Prober, results: tuple, seq: int, started: float, burst: bool) -> None:
-        if self._probers.get(prober.name) is prober:  # not a round of a prober a reload replaced
-            self.feed(RoundDone(prober.name, results, seq, burst=burst, started=started))
+        if self._probers.get((prober.name, prober.family)) is prober:  # not a prober a reload replaced
+            self.feed(RoundDone(prober.name, results, seq, burst=burst, started=started, family=prober.family))
 
-    def _probe_trouble(self, name: str, error: str | None) -> None:
-        self.feed(ProbeTrouble(name, error))
+    def _probe_trouble(self, prober: Prober, error: str | None) -> None:
+        self.feed(ProbeTrouble(prober.name, error, prober.family))
 
     def _start_monitor(self) -> None:
         """(Re)start the netlink monitor over the current uplinks' interfaces."""

@@ -30,8 +30,9 @@ class Prober:
 
     def __init__(self, name: str, plan: ProbePlan, make_probes: MakeProbes,
                  on_round: Callable[[Prober, tuple[ProbeResult, ...], int, float, bool], None],
-                 on_trouble: Callable[[str, str | None], None], clock: Callable[[], float]):
+                 on_trouble: Callable[[Prober, str | None], None], clock: Callable[[], float], family: int = 4):
         self.name = name
+        self.family = family  # 6: the uplink's IPv6 targets, from its IPv6 address
         self.plan = plan
         self._make_probes = make_probes
         self._on_round = on_round
@@ -50,7 +51,7 @@ class Prober:
         self.closed = False
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"prober:{self.name}")
+        self._task = asyncio.create_task(self._run(), name=f"prober:{self.name}{'/ipv6' if self.family == 6 else ''}")
 
     def update(self, plan: ProbePlan) -> None:
         """The core's new plan: rebuild the probes if what they bind to changed; wake the loop."""
@@ -113,11 +114,11 @@ class Prober:
             if str(e) != self._error:
                 log.warning("uplink=%s cannot open probes from %s: %s", self.name, plan.source, e)
                 self._error = str(e)
-                self._on_trouble(self.name, self._error)
+                self._on_trouble(self, self._error)
             return False
         if self._error is not None:
             self._error = None
-            self._on_trouble(self.name, None)
+            self._on_trouble(self, None)
         return True
 
     async def _round(self, probes: list[Probe], generation: int, seq: int, started: float, burst: bool) -> None:

@@ -374,8 +374,12 @@ ERROR_CASES = {
                                "uplinks.fibre.probes[0].target", ['got "239.1.2.3"', "multicast"]),
     "probe target broadcast": (doc(probes=probe("icmp", "255.255.255.255")),
                                "uplinks.fibre.probes[0].target", ['got "255.255.255.255"', "broadcast"]),
-    "probe target IPv6": (doc(probes=probe("icmp", "2001:db8::1")),
-                          "uplinks.fibre.probes[0].target", ['got "2001:db8::1"', "IPv4 address"]),
+    "probe target IPv6 only": (doc(probes=probe("icmp", "2001:db8::1")),
+                               "uplinks.fibre.probes", ["only IPv6 targets", "at least one IPv4 target"]),
+    "probe target IPv6 link-local": (doc(probes=probe("icmp", "fe80::1")),
+                                     "uplinks.fibre.probes[0].target", ['got "fe80::1"', "link-local"]),
+    "probe target IPv6 multicast": (doc(probes=probe("icmp", "ff02::1")),
+                                    "uplinks.fibre.probes[0].target", ['got "ff02::1"', "multicast"]),
     "query on icmp probe": (doc(probes=probe("icmp", "198.51.100.10", 'query = "example.org"')),
                             "uplinks.fibre.probes[0].query",
                             ['got "example.org"', "only to dns probes", '"icmp"']),
@@ -590,3 +594,12 @@ def test_snmp_errors_are_all_reported_and_never_echo_a_secret():
 def test_an_enabled_agent_needs_someone_who_may_read_it():
     issue = only_issue(doc(top="[snmp.agent]\nenabled = true"))
     assert issue.path == "snmp.agent.enabled" and "community or users" in issue.message
+
+
+def test_ipv6_probe_targets_are_ipv6_probes_kept_apart_from_the_ipv4_ones():
+    cfg = loads(doc(probes=probe("icmp", "198.51.100.10") + probe("icmp", "2001:DB8::1")
+                    + probe("dns", "2001:db8::53")))
+    (u,) = cfg.uplinks
+    assert [p.target for p in u.probes] == ["198.51.100.10"], "the IPv4 side is what it was"
+    assert [(p.type, p.target) for p in u.probes6] == [("icmp", "2001:db8::1"), ("dns", "2001:db8::53")]
+    assert loads(doc()).uplinks[0].probes6 == (), "an IPv4-only config has no IPv6 side"

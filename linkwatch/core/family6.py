@@ -1,0 +1,204 @@
+"""The IPv6 side of dual-stack uplinks (issue 12): its own health and its own active set. Pure.
+
+An uplink with IPv6 probe targets (``UplinkConfig.probes6``) has a second :class:`UplinkState`,
+judged only by its IPv6 probes (rounds fed with ``family=6``) and the interface's IPv6 facts (its
+global address and the IPv6 default route via it). So an uplink whose IPv6 is broken while its
+IPv4 works is DOWN for IPv6 only, and the other way round; an IPv4-only config has no IPv6 side.
+
+What the two families share: the interface (carrier loss or a vanished interface is DOWN for
+both, each from its own facts), the admin's disable and force (the IPv4 side's, followed here),
+and the policy's rules (priority, failback hold, dampening: each side keeps its own penalty).
+What they do not: the interface counters count both families together, so a silence or traffic
+in them proves nothing about IPv6 alone; the IPv6 side is judged by its probes (late replies
+still make it slow, not dead) and probed at ``interval`` while it carries traffic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from linkwatch.config import Config, UplinkConfig
+from linkwatch.core import dampening as damp
+from linkwatch.core.dampening import flap_penalty
+from linkwatch.core.inputs import (
+    AdminRequest,
+    FactsChanged,
+    Input,
+    LinkFacts,
+    Now,
+    ProbeTrouble,
+    Reload,
+    RoundDone,
+    Start,
+    Tick,
+)
+from linkwatch.core.plans import plans
+from linkwatch.core.policy import Decision, PolicyParams, decide
+from linkwatch.core.states import State
+from linkwatch.core.uplink import (
+    ProbePlan,
+    UplinkState,
+    counted,
+    new_uplink,
+    same_uplink,
+    view_of,
+    with_admin,
+    with_facts,
+    with_round,
+)
+
+
+@dataclass(frozen=True)
+class Family6:
+    """The IPv6 side: a state per uplink that has IPv6 probes, and the uplinks IPv6 goes through."""
+
+    uplinks: tuple[UplinkState, ...] = ()
+    active: tuple[str, ...] = ()
+    decision: Decision | None = None
+    active_changes: int = 0
+
+    def uplink(self, name: str) -> UplinkState | None:
+        return next((u for u in self.uplinks if u.name == name), None)
+
+
+@dataclass(frozen=True)
+class Step6:
+    """What one step did on the IPv6 side, for the engine to pass on."""
+
+    side: Family6
+    log: tuple[tuple[str, str], ...] = ()
+    recheck_at: float | None = None
+
+
+def side_config(cfg: UplinkConfig) -> UplinkConfig:
+    """The uplink as its IPv6 side sees it: its IPv6 probes; its gateway from the kernel (a
+    configured gateway is an IPv4 one); no suspicion from the interface counters (see above)."""
+    return replace(cfg, probes=cfg.probes6, probes6=(), gateway=None,
+                   health=replace(cfg.health, suspect_after=None))
+
+
+def facts6(f: LinkFacts | None) -> LinkFacts | None:
+    """The interface's facts as the IPv6 side reads them: address6 and gateway6 in their place."""
+    if f is None:
+        return None
+    return replace(f, address=f.address6, prefixlen=f.prefixlen6, gateway=f.gateway6,
+                   address6=None, prefixlen6=None, gateway6=None, family=6)
+
+
+def step6(side: Family6, inp: Input, now: Now, config: Config, v4: tuple[UplinkState, ...],
+          forced: str | None) -> Step6:
+    """Feed ``inp`` (already applied to the IPv4 side, ``v4``) to the IPv6 side."""
+    log: list[tuple[str, str]] = []
+    changed = isinstance(inp, (Start, Reload, Tick, AdminRequest))
+    if isinstance(inp, (Start, Reload)):
+        side = _rebuilt(side, config, inp.facts, now, log)
+    elif isinstance(inp, RoundDone) and inp.family == 6:
+        u = side.uplink(inp.uplink)
+        if u is not None:
+            new, transitions = with_round(u, tuple(inp.results), inp.seq, now.mono, inp.started, inp.burst)
+            side, changed = _put(side, new, transitions, now, config, log), bool(transitions)
+    elif isinstance(inp, FactsChanged):
+        for u in side.uplinks:
+            f = facts6(inp.facts.get(u.cfg.interface))
+            if f != u.facts:
+                outcome = with_facts(u, f, now.mono)
+                side, changed = _put(side, outcome.uplink, outcome.transitions, now, config, log), True
+    elif isinstance(inp, ProbeTrouble) and inp.family == 6:
+        u = side.uplink(inp.uplink)
+        if u is not None and u.probe_error != inp.error:
+            side = _store(side, replace(u, probe_error=inp.error))
+    if isinstance(inp, Tick):
+        params = damp.params_of(config.policy)
+        for u in side.uplinks:
+            settled = damp.settle(u.penalty, now.mono, params)
+            if settled != u.penalty:
+                side = _store(side, replace(u, penalty=settled))
+    side, admin = _follow_admin(side, v4, now, config, log)
+    if changed or admin:
+        side = _decide(side, config, now, forced, log)
+    return Step6(side, tuple(log), recheck_at(side, config))
+
+
+def _rebuilt(side: Family6, config: Config, facts: Mapping[str, LinkFacts], now: Now,
+             log: list[tuple[str, str]]) -> Family6:
+    """Start, or a reload: an uplink whose IPv6 side is unchanged keeps its state."""
+    uplinks = []
+    for cfg in config.uplinks:
+        if not cfg.probes6:
+            continue
+        wanted = side_config(cfg)
+        prev = side.uplink(cfg.name)
+        if prev is not None and same_uplink(prev.cfg, wanted):
+            uplinks.append(replace(prev, cfg=wanted))
+            continue
+        fresh = new_uplink(wanted, now.mono, now.wall)
+        outcome = with_facts(fresh, facts6(facts.get(cfg.interface)), now.mono, initial=True)
+        for t in outcome.transitions:
+            log.append(("info", f"uplink={cfg.name} ipv6 {t.old.value} -> {t.new.value} reason={t.reason}"))
+        uplinks.append(counted(outcome.uplink, outcome.transitions, now.mono, now.wall))
+    names = {u.name for u in uplinks}
+    return replace(side, uplinks=tuple(uplinks), active=tuple(n for n in side.active if n in names))
+
+
+def _store(side: Family6, u: UplinkState) -> Family6:
+    return replace(side, uplinks=tuple(u if x.name == u.name else x for x in side.uplinks))
+
+
+def _put(side: Family6, u: UplinkState, transitions, now: Now, config: Config,
+         log: list[tuple[str, str]]) -> Family6:
+    """Store ``u`` with its transitions counted, logged and charged to its flap penalty."""
+    u = counted(u, transitions, now.mono, now.wall)
+    params = damp.params_of(config.policy)
+    for t in transitions:
+        s = u.stats
+        loss = "-" if s.loss_pct is None else f"{s.loss_pct:g}%"
+        rtt = "-" if s.rtt_ms is None else f"{s.rtt_ms:g}ms"
+        log.append(("info", f"uplink={u.name} ipv6 {t.old.value} -> {t.new.value} loss={loss} rtt={rtt} "
+                            f"reason={t.reason}"))
+        amount = flap_penalty(t.old, t.new)
+        if amount:
+            u = replace(u, penalty=damp.add(u.penalty, amount, now.mono, params))
+    return _store(side, u)
+
+
+def _follow_admin(side: Family6, v4: tuple[UplinkState, ...], now: Now, config: Config,
+                  log: list[tuple[str, str]]) -> tuple[Family6, bool]:
+    """An uplink the admin disabled (or enabled) is so for IPv6 too."""
+    disabled = {u.name for u in v4 if u.health.state == State.DISABLED}
+    moved = False
+    for u in side.uplinks:
+        want = u.name in disabled
+        if want != (u.health.state == State.DISABLED):
+            side = _put(side, *with_admin(u, want, now.mono), now, config, log)
+            moved = True
+    return side, moved
+
+
+def _decide(side: Family6, config: Config, now: Now, forced: str | None, log: list[tuple[str, str]]) -> Family6:
+    p = config.policy
+    views = [view_of(u) for u in side.uplinks]
+    names = {v.name for v in views}
+    d = decide(views, PolicyParams(p.mode, p.failback_hold), side.active, now.mono,
+               forced if forced in names else None)
+    side = replace(side, decision=d)
+    if d.active != side.active:
+        log.append(("info", f"active ipv6 {','.join(side.active) or '-'} -> {','.join(d.active) or '-'} "
+                            f"reason={d.reason}"))
+        side = replace(side, active=d.active, active_changes=side.active_changes + 1)
+    return side
+
+
+def recheck_at(side: Family6, config: Config) -> float | None:
+    """The next Tick the IPv6 side needs (a held failback, a dampening that ends)."""
+    params = damp.params_of(config.policy)
+    times = [t for u in side.uplinks if (t := damp.reuse_at(u.penalty, params)) is not None]
+    if side.decision is not None and side.decision.recheck_at is not None:
+        times.append(side.decision.recheck_at)
+    return min(times) if times else None
+
+
+def probe_plans6(side: Family6, config: Config) -> dict[str, ProbePlan]:
+    """How to probe each uplink's IPv6 targets now: as for IPv4, with the doubt of the IPv6 side."""
+    doubt = any(u.health.state in (State.FALLING, State.DOWN) for u in side.uplinks if u.name in side.active)
+    return plans(side.uplinks, side.active, side.active.__contains__, doubt, config.policy.mode == "balance", 6)

@@ -1,0 +1,146 @@
+"""Issue 12: each family has its own health and its own active set (the IPv6 side of dual-stack
+uplinks: core.family6), driven through the engine's public step with made-up time."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from harness import CONFIG, FACTS, Scenario, results
+
+from linkwatch.core.inputs import AdminRequest, RoundDone
+
+DUAL = CONFIG.replace('[uplinks.lte]', '[[uplinks.fibre.probes]]\ntype = "icmp"\ntarget = "2001:db8:f::1"\n'
+                      '[[uplinks.fibre.probes]]\ntype = "dns"\ntarget = "2001:db8:f::53"\n[uplinks.lte]') + (
+    '[[uplinks.lte.probes]]\ntype = "icmp"\ntarget = "2001:db8:f::1"\n')
+FACTS6 = {
+    "up1": replace(FACTS["up1"], address6="2001:db8:1::2", prefixlen6=64, gateway6="fe80::1"),
+    "up2": replace(FACTS["up2"], address6="2001:db8:2::2", prefixlen6=64, gateway6="fe80::1"),
+}
+
+
+def round6(s: Scenario, name: str, ok: bool, dt: float = 0.125):
+    s.t += dt
+    s.seq += 1
+    probes = s.state.v6.uplink(name).cfg.probes
+    return s.feed(RoundDone(name, results(probes, len(probes) if ok else 0), s.seq, family=6))
+
+
+def both(s: Scenario, pattern4: dict[str, str], pattern6: dict[str, str]) -> None:
+    """Rounds of both families in turn: ``{"fibre": "ggb"}`` per family (g good, b bad)."""
+    length = max(len(p) for p in (*pattern4.values(), *pattern6.values()))
+    for i in range(length):
+        for name, p in pattern4.items():
+            if i < len(p):
+                s.round(name, p[i] == "g", dt=0.05)
+        for name, p in pattern6.items():
+            if i < len(p):
+                round6(s, name, p[i] == "g", dt=0.05)
+
+
+def state6(s: Scenario, name: str) -> str:
+    return s.state.v6.uplink(name).health.state.value
+
+
+def test_an_ipv4_only_config_has_no_ipv6_side():
+    s = Scenario()
+    s.rounds({"fibre": "g", "lte": "g"})
+    assert s.state.v6.uplinks == () and s.outputs[-1].probes6 == {}
+    assert [p.target for p in s.state.uplink("fibre").cfg.probes] == ["203.0.113.1", "203.0.113.53"]
+
+
+def test_each_family_is_judged_by_its_own_probes_from_its_own_source():
+    s = Scenario(DUAL, facts=FACTS6)
+    plans6 = s.outputs[-1].probes6
+    assert plans6["fibre"].source == "2001:db8:1::2" and plans6["lte"].source == "2001:db8:2::2"
+    assert [x.target for x in plans6["fibre"].specs] == ["2001:db8:f::1", "2001:db8:f::53"]
+    assert [x.target for x in s.outputs[-1].probes["fibre"].specs] == ["203.0.113.1", "203.0.113.53"]
+    both(s, {"fibre": "g", "lte": "g"}, {"fibre": "g", "lte": "g"})
+    assert s.state.active == ("fibre",) and s.state.v6.active == ("fibre",)
+    # fibre's IPv6 breaks while its IPv4 works: only IPv6 moves
+    both(s, {"fibre": "gggggg", "lte": "gggggg"}, {"fibre": "bbbbbb", "lte": "gggggg"})
+    assert state6(s, "fibre") == "DOWN" and s.state_of("fibre") == "UP"
+    assert s.state.v6.active == ("lte",) and s.state.active == ("fibre",), "IPv4 does not move at all"
+    assert not any(e for e in s.events if type(e).__name__ == "ActiveChanged" and e.new == ("lte",))
+    assert any("active ipv6 fibre -> lte" in line for out in s.outputs for _, line in out.log)
+
+
+def test_ipv4_broken_while_ipv6_works_moves_only_ipv4():
+    s = Scenario(DUAL, facts=FACTS6)
+    both(s, {"fibre": "gbbbbbb", "lte": "ggggggg"}, {"fibre": "ggggggg", "lte": "ggggggg"})
+    assert s.state_of("fibre") == "DOWN" and state6(s, "fibre") == "UP"
+    assert s.state.active == ("lte",) and s.state.v6.active == ("fibre",)
+
+
+def test_no_ipv6_address_or_gateway_is_down_for_ipv6_only_and_a_new_prefix_is_followed():
+    s = Scenario(DUAL, facts=FACTS6)
+    both(s, {"fibre": "g", "lte": "g"}, {"fibre": "g", "lte": "g"})
+    s.set_facts("up1", address6=None, prefixlen6=None)  # the delegated prefix went away
+    assert state6(s, "fibre") == "DOWN" and s.state_of("fibre") == "UP"
+    assert "no IPv6 address on up1" in s.state.v6.uplink("fibre").health.reason
+    assert s.state.v6.active == ("lte",) and s.outputs[-1].probes6["fibre"].source is None
+    s.set_facts("up1", address6="2001:db8:1a::2", prefixlen6=64)  # a new prefix
+    assert s.outputs[-1].probes6["fibre"].source == "2001:db8:1a::2"
+    s.set_facts("up1", gateway6=None)
+    assert "no gateway (no IPv6 default route via up1" in s.state.v6.uplink("fibre").health.reason
+    s.set_facts("up1", gateway6="fe80::1")
+    both(s, {}, {"fibre": "ggggg"})
+    assert state6(s, "fibre") == "UP"
+    s.set_facts("up1", carrier=False)
+    assert s.state_of("fibre") == "DOWN" and state6(s, "fibre") == "DOWN", "carrier loss: both families"
+
+
+def test_the_admin_disables_and_forces_both_families_and_ipv6_keeps_its_own_failback_hold():
+    s = Scenario(DUAL, facts=FACTS6)
+    both(s, {"fibre": "g", "lte": "g"}, {"fibre": "g", "lte": "g"})
+    s.feed(AdminRequest("fibre", "disable", "test"))
+    assert state6(s, "fibre") == "DISABLED" and s.state.v6.active == ("lte",) and s.state.active == ("lte",)
+    s.feed(AdminRequest("fibre", "enable", "test"))
+    assert state6(s, "fibre") == "INIT"
+    both(s, {"fibre": "ggggg", "lte": "ggggg"}, {"fibre": "ggggg", "lte": "ggggg"})
+    assert s.state.v6.active == ("lte",), "fibre's IPv6 works again, but the failback hold (10 s) runs"
+    s.wait(10.5)
+    assert s.state.v6.active == ("fibre",) and s.state.active == ("fibre",)
+    s.feed(AdminRequest("lte", "force", "test"))
+    assert s.state.v6.active == ("lte",) and s.state.active == ("lte",)
+
+
+def test_a_reload_keeps_an_unchanged_ipv6_side_and_drops_a_removed_one():
+    from linkwatch.config import loads
+    from linkwatch.core.inputs import Reload
+
+    s = Scenario(DUAL, facts=FACTS6)
+    both(s, {"fibre": "g", "lte": "g"}, {"fibre": "gb", "lte": "g"})
+    before = s.state.v6.uplink("fibre")
+    s.feed(Reload(loads(DUAL), dict(FACTS6)))
+    assert s.state.v6.uplink("fibre").health == before.health, "unchanged: its state stays"
+    s.feed(Reload(loads(CONFIG), dict(FACTS6)))
+    assert s.state.v6.uplinks == () and s.state.v6.active == ()
+
+
+def test_adding_ipv6_targets_on_reload_keeps_the_ipv4_state():
+    from linkwatch.config import loads
+    from linkwatch.core.inputs import Reload
+
+    s = Scenario(CONFIG, facts=FACTS6)
+    s.rounds({"fibre": "gb", "lte": "g"})
+    before = s.state.uplink("fibre")
+    s.feed(Reload(loads(DUAL), dict(FACTS6)))
+    assert s.state.uplink("fibre").health == before.health and s.state.uplink("fibre").rounds == before.rounds
+    assert state6(s, "fibre") == "INIT" and set(s.outputs[-1].probes6) == {"fibre", "lte"}
+
+
+def test_status_keeps_its_ipv4_fields_and_adds_each_uplinks_ipv6_object():
+    s = Scenario(DUAL, facts=FACTS6)
+    both(s, {"fibre": "gggggg", "lte": "g"}, {"fibre": "gbbbbb", "lte": "g"})
+    d = s.status().to_dict()
+    fibre = next(u for u in d["uplinks"] if u["name"] == "fibre")
+    assert fibre["state"] == "UP" and fibre["active"] is True and fibre["address"] == "198.51.100.2"
+    six = fibre["ipv6"]
+    assert six["state"] == "DOWN" and six["active"] is False and six["address"] == "2001:db8:1::2"
+    assert six["gateway"] == "fe80::1" and six["loss_pct"] > 0 and six["rtt_ms"] == 12.0
+    assert [p["target"] for p in six["probes"]] == ["2001:db8:f::1", "2001:db8:f::53"]
+    assert d["active_ipv6"] == ["lte"] and d["active"] == ["fibre"]
+    assert Scenario().status().to_dict()["uplinks"][0]["ipv6"] is None, "IPv4 only: no IPv6 object"
+    from linkwatch.core.status import status_from_dict
+
+    assert status_from_dict(d).to_dict() == d, "what the CLI and the web UI read back"
