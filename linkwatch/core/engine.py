@@ -53,7 +53,15 @@ from linkwatch.core.inputs import (
 )
 from linkwatch.core.plans import plans
 from linkwatch.core.policy import Decision, PolicyParams, decide, rule_choice
-from linkwatch.core.routing import RouteSet, RoutingError, RoutingParams, plan, rule_home, rule_target
+from linkwatch.core.routing import (
+    RouteSet,
+    RoutingError,
+    merged,
+    plan,
+    routing_params,
+    rule_home,
+    rule_target,
+)
 from linkwatch.core.states import ADMIN_ACTIONS, State
 from linkwatch.core.uplink import (
     ProbePlan,
@@ -75,12 +83,6 @@ from linkwatch.core.uplink import (
 )
 
 MAX_SOURCE = 100  # characters of an admin action's source
-
-
-def routing_params(config: Config) -> RoutingParams:
-    r = config.routing
-    return RoutingParams(protocol=r.protocol, active_table=r.active_table, suppress_priority=r.rule_priority,
-                         active_priority=r.rule_priority + 100)
 
 
 @dataclass(frozen=True)
@@ -570,12 +572,21 @@ def _recheck_at(st: EngineState) -> float | None:
     return min(times) if times else None
 
 
+_last_merge: list = [None, None, None]  # (v4 plan, v6 plan, both): a memo, a step changes them rarely
+
+
+def _both(v4: RouteSet | None, v6: RouteSet | None) -> RouteSet | None:
+    if _last_merge[0] is not v4 or _last_merge[1] is not v6:
+        _last_merge[:] = [v4, v6, merged(v4, v6)]
+    return _last_merge[2]
+
+
 def _finish(s: _Step, inp: Input) -> tuple[EngineState, Outputs]:
     _decide(s)
     six = step6(s.state.v6, inp, s.now, s.state.config, s.state.uplinks, s.state.forced)
     st = s.state = replace(s.state, v6=six.side)
     recheck = min((t for t in (_recheck_at(st), six.recheck_at) if t is not None), default=None)
     return st, Outputs(
-        routing=st.routing, probes=probe_plans(st), probes6=probe_plans6(st.v6, st.config),
+        routing=_both(st.routing, st.v6.routing), probes=probe_plans(st), probes6=probe_plans6(st.v6, st.config),
         events=tuple(s.events + s.moves), flushes=tuple(s.flushes), forget_neighbours=tuple(s.neighbours),
         recheck_at=recheck, reply=s.reply, log=tuple(s.log) + six.log)

@@ -35,12 +35,14 @@ from linkwatch.core.inputs import (
 )
 from linkwatch.core.plans import plans
 from linkwatch.core.policy import Decision, PolicyParams, decide
+from linkwatch.core.routing import RouteSet, RoutingError, plan6, routing_params
 from linkwatch.core.states import State
 from linkwatch.core.uplink import (
     ProbePlan,
     UplinkState,
     counted,
     new_uplink,
+    route_of,
     same_uplink,
     view_of,
     with_admin,
@@ -57,6 +59,7 @@ class Family6:
     active: tuple[str, ...] = ()
     decision: Decision | None = None
     active_changes: int = 0
+    routing: RouteSet | None = None  # the IPv6 objects for the current decision and facts
 
     def uplink(self, name: str) -> UplinkState | None:
         return next((u for u in self.uplinks if u.name == name), None)
@@ -117,6 +120,7 @@ def step6(side: Family6, inp: Input, now: Now, config: Config, v4: tuple[UplinkS
     side, admin = _follow_admin(side, v4, now, config, log)
     if changed or admin:
         side = _decide(side, config, now, forced, log)
+        side = _planned(side, config, log)
     return Step6(side, tuple(log), recheck_at(side, config))
 
 
@@ -187,6 +191,19 @@ def _decide(side: Family6, config: Config, now: Now, forced: str | None, log: li
                             f"reason={d.reason}"))
         side = replace(side, active=d.active, active_changes=side.active_changes + 1)
     return side
+
+
+def _planned(side: Family6, config: Config, log: list[tuple[str, str]]) -> Family6:
+    """The IPv6 routing for the side's decision and facts (None: no uplink has an IPv6 side)."""
+    if not side.uplinks:
+        return replace(side, routing=None)
+    d = side.decision
+    try:
+        routing = plan6([route_of(u) for u in side.uplinks], d.weights if d else (), routing_params(config))
+    except RoutingError as e:  # inconsistent facts from the kernel: leave the IPv6 routes as they are
+        log.append(("error", f"ipv6 routing plan refused, kernel left unchanged: {e}"))
+        return side
+    return replace(side, routing=routing)
 
 
 def recheck_at(side: Family6, config: Config) -> float | None:

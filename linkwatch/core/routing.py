@@ -23,6 +23,11 @@ uplinks. Every object carries linkwatch's route protocol number P, so the reconc
 (:mod:`linkwatch.kernel.reconciler`) dumps, changes and deletes only its own objects; the main
 table is never touched.
 
+IPv6 (issue 12) has the same model in its own family (:func:`plan6`): the same table numbers and
+rule priorities (the kernel keeps IPv6 tables and rules apart from IPv4's), ``from <addr>/128``
+rules, the uplink's on-link prefix, ``default via <link-local gateway> dev X`` (a router
+advertisement's) and the active table behind ``suppress_prefixlength 0``; no flow marks.
+
 A :class:`RouteSet` is a set of routes and rules: :func:`plan` returns the one linkwatch wants,
 and the reconciler reads the one the kernel has into the same type, then diffs the two.
 """
@@ -30,13 +35,14 @@ and the reconciler reads the one the kernel has into the same type, then diffs t
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from collections.abc import Mapping, Sequence
 
-from linkwatch.config import RuleConfig
+from linkwatch.config import Config, RuleConfig
 from linkwatch.core.flows import FLOW_MASK, MOVABLE, ruleset
 
 DEFAULT_DST = "0.0.0.0/0"
+DEFAULT_DST6 = "::/0"
 SCOPE_UNIVERSE = 0
 SCOPE_LINK = 253
 RESERVED_TABLES = frozenset({0, 253, 254, 255})  # unspec, default, main, local
@@ -77,11 +83,17 @@ class RoutingParams:
             raise RoutingError(f"unreachable_metric={self.unreachable_metric}: expected 1..2**32-1")
 
 
+def routing_params(config: Config) -> RoutingParams:
+    r = config.routing
+    return RoutingParams(protocol=r.protocol, active_table=r.active_table, suppress_priority=r.rule_priority,
+                         active_priority=r.rule_priority + 100)
+
+
 @dataclass(frozen=True)
 class UplinkRoute:
     name: str
     ifindex: int | None  # None: interface missing
-    address: str | None  # IPv4 address of the uplink
+    address: str | None  # IPv4 address of the uplink (IPv6 in an IPv6 plan)
     prefixlen: int | None
     gateway: str | None
     table: int
@@ -105,10 +117,10 @@ class NextHop:
 
 @dataclass(frozen=True)
 class RouteSpec:
-    """One IPv4 route as linkwatch wants it (or found it) in the kernel.
+    """One IPv4 or IPv6 route as linkwatch wants it (or found it) in the kernel.
 
     The kernel identifies an IPv4 route by (table, dst, tos, metric); linkwatch never uses tos,
-    so :attr:`key` is (table, dst, metric) and a route with the same key is replaced in place.
+    so :attr:`key` is (family, table, dst, metric) and a route with the same key is replaced in place.
     """
 
     table: int
@@ -120,15 +132,18 @@ class RouteSpec:
     prefsrc: str | None = None
     scope: int = SCOPE_UNIVERSE
     nexthops: tuple[NextHop, ...] = ()
+    family: int = 4
 
     @property
-    def key(self) -> tuple[int, str, int]:
-        return (self.table, self.dst, self.metric)
+    def key(self) -> tuple[int, int, str, int]:
+        return (self.family, self.table, self.dst, self.metric)
 
     def describe(self) -> str:
-        """iproute2-like one line, e.g. ``default via 198.51.100.1 dev #2 table 101``."""
-        dst = "default" if self.dst == DEFAULT_DST else self.dst
+        """iproute2-like one line, e.g. ``default via 198.51.100.1 dev #2 table 101`` (``-6 ...``)."""
+        dst = "default" if self.dst in (DEFAULT_DST, DEFAULT_DST6) else self.dst
         parts = [dst] if self.kind == "unicast" else [self.kind, dst]
+        if self.family == 6:
+            parts.insert(0, "-6")
         if self.gateway:
             parts += ["via", self.gateway]
         if self.ifindex is not None:
@@ -156,9 +171,12 @@ class RuleSpec:
     suppress_prefixlen: int | None = None
     fwmark: int | None = None  # a flow's mark (sticky flows) ...
     fwmask: int | None = None  # ... under this mask
+    family: int = 4
 
     def describe(self) -> str:
         parts = [f"{self.priority}:", "from", self.src or "all"]
+        if self.family == 6:
+            parts.insert(0, "-6")
         if self.fwmark is not None:
             parts += ["fwmark", f"0x{self.fwmark:x}/0x{self.fwmask if self.fwmask is not None else 0xFFFFFFFF:x}"]
         parts += ["lookup", _table_name(self.table)]
@@ -197,7 +215,16 @@ def check_ipv4(what: str, value: str) -> None:
         raise RoutingError(f"{what}={value!r}: not an IPv4 address") from None
 
 
-def _check_uplinks(uplinks: Sequence[UplinkRoute], params: RoutingParams) -> None:
+def check_ip(what: str, value: str, family: int) -> None:
+    if family == 4:
+        return check_ipv4(what, value)
+    try:
+        ipaddress.IPv6Address(value)
+    except ValueError:
+        raise RoutingError(f"{what}={value!r}: not an IPv6 address") from None
+
+
+def _check_uplinks(uplinks: Sequence[UplinkRoute], params: RoutingParams, family: int = 4) -> None:
     seen_names: set[str] = set()
     seen_tables: dict[int, str] = {}
     seen_prios: dict[int, str] = {}
@@ -225,51 +252,58 @@ def _check_uplinks(uplinks: Sequence[UplinkRoute], params: RoutingParams) -> Non
             )
         seen_prios[up.rule_priority] = up.name
         if up.address is not None:
-            check_ipv4(f"{where} address", up.address)
+            check_ip(f"{where} address", up.address, family)
         if up.gateway is not None:
-            check_ipv4(f"{where} gateway", up.gateway)
-        if up.prefixlen is not None and not 0 <= up.prefixlen <= 32:
-            raise RoutingError(f"{where} prefixlen={up.prefixlen}: expected 0..32")
+            check_ip(f"{where} gateway", up.gateway, family)
+        bits = 128 if family == 6 else 32
+        if up.prefixlen is not None and not 0 <= up.prefixlen <= bits:
+            raise RoutingError(f"{where} prefixlen={up.prefixlen}: expected 0..{bits}")
 
 
 def _can_default(up: UplinkRoute) -> bool:
     return up.usable and up.ifindex is not None and bool(up.address) and (bool(up.gateway) or up.pointopoint)
 
 
-def _default_route(table: int, up: UplinkRoute) -> RouteSpec:
+def _default_route(table: int, up: UplinkRoute, family: int = 4) -> RouteSpec:
     """``default via <gateway> dev X``, or ``default dev X scope link`` on a point-to-point link."""
+    dst = DEFAULT_DST6 if family == 6 else DEFAULT_DST
     if up.gateway:
-        return RouteSpec(table=table, dst=DEFAULT_DST, gateway=up.gateway, ifindex=up.ifindex)
-    return RouteSpec(table=table, dst=DEFAULT_DST, ifindex=up.ifindex, scope=SCOPE_LINK)
+        return RouteSpec(table=table, dst=dst, gateway=up.gateway, ifindex=up.ifindex, family=family)
+    # IPv6 has no link scope for routes: a route without a gateway is on-link
+    return RouteSpec(table=table, dst=dst, ifindex=up.ifindex, scope=SCOPE_UNIVERSE if family == 6 else SCOPE_LINK,
+                     family=family)
 
 
-def _uplink_objects(up: UplinkRoute, params: RoutingParams) -> tuple[list[RouteSpec], list[RuleSpec]]:
+def _uplink_objects(up: UplinkRoute, params: RoutingParams, family: int = 4) -> tuple[list[RouteSpec], list[RuleSpec]]:
     routes = [
-        RouteSpec(table=up.table, dst=DEFAULT_DST, kind="unreachable", metric=params.unreachable_metric)
+        RouteSpec(table=up.table, dst=DEFAULT_DST6 if family == 6 else DEFAULT_DST, kind="unreachable",
+                  metric=params.unreachable_metric, family=family)
     ]
     rules: list[RuleSpec] = []
     if up.address is not None:
-        rules.append(RuleSpec(priority=up.rule_priority, table=up.table, src=f"{up.address}/32"))
+        host = 128 if family == 6 else 32
+        rules.append(RuleSpec(priority=up.rule_priority, table=up.table, src=f"{up.address}/{host}", family=family))
         if up.ifindex is not None and up.prefixlen is not None:
-            net = ipaddress.IPv4Interface(f"{up.address}/{up.prefixlen}").network
+            net = ipaddress.ip_interface(f"{up.address}/{up.prefixlen}").network
             routes.append(
                 RouteSpec(
                     table=up.table,
                     dst=str(net),
                     ifindex=up.ifindex,
                     prefsrc=up.address,
-                    scope=SCOPE_LINK,
+                    scope=SCOPE_UNIVERSE if family == 6 else SCOPE_LINK,
+                    family=family,
                 )
             )
     if _can_default(up):
-        routes.append(_default_route(up.table, up))
+        routes.append(_default_route(up.table, up, family))
         if up.flow_mark and up.working:  # its flows keep leaving through it
             rules.append(RuleSpec(priority=up.rule_priority, table=up.table, fwmark=up.flow_mark, fwmask=FLOW_MASK))
     return routes, rules
 
 
 def _active_route(
-    uplinks: Sequence[UplinkRoute], active: Sequence[tuple[str, int]], params: RoutingParams
+    uplinks: Sequence[UplinkRoute], active: Sequence[tuple[str, int]], params: RoutingParams, family: int = 4
 ) -> RouteSpec | None:
     by_name = {up.name: up for up in uplinks}
     hops: list[NextHop] = []
@@ -286,8 +320,35 @@ def _active_route(
     if not hops:
         return None
     if len(hops) == 1:
-        return _default_route(params.active_table, next(iter(taken.values())))
-    return RouteSpec(table=params.active_table, dst=DEFAULT_DST, nexthops=tuple(hops))
+        return _default_route(params.active_table, next(iter(taken.values())), family)
+    return RouteSpec(table=params.active_table, dst=DEFAULT_DST6 if family == 6 else DEFAULT_DST,
+                     nexthops=tuple(hops), family=family)
+
+
+def plan6(uplinks: Sequence[UplinkRoute], active: Sequence[tuple[str, int]], params: RoutingParams) -> RouteSet:
+    """The IPv6 objects for the IPv6 side of these uplinks (addresses and gateways IPv6), with
+    ``active`` = [(name, weight)] carrying IPv6 traffic: as :func:`plan`, without flow marks."""
+    _check_uplinks(uplinks, params, family=6)
+    routes: set[RouteSpec] = set()
+    rules: set[RuleSpec] = {
+        RuleSpec(priority=params.suppress_priority, table=MAIN_TABLE, suppress_prefixlen=0, family=6),
+        RuleSpec(priority=params.active_priority, table=params.active_table, family=6),
+    }
+    for up in uplinks:
+        up_routes, up_rules = _uplink_objects(replace(up, flow_mark=None), params, family=6)
+        routes.update(up_routes)
+        rules.update(up_rules)
+    active_route = _active_route(uplinks, active, params, family=6)
+    if active_route is not None:
+        routes.add(active_route)
+    return RouteSet(routes=frozenset(routes), rules=frozenset(rules))
+
+
+def merged(v4: RouteSet | None, v6: RouteSet | None) -> RouteSet | None:
+    """One plan of both families (the reconciler diffs and applies them together)."""
+    if v4 is None or v6 is None:
+        return v4 or v6
+    return RouteSet(routes=v4.routes | v6.routes, rules=v4.rules | v6.rules, flows=v4.flows)
 
 
 def plan(

@@ -46,6 +46,8 @@ _RTN_TYPES = {name: num for num, name in _RTN_NAMES.items()}
 # errors that mean "the device is down/absent right now": retried on the next apply
 _DEVICE_DOWN = frozenset({errno.ENETDOWN})
 _NOT_FOUND = frozenset({errno.ENOENT, errno.ESRCH, errno.ENODEV})
+_FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
+IP6_DEFAULT_METRIC = 1024  # the kernel's metric for an IPv6 route added without one
 
 
 @dataclass
@@ -70,27 +72,34 @@ class ApplyReport:
 
 
 def route_from_msg(msg: Any) -> RouteSpec:
-    """Turn a dumped RTM_NEWROUTE message into a RouteSpec (flags such as linkdown ignored)."""
-    dst = msg.get_attr("RTA_DST") or "0.0.0.0"
+    """Turn a dumped RTM_NEWROUTE message into a RouteSpec (flags such as linkdown ignored).
+
+    IPv6 routes come back as the kernel keeps them: metric 1024 when none was given (read as 0,
+    what linkwatch asks for), and an unreachable route on ``lo`` (read as no device)."""
+    v6 = msg["family"] == socket.AF_INET6
+    dst = msg.get_attr("RTA_DST") or ("::" if v6 else "0.0.0.0")
     hops = tuple(
         NextHop(gateway=nh.get_attr("RTA_GATEWAY"), ifindex=nh["oif"], weight=nh["hops"] + 1)
         for nh in (msg.get_attr("RTA_MULTIPATH") or ())
     )
+    kind = _RTN_NAMES.get(msg["type"], f"type{msg['type']}")
+    metric = msg.get_attr("RTA_PRIORITY", 0) or 0
     return RouteSpec(
         table=msg.get_attr("RTA_TABLE", msg["table"]),
         dst=f"{dst}/{msg['dst_len']}",
-        kind=_RTN_NAMES.get(msg["type"], f"type{msg['type']}"),
-        metric=msg.get_attr("RTA_PRIORITY", 0) or 0,
+        kind=kind,
+        metric=0 if v6 and metric == IP6_DEFAULT_METRIC else metric,
         gateway=msg.get_attr("RTA_GATEWAY"),
-        ifindex=msg.get_attr("RTA_OIF"),
+        ifindex=None if v6 and kind != "unicast" else msg.get_attr("RTA_OIF"),
         prefsrc=msg.get_attr("RTA_PREFSRC"),
         scope=msg["scope"],
         nexthops=hops,
+        family=6 if v6 else 4,
     )
 
 
 def rule_from_msg(msg: Any) -> RuleSpec:
-    """Turn a dumped RTM_NEWRULE message into a RuleSpec."""
+    """Turn a dumped RTM_NEWRULE message (either family) into a RuleSpec."""
     src = msg.get_attr("FRA_SRC")
     suppress = msg.get_attr("FRA_SUPPRESS_PREFIXLEN", NO_SUPPRESS)
     fwmark = msg.get_attr("FRA_FWMARK")
@@ -101,13 +110,14 @@ def rule_from_msg(msg: Any) -> RuleSpec:
         suppress_prefixlen=None if suppress == NO_SUPPRESS else suppress,
         fwmark=fwmark if fwmark else None,
         fwmask=msg.get_attr("FRA_FWMASK") if fwmark else None,
+        family=6 if msg["family"] == socket.AF_INET6 else 4,
     )
 
 
 def route_args(spec: RouteSpec, protocol: int) -> dict[str, Any]:
     """Keyword arguments for ``IPRoute.route()`` that create, replace or delete ``spec``."""
     args: dict[str, Any] = {
-        "family": socket.AF_INET,
+        "family": _FAMILY[spec.family],
         "dst": spec.dst,
         "table": spec.table,
         "proto": protocol,
@@ -132,7 +142,7 @@ def route_args(spec: RouteSpec, protocol: int) -> dict[str, Any]:
 def rule_args(spec: RuleSpec, protocol: int) -> dict[str, Any]:
     """Keyword arguments for ``IPRoute.rule()`` that add or delete ``spec``."""
     args: dict[str, Any] = {
-        "family": socket.AF_INET,
+        "family": _FAMILY[spec.family],
         "priority": spec.priority,
         "table": spec.table,
         "action": "to_tbl",
@@ -141,7 +151,7 @@ def rule_args(spec: RuleSpec, protocol: int) -> dict[str, Any]:
     if spec.src:
         addr, _, length = spec.src.partition("/")
         args["src"] = addr
-        args["src_len"] = int(length or 32)
+        args["src_len"] = int(length or (128 if spec.family == 6 else 32))
     if spec.suppress_prefixlen is not None:
         args["suppress_prefixlen"] = spec.suppress_prefixlen  # pyroute2 NLA name: ..._prefixlen
     if spec.fwmark is not None:
@@ -237,11 +247,13 @@ class Reconciler:
         raise RoutingError("netlink dump kept being interrupted (5 tries)")
 
     def _route_msgs(self) -> list[Any]:
-        msgs = self._dump(lambda: self._kernel.route("dump", family=socket.AF_INET))
+        msgs = [m for family in _FAMILY.values()
+                for m in self._dump(lambda: self._kernel.route("dump", family=family))]
         return [m for m in msgs if m["proto"] == self.params.protocol]
 
     def _current(self) -> RouteSet:
-        rule_msgs = self._dump(lambda: self._kernel.rule("dump", family=socket.AF_INET))
+        rule_msgs = [m for family in _FAMILY.values()
+                     for m in self._dump(lambda: self._kernel.rule("dump", family=family))]
         rules = frozenset(
             rule_from_msg(m)
             for m in rule_msgs
@@ -331,7 +343,7 @@ class Reconciler:
         to_put = sorted(
             desired.routes - current.routes, key=lambda s: _put_order(s, self.params.active_table)
         )
-        failed_keys: set[tuple[int, str, int]] = set()
+        failed_keys: set[tuple[int, int, str, int]] = set()
         for spec in to_put:
             replacing = spec.key in current_keys
             if self._route_call("replace", spec, report):
@@ -351,7 +363,7 @@ class Reconciler:
         if surplus:
             # re-dump: a replace above may already have overwritten a surplus route in place
             after = frozenset(route_from_msg(m) for m in self._route_msgs())
-            for spec in sorted(after - desired.routes, key=lambda s: (s.table, s.dst, s.metric)):
+            for spec in sorted(after - desired.routes, key=lambda s: s.key):
                 if spec.table in RESERVED_TABLES:
                     log.debug("not touching %s: reserved table", spec.describe())
                     continue
@@ -443,7 +455,8 @@ class Reconciler:
         result: list[tuple[str, int]] = []
         for msg in self._route_msgs():
             spec = route_from_msg(msg)
-            if spec.table != self.params.active_table or spec.dst != DEFAULT_DST or spec.kind != "unicast":
+            if (spec.table != self.params.active_table or spec.dst != DEFAULT_DST or spec.kind != "unicast"
+                    or spec.family != 4):
                 continue
             if spec.nexthops:
                 result.extend((hop.gateway or "", hop.ifindex) for hop in spec.nexthops)

@@ -565,3 +565,68 @@ def test_a_point_to_point_uplink_that_disappears_and_comes_back_renumbered(lab, 
     assert rec.apply(plan([lab.uplinks()[0], ptp], [("ptp", 1)], PARAMS)).errors == []
     assert route_get(RT, "10.200.0.1") == (None, index2)
     assert route_get(RT, "10.200.0.1", src="10.64.0.6") == (None, index2)
+
+
+# --------------------------------------------------------------------------- IPv6 (issue 12)
+
+
+def dump_ours6(ns, protocol=PARAMS.protocol):
+    from pyroute2 import IPRoute
+
+    with IPRoute(netns=ns, flags=0) as ipr:
+        routes = [m for m in ipr.route("dump", family=socket.AF_INET6) if m["proto"] == protocol]
+        rules = [m for m in ipr.rule("dump", family=socket.AF_INET6) if m.get_attr("FRA_PROTOCOL") == protocol]
+    return RouteSet(frozenset(map(route_from_msg, routes)), frozenset(map(rule_from_msg, rules)))
+
+
+def route_get6(ns, dst, src=None):
+    out = nsutil.ip(ns, "-6", "route", "get", dst, *(["from", src] if src else [])).stdout
+    return out.split(" proto")[0].strip()
+
+
+def dual_stack(lab):
+    """IPv6 on both uplinks: 2001:db8:1::2/64 and 2001:db8:2::2/64, each provider fe80::1 (as a
+    router advertisement would give it), plus an RA-like default in the main table."""
+    for i, (wan, peer) in enumerate((("wan1", "p1"), ("wan2", "p2")), start=1):
+        nsutil.ip(RT, "-6", "addr", "add", f"2001:db8:{i}::2/64", "dev", wan, "nodad")
+        nsutil.ip(PEER, "-6", "addr", "add", f"2001:db8:{i}::1/64", "dev", peer, "nodad")
+        nsutil.ip(PEER, "-6", "addr", "add", "fe80::1/64", "dev", peer, "nodad")
+    nsutil.ip(RT, "-6", "route", "add", "default", "via", "fe80::1", "dev", "wan1", "proto", "ra", "metric", "1024")
+    return [up("wan1", lab.i1, "2001:db8:1::2", "fe80::1", 101, 1010, prefixlen=64),
+            up("wan2", lab.i2, "2001:db8:2::2", "fe80::1", 102, 1020, prefixlen=64)]
+
+
+@root
+def test_ipv6_objects_are_applied_read_back_and_owned_like_the_ipv4_ones(lab, rec):
+    from linkwatch.core.routing import merged, plan6
+
+    six = dual_stack(lab)
+    desired = merged(lab.plan([("wan1", 1)]), plan6(six, [("wan1", 1)], PARAMS))
+    report = rec.apply(desired)
+    assert report.errors == [] and report.deferred == []
+    assert rec.current() == desired, "both families read back exactly as planned (metric 1024, lo on unreachable)"
+    assert dump_ours6(RT) == plan6(six, [("wan1", 1)], PARAMS) and dump_ours(RT) == lab.plan([("wan1", 1)])
+    again = rec.apply(desired)
+    assert not again.changed and again.errors == []
+    with Reconciler(PARAMS, netns=RT) as fresh:  # a restart changes nothing
+        assert not fresh.apply(desired).changed
+    out = nsutil.ip(RT, "-6", "rule", "show").stdout
+    assert "1000:\tfrom all lookup main suppress_prefixlength 0 proto 77" in out
+    assert "1020:\tfrom 2001:db8:2::2 lookup 102 proto 77" in out
+    # the kernel's own answers: a LAN destination leaves by the active IPv6 uplink, a probe from
+    # wan2's address by wan2, and the main table's on-link prefixes still win (suppress_prefixlength 0)
+    assert route_get6(RT, "2001:db8:ffff::1").endswith("via fe80::1 dev wan1 table 100")
+    assert route_get6(RT, "2001:db8:ffff::1", "2001:db8:2::2").endswith("via fe80::1 dev wan2 table 102")
+    assert "dev wan2" in route_get6(RT, "2001:db8:2::1") and "via" not in route_get6(RT, "2001:db8:2::1")
+    # IPv6 moves to wan2; IPv4 stays on wan1
+    switched = merged(lab.plan([("wan1", 1)]), plan6(six, [("wan2", 1)], PARAMS))
+    report = rec.apply(switched)
+    assert report.errors == [] and report.replaced == ["route -6 default via fe80::1 dev #%d table 100" % lab.i2]
+    assert route_get6(RT, "2001:db8:ffff::1").endswith("via fe80::1 dev wan2 table 100")
+    assert route_get(RT, "192.0.2.99") == ("198.51.100.1", lab.i1)
+    # both, weighted: the IPv6 multipath route reads back as planned
+    both = merged(lab.plan([("wan1", 1)]), plan6(six, [("wan1", 3), ("wan2", 1)], PARAMS))
+    assert rec.apply(both).errors == [] and rec.current() == both and not rec.apply(both).changed
+    withdrawn = rec.withdraw()
+    assert withdrawn.errors == [] and dump_ours6(RT) == RouteSet() and dump_ours(RT) == RouteSet()
+    assert "default via fe80::1 dev wan1 proto ra" in nsutil.ip(RT, "-6", "route", "show").stdout, "main untouched"

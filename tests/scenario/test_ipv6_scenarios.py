@@ -144,3 +144,39 @@ def test_status_keeps_its_ipv4_fields_and_adds_each_uplinks_ipv6_object():
     from linkwatch.core.status import status_from_dict
 
     assert status_from_dict(d).to_dict() == d, "what the CLI and the web UI read back"
+
+
+def v6_active_hops(out) -> list[tuple[str | None, int]]:
+    return sorted((r.gateway, r.ifindex) if not r.nexthops else (h.gateway, h.ifindex)
+                  for r in out.routing.routes if r.family == 6 and r.table == 100 and r.dst == "::/0"
+                  for h in (r.nexthops or (None,)))
+
+
+def test_ipv6_routing_follows_the_ipv6_active_set_and_leaves_ipv4_alone():
+    from harness import active_gateways
+
+    s = Scenario(DUAL, facts=FACTS6)
+    both(s, {"fibre": "g", "lte": "g"}, {"fibre": "g", "lte": "g"})
+    out = s.outputs[-1]
+    assert v6_active_hops(out) == [("fe80::1", 11)] and active_gateways(out.routing) == ["198.51.100.1"]
+    six = {r.describe() for r in out.routing.rules if r.family == 6}
+    assert six == {"-6 1000: from all lookup main suppress_prefixlength 0", "-6 1100: from all lookup 100",
+                   "-6 1001: from 2001:db8:1::2/128 lookup 101", "-6 1002: from 2001:db8:2::2/128 lookup 102"}
+    routes101 = {r.describe() for r in out.routing.routes if r.family == 6 and r.table == 101}
+    assert routes101 == {"-6 default via fe80::1 dev #11 table 101", "-6 2001:db8:1::/64 dev #11 table 101 src "
+                         "2001:db8:1::2", "-6 unreachable default table 101 metric 4278198272"}
+    both(s, {"fibre": "gggggg", "lte": "gggggg"}, {"fibre": "bbbbbb", "lte": "gggggg"})
+    out = s.outputs[-1]
+    assert v6_active_hops(out) == [("fe80::1", 12)], "IPv6 moved to lte"
+    assert active_gateways(out.routing) == ["198.51.100.1"], "IPv4 still via fibre"
+    assert "-6 default via fe80::1 dev #11 table 101" in {r.describe() for r in out.routing.routes}, \
+        "its own table keeps its route while the link is up: its probes watch it come back"
+    s.set_facts("up1", address6=None, prefixlen6=None)
+    assert not any(r.family == 6 and r.table == 101 and r.kind == "unicast" for r in s.outputs[-1].routing.routes)
+
+
+def test_an_ipv4_only_config_plans_no_ipv6_object():
+    s = Scenario()
+    s.rounds({"fibre": "g", "lte": "g"})
+    assert {r.family for r in s.outputs[-1].routing.routes} == {4}
+    assert {r.family for r in s.outputs[-1].routing.rules} == {4}
