@@ -16,9 +16,12 @@ from linkwatch.lab.safety import NotInLabError
 from linkwatch.lab.plan import (
     DEFAULT_NAME,
     DEFAULT_UPLINKS,
+    DNS6_SERVER,
     DNS_SERVER,
+    ECHO6_SERVER,
     ECHO_PORT,
     ECHO_SERVER,
+    LAN6_CLIENT,
     LAN_CLIENT,
     MAX_UPLINKS,
     LabError,
@@ -44,13 +47,15 @@ def _guard(command: str, handler: Callable[[argparse.Namespace], int]) -> Callab
 def cmd_up(args: argparse.Namespace) -> int:
     from linkwatch.lab import topology
 
-    options = topology.EngineOptions(web=args.web)
+    options = topology.EngineOptions(web=args.web, ipv6=args.ipv6)
     spec = topology.up(LabSpec(args.name, args.uplinks), engine=not args.no_engine, options=options)
     print(f"lab {spec.name!r} is up: {', '.join(spec.namespaces)}")
     for u in spec.uplink_list:
         print(f"  {u.name}: router {u.interface} {u.address}/29 via {u.gateway} ({spec.provider_ns(u.index)})")
     print(f"  client {LAN_CLIENT} in {spec.client_ns}; echo {ECHO_SERVER}:{ECHO_PORT}, "
           f"DNS {DNS_SERVER}, ICMP targets 203.0.113.1-12 in {spec.inet_ns}")
+    print(f"  IPv6: client {LAN6_CLIENT}; uplink k 2001:db8:k::2/64 via fe80::1; echo [{ECHO6_SERVER}]:{ECHO_PORT}, "
+          f"DNS {DNS6_SERVER}, ICMP targets 2001:db8:ff::1-c" + (" (probed by the engine)" if args.ipv6 else ""))
     print(f"  engine: {'control socket ' + spec.control_socket if not args.no_engine else 'not started (--no-engine)'}")
     if args.web and not args.no_engine:
         from linkwatch.lab import web
@@ -132,13 +137,14 @@ def register(subparsers) -> None:
     sp = named("up", "build the lab (and start the engine in its router)", cmd_up)
     uplinks_arg(sp)
     sp.add_argument("--no-engine", action="store_true", help="build the network and services only")
+    sp.add_argument("--ipv6", action="store_true", help="the engine probes IPv6 targets too (dual stack)")
     sp.add_argument("--web", nargs="?", const=DEFAULT_WEB, metavar="ADDR:PORT",
                     help=f"also start the web UI on the host's loopback (default {DEFAULT_WEB})")
     named("down", "stop what the lab started and delete its namespaces", cmd_down)
     named("status", "namespaces, processes, faults and the engine's view", cmd_status)
     sp = named("fault", "inject or clear a fault on an uplink's provider", cmd_fault)
     sp.add_argument("uplink", help="wanK, upK or K")
-    sp.add_argument("fault", nargs="+", metavar="FAULT", help="blackhole | loss PCT | carrier-down | shape RATE QUEUE | flap DOWN UP DURATION | clear")
+    sp.add_argument("fault", nargs="+", metavar="FAULT", help="blackhole [ipv4|ipv6] | loss PCT | carrier-down | shape RATE QUEUE | flap DOWN UP DURATION | clear")
     sp = named("demo", "failover demo: blackhole, carrier loss, failback, with a live client flow", cmd_demo)
     uplinks_arg(sp)
     sp.add_argument("--keep", action="store_true", help="leave the lab up afterwards")

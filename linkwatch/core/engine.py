@@ -575,7 +575,9 @@ def _recheck_at(st: EngineState) -> float | None:
 _last_merge: list = [None, None, None]  # (v4 plan, v6 plan, both): a memo, a step changes them rarely
 
 
-def _both(v4: RouteSet | None, v6: RouteSet | None) -> RouteSet | None:
+def routing_of(state: EngineState) -> RouteSet | None:
+    """The routing the kernel should have now: the IPv4 plan and the IPv6 side's, together."""
+    v4, v6 = state.routing, state.v6.routing
     if _last_merge[0] is not v4 or _last_merge[1] is not v6:
         _last_merge[:] = [v4, v6, merged(v4, v6)]
     return _last_merge[2]
@@ -585,8 +587,10 @@ def _finish(s: _Step, inp: Input) -> tuple[EngineState, Outputs]:
     _decide(s)
     six = step6(s.state.v6, inp, s.now, s.state.config, s.state.uplinks, s.state.forced)
     st = s.state = replace(s.state, v6=six.side)
+    for name, address in six.flushes:
+        s.flush(name, address)
     recheck = min((t for t in (_recheck_at(st), six.recheck_at) if t is not None), default=None)
     return st, Outputs(
-        routing=_both(st.routing, st.v6.routing), probes=probe_plans(st), probes6=probe_plans6(st.v6, st.config),
+        routing=routing_of(st), probes=probe_plans(st), probes6=probe_plans6(st.v6, st.config),
         events=tuple(s.events + s.moves), flushes=tuple(s.flushes), forget_neighbours=tuple(s.neighbours),
         recheck_at=recheck, reply=s.reply, log=tuple(s.log) + six.log)

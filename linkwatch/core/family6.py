@@ -72,6 +72,7 @@ class Step6:
     side: Family6
     log: tuple[tuple[str, str], ...] = ()
     recheck_at: float | None = None
+    flushes: tuple[tuple[str, str], ...] = ()  # (uplink, IPv6 address): reset the flows NATed to it
 
 
 def side_config(cfg: UplinkConfig) -> UplinkConfig:
@@ -93,6 +94,7 @@ def step6(side: Family6, inp: Input, now: Now, config: Config, v4: tuple[UplinkS
           forced: str | None) -> Step6:
     """Feed ``inp`` (already applied to the IPv4 side, ``v4``) to the IPv6 side."""
     log: list[tuple[str, str]] = []
+    flushes: list[tuple[str, str]] = []
     changed = isinstance(inp, (Start, Reload, Tick, AdminRequest))
     if isinstance(inp, (Start, Reload)):
         side = _rebuilt(side, config, inp.facts, now, log)
@@ -106,6 +108,8 @@ def step6(side: Family6, inp: Input, now: Now, config: Config, v4: tuple[UplinkS
             f = facts6(inp.facts.get(u.cfg.interface))
             if f != u.facts:
                 outcome = with_facts(u, f, now.mono)
+                if outcome.stale_nat:  # a new prefix: flows NATed to the old address cannot go on
+                    flushes.append((u.name, outcome.stale_nat))
                 side, changed = _put(side, outcome.uplink, outcome.transitions, now, config, log), True
     elif isinstance(inp, ProbeTrouble) and inp.family == 6:
         u = side.uplink(inp.uplink)
@@ -119,9 +123,15 @@ def step6(side: Family6, inp: Input, now: Now, config: Config, v4: tuple[UplinkS
                 side = _store(side, replace(u, penalty=settled))
     side, admin = _follow_admin(side, v4, now, config, log)
     if changed or admin:
-        side = _decide(side, config, now, forced, log)
-        side = _planned(side, config, log)
-    return Step6(side, tuple(log), recheck_at(side, config))
+        before = side.active
+        side = _planned(_decide(side, config, now, forced, log), config, log)
+        # no flow marks for IPv6 (yet): a flow NATed to an uplink IPv6 left would go on through the
+        # new one with the old source and hang, so its entries go, as IPv4's without sticky flows
+        for name in (n for n in before if n not in side.active):
+            u = side.uplink(name)
+            if u is not None and u.nat_address:
+                flushes.append((name, u.nat_address))
+    return Step6(side, tuple(log), recheck_at(side, config), tuple(flushes))
 
 
 def _rebuilt(side: Family6, config: Config, facts: Mapping[str, LinkFacts], now: Now,

@@ -29,6 +29,7 @@ from linkwatch.core.engine import (
     initial_state,
     probe_plans,
     reload_refusal,
+    routing_of,
     routing_params,
     step,
 )
@@ -119,7 +120,7 @@ class Engine:
         self.control: ControlServer | None = None
         self.snmp = AgentSlot()
         self.notifier = Notifier()  # systemd Type=notify and WatchdogSec (no-op outside systemd)
-        self.applier = Applier(self.kernel, lambda: self.state.routing, self._publish)
+        self.applier = Applier(self.kernel, lambda: routing_of(self.state), self._publish)
         self._probers: dict[tuple[str, int], Prober] = {}  # by uplink and family
         self._tasks: dict[str, asyncio.Task] = {}
         self._background: set[asyncio.Task] = set()  # replaced sinks draining, removed probers closing

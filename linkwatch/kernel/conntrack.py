@@ -22,6 +22,7 @@ import asyncio
 import errno
 import ipaddress
 import logging
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -68,12 +69,13 @@ async def _delete(ct: AsyncConntrack, entry: ConntrackEntry) -> bool:
     return True
 
 
-async def _flush(address: str, netns: str | None) -> int:
-    ct = _open(netns)
+async def _flush(address: str, netns: str | None, family: int = socket.AF_INET) -> int:
+    ct = _open(netns, family)
     try:
         try:
-            # kernel-side filter on the reply tuple (kernel >= 5.8); re-checked below anyway
-            selector = NFCTAttrTuple(daddr=address)
+            # kernel-side filter on the reply tuple (kernel >= 5.8), re-checked below anyway; IPv6
+            # entries are filtered here only (pyroute2's IPv6 filter matches nothing)
+            selector = NFCTAttrTuple(family=family, daddr=address) if family == socket.AF_INET else None
             victims = [
                 e async for e in await ct.dump_entries(tuple_reply=selector) if is_natted_to(_key(e), address)
             ]
@@ -120,8 +122,9 @@ def flush_marked(mark: int, mask: int, netns: str | None = None) -> int:
     return _run(_flush_marked(mark, mask, netns))
 
 
-def _open(netns: str | None) -> AsyncConntrack:
-    kwargs: dict[str, Any] = {} if netns is None else {"netns": netns, "flags": 0}
+def _open(netns: str | None, family: int = socket.AF_INET) -> AsyncConntrack:
+    kwargs: dict[str, Any] = {"nfgen_family": family} if netns is None else {"netns": netns, "flags": 0,
+                                                                             "nfgen_family": family}
     try:
         return AsyncConntrack(**kwargs)
     except OSError as err:
@@ -139,17 +142,18 @@ def _run(coro: Any) -> Any:
 
 
 def flush_nat(address: str, netns: str | None = None) -> int:
-    """Delete the conntrack entries NATed to ``address``; return how many were deleted.
+    """Delete the conntrack entries NATed to ``address`` (IPv4, or IPv6 for NAT66); return how
+    many were deleted.
 
     Blocking; safe in any thread (own socket and event loop). Called from a thread that runs
     an asyncio loop it still works, on a private thread, but then it blocks that loop.
     """
     try:
-        ipaddress.IPv4Address(address)
+        version = ipaddress.ip_address(address).version
     except ValueError:
-        raise ConntrackError(f"address={address!r}: not an IPv4 address") from None
+        raise ConntrackError(f"address={address!r}: not an IPv4 or IPv6 address") from None
     started = time.perf_counter()
-    deleted = _run(_flush(address, netns))
+    deleted = _run(_flush(address, netns, socket.AF_INET6 if version == 6 else socket.AF_INET))
     log.debug(
         "conntrack: deleted %d entries NATed to %s in %.1f ms",
         deleted,

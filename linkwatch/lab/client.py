@@ -247,12 +247,17 @@ def summarize(sent_times: Sequence[float], replies: Sequence[Reply], interval: f
 
 
 def parse_target(text: str) -> tuple[str, int]:
+    """``"203.0.113.7:7007"`` or ``"[2001:db8:ff::7]:7007"`` -> (host, port)."""
     host, _, port = text.rpartition(":")
     try:
-        socket.inet_aton(host)
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+            socket.inet_pton(socket.AF_INET6, host)
+        else:
+            socket.inet_pton(socket.AF_INET, host)
         port_n = int(port)
     except (OSError, ValueError):
-        raise FlowError(f"target {text!r} is not IPv4:port") from None
+        raise FlowError(f"target {text!r} is not IPv4:port or [IPv6]:port") from None
     if not 0 < port_n < 65536:
         raise FlowError(f"target port {port_n} is out of range")
     return host, port_n
@@ -291,12 +296,14 @@ def run_flow(duration: float, interval: float = DEFAULT_INTERVAL, target: tuple[
     replies: list[Reply] = []
     fixed: socket.socket | None = None
 
+    v6 = ":" in target[0]
+
     def new_sock() -> socket.socket:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
         s.setblocking(False)
         while next_port[0] is not None and next_port[0] < 65536:
             try:
-                s.bind(("0.0.0.0", next_port[0]))
+                s.bind(("::" if v6 else "0.0.0.0", next_port[0]))
                 break
             except OSError:
                 pass  # in use: the next one
@@ -373,7 +380,7 @@ def run_flow(duration: float, interval: float = DEFAULT_INTERVAL, target: tuple[
 
 def _ask_tally(target: tuple[str, int], token: str) -> tuple[int, str | None] | None:
     """One-way: ask the echo server how many datagrams of ``token`` arrived and from where (bounded)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    with socket.socket(socket.AF_INET6 if ":" in target[0] else socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.connect(target)
         s.settimeout(TALLY_WAIT)
         for _ in range(TALLY_TRIES):
@@ -474,10 +481,11 @@ class FlowHandle:
 
 def start_flow(lab_name: str, duration: float, interval: float = DEFAULT_INTERVAL, new_socket: bool = False,
                progress: float | None = None, one_way: bool = False, rate: float | None = None,
-               first_port: int | None = None) -> FlowHandle:
+               first_port: int | None = None, target: str | None = None) -> FlowHandle:
     """Start a flow of ``duration`` seconds, one datagram per ``interval`` seconds, in lab ``lab_name``
     (``interval`` 0.02, or ``rate=50``: 50 packets a second each way, a video call). ``one_way``: no
-    replies; the report's ``delivered``/``delivered_uplink`` say what arrived and through which uplink."""
+    replies; the report's ``delivered``/``delivered_uplink`` say what arrived and through which uplink.
+    ``target``: the echo server as ``"ip:port"`` or ``"[ip6]:port"`` (default the IPv4 one)."""
     interval = interval_for(rate, interval)
     check_bounds(duration, interval)
     spec = discover(lab_name)
@@ -490,6 +498,9 @@ def start_flow(lab_name: str, duration: float, interval: float = DEFAULT_INTERVA
         args += ["--first-port", str(first_port)]
     if one_way:
         args.append("--one-way")
+    if target is not None:
+        parse_target(target)
+        args += ["--target", target]
     if progress:
         args += ["--progress", f"{progress:g}"]
     argv = python_module_argv(spec.client_ns, "linkwatch.lab.client", args)
@@ -510,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--interval", type=float, default=DEFAULT_INTERVAL * 1000, help="ms between datagrams (default 10)")
     ap.add_argument("--rate", type=float, default=None, metavar="PPS",
                     help="packets per second each way, instead of --interval (50: a video call)")
-    ap.add_argument("--target", default=f"{ECHO_SERVER}:{ECHO_PORT}", help="echo server IPv4:port")
+    ap.add_argument("--target", default=f"{ECHO_SERVER}:{ECHO_PORT}", help="echo server IPv4:port or [IPv6]:port")
     ap.add_argument("--new-socket", action="store_true", help="a fresh socket (a new NAT flow) per datagram")
     ap.add_argument("--first-port", type=int, default=None,
                     help="with --new-socket: source ports from this one up (never an old flow's port)")

@@ -11,7 +11,15 @@ import re
 import tomllib
 from collections.abc import Mapping
 
-from linkwatch.lab.plan import DNS_QUERY, DNS_SERVER, ICMP_TARGETS, LabError, LabSpec
+from linkwatch.lab.plan import (
+    DNS6_SERVER,
+    DNS_QUERY,
+    DNS_SERVER,
+    ICMP6_TARGETS,
+    ICMP_TARGETS,
+    LabError,
+    LabSpec,
+)
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _RESERVED_TABLES = ("control", "hooks", "uplinks")
@@ -48,21 +56,28 @@ def _toml_table(name: str, values: Mapping[str, object]) -> list[str]:
     return lines
 
 
-def probe_specs(count: int) -> list[dict[str, str]]:
-    """1-3 probes per uplink: ICMP 203.0.113.1, DNS 203.0.113.53, ICMP 203.0.113.2."""
+def probe_specs(count: int, ipv6: bool = False) -> list[dict[str, str]]:
+    """1-3 probes per uplink: ICMP 203.0.113.1, DNS 203.0.113.53, ICMP 203.0.113.2; with ``ipv6``
+    as many IPv6 ones too (2001:db8:ff::1, ::53, ::2)."""
     if not 1 <= count <= 3:
         raise LabError(f"probe targets per uplink={count!r} is out of range: expected 1 to 3")
     specs = [
         {"type": "icmp", "target": ICMP_TARGETS[0]},
         {"type": "dns", "target": DNS_SERVER, "query": DNS_QUERY},
         {"type": "icmp", "target": ICMP_TARGETS[1]},
-    ]
-    return specs[:count]
+    ][:count]
+    if ipv6:
+        specs += [
+            {"type": "icmp", "target": ICMP6_TARGETS[0]},
+            {"type": "dns", "target": DNS6_SERVER, "query": DNS_QUERY},
+            {"type": "icmp", "target": ICMP6_TARGETS[1]},
+        ][:count]
+    return specs
 
 
 def engine_config(spec: LabSpec, probe_targets: int = 2, overrides: Mapping[str, Mapping] | None = None,
                   extra_toml: str = "", web: Mapping[str, object] | None = None,
-                  socket_group: str | None = None) -> str:
+                  socket_group: str | None = None, ipv6: bool = False) -> str:
     """The engine's TOML config for this lab. Pure.
 
     The lab keeps a history (in its state directory, one row per uplink every 10 s so a short
@@ -70,7 +85,8 @@ def engine_config(spec: LabSpec, probe_targets: int = 2, overrides: Mapping[str,
     (for the lab's web UI); ``socket_group`` owns the control socket (the web UI's group).
     ``overrides`` adds whole tables (``{"health": {...}, "policy": {...}}``; ``{"uplinks": {"wan1":
     {"weight": 3}}}`` adds keys to one uplink's table); ``extra_toml`` is
-    appended verbatim. The result must parse as TOML, else LabError.
+    appended verbatim. ``ipv6``: every uplink gets IPv6 probe targets too (dual stack). The result
+    must parse as TOML, else LabError.
     """
     lines = ["# written by `linkwatch lab up`", "[control]", f"socket = {toml_value(spec.control_socket)}"]
     if socket_group:
@@ -95,7 +111,7 @@ def engine_config(spec: LabSpec, probe_targets: int = 2, overrides: Mapping[str,
         lines += ["", f"[uplinks.{u.name}]", f'interface = "{u.interface}"', 'gateway = "auto"',
                   f"priority = {per_uplink.get(u.name, {}).get('priority', u.index)}"]
         lines += [f"{_toml_key(k)} = {toml_value(v)}" for k, v in per_uplink.get(u.name, {}).items() if k != "priority"]
-        for probe in probe_specs(probe_targets):
+        for probe in probe_specs(probe_targets, ipv6):
             lines += ["", f"[[uplinks.{u.name}.probes]]"]
             lines += [f"{k} = {toml_value(v)}" for k, v in probe.items()]
     text = "\n".join(lines) + "\n"

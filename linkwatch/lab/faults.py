@@ -45,7 +45,7 @@ QUEUE_BOUNDS = (0.001, 10.0)  # seconds
 _RATE = re.compile(r"(\d+(?:\.\d+)?)(kbit|mbit|gbit)")
 _RATE_UNITS = {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9}  # tc's units: powers of 1000
 _DURATION = re.compile(r"(\d+(\.\d+)?)(ms|s)")
-FORMS = "blackhole, loss PCT, carrier-down, shape RATE QUEUE, flap DOWN UP DURATION, clear"
+FORMS = "blackhole [ipv4|ipv6], loss PCT, carrier-down, shape RATE QUEUE, flap DOWN UP DURATION, clear"
 
 
 class FaultError(LabError):
@@ -61,6 +61,7 @@ class Fault:
     down: float | None = None  # flap: seconds blackholed ...
     up: float | None = None  # ... and clear ...
     duration: float | None = None  # ... for this long
+    family: str | None = None  # blackhole: "ipv4" or "ipv6" only (None: both)
 
     @property
     def rate_bps(self) -> float | None:
@@ -79,6 +80,8 @@ class Fault:
             return f"shape {self.rate} {self.queue}"
         if self.kind == "flap":
             return f"flap {self.down:g}s down / {self.up:g}s up for {self.duration:g}s"
+        if self.family:
+            return f"{self.kind} {self.family}"
         return self.kind
 
 
@@ -143,6 +146,10 @@ def parse_fault(words: Sequence[str]) -> Fault:
         if not 0 <= pct <= 100:
             raise FaultError(f"loss percentage {pct} is out of range: expected 0 to 100")
         return Fault("loss", pct)
+    if kind == "blackhole" and rest:
+        if rest != ["ipv4"] and rest != ["ipv6"]:
+            raise FaultError(f"fault `blackhole` takes ipv4 or ipv6 (one family only), got {' '.join(rest)!r}")
+        return Fault("blackhole", family=rest[0])
     if kind == "shape":
         if len(rest) != 2:
             raise FaultError("fault `shape` needs a rate and a queue, e.g. `shape 10mbit 400ms`")
@@ -173,7 +180,7 @@ def fault_ruleset(fault: Fault) -> str:
     if fault.kind in ("clear", "carrier-down"):
         return head
     if fault.kind == "blackhole":
-        rule = "counter drop"
+        rule = {"ipv4": "meta nfproto ipv4 ", "ipv6": "meta nfproto ipv6 ", None: ""}[fault.family] + "counter drop"
     elif fault.kind == "loss":
         rule = f"numgen random mod 100 < {fault.pct} counter drop"
     else:
@@ -257,7 +264,8 @@ def describe_faults(spec: LabSpec) -> dict[str, str]:
         if m:
             parts.append(f"loss {m.group(1)}%")
         elif "drop" in text:
-            parts.append("blackhole")
+            family = re.search(r"meta nfproto (ipv4|ipv6)", text)
+            parts.append(f"blackhole {family.group(1)}" if family else "blackhole")
         shaped = {link: describe_tbf(run_command(netns_exec(ns, ["tc", "qdisc", "show", "dev", link])))
                   for link in SHAPED_LINKS}
         if any(shaped.values()):

@@ -7,6 +7,13 @@ A lab named N with U uplinks is made of these namespaces::
                                           up2 198.51.100.10/29 ── dn 198.51.100.9/29   lw-N-p2 ...
     lw-N-pk   in 10.200.k.1/30 ── pk 10.200.k.2/30   lw-N-inet (targets 203.0.113.1-12, .53, .7)
 
+IPv6 (documentation prefix 2001:db8::/32) runs beside: the LAN is 2001:db8:77::/64 (router ::1,
+client ::2), uplink k is 2001:db8:k::/64 (router ::2, provider ::1 and ``fe80::1``, the link-local
+next hop a router advertisement would give; the router's main table has ``default via fe80::1 dev
+upk proto ra``), the transit k is 2001:db8:f0:k::/64 and the internet's IPv6 targets are
+2001:db8:ff::1-c, DNS ::53 and echo ::7. The router NATs IPv6 too (NAT66, ``snat to`` the uplink's
+IPv6 address: the LAN keeps one prefix), and each provider filters IPv6 sources as it does IPv4's.
+
 The router NATs with ``snat to <uplink address>`` per uplink, forwards TCP ports 8000-8999 of every
 uplink address to the LAN client (a port forward), and has one ``default via <gw> metric 100*k`` per
 uplink in its main table (what DHCP clients would install). Each provider drops what its customer
@@ -26,7 +33,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-LAB_RANGES = ("198.51.100.0/24", "203.0.113.0/24", "10.77.0.0/24", "10.200.0.0/16")
+LAB_RANGES = ("198.51.100.0/24", "203.0.113.0/24", "10.77.0.0/24", "10.200.0.0/16", "2001:db8::/32")
 DEFAULT_NAME = "lab"
 DEFAULT_UPLINKS = 2
 MAX_UPLINKS = 8
@@ -41,6 +48,12 @@ DNS_ANSWER = "203.0.113.80"
 ECHO_SERVER = "203.0.113.7"
 ECHO_PORT = 7007
 DNS_QUERY = "example.com"
+LAN6_ROUTER = "2001:db8:77::1"
+LAN6_CLIENT = "2001:db8:77::2"
+ICMP6_TARGETS = tuple(f"2001:db8:ff::{i:x}" for i in range(1, 13))
+DNS6_SERVER = "2001:db8:ff::53"
+ECHO6_SERVER = "2001:db8:ff::7"
+GATEWAY6 = "fe80::1"  # every provider's link-local address on its customer link (as an RA gives it)
 NAT_TABLE = "lwlab"  # the router's NAT table; the engine's own tables have other names
 FORWARD_PORTS = (8000, 8999)  # the router forwards these TCP ports on every uplink to the LAN client
 PROVIDER_TABLE = "lwprovider"  # a provider's source filter
@@ -92,16 +105,37 @@ class LabUplink:
     def metric(self) -> int:
         return 100 * self.index
 
+    @property
+    def network6(self) -> ipaddress.IPv6Network:
+        return ipaddress.IPv6Network(f"2001:db8:{self.index}::/64")
+
+    @property
+    def address6(self) -> str:
+        return f"2001:db8:{self.index}::2"
+
+    @property
+    def provider_address6(self) -> str:
+        return f"2001:db8:{self.index}::1"
+
+    @property
+    def provider_transit6(self) -> str:
+        return f"2001:db8:f0:{self.index}::1"
+
+    @property
+    def inet_transit6(self) -> str:
+        return f"2001:db8:f0:{self.index}::2"
+
 
 def uplink_for_address(address: str) -> LabUplink | None:
-    """The uplink whose router address is ``address`` (``"ip"`` or ``"ip:port"``), else None."""
-    host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
+    """The uplink whose router address (IPv4 or IPv6) is ``address`` (``"ip"``, ``"ip:port"`` or
+    ``"[ip6]:port"``), else None."""
+    host = address.rsplit(":", 1)[0] if address.count(":") == 1 or address.startswith("[") else address
     try:
-        ip = ipaddress.IPv4Address(host)
+        ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return None
     for k in range(1, MAX_UPLINKS + 1):
-        if str(ip) == LabUplink(k).address:
+        if str(ip) in (LabUplink(k).address, LabUplink(k).address6):
             return LabUplink(k)
     return None
 
@@ -208,11 +242,16 @@ def build_plan(spec: LabSpec) -> list[list[str]]:
         ["ip", "-n", r, "link", "set", "lan0", "up"],
         ["ip", "-n", c, "link", "set", "eth0", "up"],
         ["ip", "-n", c, "route", "add", "default", "via", LAN_ROUTER, "dev", "eth0"],
+        ["ip", "-n", r, "-6", "addr", "add", f"{LAN6_ROUTER}/64", "dev", "lan0", "nodad"],
+        ["ip", "-n", c, "-6", "addr", "add", f"{LAN6_CLIENT}/64", "dev", "eth0", "nodad"],
+        ["ip", "-n", c, "-6", "route", "add", "default", "via", LAN6_ROUTER, "dev", "eth0"],
     ]
     # the internet's targets live on a port-less bridge (this kernel has no dummy driver)
     cmds += [["ip", "-n", i, "link", "add", "targets", "type", "bridge"]]
     for addr in dict.fromkeys((*ICMP_TARGETS, DNS_SERVER, ECHO_SERVER)):  # .7 is both ICMP and echo
         cmds.append(["ip", "-n", i, "addr", "add", f"{addr}/32", "dev", "targets"])
+    for addr in dict.fromkeys((*ICMP6_TARGETS, DNS6_SERVER, ECHO6_SERVER)):
+        cmds.append(["ip", "-n", i, "-6", "addr", "add", f"{addr}/128", "dev", "targets", "nodad"])
     cmds.append(["ip", "-n", i, "link", "set", "targets", "up"])
     for u in spec.uplink_list:
         p, k = spec.provider_ns(u.index), u.index
@@ -231,6 +270,15 @@ def build_plan(spec: LabSpec) -> list[list[str]]:
             ["ip", "-n", i, "route", "add", str(u.network), "via", u.provider_transit, "dev", f"p{k}"],
             ["ip", "-n", r, "route", "add", "default", "via", u.gateway, "dev", u.interface,
              "metric", str(u.metric)],
+            ["ip", "-n", r, "-6", "addr", "add", f"{u.address6}/64", "dev", u.interface, "nodad"],
+            ["ip", "-n", p, "-6", "addr", "add", f"{u.provider_address6}/64", "dev", "dn", "nodad"],
+            ["ip", "-n", p, "-6", "addr", "add", f"{GATEWAY6}/64", "dev", "dn", "nodad"],
+            ["ip", "-n", p, "-6", "addr", "add", f"{u.provider_transit6}/64", "dev", "in", "nodad"],
+            ["ip", "-n", i, "-6", "addr", "add", f"{u.inet_transit6}/64", "dev", f"p{k}", "nodad"],
+            ["ip", "-n", p, "-6", "route", "add", "default", "via", u.inet_transit6, "dev", "in"],
+            ["ip", "-n", i, "-6", "route", "add", str(u.network6), "via", u.provider_transit6, "dev", f"p{k}"],
+            ["ip", "-n", r, "-6", "route", "add", "default", "via", GATEWAY6, "dev", u.interface,
+             "proto", "ra", "metric", str(u.metric)],
         ]
     return cmds
 
@@ -242,11 +290,14 @@ def sysctl_plan(spec: LabSpec) -> dict[str, list[str]]:
     asymmetric moments are the engine's business, not the kernel's); unprivileged ICMP widened in
     the router, where the engine probes.
     """
-    common = ["net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"]
+    common = ["net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
+              "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0",
+              "net.ipv6.conf.all.accept_ra=0", "net.ipv6.conf.default.accept_ra=0"]
     plan = {ns: list(common) for ns in spec.namespaces}
-    plan[spec.router_ns] += ["net.ipv4.ip_forward=1", f"net.ipv4.ping_group_range={PING_GROUP_RANGE}"]
+    plan[spec.router_ns] += ["net.ipv4.ip_forward=1", f"net.ipv4.ping_group_range={PING_GROUP_RANGE}",
+                             "net.ipv6.conf.all.forwarding=1"]
     for u in spec.uplink_list:
-        plan[spec.provider_ns(u.index)].append("net.ipv4.ip_forward=1")
+        plan[spec.provider_ns(u.index)] += ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]
     return plan
 
 
@@ -254,6 +305,7 @@ def router_nat_ruleset(spec: LabSpec) -> str:
     """The router's NAT: ``snat to`` the uplink's address (not masquerade, see DESIGN.md), and the
     port forward of :data:`FORWARD_PORTS` on every uplink to the LAN client."""
     rules = "\n".join(f'        oifname "{u.interface}" snat to {u.address}' for u in spec.uplink_list)
+    rules6 = "\n".join(f'        oifname "{u.interface}" snat to {u.address6}' for u in spec.uplink_list)
     uplinks = ", ".join(f'"{u.interface}"' for u in spec.uplink_list)
     low, high = FORWARD_PORTS
     return (
@@ -269,6 +321,14 @@ def router_nat_ruleset(spec: LabSpec) -> str:
         f"{rules}\n"
         "    }\n"
         "}\n"
+        f"table ip6 {NAT_TABLE}\n"
+        f"delete table ip6 {NAT_TABLE}\n"
+        f"table ip6 {NAT_TABLE} {{\n"
+        "    chain postrouting {\n"
+        "        type nat hook postrouting priority srcnat; policy accept;\n"
+        f"{rules6}\n"
+        "    }\n"
+        "}\n"
     )
 
 
@@ -282,12 +342,19 @@ def provider_ruleset(uplink: LabUplink) -> str:
         f'        iifname "dn" ip saddr != {uplink.network} drop\n'
         "    }\n"
         "}\n"
+        f"table ip6 {PROVIDER_TABLE} {{\n"
+        "    chain forward {\n"
+        "        type filter hook forward priority filter; policy accept;\n"
+        f'        iifname "dn" ip6 saddr != {uplink.network6} drop\n'
+        "    }\n"
+        "}\n"
     )
 
 
 def services_argv() -> list[str]:
     """Arguments of ``linkwatch.lab.services`` for the inet namespace."""
-    return ["--dns", DNS_SERVER, "--echo", f"{ECHO_SERVER}:{ECHO_PORT}", "--answer", DNS_ANSWER]
+    return ["--dns", DNS_SERVER, "--echo", f"{ECHO_SERVER}:{ECHO_PORT}", "--dns", DNS6_SERVER,
+            "--echo", f"[{ECHO6_SERVER}]:{ECHO_PORT}", "--answer", DNS_ANSWER]
 
 
 # --- overlap check -----------------------------------------------------------------------------
@@ -297,7 +364,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 @dataclass(frozen=True)
 class Overlap:
-    lab_range: ipaddress.IPv4Network
+    lab_range: IPNetwork
     existing: IPNetwork
     origin: str = ""
 

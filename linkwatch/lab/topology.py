@@ -106,6 +106,7 @@ class EngineOptions:
     extra_toml: str = ""
     timeout: float = ENGINE_TIMEOUT
     web: str | None = None  # address:port on the host's loopback for the lab's web UI; None = no web UI
+    ipv6: bool = False  # IPv6 probe targets too: the engine watches both families
 
 
 def preflight(spec: LabSpec) -> None:
@@ -188,7 +189,8 @@ def start_engine(spec: LabSpec, options: EngineOptions) -> ProcessRecord:
     web_table, group, web_argv = None, None, None
     if options.web:
         web_table, group, web_argv = web.prepare(spec, options.web)
-    text = engine_config(spec, options.probe_targets, options.overrides, options.extra_toml, web_table, group)
+    text = engine_config(spec, options.probe_targets, options.overrides, options.extra_toml, web_table, group,
+                         options.ipv6)
     os.makedirs(spec.hooks_dir, exist_ok=True)
     with open(spec.config_path, "w") as f:
         f.write(text)

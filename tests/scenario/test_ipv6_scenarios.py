@@ -180,3 +180,15 @@ def test_an_ipv4_only_config_plans_no_ipv6_object():
     s.rounds({"fibre": "g", "lte": "g"})
     assert {r.family for r in s.outputs[-1].routing.routes} == {4}
     assert {r.family for r in s.outputs[-1].routing.rules} == {4}
+
+
+def test_flows_natted_to_an_uplinks_ipv6_address_are_reset_when_ipv6_leaves_it_or_its_prefix_changes():
+    s = Scenario(DUAL, facts=FACTS6)
+    both(s, {"fibre": "g", "lte": "g"}, {"fibre": "g", "lte": "g"})
+    start = len(s.outputs)
+    both(s, {"fibre": "gggggg", "lte": "gggggg"}, {"fibre": "bbbbbb", "lte": "gggggg"})
+    flushes = [(f.uplink, f.address, f.mark) for out in s.outputs[start:] for f in out.flushes]
+    assert flushes == [("fibre", "2001:db8:1::2", None)], "by NAT address (IPv6 flows carry no mark)"
+    start = len(s.outputs)
+    s.set_facts("up2", address6="2001:db8:22::2")  # lte's delegated prefix changed
+    assert [(f.uplink, f.address) for f in s.outputs[-1].flushes] == [("lte", "2001:db8:2::2")]
