@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from linkwatch.lab.namespaces import discover, namespace_exists
-from linkwatch.lab.plan import LabError, LabSpec
+from linkwatch.lab.plan import GATEWAY6, LabError, LabSpec, LabUplink
 from linkwatch.lab.processes import forget_process, netns_exec, read_records, run_command, start_background, stop_pid
 
 FAULT_TABLE = "lwfault"
@@ -218,6 +218,10 @@ def apply_fault(lab_name: str, uplink: str | int, fault: Fault) -> str:
     if fault.kind in ("carrier-down", "clear"):
         state = "down" if fault.kind == "carrier-down" else "up"
         run_command(["ip", "-n", ns, "link", "set", PROVIDER_LINK, state])
+        if state == "up":  # a link set down loses its IPv6 addresses: the provider's come back with it
+            u = LabUplink(k)
+            for address in (u.provider_address6, GATEWAY6):
+                run_command(["ip", "-n", ns, "-6", "addr", "replace", f"{address}/64", "dev", PROVIDER_LINK, "nodad"])
     if fault.kind == "shape":
         for link in SHAPED_LINKS:
             run_command(netns_exec(ns, shape_command(link, fault)))

@@ -11,8 +11,9 @@ IPv6 (documentation prefix 2001:db8::/32) runs beside: the LAN is 2001:db8:77::/
 client ::2), uplink k is 2001:db8:k::/64 (router ::2, provider ::1 and ``fe80::1``, the link-local
 next hop a router advertisement would give; the router's main table has ``default via fe80::1 dev
 upk proto ra``), the transit k is 2001:db8:f0:k::/64 and the internet's IPv6 targets are
-2001:db8:ff::1-c, DNS ::53 and echo ::7. The router NATs IPv6 too (NAT66, ``snat to`` the uplink's
-IPv6 address: the LAN keeps one prefix), and each provider filters IPv6 sources as it does IPv4's.
+2001:db8:ff::1-c, DNS ::53 and echo ::7. The router NATs IPv6 too (NAT66 to the uplink's
+IPv6 address, by masquerade so that it follows a new prefix: the LAN keeps one prefix), and each
+provider filters IPv6 sources as it does IPv4's.
 
 The router NATs with ``snat to <uplink address>`` per uplink, forwards TCP ports 8000-8999 of every
 uplink address to the LAN client (a port forward), and has one ``default via <gw> metric 100*k`` per
@@ -305,7 +306,8 @@ def router_nat_ruleset(spec: LabSpec) -> str:
     """The router's NAT: ``snat to`` the uplink's address (not masquerade, see DESIGN.md), and the
     port forward of :data:`FORWARD_PORTS` on every uplink to the LAN client."""
     rules = "\n".join(f'        oifname "{u.interface}" snat to {u.address}' for u in spec.uplink_list)
-    rules6 = "\n".join(f'        oifname "{u.interface}" snat to {u.address6}' for u in spec.uplink_list)
+    # IPv6: masquerade, as a NAT66 router on a dynamic (delegated) prefix does: it follows the address
+    rules6 = "\n".join(f'        oifname "{u.interface}" masquerade' for u in spec.uplink_list)
     uplinks = ", ".join(f'"{u.interface}"' for u in spec.uplink_list)
     low, high = FORWARD_PORTS
     return (

@@ -1,0 +1,152 @@
+"""Issue 12 against the real kernel: a dual-stack lab (lab up --ipv6), the engine probing both
+families, faults of one family or both, a prefix change, and the LAN client's own IPv4 and IPv6
+flows (NAT66 at the router) showing what a user sees. Generous bounds; the numbers are measured by
+bench/bench_ipv6.py. Namespaces lw-tV6-…, torn down by name even when a test fails."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from linkwatch.lab import client, faults, topology
+from linkwatch.lab.namespaces import existing_lab_namespaces
+from linkwatch.lab.plan import ECHO6_SERVER, ECHO_PORT, LabSpec
+from linkwatch.lab.processes import netns_exec, run_command
+from linkwatch.lab.topology import EngineOptions
+from tests.integration.labutil import status, wait_for
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
+    pytest.mark.root,
+    pytest.mark.lab,
+]
+
+LAB = "tV6"
+TARGET6 = f"[{ECHO6_SERVER}]:{ECHO_PORT}"
+OPTIONS = EngineOptions(ipv6=True, overrides={"policy": {"failback_hold": "2s", "dampening": False}})
+
+
+def fault(spec: LabSpec, up: str, *words: str) -> None:
+    faults.apply_fault(spec.name, up, faults.parse_fault(list(words)))
+
+
+def uplink(st: dict, name: str) -> dict:
+    return next(u for u in st["uplinks"] if u["name"] == name)
+
+
+def sh(ns: str, *argv: str) -> str:
+    return run_command(netns_exec(ns, list(argv)))
+
+
+@pytest.fixture(scope="module")
+def lab():
+    topology.down(LAB)
+    spec = LabSpec(LAB)
+    try:
+        topology.up(spec, engine=True, options=OPTIONS)
+        yield spec
+    finally:
+        topology.down(LAB)
+    assert not existing_lab_namespaces(LAB)
+
+
+def settled(spec: LabSpec) -> bool:
+    st = status(spec)
+    return (st["active"] == ["wan1"] and st["active_ipv6"] == ["wan1"]
+            and all(u["state"] == "UP" and u["ipv6"]["state"] == "UP" for u in st["uplinks"]))
+
+
+@pytest.fixture
+def healthy(lab):
+    for up in ("wan1", "wan2"):
+        fault(lab, up, "clear")
+    wait_for(lambda: settled(lab), 20.0, "both uplinks UP in both families, wan1 active in both")
+    yield lab
+    for up in ("wan1", "wan2"):
+        fault(lab, up, "clear")
+
+
+def test_both_families_are_probed_and_routed_through_the_active_uplink(healthy):
+    st = status(healthy)
+    six = uplink(st, "wan1")["ipv6"]
+    assert six["address"] == "2001:db8:1::2" and six["gateway"] == "fe80::1" and six["rtt_ms"] is not None
+    assert uplink(st, "wan1")["address"] == "198.51.100.2", "the IPv4 fields are as they were"
+    table100 = sh(healthy.router_ns, "ip", "-6", "route", "show", "table", "100")
+    assert "default via fe80::1 dev up1 proto 77" in table100
+    rules = sh(healthy.router_ns, "ip", "-6", "rule", "show")
+    assert "from 2001:db8:2::2 lookup 102 proto 77" in rules and "lookup main suppress_prefixlength 0" in rules
+    main6 = sh(healthy.router_ns, "ip", "-6", "route", "show", "table", "main")
+    assert "default via fe80::1 dev up1 proto ra metric 100" in main6, "the RA's routes are not touched"
+    with client.start_flow(healthy.name, duration=1.0, interval=0.02, target=TARGET6) as flow:
+        report = flow.result(timeout=20)
+    assert report.received > 40 and report.seen_addresses == ["2001:db8:1::2"], report.summary()
+
+
+def test_ipv6_broken_on_the_active_uplink_moves_only_ipv6(healthy):
+    flow6 = client.start_flow(healthy.name, duration=8.0, interval=0.02, target=TARGET6)
+    flow4 = client.start_flow(healthy.name, duration=8.0, interval=0.02)
+    time.sleep(2.0)
+    fault(healthy, "wan1", "blackhole", "ipv6")
+    r6, r4 = flow6.result(timeout=30), flow4.result(timeout=30)
+    assert [c.after for c in r6.changes] == ["2001:db8:2::2"] and r6.trailing_outage_s == 0, r6.summary()
+    assert r6.changes[0].gap_s < 1.5, r6.summary()
+    assert r4.seen_addresses == ["198.51.100.2"] and r4.longest_outage_s < 0.2, "IPv4 did not move: " + r4.summary()
+    st = status(healthy)
+    assert st["active"] == ["wan1"] and st["active_ipv6"] == ["wan2"]
+    assert uplink(st, "wan1")["state"] == "UP" and uplink(st, "wan1")["ipv6"]["state"] == "DOWN"
+    fault(healthy, "wan1", "clear")  # IPv6 comes back to wan1 after the failback hold (2 s here)
+    wait_for(lambda: status(healthy)["active_ipv6"] == ["wan1"], 15.0, "IPv6 back on wan1")
+    with client.start_flow(healthy.name, duration=0.5, interval=0.02, target=TARGET6) as flow:
+        assert flow.result(timeout=20).seen_addresses == ["2001:db8:1::2"]
+
+
+def test_ipv4_broken_while_ipv6_works_moves_only_ipv4(healthy):
+    fault(healthy, "wan1", "blackhole", "ipv4")
+    wait_for(lambda: status(healthy)["active"] == ["wan2"], 5.0, "IPv4 on wan2")
+    st = status(healthy)
+    assert st["active_ipv6"] == ["wan1"] and uplink(st, "wan1")["ipv6"]["state"] == "UP"
+    with client.start_flow(healthy.name, duration=0.5, interval=0.02, target=TARGET6) as flow:
+        assert flow.result(timeout=20).seen_addresses == ["2001:db8:1::2"]
+
+
+def test_carrier_loss_moves_both_families_at_once(healthy):
+    flow6 = client.start_flow(healthy.name, duration=4.0, interval=0.01, target=TARGET6)
+    time.sleep(1.5)
+    fault(healthy, "wan1", "carrier-down")
+    r6 = flow6.result(timeout=30)
+    assert [c.after for c in r6.changes] == ["2001:db8:2::2"] and r6.changes[0].gap_s < 0.5, r6.summary()
+    st = status(healthy)
+    assert st["active"] == ["wan2"] and st["active_ipv6"] == ["wan2"]
+
+
+def test_a_new_delegated_prefix_is_followed_without_a_restart(healthy):
+    """The provider hands out a new prefix: the uplink's IPv6 address changes. The engine's rules,
+    routes and probes follow it, and the LAN's IPv6 traffic flows with the new address."""
+    r, p, i = healthy.router_ns, healthy.provider_ns(1), healthy.inet_ns
+    pid = status(healthy)["pid"]
+    sh(p, "ip", "-6", "addr", "add", "2001:db8:1a::1/64", "dev", "dn", "nodad")
+    sh(i, "ip", "-6", "route", "add", "2001:db8:1a::/64", "via", "2001:db8:f0:1::1", "dev", "p1")
+    run_command(netns_exec(p, ["nft", "-f", "-"]), input_text=(
+        "flush chain ip6 lwprovider forward\n"
+        'add rule ip6 lwprovider forward iifname "dn" ip6 saddr != { 2001:db8:1::/64, 2001:db8:1a::/64 } drop\n'))
+    try:
+        flow6 = client.start_flow(healthy.name, duration=6.0, interval=0.02, target=TARGET6)
+        time.sleep(1.0)
+        renumbered = time.monotonic()
+        sh(r, "ip", "-6", "addr", "add", "2001:db8:1a::2/64", "dev", "up1", "nodad")
+        sh(r, "ip", "-6", "addr", "del", "2001:db8:1::2/64", "dev", "up1")
+        wait_for(lambda: uplink(status(healthy), "wan1")["ipv6"]["address"] == "2001:db8:1a::2", 3.0,
+                 "the engine sees the new address")
+        report = flow6.result(timeout=30)
+        moved = [c for c in report.changes if c.after == "2001:db8:1a::2"]
+        assert moved and report.trailing_outage_s == 0, report.summary()
+        assert moved[0].at - (renumbered - report.origin) < 3.0, "traffic flows with the new prefix within 3 s"
+        st = status(healthy)
+        assert st["pid"] == pid and st["active_ipv6"] == ["wan1"], "no restart, no failover"
+        assert "from 2001:db8:1a::2 lookup 101 proto 77" in sh(r, "ip", "-6", "rule", "show")
+        assert "2001:db8:1::2" not in sh(r, "ip", "-6", "rule", "show")
+    finally:
+        sh(r, "ip", "-6", "addr", "flush", "dev", "up1", "scope", "global")
+        sh(r, "ip", "-6", "addr", "add", "2001:db8:1::2/64", "dev", "up1", "nodad")
