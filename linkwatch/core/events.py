@@ -52,6 +52,37 @@ class ActiveChanged:
     kind: ClassVar[str] = "active_changed"
 
 
+@dataclass(frozen=True)
+class Ipv6StateChanged:
+    """An uplink's IPv6 side moved from ``old`` to ``new`` (issue 12: its IPv4 state is
+    :class:`UplinkStateChanged`'s). A kind of its own, so a sink that knows only IPv4 (SNMP
+    traps) never takes one for the other."""
+
+    at: float
+    mono: float
+    uplink: str
+    interface: str
+    old: str
+    new: str
+    reason: str
+    loss_pct: float | None
+    rtt_ms: float | None
+    jitter_ms: float | None
+    kind: ClassVar[str] = "ipv6_state"
+
+
+@dataclass(frozen=True)
+class Ipv6ActiveChanged:
+    """The set of uplinks carrying IPv6 traffic changed."""
+
+    at: float
+    mono: float
+    old: tuple[str, ...]
+    new: tuple[str, ...]
+    reason: str
+    kind: ClassVar[str] = "ipv6_active"
+
+
 ENGINE_WHATS: tuple[str, ...] = ("started", "stopped", "reloaded", "reload_failed")
 
 
@@ -126,11 +157,12 @@ class QuotaReached:
     kind: ClassVar[str] = "quota"
 
 
-Event = UplinkStateChanged | ActiveChanged | EngineEvent | AdminAction | UplinkSamples | UplinkDampened | QuotaReached
+Event = (UplinkStateChanged | ActiveChanged | EngineEvent | AdminAction | UplinkSamples | UplinkDampened | QuotaReached
+         | Ipv6StateChanged | Ipv6ActiveChanged)
 
 EVENT_TYPES: dict[str, type] = {
     cls.kind: cls for cls in (UplinkStateChanged, ActiveChanged, EngineEvent, AdminAction, UplinkSamples,
-                              UplinkDampened, QuotaReached)
+                              UplinkDampened, QuotaReached, Ipv6StateChanged, Ipv6ActiveChanged)
 }
 
 
@@ -212,6 +244,10 @@ _FIELD_CHECKS: dict[str, dict[str, Any]] = {
     "quota": {"at": _number, "mono": _number, "uplink": _string, "percent": _count, "used": _count,
               "quota": _count},
 }
+
+
+_FIELD_CHECKS["ipv6_state"] = _FIELD_CHECKS["uplink_state"]
+_FIELD_CHECKS["ipv6_active"] = _FIELD_CHECKS["active_changed"]
 
 
 def event_from_dict(d: dict[str, Any]) -> Event:

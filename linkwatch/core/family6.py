@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from linkwatch.config import Config, UplinkConfig
 from linkwatch.core import dampening as damp
 from linkwatch.core.dampening import flap_penalty
+from linkwatch.core.events import Ipv6ActiveChanged, Ipv6StateChanged
 from linkwatch.core.inputs import (
     AdminRequest,
     FactsChanged,
@@ -73,6 +74,7 @@ class Step6:
     log: tuple[tuple[str, str], ...] = ()
     recheck_at: float | None = None
     flushes: tuple[tuple[str, str], ...] = ()  # (uplink, IPv6 address): reset the flows NATed to it
+    events: tuple[Ipv6StateChanged | Ipv6ActiveChanged, ...] = ()
 
 
 def side_config(cfg: UplinkConfig) -> UplinkConfig:
@@ -94,15 +96,16 @@ def step6(side: Family6, inp: Input, now: Now, config: Config, v4: tuple[UplinkS
           forced: str | None) -> Step6:
     """Feed ``inp`` (already applied to the IPv4 side, ``v4``) to the IPv6 side."""
     log: list[tuple[str, str]] = []
+    events: list = []  # Ipv6StateChanged, then Ipv6ActiveChanged
     flushes: list[tuple[str, str]] = []
     changed = isinstance(inp, (Start, Reload, Tick, AdminRequest))
     if isinstance(inp, (Start, Reload)):
-        side = _rebuilt(side, config, inp.facts, now, log)
+        side = _rebuilt(side, config, inp.facts, now, events)
     elif isinstance(inp, RoundDone) and inp.family == 6:
         u = side.uplink(inp.uplink)
         if u is not None:
             new, transitions = with_round(u, tuple(inp.results), inp.seq, now.mono, inp.started, inp.burst)
-            side, changed = _put(side, new, transitions, now, config, log), bool(transitions)
+            side, changed = _put(side, new, transitions, now, config, events), bool(transitions)
     elif isinstance(inp, FactsChanged):
         for u in side.uplinks:
             f = facts6(inp.facts.get(u.cfg.interface))
@@ -110,7 +113,7 @@ def step6(side: Family6, inp: Input, now: Now, config: Config, v4: tuple[UplinkS
                 outcome = with_facts(u, f, now.mono)
                 if outcome.stale_nat:  # a new prefix: flows NATed to the old address cannot go on
                     flushes.append((u.name, outcome.stale_nat))
-                side, changed = _put(side, outcome.uplink, outcome.transitions, now, config, log), True
+                side, changed = _put(side, outcome.uplink, outcome.transitions, now, config, events), True
     elif isinstance(inp, ProbeTrouble) and inp.family == 6:
         u = side.uplink(inp.uplink)
         if u is not None and u.probe_error != inp.error:
@@ -121,21 +124,20 @@ def step6(side: Family6, inp: Input, now: Now, config: Config, v4: tuple[UplinkS
             settled = damp.settle(u.penalty, now.mono, params)
             if settled != u.penalty:
                 side = _store(side, replace(u, penalty=settled))
-    side, admin = _follow_admin(side, v4, now, config, log)
+    side, admin = _follow_admin(side, v4, now, config, events)
     if changed or admin:
         before = side.active
-        side = _planned(_decide(side, config, now, forced, log), config, log)
+        side = _planned(_decide(side, config, now, forced, events), config, log)
         # no flow marks for IPv6 (yet): a flow NATed to an uplink IPv6 left would go on through the
         # new one with the old source and hang, so its entries go, as IPv4's without sticky flows
         for name in (n for n in before if n not in side.active):
             u = side.uplink(name)
             if u is not None and u.nat_address:
                 flushes.append((name, u.nat_address))
-    return Step6(side, tuple(log), recheck_at(side, config), tuple(flushes))
+    return Step6(side, tuple(log), recheck_at(side, config), tuple(flushes), tuple(events))
 
 
-def _rebuilt(side: Family6, config: Config, facts: Mapping[str, LinkFacts], now: Now,
-             log: list[tuple[str, str]]) -> Family6:
+def _rebuilt(side: Family6, config: Config, facts: Mapping[str, LinkFacts], now: Now, events: list) -> Family6:
     """Start, or a reload: an uplink whose IPv6 side is unchanged keeps its state."""
     uplinks = []
     for cfg in config.uplinks:
@@ -148,9 +150,9 @@ def _rebuilt(side: Family6, config: Config, facts: Mapping[str, LinkFacts], now:
             continue
         fresh = new_uplink(wanted, now.mono, now.wall)
         outcome = with_facts(fresh, facts6(facts.get(cfg.interface)), now.mono, initial=True)
-        for t in outcome.transitions:
-            log.append(("info", f"uplink={cfg.name} ipv6 {t.old.value} -> {t.new.value} reason={t.reason}"))
-        uplinks.append(counted(outcome.uplink, outcome.transitions, now.mono, now.wall))
+        u = counted(outcome.uplink, outcome.transitions, now.mono, now.wall)
+        events.extend(_state_event(u, t, now) for t in outcome.transitions)
+        uplinks.append(u)
     names = {u.name for u in uplinks}
     return replace(side, uplinks=tuple(uplinks), active=tuple(n for n in side.active if n in names))
 
@@ -159,17 +161,18 @@ def _store(side: Family6, u: UplinkState) -> Family6:
     return replace(side, uplinks=tuple(u if x.name == u.name else x for x in side.uplinks))
 
 
-def _put(side: Family6, u: UplinkState, transitions, now: Now, config: Config,
-         log: list[tuple[str, str]]) -> Family6:
-    """Store ``u`` with its transitions counted, logged and charged to its flap penalty."""
+def _state_event(u: UplinkState, t, now: Now) -> Ipv6StateChanged:
+    s = u.stats
+    return Ipv6StateChanged(at=now.wall, mono=now.mono, uplink=u.name, interface=u.cfg.interface, old=t.old.value,
+                            new=t.new.value, reason=t.reason, loss_pct=s.loss_pct, rtt_ms=s.rtt_ms, jitter_ms=s.jitter_ms)
+
+
+def _put(side: Family6, u: UplinkState, transitions, now: Now, config: Config, events: list) -> Family6:
+    """Store ``u`` with its transitions counted, made events and charged to its flap penalty."""
     u = counted(u, transitions, now.mono, now.wall)
     params = damp.params_of(config.policy)
     for t in transitions:
-        s = u.stats
-        loss = "-" if s.loss_pct is None else f"{s.loss_pct:g}%"
-        rtt = "-" if s.rtt_ms is None else f"{s.rtt_ms:g}ms"
-        log.append(("info", f"uplink={u.name} ipv6 {t.old.value} -> {t.new.value} loss={loss} rtt={rtt} "
-                            f"reason={t.reason}"))
+        events.append(_state_event(u, t, now))
         amount = flap_penalty(t.old, t.new)
         if amount:
             u = replace(u, penalty=damp.add(u.penalty, amount, now.mono, params))
@@ -177,19 +180,19 @@ def _put(side: Family6, u: UplinkState, transitions, now: Now, config: Config,
 
 
 def _follow_admin(side: Family6, v4: tuple[UplinkState, ...], now: Now, config: Config,
-                  log: list[tuple[str, str]]) -> tuple[Family6, bool]:
+                  events: list) -> tuple[Family6, bool]:
     """An uplink the admin disabled (or enabled) is so for IPv6 too."""
     disabled = {u.name for u in v4 if u.health.state == State.DISABLED}
     moved = False
     for u in side.uplinks:
         want = u.name in disabled
         if want != (u.health.state == State.DISABLED):
-            side = _put(side, *with_admin(u, want, now.mono), now, config, log)
+            side = _put(side, *with_admin(u, want, now.mono), now, config, events)
             moved = True
     return side, moved
 
 
-def _decide(side: Family6, config: Config, now: Now, forced: str | None, log: list[tuple[str, str]]) -> Family6:
+def _decide(side: Family6, config: Config, now: Now, forced: str | None, events: list) -> Family6:
     p = config.policy
     views = [view_of(u) for u in side.uplinks]
     names = {v.name for v in views}
@@ -197,8 +200,7 @@ def _decide(side: Family6, config: Config, now: Now, forced: str | None, log: li
                forced if forced in names else None)
     side = replace(side, decision=d)
     if d.active != side.active:
-        log.append(("info", f"active ipv6 {','.join(side.active) or '-'} -> {','.join(d.active) or '-'} "
-                            f"reason={d.reason}"))
+        events.append(Ipv6ActiveChanged(now.wall, now.mono, side.active, d.active, d.reason))
         side = replace(side, active=d.active, active_changes=side.active_changes + 1)
     return side
 

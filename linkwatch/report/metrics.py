@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from linkwatch.core.states import STATE_NAMES, usable
 from linkwatch.core.status import Status, UplinkStatus
 
@@ -76,4 +79,22 @@ def render(status: Status | None) -> str:
         out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
         for u in status.uplinks:
             out.append(f"{name}{{{_labels(u)}}} {_num(get(u))}")
+    sixes = [u for u in status.uplinks if u.ipv6 is not None]  # the IPv6 side of dual-stack uplinks
+    if sixes:
+        out += ["# HELP linkwatch_uplink_ipv6_state 1 for the state of the uplink's IPv6 side, 0 for the others",
+                "# TYPE linkwatch_uplink_ipv6_state gauge"]
+        out += [f'linkwatch_uplink_ipv6_state{{uplink="{_label(u.name)}",state="{state}"}} '
+                f'{1 if u.ipv6.state == state else 0}' for u in sixes for state in STATE_NAMES]
+    for name, (kind, text, get) in (_IPV6_GAUGES.items() if sixes else ()):
+        out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+        out += [f"{name}{{{_labels(u)}}} {_num(get(u.ipv6))}" for u in sixes]
     return "\n".join(out) + "\n"
+
+
+_IPV6_GAUGES: dict[str, tuple[str, str, Callable[[Any], Any]]] = {
+    "linkwatch_uplink_ipv6_active": ("gauge", "1 while the uplink carries IPv6 traffic", lambda s: 1 if s.active else 0),
+    "linkwatch_uplink_ipv6_rtt_ms": ("gauge", "average RTT of the IPv6 probes, ms (NaN: unknown)", lambda s: s.rtt_ms),
+    "linkwatch_uplink_ipv6_loss_pct": ("gauge", "loss of the IPv6 probes, percent (NaN: unknown)",
+                                       lambda s: s.loss_pct),
+    "linkwatch_uplink_ipv6_downs_total": ("counter", "times the IPv6 side went DOWN", lambda s: s.downs),
+}

@@ -9,8 +9,11 @@ background jobs, but once it exits their output is no longer captured.
 Environment: a minimal ``PATH`` plus (only the variables that apply to the event kind):
 
 =========================  ====================================================================
-LINKWATCH_EVENT            uplink_state, active_changed, engine, admin, dampened or quota (samples
-                           events run no hooks)
+LINKWATCH_EVENT            uplink_state, active_changed, engine, admin, dampened, quota, or for
+                           an uplink's IPv6 side ipv6_state and ipv6_active, with the variables of
+                           uplink_state and active_changed (samples events run no hooks)
+LINKWATCH_FAMILY           ipv4 (uplink_state, active_changed) or ipv6 (ipv6_state, ipv6_active):
+                           e.g. deprecate a dead uplink's delegated prefix in radvd on ipv6_state
 LINKWATCH_TIME             wall-clock time of the event, integer epoch seconds
 LINKWATCH_REASON           why (uplink_state, active_changed)
 LINKWATCH_UPLINK           uplink name (uplink_state, admin, dampened, quota)
@@ -50,8 +53,8 @@ import stat
 from dataclasses import dataclass
 from typing import Mapping
 
-from linkwatch.core.events import (ActiveChanged, AdminAction, EngineEvent, Event, QuotaReached, UplinkDampened,
-                                   UplinkStateChanged)
+from linkwatch.core.events import (ActiveChanged, AdminAction, EngineEvent, Event, Ipv6ActiveChanged,
+                                   Ipv6StateChanged, QuotaReached, UplinkDampened, UplinkStateChanged)
 from linkwatch.core.states import State, usable
 from linkwatch.sinks.log import fmt_num
 
@@ -93,7 +96,11 @@ def hook_env(ev: Event, uplinks: Mapping[str, str] | None = None) -> dict[str, s
     """The environment hooks get for ``ev`` (see the module docstring)."""
     uplinks = uplinks or {}
     env = {"PATH": HOOK_PATH, "LINKWATCH_EVENT": ev.kind, "LINKWATCH_TIME": str(int(ev.at))}
-    if isinstance(ev, UplinkStateChanged):
+    if isinstance(ev, (Ipv6StateChanged, Ipv6ActiveChanged)):
+        env["LINKWATCH_FAMILY"] = "ipv6"
+    elif isinstance(ev, (UplinkStateChanged, ActiveChanged)):
+        env["LINKWATCH_FAMILY"] = "ipv4"
+    if isinstance(ev, (UplinkStateChanged, Ipv6StateChanged)):
         device = ev.interface or uplinks.get(ev.uplink, "")
         env.update(
             LINKWATCH_UPLINK=ev.uplink,
@@ -105,10 +112,10 @@ def hook_env(ev: Event, uplinks: Mapping[str, str] | None = None) -> dict[str, s
             LINKWATCH_RTT_MS=fmt_num(ev.rtt_ms, missing=""),
             LINKWATCH_JITTER_MS=fmt_num(ev.jitter_ms, missing=""),
         )
-        action = mwan3_action(ev.old, ev.new)
+        action = mwan3_action(ev.old, ev.new) if isinstance(ev, UplinkStateChanged) else None
         if action is not None:
             env.update(ACTION=action, INTERFACE=ev.uplink, DEVICE=device)
-    elif isinstance(ev, ActiveChanged):
+    elif isinstance(ev, (ActiveChanged, Ipv6ActiveChanged)):
         env.update(
             LINKWATCH_ACTIVE=" ".join(ev.new),
             LINKWATCH_OLD_ACTIVE=" ".join(ev.old),
@@ -293,7 +300,8 @@ class HookSink:
         if not timeout > 0:
             raise HookError(f"hook timeout must be > 0 seconds, got {timeout!r}")
         self.name = "hooks"
-        self.kinds = frozenset({"uplink_state", "active_changed", "engine", "admin", "dampened", "quota"})  # not samples
+        self.kinds = frozenset({"uplink_state", "active_changed", "engine", "admin", "dampened", "quota",
+                                "ipv6_state", "ipv6_active"})  # not samples
         self.directory = os.path.abspath(directory)
         self.script_timeout = float(timeout)
         self.uplinks = dict(uplinks or {})

@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 
 from linkwatch.config.convert import format_size
-from linkwatch.core.events import (ActiveChanged, AdminAction, EngineEvent, Event, QuotaReached, UplinkDampened,
-                                   UplinkSamples, UplinkStateChanged)
+from linkwatch.core.events import (ActiveChanged, AdminAction, EngineEvent, Event, Ipv6ActiveChanged,
+                                   Ipv6StateChanged, QuotaReached, UplinkDampened, UplinkSamples, UplinkStateChanged)
 
 
 def fmt_num(value: float | None, unit: str = "", missing: str = "-") -> str:
@@ -27,14 +27,16 @@ def _names(names: tuple[str, ...]) -> str:
 def format_event(ev: Event) -> str:
     """One log line in the STYLE.md form, e.g.
     ``uplink=wan1 UP -> DOWN loss=100% rtt=- reason=3 failed rounds``."""
-    if isinstance(ev, UplinkStateChanged):
+    if isinstance(ev, (UplinkStateChanged, Ipv6StateChanged)):
         jitter = f" jitter={fmt_num(ev.jitter_ms, 'ms')}" if ev.jitter_ms is not None else ""
+        family = " ipv6" if isinstance(ev, Ipv6StateChanged) else ""
         return (
-            f"uplink={ev.uplink} {ev.old} -> {ev.new} loss={fmt_num(ev.loss_pct, '%')} "
+            f"uplink={ev.uplink}{family} {ev.old} -> {ev.new} loss={fmt_num(ev.loss_pct, '%')} "
             f"rtt={fmt_num(ev.rtt_ms, 'ms')}{jitter} reason={ev.reason}"
         )
-    if isinstance(ev, ActiveChanged):
-        return f"active {_names(ev.old)} -> {_names(ev.new)} reason={ev.reason}"
+    if isinstance(ev, (ActiveChanged, Ipv6ActiveChanged)):
+        family = " ipv6" if isinstance(ev, Ipv6ActiveChanged) else ""
+        return f"active{family} {_names(ev.old)} -> {_names(ev.new)} reason={ev.reason}"
     if isinstance(ev, EngineEvent):
         return f"engine {ev.what}" + (f" detail={ev.detail}" if ev.detail else "")
     if isinstance(ev, AdminAction):

@@ -61,7 +61,10 @@ def test_each_family_is_judged_by_its_own_probes_from_its_own_source():
     assert state6(s, "fibre") == "DOWN" and s.state_of("fibre") == "UP"
     assert s.state.v6.active == ("lte",) and s.state.active == ("fibre",), "IPv4 does not move at all"
     assert not any(e for e in s.events if type(e).__name__ == "ActiveChanged" and e.new == ("lte",))
-    assert any("active ipv6 fibre -> lte" in line for out in s.outputs for _, line in out.log)
+    moves = [(e.old, e.new) for e in s.events if e.kind == "ipv6_active"]
+    assert moves[-1] == (("fibre",), ("lte",)), "an event of its own, not an IPv4 ActiveChanged"
+    downs = [(e.uplink, e.new) for e in s.events if e.kind == "ipv6_state"]
+    assert ("fibre", "DOWN") in downs and not any(e.kind == "uplink_state" and e.new == "DOWN" for e in s.events)
 
 
 def test_ipv4_broken_while_ipv6_works_moves_only_ipv4():

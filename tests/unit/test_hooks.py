@@ -78,7 +78,7 @@ def test_env_for_connected_has_mwan3_variables():
                           jitter_ms=1.25))
     assert env == {
         "PATH": HOOK_PATH,
-        "LINKWATCH_EVENT": "uplink_state", "LINKWATCH_TIME": "1718000000",
+        "LINKWATCH_EVENT": "uplink_state", "LINKWATCH_TIME": "1718000000", "LINKWATCH_FAMILY": "ipv4",
         "LINKWATCH_UPLINK": "wan1", "LINKWATCH_INTERFACE": "eth1",
         "LINKWATCH_OLD_STATE": "RISING", "LINKWATCH_STATE": "UP",
         "LINKWATCH_REASON": "3 good rounds", "LINKWATCH_LOSS_PCT": "0",
@@ -426,3 +426,15 @@ def test_shipped_example_hook_runs_for_every_event_kind(tmp_path, caplog):
     assert ("hook 10-log-example stdout: uplink lte: 80% of its monthly quota used (16000000000 of "
             "20000000000 bytes)") in out
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_ipv6_events_get_the_variables_of_their_ipv4_kin_and_the_family_but_no_mwan3_action():
+    from linkwatch.core.events import Ipv6ActiveChanged, Ipv6StateChanged
+
+    env = hook_env(Ipv6StateChanged(1718000000.5, 5.0, "wan1", "eth1", "UP", "DOWN", "3 failed rounds", 100.0,
+                                    None, None))
+    assert env["LINKWATCH_EVENT"] == "ipv6_state" and env["LINKWATCH_FAMILY"] == "ipv6"
+    assert (env["LINKWATCH_UPLINK"], env["LINKWATCH_STATE"], env["LINKWATCH_INTERFACE"]) == ("wan1", "DOWN", "eth1")
+    assert "ACTION" not in env, "mwan3's ACTION means the uplink itself went down"
+    env = hook_env(Ipv6ActiveChanged(1718000000.5, 5.0, ("wan1",), ("wan2",), "wan2 healthy"), {"wan2": "eth2"})
+    assert (env["LINKWATCH_ACTIVE"], env["LINKWATCH_ACTIVE_DEVICES"], env["LINKWATCH_FAMILY"]) == ("wan2", "eth2", "ipv6")

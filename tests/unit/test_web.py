@@ -294,9 +294,9 @@ def test_status_api_passes_the_new_status_fields_through():
 
 def test_the_timeline_asks_for_and_describes_dampening_and_quota_events():
     text = open(os.path.join(WEB_DIR, "static", "app.js")).read()
-    kinds = re.search(r"/api/v1/events\?[^\"]*kind=([a-z_,]+)", text).group(1).split(",")
-    assert {"dampened", "quota"} <= set(kinds) and set(kinds) <= set(EVENT_TYPES)
-    assert 'case "dampened":' in text and 'case "quota":' in text
+    kinds = re.search(r"/api/v1/events\?[^\"]*kind=([a-z0-9_,]+)\"", text).group(1).split(",")
+    assert {"dampened", "quota", "ipv6_state", "ipv6_active"} <= set(kinds) and set(kinds) <= set(EVENT_TYPES)
+    assert 'case "dampened":' in text and 'case "quota":' in text and 'case "ipv6_state":' in text
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (scripts/bootstrap.sh --test-tools)")
@@ -605,3 +605,36 @@ def test_the_dashboard_lists_the_policy_rules_and_where_each_sends_flows_escaped
     assert EVIL not in page and "&lt;script&gt;" in page
     client, _ = make("public_read = true")
     assert 'id="rules"' not in client.get("/").get_data(as_text=True), "no rules, no table"
+
+
+def test_the_dashboard_shows_an_uplinks_ipv6_side_escaped():
+    st = copy.deepcopy(STATUS)
+    st["uplinks"][0]["ipv6"] = {
+        "state": "DOWN", "usable": False, "reason": f"3 failed rounds {EVIL}", "active": False, "since": 1.0,
+        "rtt_ms": 12.5, "loss_pct": 100.0, "jitter_ms": None, "address": "2001:db8:1::2", "gateway": "fe80::1",
+        "interval_ms": 100, "rounds": 9, "downs": 1, "probe_error": None, "probes": [], "dampened": False}
+    st["active_ipv6"] = ["lte"]
+    client, _ = make("public_read = true", engine=FakeEngine(st))
+    page = client.get("/").get_data(as_text=True)
+    sixes = re.findall(r'<div class="ipv6 muted" ?(hidden)?>([^<]*)</div>', page)
+    assert sixes[0] == ("", "IPv6 DOWN · 2001:db8:1::2 · RTT 12.5 ms · loss 100 % · 3 failed rounds &lt;script&gt;"
+                        "alert(1)&lt;/script&gt;")
+    assert sixes[1] == ("hidden", ""), "an uplink with no IPv6 probes shows none"
+    assert EVIL not in page
+
+
+def test_metrics_show_the_ipv6_side_of_dual_stack_uplinks_only():
+    st = copy.deepcopy(STATUS)
+    text = metrics.render(status_from_dict(st))
+    assert "ipv6" not in text, "an IPv4-only config exports what it did before"
+    st["uplinks"][0]["ipv6"] = {
+        "state": "DOWN", "usable": False, "reason": "3 failed rounds", "active": False, "since": 1.0,
+        "rtt_ms": 12.5, "loss_pct": 100.0, "jitter_ms": None, "address": "2001:db8:1::2", "gateway": "fe80::1",
+        "interval_ms": 100, "rounds": 9, "downs": 2, "probe_error": None, "probes": [], "dampened": False}
+    lines = metrics.render(status_from_dict(st)).splitlines()
+    wan1 = '{uplink="wan1",interface="eth1"}'
+    assert 'linkwatch_uplink_ipv6_state{uplink="wan1",state="DOWN"} 1' in lines
+    assert 'linkwatch_uplink_ipv6_state{uplink="wan1",state="UP"} 0' in lines
+    assert f"linkwatch_uplink_ipv6_rtt_ms{wan1} 12.5" in lines and f"linkwatch_uplink_ipv6_downs_total{wan1} 2.0" in lines
+    assert f"linkwatch_uplink_ipv6_active{wan1} 0.0" in lines and "# TYPE linkwatch_uplink_ipv6_downs_total counter" in lines
+    assert not any('uplink="lte"' in line and "ipv6" in line for line in lines)

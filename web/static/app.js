@@ -125,6 +125,7 @@
     card.appendChild(head);
     card.appendChild(el("div", "state"));
     card.appendChild(el("div", "reason muted"));
+    card.appendChild(el("div", "ipv6 muted"));
     const dl = el("dl", "numbers");
     [["RTT", "rtt"], ["Jitter", "jitter"], ["Loss", "loss"], ["Since", "since"]].forEach(
       ([label, cls]) => dl.appendChild(numberRow(label, cls)));
@@ -153,6 +154,11 @@
     marker.dataset.active = u.active ? "true" : "false";
     card.querySelector(".state").textContent = u.state;
     card.querySelector(".reason").textContent = u.reason || "";
+    const six = card.querySelector(".ipv6");
+    six.hidden = !u.ipv6;
+    six.textContent = u.ipv6 ? "IPv6 " + u.ipv6.state + (u.ipv6.active ? " ACTIVE" : "") + " \u00b7 " +
+      (u.ipv6.address || "no address") + " \u00b7 RTT " + fmt(u.ipv6.rtt_ms, "ms") + " \u00b7 loss " +
+      fmt(u.ipv6.loss_pct, "%", 0) + " \u00b7 " + u.ipv6.reason : "";
     card.querySelector(".rtt").textContent = fmt(u.rtt_ms, "ms");
     card.querySelector(".jitter").textContent = fmt(u.jitter_ms, "ms");
     card.querySelector(".loss").textContent = fmt(u.loss_pct, "%", 0);
@@ -317,6 +323,12 @@
       case "active_changed":
         return "traffic: " + ((ev.old || []).join(", ") || "-") + " \u2192 " + ((ev.new || []).join(", ") || "-") +
           " (" + ev.reason + ")";
+      case "ipv6_state":
+        return ev.uplink + " IPv6: " + ev.old + " \u2192 " + ev.new + " (" + ev.reason + "; loss " +
+          n(ev.loss_pct, "%") + ", rtt " + n(ev.rtt_ms, " ms") + ")";
+      case "ipv6_active":
+        return "IPv6 traffic: " + ((ev.old || []).join(", ") || "-") + " \u2192 " +
+          ((ev.new || []).join(", ") || "-") + " (" + ev.reason + ")";
       case "admin":
         return "admin " + ev.action + " " + ev.uplink + " by " + ev.source + ": " + ev.result;
       case "engine":
@@ -335,7 +347,7 @@
   async function loadEvents() {
     if (!hasHistory) return;
     try {
-      const data = await getJSON("/api/v1/events?since=1d&limit=50&kind=uplink_state,active_changed,admin,engine,dampened,quota");
+      const data = await getJSON("/api/v1/events?since=1d&limit=50&kind=uplink_state,active_changed,admin,engine,dampened,quota,ipv6_state,ipv6_active");
       const list = document.getElementById("timeline");
       const items = data.events.map((ev) => {
         const li = el("li", "ev ev-" + ev.kind + (ev.new && typeof ev.new === "string" ? " to-" + ev.new : "") +
