@@ -37,7 +37,7 @@ from linkwatch.core.inputs import (
 from linkwatch.core.plans import plans
 from linkwatch.core.policy import Decision, PolicyParams, decide
 from linkwatch.core.routing import RouteSet, RoutingError, plan6, routing_params
-from linkwatch.core.states import State
+from linkwatch.core.states import USABLE, State
 from linkwatch.core.uplink import (
     ProbePlan,
     UplinkState,
@@ -61,6 +61,7 @@ class Family6:
     decision: Decision | None = None
     active_changes: int = 0
     routing: RouteSet | None = None  # the IPv6 objects for the current decision and facts
+    shared: tuple[tuple[str, float], ...] = ()  # (uplink, the IPv4 suspicion its IPv6 side took up)
 
     def uplink(self, name: str) -> UplinkState | None:
         return next((u for u in self.uplinks if u.name == name), None)
@@ -104,7 +105,12 @@ def step6(side: Family6, inp: Input, now: Now, config: Config, v4: tuple[UplinkS
     elif isinstance(inp, RoundDone) and inp.family == 6:
         u = side.uplink(inp.uplink)
         if u is not None:
-            new, transitions = with_round(u, tuple(inp.results), inp.seq, now.mono, inp.started, inp.burst)
+            # A burst is judged by the interface's counters (both families): only if nothing at all
+            # came in, IPv6 included, is its unanswered burst proof of death.
+            four = next((x for x in v4 if x.name == u.name), None)
+            judged = replace(u, counters=four.counters) if inp.burst and four is not None else u
+            new, transitions = with_round(judged, tuple(inp.results), inp.seq, now.mono, inp.started, inp.burst)
+            new = replace(new, counters=u.counters)
             side, changed = _put(side, new, transitions, now, config, events), bool(transitions)
     elif isinstance(inp, FactsChanged):
         for u in side.uplinks:
@@ -124,6 +130,7 @@ def step6(side: Family6, inp: Input, now: Now, config: Config, v4: tuple[UplinkS
             settled = damp.settle(u.penalty, now.mono, params)
             if settled != u.penalty:
                 side = _store(side, replace(u, penalty=settled))
+    side = _share_suspicion(side, v4, now)
     side, admin = _follow_admin(side, v4, now, config, events)
     if changed or admin:
         before = side.active
@@ -177,6 +184,22 @@ def _put(side: Family6, u: UplinkState, transitions, now: Now, config: Config, e
         if amount:
             u = replace(u, penalty=damp.add(u.penalty, amount, now.mono, params))
     return _store(side, u)
+
+
+def _share_suspicion(side: Family6, v4: tuple[UplinkState, ...], now: Now) -> Family6:
+    """The interface fell silent while the LAN sent through it (its IPv4 side is suspect): that
+    silence is IPv6's too, so an IPv6 side that carries traffic sends a burst at once (and is DOWN
+    when it gets no answer while still nothing comes in), as soon as IPv4's, not rounds later."""
+    shared = dict(side.shared)
+    for four in v4:
+        u = side.uplink(four.name)
+        since = four.suspect_since
+        if (u is None or since is None or shared.get(u.name) == since or u.suspect_since is not None
+                or u.name not in side.active or u.health.state not in USABLE or now.mono < u.quiet_until):
+            continue
+        shared[u.name] = since
+        side = _store(side, replace(u, suspect_since=since, bursts=u.bursts + 1))
+    return replace(side, shared=tuple(shared.items())) if shared != dict(side.shared) else side
 
 
 def _follow_admin(side: Family6, v4: tuple[UplinkState, ...], now: Now, config: Config,

@@ -195,3 +195,36 @@ def test_flows_natted_to_an_uplinks_ipv6_address_are_reset_when_ipv6_leaves_it_o
     start = len(s.outputs)
     s.set_facts("up2", address6="2001:db8:22::2")  # lte's delegated prefix changed
     assert [(f.uplink, f.address) for f in s.outputs[-1].flushes] == [("lte", "2001:db8:2::2")]
+
+
+def test_a_silent_interface_makes_ipv6_send_its_burst_with_ipv4_and_fall_with_it():
+    """The LAN sends, nothing comes back on the interface (both families): the IPv4 side is suspect;
+    the IPv6 side takes the suspicion up and bursts at once, and is DOWN when its burst gets no
+    answer while still nothing comes in. A burst answered (IPv6 alive) takes nothing down."""
+    from linkwatch.core.inputs import Counters, LinkCounters
+
+    def silent_reads(s, t0, n, rx, tx):
+        for i in range(n):
+            s.t = t0 + 0.05 * i
+            tx += 10
+            s.feed(Counters({"up1": LinkCounters(rx, tx, rx * 100, tx * 100)}))
+        return tx
+
+    for ipv6_answers in (False, True):
+        s = Scenario(DUAL, facts=FACTS6)
+        both(s, {"fibre": "g", "lte": "g"}, {"fibre": "g", "lte": "g"})
+        rx = tx = 0
+        for i in range(30):  # two-way LAN traffic
+            s.t += 0.05
+            rx, tx = rx + 5, tx + 5
+            s.feed(Counters({"up1": LinkCounters(rx, tx, rx * 100, tx * 100)}))
+        bursts = s.outputs[-1].probes6["fibre"].burst
+        silent_reads(s, s.t + 0.05, 5, rx, tx)
+        assert s.state.uplink("fibre").suspect_since is not None, "IPv4 suspects the silence"
+        assert s.outputs[-1].probes6["fibre"].burst == bursts + 1, "IPv6 bursts with it"
+        s.t += 0.13
+        s.seq += 1
+        probes = s.state.v6.uplink("fibre").cfg.probes
+        s.feed(RoundDone("fibre", results(probes, len(probes) if ipv6_answers else 0), s.seq, burst=True, family=6))
+        assert state6(s, "fibre") == ("UP" if ipv6_answers else "DOWN")
+        assert s.state.v6.active == (("fibre",) if ipv6_answers else ("lte",))
