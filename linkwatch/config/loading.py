@@ -266,10 +266,8 @@ def _probes(raw: Any, path: str, issues: list[ConfigIssue]) -> tuple[ProbeConfig
             continue
         seen[signature] = index
         probes.append(probe)
-    if probes and all(":" in p.target for p in probes):
-        issues.append(ConfigIssue(path, "got only IPv6 targets, expected at least one IPv4 target too: an "
-                                        "uplink's IPv4 health needs IPv4 probes (IPv6-only uplinks are not "
-                                        "supported yet)"))
+    if probes and all(":" in p.target for p in probes):  # IPv6-only uplinks are not supported yet
+        issues.append(ConfigIssue(path, "got only IPv6 targets, expected at least one IPv4 target too"))
     return tuple(probes)
 
 
@@ -373,8 +371,10 @@ def _uplinks(doc: Mapping[str, Any], health: HealthConfig, health_bad: set[str],
             table = next_table
             taken.add(table)
         fields_ = {k: v for k, v in draft.values.items() if k != "table"}
-        v4 = tuple(p for p in draft.probes if ":" not in p.target)
-        v6 = tuple(p for p in draft.probes if ":" in p.target)
+        v4, v6 = (tuple(p for p in draft.probes if (":" in p.target) == six) for six in (False, True))
+        if fields_.get("ipv6_prefixes") and not v6:
+            issues.append(ConfigIssue(f"{_join('uplinks', name)}.ipv6_prefixes", "got LAN prefixes, expected IPv6 "
+                                      "probe targets too: the uplink's IPv6 side routes them"))
         uplinks.append(UplinkConfig(name=name, table=table, rule_priority=routing.rule_priority + 1 + index,
                                     health=draft.health, probes=v4, probes6=v6, **fields_))
     return tuple(uplinks)

@@ -35,7 +35,10 @@ from linkwatch.config.convert import (
     _percent,
     _probe_target,
     _secret_text,
+)
+from linkwatch.config.matchers import (
     _dscp,
+    _ipv6_prefixes,
     _label,
     _packet_mark,
     _ports,
@@ -157,6 +160,10 @@ class UplinkConfig:
         "away from it while it worked (a failback leaves the calls on a metered LTE backup; a rule's first "
         "choice came back) are reset after this long, so they start again on the active uplink; not those "
         'that came in on it or that a rule sends to it first; "off": they finish where they started'))
+    ipv6_prefixes: tuple[str, ...] = field(default=(), metadata=_key(
+        _ipv6_prefixes(), "the LAN's IPv6 prefixes this uplink delegates, when the LAN has each uplink's "
+        "prefix (no NAT66): traffic from them leaves through this uplink whatever IPv6's active uplink "
+        "is (its provider drops other sources); deprecate a dead uplink's prefix with a hook"))
     table: int = field(metadata=_key(
         _integer(1, 2**32 - 1, ROUTE_TABLES_RESERVED, what="a routing table number"),
         "routing table of this uplink; absent = first free from 101 upward in file order",

@@ -104,6 +104,7 @@ class UplinkRoute:
     working: bool = False  # healthy enough to keep its flows (UP, FALLING, DEGRADED)
     weight: int = 1  # its share when a policy rule or balance mode spreads flows
     pointopoint: bool = False  # no next hop: without a gateway its default route is "default dev X"
+    prefixes: tuple[str, ...] = ()  # IPv6: the LAN prefixes it delegates (their traffic leaves through it)
 
 
 @dataclass(frozen=True, order=True)
@@ -338,6 +339,9 @@ def plan6(uplinks: Sequence[UplinkRoute], active: Sequence[tuple[str, int]], par
         up_routes, up_rules = _uplink_objects(replace(up, flow_mark=None), params, family=6)
         routes.update(up_routes)
         rules.update(up_rules)
+        # per-uplink LAN prefixes: a host's source address picks the uplink, dead or alive (a
+        # prefix is not moved: its provider is the only one that routes it back)
+        rules.update(RuleSpec(priority=up.rule_priority, table=up.table, src=p, family=6) for p in up.prefixes)
     active_route = _active_route(uplinks, active, params, family=6)
     if active_route is not None:
         routes.add(active_route)

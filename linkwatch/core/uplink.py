@@ -329,7 +329,7 @@ def route_of(u: UplinkState, sticky: bool = False) -> UplinkRoute:
         prefixlen=f.prefixlen if f else None, gateway=gateway_of(u.cfg, f), table=u.cfg.table,
         rule_priority=u.cfg.rule_priority, usable=ok, interface=u.cfg.interface,
         flow_mark=flow_mark(u.cfg.table) if sticky else None, working=working(u), weight=u.cfg.weight,
-        pointopoint=bool(f and f.pointopoint),
+        pointopoint=bool(f and f.pointopoint), prefixes=u.cfg.ipv6_prefixes,
     )
 
 

@@ -630,3 +630,18 @@ def test_ipv6_objects_are_applied_read_back_and_owned_like_the_ipv4_ones(lab, re
     withdrawn = rec.withdraw()
     assert withdrawn.errors == [] and dump_ours6(RT) == RouteSet() and dump_ours(RT) == RouteSet()
     assert "default via fe80::1 dev wan1 proto ra" in nsutil.ip(RT, "-6", "route", "show").stdout, "main untouched"
+
+
+@root
+def test_ipv6_lan_prefixes_of_an_uplink_leave_through_it_whatever_is_active(lab, rec):
+    from dataclasses import replace
+
+    from linkwatch.core.routing import merged, plan6
+
+    wan1, wan2 = dual_stack(lab)
+    six = [wan1, replace(wan2, prefixes=("2001:db8:200::/56",))]
+    desired = merged(lab.plan([("wan1", 1)]), plan6(six, [("wan1", 1)], PARAMS))
+    assert rec.apply(desired).errors == [] and rec.current() == desired and not rec.apply(desired).changed
+    assert "1020:\tfrom 2001:db8:200::/56 lookup 102 proto 77" in nsutil.ip(RT, "-6", "rule", "show").stdout
+    assert route_get6(RT, "2001:db8:ffff::1", "2001:db8:200::5").endswith("via fe80::1 dev wan2 table 102")
+    assert route_get6(RT, "2001:db8:ffff::1").endswith("via fe80::1 dev wan1 table 100"), "the rest: active"

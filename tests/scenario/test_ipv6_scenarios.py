@@ -228,3 +228,14 @@ def test_a_silent_interface_makes_ipv6_send_its_burst_with_ipv4_and_fall_with_it
         s.feed(RoundDone("fibre", results(probes, len(probes) if ipv6_answers else 0), s.seq, burst=True, family=6))
         assert state6(s, "fibre") == ("UP" if ipv6_answers else "DOWN")
         assert s.state.v6.active == (("fibre",) if ipv6_answers else ("lte",))
+
+
+def test_per_uplink_lan_prefixes_are_routed_by_source_through_their_uplink_dead_or_alive():
+    text = DUAL.replace('interface = "up2"', 'interface = "up2"\nipv6_prefixes = ["2001:db8:200::/56"]')
+    s = Scenario(text, facts=FACTS6)
+    both(s, {"fibre": "g", "lte": "g"}, {"fibre": "g", "lte": "g"})
+    rule = "-6 1002: from 2001:db8:200::/56 lookup 102"
+    assert rule in {r.describe() for r in s.outputs[-1].routing.rules}
+    both(s, {"fibre": "gggggg", "lte": "gggggg"}, {"fibre": "gggggg", "lte": "bbbbbb"})
+    assert state6(s, "lte") == "DOWN" and rule in {r.describe() for r in s.outputs[-1].routing.rules}, \
+        "no other provider routes that prefix back: it stays (the hook deprecates it)"

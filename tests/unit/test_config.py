@@ -504,7 +504,7 @@ def test_describe_keys_follows_the_dataclasses():
             f"{section}.{f.name}" for f in dataclasses.fields(cls)]
     assert [k for k in keys if k.startswith("uplinks.")] == [
         "uplinks.*.interface", "uplinks.*.gateway", "uplinks.*.priority", "uplinks.*.weight", "uplinks.*.quota",
-        "uplinks.*.quota_warn", "uplinks.*.move_flows_after", "uplinks.*.table",
+        "uplinks.*.quota_warn", "uplinks.*.move_flows_after", "uplinks.*.ipv6_prefixes", "uplinks.*.table",
         "uplinks.*.probes.*.type", "uplinks.*.probes.*.target", "uplinks.*.probes.*.query"]
     overrides = set(describe_keys(per_uplink_health=True)) - set(keys)
     assert overrides == {f"uplinks.*.health.{f.name}" for f in dataclasses.fields(HealthConfig)}
@@ -603,3 +603,16 @@ def test_ipv6_probe_targets_are_ipv6_probes_kept_apart_from_the_ipv4_ones():
     assert [p.target for p in u.probes] == ["198.51.100.10"], "the IPv4 side is what it was"
     assert [(p.type, p.target) for p in u.probes6] == [("icmp", "2001:db8::1"), ("dns", "2001:db8::53")]
     assert loads(doc()).uplinks[0].probes6 == (), "an IPv4-only config has no IPv6 side"
+
+
+def test_ipv6_prefixes_are_checked_and_need_an_ipv6_side():
+    six = probe("icmp", "198.51.100.10") + probe("icmp", "2001:db8::1")
+    cfg = loads(doc(uplink='ipv6_prefixes = ["2001:DB8:100::/56"]', probes=six))
+    assert cfg.uplinks[0].ipv6_prefixes == ("2001:db8:100::/56",)
+    for bad, why in (('["2001:db8:100::1/56"]', "host bits"), ('["fe80::/64"]', "not a LAN prefix"),
+                     ('"2001:db8:100::/56"', "a list")):
+        with pytest.raises(ConfigError) as e:
+            loads(doc(uplink=f"ipv6_prefixes = {bad}", probes=six))
+        assert "uplinks.fibre.ipv6_prefixes" in str(e.value) and why in str(e.value)
+    with pytest.raises(ConfigError, match="IPv6 probe targets too"):
+        loads(doc(uplink='ipv6_prefixes = ["2001:db8:100::/56"]'))

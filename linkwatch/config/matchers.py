@@ -1,0 +1,137 @@
+"""Converters of the policy rules' match keys (prefixes, ports, DSCP, marks, uplink lists, names)
+and of an uplink's IPv6 LAN prefixes: one raw TOML value -> a typed value, or :class:`_Bad`."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+
+from linkwatch.config.convert import _Bad, _Conv, _is_int
+
+DSCP_NAMES = {"cs0": 0, "cs1": 8, "cs2": 16, "cs3": 24, "cs4": 32, "cs5": 40, "cs6": 48, "cs7": 56, "ef": 46,
+              "va": 44, "le": 1, **{f"af{c}{d}": 8 * c + 2 * d for c in range(1, 5) for d in range(1, 4)}}
+
+
+def _items(raw: Any) -> list[Any]:
+    """One value or a non-empty list of them."""
+    items = raw if isinstance(raw, list) else [raw]
+    if not items:
+        raise _Bad("a value or a non-empty list")
+    return items
+
+
+def _prefixes() -> _Conv:
+    expected = 'an IPv4 prefix like "192.168.1.0/24" or "192.168.1.10", or a list of them'
+
+    def check(raw: Any) -> tuple[str, ...]:
+        out = []
+        for item in _items(raw):
+            if not isinstance(item, str):
+                raise _Bad(expected)
+            try:
+                out.append(str(ipaddress.IPv4Network(item.strip())))
+            except ValueError as e:
+                raise _Bad(expected, "host bits are set" if "host bits" in str(e) else "") from None
+        return tuple(dict.fromkeys(out))
+
+    return _Conv(expected, check)
+
+
+def _ipv6_prefixes() -> _Conv:
+    expected = 'a list of global IPv6 prefixes like ["2001:db8:100::/56"]'
+
+    def check(raw: Any) -> tuple[str, ...]:
+        if not isinstance(raw, list):
+            raise _Bad(expected)
+        out = []
+        for item in raw:
+            if not isinstance(item, str):
+                raise _Bad(expected)
+            try:
+                net = ipaddress.IPv6Network(item.strip())
+            except ValueError as e:
+                raise _Bad(expected, "host bits are set" if "host bits" in str(e) else "") from None
+            if net.prefixlen == 0 or net.is_link_local or net.is_multicast or net.is_loopback:
+                raise _Bad(expected, f"{net} is not a LAN prefix a provider delegates")
+            out.append(str(net))
+        return tuple(dict.fromkeys(out))
+
+    return _Conv(expected, check)
+
+
+def _ports() -> _Conv:
+    expected = 'a port, a range like "10000-20000", or a list of them (1..65535)'
+
+    def one(item: Any) -> tuple[int, int]:
+        if _is_int(item):
+            low = high = item
+        elif isinstance(item, str) and (m := re.fullmatch(r"\s*(\d{1,5})\s*(?:-\s*(\d{1,5})\s*)?", item)):
+            low, high = int(m.group(1)), int(m.group(2) or m.group(1))
+        else:
+            raise _Bad(expected)
+        if not 1 <= low <= high <= 65535:
+            raise _Bad(expected, f"{low}-{high} is not a rising range of ports" if low > high else "")
+        return low, high
+
+    def check(raw: Any) -> tuple[tuple[int, int], ...]:
+        return tuple(dict.fromkeys(one(item) for item in _items(raw)))
+
+    return _Conv(expected, check)
+
+
+def _dscp() -> _Conv:
+    expected = 'a DSCP value 0..63 or a class name like "ef", "af41" or "cs1"'
+
+    def check(raw: Any) -> int:
+        if _is_int(raw) and 0 <= raw <= 63:
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in DSCP_NAMES:
+            return DSCP_NAMES[raw.strip().lower()]
+        raise _Bad(expected)
+
+    return _Conv(expected, check)
+
+
+def _packet_mark(reserved: int) -> _Conv:
+    expected = 'a packet mark like "0x10" or "0x10/0xf0" (value/mask, 32 bits)'
+
+    def check(raw: Any) -> tuple[int, int]:
+        text = f"{raw:#x}" if _is_int(raw) else raw
+        if not isinstance(text, str) or not (
+                m := re.fullmatch(r"\s*(0x[0-9a-fA-F]{1,8}|\d{1,10})\s*(?:/\s*(0x[0-9a-fA-F]{1,8}|\d{1,10})\s*)?", text)):
+            raise _Bad(expected)
+        # no mask: every bit but linkwatch's own (a "0x10" must not be refused for bits it never set)
+        value, mask = int(m.group(1), 0), int(m.group(2), 0) if m.group(2) else 0xFFFFFFFF & ~reserved
+        if value > 0xFFFFFFFF or mask > 0xFFFFFFFF or not mask or value & ~mask:
+            raise _Bad(expected, "the value has bits outside the mask" if value & ~mask else "")
+        if mask & reserved:
+            raise _Bad(expected, f"bits 0x{reserved:08x} are linkwatch's own flow marks; leave them out of the mask")
+        return value, mask
+
+    return _Conv(expected, check)
+
+
+def _uplink_names() -> _Conv:
+    expected = 'a non-empty list of uplink names like ["fibre", "lte"]'
+
+    def check(raw: Any) -> tuple[str, ...]:
+        items = raw if isinstance(raw, list) else None
+        if not items or not all(isinstance(x, str) and x for x in items):
+            raise _Bad(expected)
+        if len(set(items)) != len(items):
+            raise _Bad(expected, "a name appears twice")
+        return tuple(items)
+
+    return _Conv(expected, check)
+
+
+def _label() -> _Conv:
+    expected = 'a short name like "voip" (1..32 letters, digits, "-", "_" or ".")'
+
+    def check(raw: Any) -> str:
+        if not isinstance(raw, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", raw):
+            raise _Bad(expected)
+        return raw
+
+    return _Conv(expected, check)
