@@ -114,7 +114,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from linkwatch.lab import demo
 
     return demo.run_demo(name=args.name, keep=args.keep, uplinks=args.uplinks,
-                         web=None if args.no_web else args.web, pause=args.pause)
+                         web=None if args.no_web else args.web, pause=args.pause, ipv6=not args.no_ipv6)
 
 
 def register(subparsers) -> None:
@@ -151,6 +151,8 @@ def register(subparsers) -> None:
     sp.add_argument("--web", default=DEFAULT_WEB, metavar="ADDR:PORT",
                     help=f"where the web UI listens, on loopback (default {DEFAULT_WEB})")
     sp.add_argument("--no-web", action="store_true", help="no web UI")
+    sp.add_argument("--no-ipv6", action="store_true", help="IPv4 only (by default the demo is dual stack: the "
+                    "engine probes IPv6 too, and a second client flow shows what IPv6 traffic lives through)")
     sp.add_argument("--pause", type=float, default=0.0, metavar="SECONDS",
                     help="seconds to wait before the first fault, to open the dashboard (default 0)")
 

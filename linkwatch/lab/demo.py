@@ -25,7 +25,7 @@ from linkwatch.lab import web as lab_web
 from linkwatch.lab.bulk import start_bulk
 from linkwatch.lab.client import FlowHandle, FlowReport, check_bounds, start_flow
 from linkwatch.lab.namespaces import discover, existing_lab_namespaces
-from linkwatch.lab.plan import DEFAULT_NAME, LabError, LabSpec
+from linkwatch.lab.plan import DEFAULT_NAME, ECHO6_SERVER, ECHO_PORT, LabError, LabSpec
 
 TICK = 0.5
 STEADY = 1.5  # seconds of steady state shown before each step
@@ -49,6 +49,9 @@ class Snapshot:
     client_uplink: str | None
     since_reply: float | None
     engine_error: str | None = None
+    active6: tuple[str, ...] | None = None  # the IPv6 active set (None: IPv4 only)
+    client6_uplink: str | None = None
+    since_reply6: float | None = None
 
 
 def snapshot_line(s: Snapshot) -> str:
@@ -62,6 +65,9 @@ def snapshot_line(s: Snapshot) -> str:
     else:
         late = f", no reply for {s.since_reply:.2f}s" if s.since_reply and s.since_reply > 0.1 else ""
         client = f"client via {s.client_uplink or '-'}{late}"
+    if s.active6 is not None:
+        late6 = f", no reply for {s.since_reply6:.2f}s" if s.since_reply6 and s.since_reply6 > 0.1 else ""
+        client += f" | IPv6 active={','.join(s.active6) or '-'}, client via {s.client6_uplink or '-'}{late6}"
     return f"{s.t:6.1f}s  {engine:40} | {client}"
 
 
@@ -96,9 +102,11 @@ def label_changes(report: FlowReport, marks: list[Mark]) -> list[str]:
 
 
 class Demo:
-    def __init__(self, spec: LabSpec, flow: FlowHandle, out: TextIO, deadline: float):
+    def __init__(self, spec: LabSpec, flow: FlowHandle, out: TextIO, deadline: float,
+                 flow6: FlowHandle | None = None):
         self.spec = spec
         self.flow = flow
+        self.flow6 = flow6  # the client's IPv6 flow, in a dual-stack demo
         self.out = out
         self.t0 = time.monotonic()
         self.deadline = deadline
@@ -116,7 +124,11 @@ class Demo:
         p = self.flow.progress() or {}
         active = status.active if status else ()
         states = tuple((u.name, u.state.value) for u in status.uplinks) if status else ()
-        return Snapshot(self.now(), active, states, p.get("uplink"), p.get("since_reply"), err)
+        if self.flow6 is None:
+            return Snapshot(self.now(), active, states, p.get("uplink"), p.get("since_reply"), err)
+        p6 = self.flow6.progress() or {}
+        return Snapshot(self.now(), active, states, p.get("uplink"), p.get("since_reply"), err,
+                        status.active_ipv6 if status else (), p6.get("uplink"), p6.get("since_reply"))
 
     def watch(self, until: Callable[[Snapshot], bool], timeout: float, what: str) -> Snapshot | None:
         """Print a line per TICK until ``until`` holds (returns that snapshot) or time runs out."""
@@ -162,11 +174,12 @@ def _settled(s: Snapshot) -> bool:
 
 
 def run_demo(name: str = DEFAULT_NAME, keep: bool = False, uplinks: int = 2, out: TextIO | None = None,
-             web: str | None = None, pause: float = 0.0) -> int:
+             web: str | None = None, pause: float = 0.0, ipv6: bool = False) -> int:
     """Run the demo; 0 when every failover and failback was seen, 1 when one was not.
 
     With ``web`` (address:port on loopback) the lab's web UI runs too, and its URL is printed;
-    ``pause`` waits that many seconds before the first fault (time to open the dashboard)."""
+    ``pause`` waits that many seconds before the first fault (time to open the dashboard). ``ipv6``:
+    a dual-stack lab (a lab it brings up probes both families) and a second client flow over IPv6."""
     out = out or sys.stdout
     spec = LabSpec(name, uplinks)
     if spec.uplinks < 2:
@@ -181,14 +194,14 @@ def run_demo(name: str = DEFAULT_NAME, keep: bool = False, uplinks: int = 2, out
         print(f"using the running lab {name!r}", file=out, flush=True)
     else:
         print(f"bringing lab {name!r} up with the engine{' and the web UI' if web else ''} ...", file=out, flush=True)
-        topology.up(spec, engine=True, options=topology.EngineOptions(web=web))
+        topology.up(spec, engine=True, options=topology.EngineOptions(web=web, ipv6=ipv6))
         created = True
         if web:
             print(f"dashboard: {lab_web.url(web)} (controls: log in with password {lab_web.LAB_PASSWORD!r})",
                   file=out, flush=True)
     pause = min(max(pause, 0.0), 600.0)
     deadline = time.monotonic() + BUDGET + pause
-    flow = None
+    flow = flow6 = None
     seen_all = True
     try:
         duration = BUDGET + pause + 10
@@ -196,7 +209,10 @@ def run_demo(name: str = DEFAULT_NAME, keep: bool = False, uplinks: int = 2, out
         first = FIRST_PORT if FIRST_PORT <= 65535 - check_bounds(duration, FLOW_INTERVAL) else None
         flow = start_flow(name, duration=duration, interval=FLOW_INTERVAL, progress=TICK / 2, new_socket=True,
                           first_port=first)
-        demo = Demo(spec, flow, out, deadline)
+        if ipv6:
+            flow6 = start_flow(name, duration=duration, interval=FLOW_INTERVAL, progress=TICK / 2, new_socket=True,
+                               first_port=first, target=f"[{ECHO6_SERVER}]:{ECHO_PORT}")
+        demo = Demo(spec, flow, out, deadline, flow6)
         demo.say("time    engine (what it routes)                   | LAN client (where its packets go)")
         first = demo.watch(_settled, 15.0, "engine and client agreeing on an uplink")
         if first is None:
@@ -231,15 +247,24 @@ def run_demo(name: str = DEFAULT_NAME, keep: bool = False, uplinks: int = 2, out
             demo.say(line)
         demo.say(f"  client: {report.sent} datagrams sent, {report.received} answered, "
                  f"longest outage {report.longest_outage_s * 1000:.0f} ms")
+        if flow6 is not None:
+            flow6.stop()
+            report6 = flow6.result()
+            demo.say("  IPv6:")
+            for line in label_changes(report6, demo.marks):
+                demo.say(line)
+            demo.say(f"  IPv6 client: {report6.sent} datagrams sent, {report6.received} answered, "
+                     f"longest outage {report6.longest_outage_s * 1000:.0f} ms")
         if not seen_all:
             demo.say("  some steps were not seen in time: see " + spec.engine_log)
     finally:
-        if flow is not None and flow.running():
-            flow.stop()
-            try:
-                flow.result(timeout=5.0)
-            except LabError:
-                pass
+        for f in (flow, flow6):
+            if f is not None and f.running():
+                f.stop()
+                try:
+                    f.result(timeout=5.0)
+                except LabError:
+                    pass
         if not created or keep:
             for u in spec.uplink_list:  # leave a kept or borrowed lab without faults
                 try:
