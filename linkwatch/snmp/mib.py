@@ -31,7 +31,7 @@ from linkwatch.core.events import ActiveChanged, Event, QuotaReached, UplinkDamp
 from linkwatch.core.states import State
 
 if TYPE_CHECKING:  # annotations only: `linkwatch mib` and the trap sink need not load the engine's core
-    from linkwatch.core.status import Status, UplinkStatus
+    from linkwatch.core.status import FamilyStatus, Status, UplinkStatus
 
 OID = tuple[int, ...]
 Value = tuple[str, Any]  # (syntax, value); syntax is one of SYNTAXES
@@ -51,7 +51,7 @@ UNKNOWN = -1  # RTT, jitter and loss columns when there is no measurement
 
 SCALARS = {  # name -> sub-identifier under B.1.1
     "lwVersion": 1, "lwUptime": 2, "lwActiveUplinks": 3, "lwMode": 4, "lwUplinkCount": 5,
-    "lwActiveChanges": 6, "lwPreviousActiveUplinks": 7, "lwActiveReason": 8,
+    "lwActiveChanges": 6, "lwPreviousActiveUplinks": 7, "lwActiveReason": 8, "lwActiveIpv6Uplinks": 9,
 }
 COLUMNS = {  # name -> column under B.1.2.1 (lwUplinkIndex is the not-accessible index)
     "lwUplinkIndex": 1, "lwUplinkName": 2, "lwUplinkInterface": 3, "lwUplinkState": 4,
@@ -60,7 +60,12 @@ COLUMNS = {  # name -> column under B.1.2.1 (lwUplinkIndex is the not-accessible
     "lwUplinkDowns": 13, "lwUplinkSuppressedTraps": 14,
     "lwUplinkDampened": 15, "lwUplinkFlapPenalty": 16, "lwUplinkMonthTraffic": 17, "lwUplinkQuota": 18,
     "lwUplinkProbeBytesPerDay": 19,
+    # the uplink's IPv6 side (issue 12): instances only in the rows of uplinks with IPv6 probe targets
+    "lwUplinkIpv6State": 20, "lwUplinkIpv6Reason": 21, "lwUplinkIpv6Active": 22, "lwUplinkIpv6Rtt": 23,
+    "lwUplinkIpv6Loss": 24, "lwUplinkIpv6Downs": 25,
 }
+IPV6_OBJECTS = ("lwActiveIpv6Uplinks", "lwUplinkIpv6State", "lwUplinkIpv6Reason", "lwUplinkIpv6Active",
+                "lwUplinkIpv6Rtt", "lwUplinkIpv6Loss", "lwUplinkIpv6Downs")
 NOTIFY_OBJECTS = {"lwQuotaThreshold": 1}  # name -> sub-identifier under B.1.3 (accessible-for-notify)
 NOTIFICATIONS = {"lwUplinkDown": 1, "lwUplinkUp": 2, "lwUplinkDegraded": 3, "lwActiveChanged": 4,
                  "lwUplinkFlapping": 5, "lwUplinkDampenedChange": 6, "lwUplinkQuotaReached": 7}
@@ -230,6 +235,15 @@ def uplink_row(u: UplinkStatus, index: int, suppressed: int = 0) -> dict[str, Va
         "lwUplinkMonthTraffic": _megabytes(u.month_bytes),
         "lwUplinkQuota": _megabytes(u.quota_bytes, up=True),
         "lwUplinkProbeBytesPerDay": _gauge(u.probe_bytes_per_day or 0),
+        **(_ipv6_columns(u.ipv6) if u.ipv6 is not None else {}),
+    }
+
+
+def _ipv6_columns(six: FamilyStatus) -> dict[str, Value]:
+    return {
+        "lwUplinkIpv6State": _state(six.state), "lwUplinkIpv6Reason": _text(six.reason),
+        "lwUplinkIpv6Active": _truth(six.active), "lwUplinkIpv6Rtt": _micros(six.rtt_ms),
+        "lwUplinkIpv6Loss": _hundredths(six.loss_pct), "lwUplinkIpv6Downs": _counter(six.downs),
     }
 
 
@@ -243,6 +257,7 @@ def scalars(status: Status, uptime_s: float) -> dict[str, Value]:
         "lwActiveChanges": _counter(status.active_changes),
         "lwPreviousActiveUplinks": _names(status.previous_active),
         "lwActiveReason": _text(status.reason),
+        "lwActiveIpv6Uplinks": _names(status.active_ipv6),
     }
 
 

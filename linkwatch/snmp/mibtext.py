@@ -19,11 +19,16 @@ import textwrap
 from dataclasses import dataclass
 
 from linkwatch.config import DEFAULT_BASE_OID
-from linkwatch.snmp.mib import (COLUMNS, MODE_VALUES, NOTIFICATION_OBJECTS, NOTIFICATIONS, NOTIFY_OBJECTS, OID,
-                                SCALARS, STATE_VALUES, UNKNOWN_DATE, MibError, oid_str, parse_oid)
+from linkwatch.snmp.mib import (COLUMNS, IPV6_OBJECTS, MODE_VALUES, NOTIFICATION_OBJECTS, NOTIFICATIONS,
+                                NOTIFY_OBJECTS, OID, SCALARS, STATE_VALUES, UNKNOWN_DATE, MibError, oid_str,
+                                parse_oid)
 
 MODULE = "LINKWATCH-MIB"
 REVISIONS = (  # newest first; add one (and keep the old ones) whenever the module changes
+    ("202612050000Z", "IPv6 (dual-stack uplinks): lwActiveIpv6Uplinks and the columns lwUplinkIpv6State, "
+                      "lwUplinkIpv6Reason, lwUplinkIpv6Active, lwUplinkIpv6Rtt, lwUplinkIpv6Loss and "
+                      "lwUplinkIpv6Downs (instances only for uplinks with IPv6 probe targets), lwIpv6Group "
+                      "and lwCompliance3."),
     ("202612040000Z", "Flap dampening and data budgets: the columns lwUplinkDampened, lwUplinkFlapPenalty, "
                       "lwUplinkMonthTraffic, lwUplinkQuota and lwUplinkProbeBytesPerDay, the notifications "
                       "lwUplinkDampenedChange and lwUplinkQuotaReached with lwQuotaThreshold, their groups and "
@@ -148,6 +153,10 @@ SCALAR_TEXT: dict[str, Obj] = {
     "lwPreviousActiveUplinks": Obj("DisplayString", "lwActiveUplinks as it was before its last change "
                                                     "(the same format); empty before the first change."),
     "lwActiveReason": Obj("DisplayString", "Why the policy chose the current active set, in words."),
+    "lwActiveIpv6Uplinks": Obj("DisplayString", "The names of the uplinks that carry IPv6 traffic now (their "
+                                                "IPv6 side: see lwUplinkIpv6State), in policy order, separated "
+                                                "by commas; empty if none does or no uplink has IPv6 probe "
+                                                "targets."),
 }
 
 COLUMN_TEXT: dict[str, Obj] = {
@@ -207,6 +216,20 @@ COLUMN_TEXT: dict[str, Obj] = {
                                                "the LAN's own traffic proves it works); 0 if too few probe "
                                                "rounds were sent in the last minute to tell.",
                                     units="bytes per day"),
+    "lwUplinkIpv6State": Obj("LwHealthState", "The health state of the uplink's IPv6 side, judged by its IPv6 "
+                                              "probes only (an uplink whose IPv6 is broken while its IPv4 "
+                                              "works is down here and up in lwUplinkState). No instance for "
+                                              "an uplink without IPv6 probe targets (IPv4 only)."),
+    "lwUplinkIpv6Reason": Obj("DisplayString", "Why the uplink's IPv6 side is in its state, in words."),
+    "lwUplinkIpv6Active": Obj("TruthValue", "true(1) if the uplink carries IPv6 traffic now, false(2) if not."),
+    "lwUplinkIpv6Rtt": Obj("Integer32 (-1..2147483647)", "The mean round-trip time of the uplink's IPv6 probes "
+                                                          "over its statistics window, in microseconds; -1 if "
+                                                          "unknown.", units="microseconds"),
+    "lwUplinkIpv6Loss": Obj("Integer32 (-1..10000)", "The share of the uplink's IPv6 probes lost over its "
+                                                     "statistics window, in hundredths of a percent; -1 if "
+                                                     "unknown.", units="hundredths of a percent"),
+    "lwUplinkIpv6Downs": Obj("Counter32", "How many times the uplink's IPv6 side went down since the engine "
+                                          "started."),
 }
 
 NOTIFY_TEXT: dict[str, Obj] = {
@@ -410,17 +433,21 @@ def render(base_oid: str | OID = DEFAULT_BASE_OID) -> str:
             f"    DESCRIPTION\n        {quoted(NOTIFICATION_TEXT[n])}\n"
             f"    ::= {{ lwNotifications {NOTIFICATIONS[n]} }}\n\n" for n in _ordered(NOTIFICATIONS)]
     readable = [n for n in columns if COLUMN_TEXT[n].access != "not-accessible"]
-    first = [n for n in readable if n not in FLAP_TRAFFIC_COLUMNS]
+    first = [n for n in readable if n not in FLAP_TRAFFIC_COLUMNS and n not in IPV6_OBJECTS]
     groups = ["lwScalarGroup", "lwUplinkGroup", "lwNotificationGroup"]
+    flap = ["lwUplinkFlapTrafficGroup", "lwFlapTrafficNotificationGroup"]
     out += [
         "-- Conformance\n\n"
         "lwCompliances   OBJECT IDENTIFIER ::= { lwConformance 1 }\n"
         "lwGroups        OBJECT IDENTIFIER ::= { lwConformance 2 }\n\n",
         _compliance("lwCompliance", "deprecated", "What a linkwatch engine of the first revision implements; "
                     "superseded by lwCompliance2.", groups, 1),
-        _compliance("lwCompliance2", "current", "What a linkwatch engine implements: all of this module.",
-                    groups + ["lwUplinkFlapTrafficGroup", "lwFlapTrafficNotificationGroup"], 2),
-        _group("OBJECT-GROUP", "lwScalarGroup", _ordered(SCALARS), "The engine-wide objects.", 1),
+        _compliance("lwCompliance2", "deprecated", "What a linkwatch engine of the second revision implements; "
+                    "superseded by lwCompliance3.", groups + flap, 2),
+        _compliance("lwCompliance3", "current", "What a linkwatch engine implements: all of this module.",
+                    groups + flap + ["lwIpv6Group"], 3),
+        _group("OBJECT-GROUP", "lwScalarGroup", [n for n in _ordered(SCALARS) if n not in IPV6_OBJECTS],
+               "The engine-wide objects of the first revision.", 1),
         _group("OBJECT-GROUP", "lwUplinkGroup", first, "The readable columns of lwUplinkTable of the first "
                "revision.", 2),
         _group("NOTIFICATION-GROUP", "lwNotificationGroup", list(FIRST_NOTIFICATIONS),
@@ -430,6 +457,7 @@ def render(base_oid: str | OID = DEFAULT_BASE_OID) -> str:
         _group("NOTIFICATION-GROUP", "lwFlapTrafficNotificationGroup",
                [n for n in _ordered(NOTIFICATIONS) if n not in FIRST_NOTIFICATIONS],
                "The notifications about flap dampening and quotas.", 5),
+        _group("OBJECT-GROUP", "lwIpv6Group", list(IPV6_OBJECTS), "The IPv6 side of dual-stack uplinks.", 6),
         "END\n",
     ]
     return "".join(out)

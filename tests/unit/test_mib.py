@@ -22,8 +22,8 @@ from linkwatch.core.events import ActiveChanged, AdminAction, EngineEvent, Quota
     UplinkStateChanged
 from linkwatch.commands import mib as mib_cli
 from linkwatch.core.states import State
-from linkwatch.core.status import Status, UplinkStatus
-from linkwatch.snmp.mib import (COLUMNS, FALSE, GAUGE_MAX, MAX_TEXT, NOTIFICATION_OBJECTS, NOTIFICATIONS,
+from linkwatch.core.status import FamilyStatus, Status, UplinkStatus
+from linkwatch.snmp.mib import (COLUMNS, FALSE, GAUGE_MAX, IPV6_OBJECTS, MAX_TEXT, NOTIFICATION_OBJECTS, NOTIFICATIONS,
                                 NOTIFY_OBJECTS, SCALARS, STATE_VALUES, TRUE, UNKNOWN, UNKNOWN_DATE, Layout, MibError,
                                 date_and_time, flapping, instances, notification_for, parse_oid, uplink_row)
 from linkwatch.snmp.mibtext import PARENTS, parent_of, render
@@ -219,14 +219,17 @@ def test_every_object_and_notification_is_in_a_group_of_the_current_compliance(i
     dumped = smidump(PACKAGED, ietf_dir)
     members = {g: set(d["members"]) for g, d in dumped["groups"].items()}
     assert members["lwUplinkGroup"] == {n for n, c in COLUMNS.items() if 2 <= c <= 14}
-    assert members["lwUplinkFlapTrafficGroup"] == {n for n, c in COLUMNS.items() if c > 14} | {"lwQuotaThreshold"}
+    assert members["lwUplinkFlapTrafficGroup"] == {n for n, c in COLUMNS.items() if 14 < c < 20} | {"lwQuotaThreshold"}
+    assert members["lwIpv6Group"] == {n for n, c in COLUMNS.items() if c >= 20} | {"lwActiveIpv6Uplinks"}
+    assert members["lwScalarGroup"] == set(SCALARS) - {"lwActiveIpv6Uplinks"}, "the first revision's, kept"
     assert members["lwNotificationGroup"] == {n for n, c in NOTIFICATIONS.items() if c <= 5}
     assert members["lwFlapTrafficNotificationGroup"] == {"lwUplinkDampenedChange", "lwUplinkQuotaReached"}
     assert set().union(*members.values()) == (set(SCALARS) | set(COLUMNS) | set(NOTIFY_OBJECTS)
                                               | set(NOTIFICATIONS)) - {"lwUplinkIndex"}
     compliances = {name: (c["status"], set(c["requires"])) for name, c in dumped["compliances"].items()}
     assert compliances == {"lwCompliance": ("deprecated", {"lwScalarGroup", "lwUplinkGroup", "lwNotificationGroup"}),
-                           "lwCompliance2": ("current", set(members))}
+                           "lwCompliance2": ("deprecated", set(members) - {"lwIpv6Group"}),
+                           "lwCompliance3": ("current", set(members))}
     threshold = dumped["nodes"]["lwQuotaThreshold"]
     assert threshold["access"] == "notifyonly" and threshold["oid"] == mib_oid(LAYOUT.notify_object("lwQuotaThreshold"))
     assert threshold["syntax"]["type"]["range"] == {"min": "1", "max": "1000"}
@@ -285,7 +288,10 @@ def test_every_instance_has_the_mib_type_and_fits_its_range(ietf_dir, tmp_path):
                                                                   priority=2**31 - 1, month_bytes=10**17,
                                                                   quota_bytes=10**16, flap_penalty=1e9),))
     seen = set()
-    for st in (status(), status(mode="balance", active=[]), long_text):
+    six = FamilyStatus(State.DOWN, False, "é" * 300, False, 0.0, 1e9, 250.0, None, "2001:db8:1::2", "fe80::1", 100,
+                       9, 2**40, None)
+    dual = replace(status(active_ipv6=["wan1"] * 200), uplinks=(uplink(ipv6=six), uplink(1)))
+    for st in (status(), status(mode="balance", active=[]), long_text, dual):
         for oid, (syntax, value) in instances(LAYOUT, st, uptime_s=3600.5, suppressed={"wan1": 4}):
             name = by_oid[oid]
             seen.add(name)
@@ -305,8 +311,8 @@ def test_instances_are_sorted_and_complete_for_two_uplinks():
     oids = [oid for oid, _ in got]
     assert oids == sorted(oids) and len(set(oids)) == len(oids)
     want = {LAYOUT.scalar(n) for n in SCALARS} | {LAYOUT.column(c, i) for c in COLUMNS if c != "lwUplinkIndex"
-                                                  for i in (1, 2)}
-    assert set(oids) == want and len(oids) == 8 + 2 * 18
+                                                  and c not in IPV6_OBJECTS for i in (1, 2)}
+    assert set(oids) == want and len(oids) == 9 + 2 * 18, "IPv4-only uplinks: no IPv6 columns (a sparse table)"
     v = dict(got)
     assert v[LAYOUT.scalar("lwUptime")] == ("TimeTicks", 12345)
     assert v[LAYOUT.scalar("lwActiveUplinks")] == ("OctetString", "wan1")
