@@ -96,6 +96,8 @@ def facts6(f: LinkFacts | None) -> LinkFacts | None:
 def step6(side: Family6, inp: Input, now: Now, config: Config, v4: tuple[UplinkState, ...],
           forced: str | None) -> Step6:
     """Feed ``inp`` (already applied to the IPv4 side, ``v4``) to the IPv6 side."""
+    if not side.uplinks and not isinstance(inp, (Start, Reload)):
+        return Step6(side)  # IPv4 only: nothing to do, at every counter read
     log: list[tuple[str, str]] = []
     events: list = []  # Ipv6StateChanged, then Ipv6ActiveChanged
     flushes: list[tuple[str, str]] = []
