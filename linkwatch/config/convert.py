@@ -408,6 +408,25 @@ def _gateway() -> _Conv:
     return _Conv(expected, check)
 
 
+def _gateway6() -> _Conv:
+    expected = '"auto" or an IPv6 address like "fe80::1" (link-local on the uplink\'s link, or global)'
+
+    def check(raw: Any) -> str | None:
+        if raw == "auto":
+            return None
+        if not isinstance(raw, str) or ":" not in raw:
+            raise _Bad(expected)
+        try:
+            address = ipaddress.IPv6Address(raw.strip())
+        except ValueError:
+            raise _Bad(expected) from None
+        if address.is_unspecified or address.is_multicast or address.is_loopback:
+            raise _Bad(expected, "not a next hop")
+        return str(address)
+
+    return _Conv(expected, check)
+
+
 def _interface() -> _Conv:
     expected = ('a Linux interface name like "eth1" '
                 '(1..15 characters, no "/", ":" or whitespace, not "." or "..")')

@@ -20,6 +20,7 @@ from linkwatch.config.convert import (
     _duration,
     _engine_id,
     _gateway,
+    _gateway6,
     _group_name,
     _integer,
     _interface,
@@ -160,6 +161,9 @@ class UplinkConfig:
         "away from it while it worked (a failback leaves the calls on a metered LTE backup; a rule's first "
         "choice came back) are reset after this long, so they start again on the active uplink; not those "
         'that came in on it or that a rule sends to it first; "off": they finish where they started'))
+    gateway6: str | None = field(default=None, metadata=_key(
+        _gateway6(), 'the IPv6 next hop (dual stack); None ("auto") = the main table\'s IPv6 default via '
+        "interface (what a router advertisement installs)", absent=None))
     ipv6_prefixes: tuple[str, ...] = field(default=(), metadata=_key(
         _ipv6_prefixes(), "the LAN's IPv6 prefixes this uplink delegates, when the LAN has each uplink's "
         "prefix (no NAT66): traffic from them leaves through this uplink whatever IPv6's active uplink "

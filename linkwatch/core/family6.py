@@ -79,9 +79,9 @@ class Step6:
 
 
 def side_config(cfg: UplinkConfig) -> UplinkConfig:
-    """The uplink as its IPv6 side sees it: its IPv6 probes; its gateway from the kernel (a
-    configured gateway is an IPv4 one); no suspicion from the interface counters (see above)."""
-    return replace(cfg, probes=cfg.probes6, probes6=(), gateway=None,
+    """The uplink as its IPv6 side sees it: its IPv6 probes; its IPv6 gateway (``gateway6``; by
+    default the kernel's); no suspicion of its own from the interface counters (see above)."""
+    return replace(cfg, probes=cfg.probes6, probes6=(), gateway=cfg.gateway6,
                    health=replace(cfg.health, suspect_after=None))
 
 

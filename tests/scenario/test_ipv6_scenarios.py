@@ -239,3 +239,11 @@ def test_per_uplink_lan_prefixes_are_routed_by_source_through_their_uplink_dead_
     both(s, {"fibre": "gggggg", "lte": "gggggg"}, {"fibre": "gggggg", "lte": "bbbbbb"})
     assert state6(s, "lte") == "DOWN" and rule in {r.describe() for r in s.outputs[-1].routing.rules}, \
         "no other provider routes that prefix back: it stays (the hook deprecates it)"
+
+
+def test_a_configured_ipv6_gateway_is_used_instead_of_the_kernels():
+    text = DUAL.replace('interface = "up1"', 'interface = "up1"\ngateway6 = "fe80::fe"')
+    s = Scenario(text, facts={**FACTS6, "up1": replace(FACTS6["up1"], gateway6=None)})  # no RA
+    both(s, {"fibre": "g", "lte": "g"}, {"fibre": "g", "lte": "g"})
+    assert state6(s, "fibre") == "UP" and s.state.v6.active == ("fibre",)
+    assert v6_active_hops(s.outputs[-1]) == [("fe80::fe", 11)]

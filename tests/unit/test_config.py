@@ -504,7 +504,7 @@ def test_describe_keys_follows_the_dataclasses():
             f"{section}.{f.name}" for f in dataclasses.fields(cls)]
     assert [k for k in keys if k.startswith("uplinks.")] == [
         "uplinks.*.interface", "uplinks.*.gateway", "uplinks.*.priority", "uplinks.*.weight", "uplinks.*.quota",
-        "uplinks.*.quota_warn", "uplinks.*.move_flows_after", "uplinks.*.ipv6_prefixes", "uplinks.*.table",
+        "uplinks.*.quota_warn", "uplinks.*.move_flows_after", "uplinks.*.gateway6", "uplinks.*.ipv6_prefixes", "uplinks.*.table",
         "uplinks.*.probes.*.type", "uplinks.*.probes.*.target", "uplinks.*.probes.*.query"]
     overrides = set(describe_keys(per_uplink_health=True)) - set(keys)
     assert overrides == {f"uplinks.*.health.{f.name}" for f in dataclasses.fields(HealthConfig)}
@@ -616,3 +616,11 @@ def test_ipv6_prefixes_are_checked_and_need_an_ipv6_side():
         assert "uplinks.fibre.ipv6_prefixes" in str(e.value) and why in str(e.value)
     with pytest.raises(ConfigError, match="IPv6 probe targets too"):
         loads(doc(uplink='ipv6_prefixes = ["2001:db8:100::/56"]'))
+
+
+def test_gateway6_is_auto_or_an_ipv6_next_hop():
+    assert loads(doc()).uplinks[0].gateway6 is None
+    assert loads(doc(uplink='gateway6 = "FE80::1"')).uplinks[0].gateway6 == "fe80::1"
+    for bad in ('"198.51.100.1"', '"ff02::1"', '"::"', "1"):
+        with pytest.raises(ConfigError, match="uplinks.fibre.gateway6"):
+            loads(doc(uplink=f"gateway6 = {bad}"))
