@@ -104,6 +104,9 @@ def step6(side: Family6, inp: Input, now: Now, config: Config, v4: tuple[UplinkS
     changed = isinstance(inp, (Start, Reload, Tick, AdminRequest))
     if isinstance(inp, (Start, Reload)):
         side = _rebuilt(side, config, inp.facts, now, events)
+        if isinstance(inp, Start):  # a restart changes nothing: adopt what the kernel routes IPv6 through
+            through = {i for _, i in inp.kernel_active6}
+            side = replace(side, active=tuple(u.name for u in side.uplinks if u.facts and u.facts.ifindex in through))
     elif isinstance(inp, RoundDone) and inp.family == 6:
         u = side.uplink(inp.uplink)
         if u is not None:

@@ -93,6 +93,7 @@ class Start:
     detail: str = ""
     month_bytes: Mapping[str, int] = field(default_factory=dict)  # per uplink: this month so far (history)
     flow_marks: Mapping[str, int] = field(default_factory=dict)  # interface -> flow mark in the kernel's table
+    kernel_active6: tuple[tuple[str, int], ...] = ()  # the same as kernel_active, of the IPv6 active table
 
 
 @dataclass(frozen=True)

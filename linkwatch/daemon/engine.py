@@ -239,12 +239,14 @@ class Engine:
         facts = await self.kernel.read_facts([u.interface for u in cfg.uplinks])
         warn_strict_rp_filter(cfg)
         kernel_active = await self.kernel.active_gateways()
+        kernel_active6 = await self.kernel.active_gateways(6)
         flow_marks = await self.kernel.flow_marks()  # before the first apply replaces the table
         self.control = ControlServer(cfg.control.socket, self.handle_request, cfg.control.mode, cfg.control.group)
         await self.control.start()
         self.applier.start()
         self.feed(Start(facts, tuple(kernel_active), f"linkwatch {__version__}, pid {os.getpid()}",
-                        month_bytes=await self._month_so_far(), flow_marks=flow_marks))
+                        month_bytes=await self._month_so_far(), flow_marks=flow_marks,
+                        kernel_active6=tuple(kernel_active6)))
         await self.applier.carry_out(repair=True)
         self._start_monitor()
         self._sync_probers()

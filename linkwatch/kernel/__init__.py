@@ -50,8 +50,8 @@ class Kernel:
 
         return LinkMonitor(ifnames, self.netns, self.params.protocol)
 
-    async def active_gateways(self) -> list[tuple[str, int]]:
-        return await self._reconciler.active_gateways_async()
+    async def active_gateways(self, family: int = 4) -> list[tuple[str, int]]:
+        return await self._reconciler.active_gateways_async(family)
 
     async def flow_marks(self) -> dict[str, int]:
         """Interface -> flow mark of the flow table a previous run left (empty: none)."""

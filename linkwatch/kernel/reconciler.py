@@ -25,6 +25,7 @@ from linkwatch.core.flows import TABLE_NAME, marks_in
 from linkwatch.kernel.nft import FlowTable, NftError
 from linkwatch.core.routing import (
     DEFAULT_DST,
+    DEFAULT_DST6,
     RESERVED_TABLES,
     SCOPE_LINK,
     NextHop,
@@ -285,12 +286,13 @@ class Reconciler:
         """:meth:`apply`, awaited: the event loop goes on while the worker talks to the kernel."""
         return await self._run_async(lambda: self._apply(desired))
 
-    def active_gateways(self) -> list[tuple[str, int]]:
-        """(gateway, ifindex) of the default route now in the active table (all nexthops)."""
-        return self._run(self._active_gateways)
+    def active_gateways(self, family: int = 4) -> list[tuple[str, int]]:
+        """(gateway, ifindex) of the default route now in the active table (all nexthops) of
+        ``family`` (4 or 6)."""
+        return self._run(lambda: self._active_gateways(family))
 
-    async def active_gateways_async(self) -> list[tuple[str, int]]:
-        return await self._run_async(self._active_gateways)
+    async def active_gateways_async(self, family: int = 4) -> list[tuple[str, int]]:
+        return await self._run_async(lambda: self._active_gateways(family))
 
     async def flow_marks_async(self) -> dict[str, int]:
         """Interface -> flow mark in linkwatch's nftables table as the kernel has it (left by a
@@ -451,12 +453,12 @@ class Reconciler:
             log.debug("refused: %s", line)  # the caller reports the errors (once per streak)
         return False
 
-    def _active_gateways(self) -> list[tuple[str, int]]:
+    def _active_gateways(self, family: int = 4) -> list[tuple[str, int]]:
         result: list[tuple[str, int]] = []
         for msg in self._route_msgs():
             spec = route_from_msg(msg)
-            if (spec.table != self.params.active_table or spec.dst != DEFAULT_DST or spec.kind != "unicast"
-                    or spec.family != 4):
+            if (spec.table != self.params.active_table or spec.dst not in (DEFAULT_DST, DEFAULT_DST6)
+                    or spec.kind != "unicast" or spec.family != family):
                 continue
             if spec.nexthops:
                 result.extend((hop.gateway or "", hop.ifindex) for hop in spec.nexthops)

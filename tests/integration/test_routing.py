@@ -617,6 +617,7 @@ def test_ipv6_objects_are_applied_read_back_and_owned_like_the_ipv4_ones(lab, re
     # wan2's address by wan2, and the main table's on-link prefixes still win (suppress_prefixlength 0)
     assert route_get6(RT, "2001:db8:ffff::1").endswith("via fe80::1 dev wan1 table 100")
     assert route_get6(RT, "2001:db8:ffff::1", "2001:db8:2::2").endswith("via fe80::1 dev wan2 table 102")
+    assert rec.active_gateways(6) == [("fe80::1", lab.i1)] and rec.active_gateways() == [("198.51.100.1", lab.i1)]
     assert "dev wan2" in route_get6(RT, "2001:db8:2::1") and "via" not in route_get6(RT, "2001:db8:2::1")
     # IPv6 moves to wan2; IPv4 stays on wan1
     switched = merged(lab.plan([("wan1", 1)]), plan6(six, [("wan2", 1)], PARAMS))

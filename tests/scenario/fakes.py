@@ -43,8 +43,8 @@ class FakeKernel:
         self.counter_reads.extend((time.monotonic(), i) for i in ifindexes)
         return {i: self.counters[i] for i in ifindexes if i in self.counters}
 
-    async def active_gateways(self):
-        return list(self.active)
+    async def active_gateways(self, family=4):
+        return list(self.active) if family == 4 else list(getattr(self, "active6", ()))
 
     async def flow_marks(self):
         return dict(self.old_marks)

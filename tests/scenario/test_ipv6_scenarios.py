@@ -247,3 +247,16 @@ def test_a_configured_ipv6_gateway_is_used_instead_of_the_kernels():
     both(s, {"fibre": "g", "lte": "g"}, {"fibre": "g", "lte": "g"})
     assert state6(s, "fibre") == "UP" and s.state.v6.active == ("fibre",)
     assert v6_active_hops(s.outputs[-1]) == [("fe80::fe", 11)]
+
+
+def test_a_restart_adopts_the_ipv6_uplink_the_kernel_routes_through():
+    from linkwatch.core.engine import initial_state, step
+    from linkwatch.config import loads
+    from linkwatch.core.inputs import Now, Start
+
+    state, out = step(initial_state(loads(DUAL)), Start(FACTS6, (("198.51.100.1", 11),), "test",
+                                                          kernel_active6=(("fe80::1", 12),)), Now(1000.0, 1e9))
+    assert state.active == ("fibre",) and state.v6.active == ("lte",), "IPv6 stays on lte until probed"
+    assert v6_active_hops(out) == [("fe80::1", 12)]
+    fresh, _ = step(initial_state(loads(DUAL)), Start(FACTS6, (("198.51.100.1", 11),), "test"), Now(1000.0, 1e9))
+    assert fresh.v6.active == ("fibre",), "nothing in the kernel: the best by priority, as before"
