@@ -586,7 +586,9 @@ def routing_of(state: EngineState) -> RouteSet | None:
 def _finish(s: _Step, inp: Input) -> tuple[EngineState, Outputs]:
     _decide(s)
     six = step6(s.state.v6, inp, s.now, s.state.config, s.state.uplinks, s.state.forced)
-    st = s.state = replace(s.state, v6=six.side)
+    if six.side is not s.state.v6:
+        s.state = replace(s.state, v6=six.side)
+    st = s.state
     for name, address in six.flushes:
         s.flush(name, address)
     s.events.extend(six.events)
