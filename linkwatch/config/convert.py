@@ -373,7 +373,8 @@ def _unicast_ipv6(raw: str, expected: str) -> str:
     except ValueError:
         raise _Bad(expected) from None
     problem = (
-        "it is the unspecified address" if address.is_unspecified
+        "it has a %zone: write the address alone (the uplink's interface is the zone)" if address.scope_id
+        else "it is the unspecified address" if address.is_unspecified
         else "it is a multicast address" if address.is_multicast
         else "it is a loopback address, it never leaves the router" if address.is_loopback
         else "it is a link-local address, it never leaves the uplink's link" if address.is_link_local
@@ -420,6 +421,8 @@ def _gateway6() -> _Conv:
             address = ipaddress.IPv6Address(raw.strip())
         except ValueError:
             raise _Bad(expected) from None
+        if address.scope_id:
+            raise _Bad(expected, "it has a %zone: write the address alone (the uplink's interface is the zone)")
         if address.is_unspecified or address.is_multicast or address.is_loopback:
             raise _Bad(expected, "not a next hop")
         return str(address)

@@ -41,6 +41,7 @@ from linkwatch.core.states import USABLE, State
 from linkwatch.core.uplink import (
     ProbePlan,
     UplinkState,
+    burst_timeout,
     counted,
     new_uplink,
     route_of,
@@ -198,8 +199,17 @@ def _share_suspicion(side: Family6, v4: tuple[UplinkState, ...], now: Now) -> Fa
     shared = dict(side.shared)
     for four in v4:
         u = side.uplink(four.name)
+        if u is None:
+            continue
+        if u.suspect_since is not None and (four.suspect_since is None
+                                            or now.mono - u.suspect_since > burst_timeout(u) + 1.0):
+            u = replace(u, suspect_since=None)  # IPv4's suspicion ended, or the burst's result was lost
+            side = _store(side, u)
+        if u.false_alarms and not four.false_alarms:  # two-way traffic reset IPv4's back-off: shared evidence
+            u = replace(u, false_alarms=0, quiet_until=0.0)
+            side = _store(side, u)
         since = four.suspect_since
-        if (u is None or since is None or shared.get(u.name) == since or u.suspect_since is not None
+        if (since is None or shared.get(u.name) == since or u.suspect_since is not None
                 or u.name not in side.active or u.health.state not in USABLE or now.mono < u.quiet_until):
             continue
         shared[u.name] = since

@@ -220,9 +220,11 @@ def check_ip(what: str, value: str, family: int) -> None:
     if family == 4:
         return check_ipv4(what, value)
     try:
-        ipaddress.IPv6Address(value)
+        scoped = ipaddress.IPv6Address(value).scope_id
     except ValueError:
         raise RoutingError(f"{what}={value!r}: not an IPv6 address") from None
+    if scoped:
+        raise RoutingError(f"{what}={value!r}: an address with a %zone (the interface is the zone)")
 
 
 def _check_uplinks(uplinks: Sequence[UplinkRoute], params: RoutingParams, family: int = 4) -> None:
@@ -320,6 +322,12 @@ def _active_route(
         hops.append(NextHop(gateway=up.gateway or None, ifindex=up.ifindex, weight=weight))
     if not hops:
         return None
+    if family == 6 and len(hops) > 1 and any(h.gateway is None for h in hops):
+        # the kernel takes no device-only nexthop in an IPv6 multipath route: the uplinks with a
+        # gateway share the traffic; with none, the first (point-to-point) one carries it alone
+        kept = [n for n, up in taken.items() if up.gateway] or [next(iter(taken))]
+        hops = [h for h, n in zip(hops, taken) if n in kept]
+        taken = {n: taken[n] for n in kept}
     if len(hops) == 1:
         return _default_route(params.active_table, next(iter(taken.values())), family)
     return RouteSpec(table=params.active_table, dst=DEFAULT_DST6 if family == 6 else DEFAULT_DST,

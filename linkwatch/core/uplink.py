@@ -263,7 +263,7 @@ def _slow(u: UplinkState, results: tuple[ProbeResult, ...], started: float | Non
     # what the LAN sent meanwhile: beyond the probes of this round and of the rounds that overlapped
     # it (the samples since it started, this round's included)
     lan_sent = ev.tx_after(u.counters, started) - probe_packets(u, started)[0] if started is not None else 0
-    if recent_reply and came >= ev.PROOF_MIN_RX and lan_sent >= ev.SUSPECT_EXTRA_TX:
+    if recent_reply and came >= ev.PROOF_MIN_RX and lan_sent >= ev.SUSPECT_EXTRA_TX and not u.cfg.probes6:
         return f"{came} packets came in meanwhile"  # while the LAN sent: replies, not noise
     if _recently_slow(u, mono):
         return "replies have been late lately"
@@ -406,7 +406,8 @@ def round_interval(u: UplinkState, active: bool, doubt: bool, better: bool = Fal
     if state in PENDING or state == State.INIT or (doubt and not active) or _eager(u):
         return h.fast_interval
     if active:
-        proven = is_proven(u, u.counters.last_at or 0.0) and not _draining(u)
+        # the counters count both families: on a dual-stack uplink the LAN's IPv6 could hide a dead IPv4
+        proven = is_proven(u, u.counters.last_at or 0.0) and not _draining(u) and not u.cfg.probes6
         return h.proven_interval if proven else h.interval
     return h.interval if better else h.standby_interval
 
@@ -448,8 +449,9 @@ def passed_thresholds(cfg: UplinkConfig, used: int) -> tuple[int, ...]:
 
 def same_uplink(a: UplinkConfig, b: UplinkConfig) -> bool:
     """Equal but for the numbers derived from the uplink's position in the file, and for its IPv6
-    targets (its IPv6 side's business: core.family6)."""
-    return replace(a, table=b.table, rule_priority=b.rule_priority, probes6=b.probes6) == b
+    keys (its IPv6 side's business: core.family6)."""
+    return replace(a, table=b.table, rule_priority=b.rule_priority, probes6=b.probes6, gateway6=b.gateway6,
+                   ipv6_prefixes=b.ipv6_prefixes) == b
 
 
 def carried_over(prev: UplinkState | None, fresh: UplinkState) -> UplinkState:

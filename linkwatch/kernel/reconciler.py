@@ -427,6 +427,9 @@ class Reconciler:
             self._kernel.route(command, **route_args(spec, self.params.protocol))
         except NetlinkError as err:
             return self._refused(f"{command} route {spec.describe()}", err, report, missing_ok)
+        except (OSError, ValueError) as err:  # not even encoded (a bad address): this object's error only
+            report.errors.append(f"{command} route {spec.describe()}: {err}")
+            return False
         return True
 
     def _rule_call(self, command: str, spec: RuleSpec, report: ApplyReport) -> bool:
@@ -437,6 +440,9 @@ class Reconciler:
             if command == "add" and err.code == errno.EEXIST:
                 return False
             return self._refused(f"{command} rule {spec.describe()}", err, report, command == "del")
+        except (OSError, ValueError) as err:  # not even encoded (a bad address): this object's error only
+            report.errors.append(f"{command} rule {spec.describe()}: {err}")
+            return False
         return True
 
     @staticmethod

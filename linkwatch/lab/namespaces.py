@@ -64,7 +64,7 @@ def namespace_prefixes(netns: str | None = None) -> list[tuple[str, str]]:
             addr = a.get_attr("IFA_ADDRESS") or a.get_attr("IFA_LOCAL")
             if addr:
                 out.append((f"{addr}/{a['prefixlen']}", f"address on {names.get(a['index'], a['index'])}"))
-        for r in ipr.get_routes(family=socket.AF_INET):
+        for r in [*ipr.get_routes(family=socket.AF_INET), *ipr.get_routes(family=socket.AF_INET6)]:
             dst = r.get_attr("RTA_DST")
             if dst:
                 table = r.get_attr("RTA_TABLE") or r["table"]

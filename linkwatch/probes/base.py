@@ -78,8 +78,8 @@ def check_ip(value: str, what: str) -> str:
         address = ipaddress.ip_address(value)
     except (ValueError, TypeError):
         raise ProbeError(f"{what} must be an IPv4 or IPv6 address, got {value!r}") from None
-    if address.version == 6 and address.is_link_local:
-        raise ProbeError(f"{what} must not be a link-local IPv6 address, got {value!r}")
+    if address.version == 6 and (address.is_link_local or address.scope_id):
+        raise ProbeError(f"{what} must not be a link-local or scoped IPv6 address, got {value!r}")
     return str(address)
 
 

@@ -646,3 +646,25 @@ def test_ipv6_lan_prefixes_of_an_uplink_leave_through_it_whatever_is_active(lab,
     assert "1020:\tfrom 2001:db8:200::/56 lookup 102 proto 77" in nsutil.ip(RT, "-6", "rule", "show").stdout
     assert route_get6(RT, "2001:db8:ffff::1", "2001:db8:200::5").endswith("via fe80::1 dev wan2 table 102")
     assert route_get6(RT, "2001:db8:ffff::1").endswith("via fe80::1 dev wan1 table 100"), "the rest: active"
+
+
+@root
+def test_a_route_the_netlink_layer_cannot_encode_is_one_error_not_an_exception(lab, rec):
+    """Review finding 1: an address with a %zone made pyroute2 raise OSError and the whole apply
+    fail, IPv4 included. Now it is that object's error; the rest is applied."""
+    desired = lab.plan([("wan1", 1)])
+    bad = RouteSpec(103, "::/0", gateway="fe80::1%wan1", ifindex=lab.i1, family=6)
+    report = rec.apply(RouteSet(routes=desired.routes | {bad}, rules=desired.rules))
+    assert len(report.errors) == 1 and "fe80::1%wan1" in report.errors[0]
+    assert dump_ours(RT) == desired, "every IPv4 object is in place"
+
+
+@root
+def test_the_lab_refuses_to_start_over_an_ipv6_route_of_its_range(lab):
+    """Review finding 7: the overlap check read IPv4 routes only."""
+    from linkwatch.lab.namespaces import namespace_prefixes
+    from linkwatch.lab.plan import LabError, check_no_overlap
+
+    nsutil.ip(RT, "-6", "route", "add", "unreachable", "2001:db8:ab::/48")
+    with pytest.raises(LabError, match="2001:db8::/32 overlaps 2001:db8:ab::/48"):
+        check_no_overlap(namespace_prefixes(RT))

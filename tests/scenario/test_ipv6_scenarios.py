@@ -260,3 +260,91 @@ def test_a_restart_adopts_the_ipv6_uplink_the_kernel_routes_through():
     assert v6_active_hops(out) == [("fe80::1", 12)]
     fresh, _ = step(initial_state(loads(DUAL)), Start(FACTS6, (("198.51.100.1", 11),), "test"), Now(1000.0, 1e9))
     assert fresh.v6.active == ("fibre",), "nothing in the kernel: the best by priority, as before"
+
+
+def test_on_a_dual_stack_uplink_traffic_coming_in_does_not_prove_ipv4():
+    """Review finding 2: the counters count both families. The LAN's IPv6 keeps coming in while
+    IPv4 is blackholed: it must neither stretch IPv4's rounds to proven_interval nor excuse them."""
+    from linkwatch.core.inputs import Counters, LinkCounters
+
+    for text, want_interval in ((CONFIG, 2.0), (DUAL, 0.25)):
+        s = Scenario(text, facts=FACTS6)
+        s.rounds({"fibre": "g", "lte": "g"})
+        rx = tx = 0
+        for _ in range(120):  # three seconds of two-way LAN traffic (the IPv6 half goes on below)
+            s.t += 0.025
+            rx, tx = rx + 5, tx + 5
+            s.feed(Counters({"up1": LinkCounters(rx, tx, rx * 100, tx * 100)}))
+        assert s.outputs[-1].probes["fibre"].interval == want_interval
+    started = s.t
+    for _ in range(3):  # IPv4 rounds fail while packets (IPv6) keep coming in
+        for _ in range(10):
+            s.t += 0.025
+            rx, tx = rx + 5, tx + 5
+            s.feed(Counters({"up1": LinkCounters(rx, tx, rx * 100, tx * 100)}))
+        s.seq += 1
+        s.feed(RoundDone("fibre", results(s.state.uplink("fibre").cfg.probes, 0), s.seq, started=s.t - 0.25))
+    assert s.state_of("fibre") == "DOWN" and s.state.active == ("lte",) and s.t - started < 1.0
+
+
+def test_a_reload_changing_only_ipv6_keys_keeps_the_ipv4_state_and_its_flows():
+    """Review finding 3: gateway6 or ipv6_prefixes changed: the IPv4 side is not rebuilt (which
+    would drop its fwmark rule and strand its sticky flows)."""
+    from linkwatch.config import loads
+    from linkwatch.core.inputs import Reload
+
+    s = Scenario(DUAL, facts=FACTS6)
+    both(s, {"fibre": "g", "lte": "gg"}, {"fibre": "g", "lte": "g"})
+    before = s.state.uplink("lte")
+    changed = DUAL.replace('interface = "up2"', 'interface = "up2"\ngateway6 = "fe80::fe"\n'
+                                                'ipv6_prefixes = ["2001:db8:200::/56"]')
+    out = s.feed(Reload(loads(changed), dict(FACTS6)))
+    assert s.state.uplink("lte").health == before.health and s.state.uplink("lte").rounds == before.rounds
+    assert "1002: from all fwmark 0x660000/0xff0000 lookup 102" in {r.describe() for r in out.routing.rules}
+    assert state6(s, "lte") == "INIT", "its IPv6 side changed: rebuilt"
+
+
+def test_a_lost_ipv6_burst_does_not_leave_its_suspicion_set_and_the_back_off_resets_with_ipv4s():
+    """Review findings 5 and 6: the IPv6 side's suspicion ends with IPv4's (or times out) even when
+    its burst's result never comes; its false-alarm back-off resets when IPv4's does."""
+    from linkwatch.core.inputs import Counters, LinkCounters
+
+    s = Scenario(DUAL, facts=FACTS6)
+    both(s, {"fibre": "g", "lte": "g"}, {"fibre": "g", "lte": "g"})
+    rx = tx = 0
+
+    def reads(n, both_ways=True):
+        nonlocal rx, tx
+        for _ in range(n):
+            s.t += 0.05
+            rx, tx = rx + (5 if both_ways else 0), tx + 5
+            s.feed(Counters({"up1": LinkCounters(rx, tx, rx * 100, tx * 100)}))
+
+    reads(60)
+    reads(5, both_ways=False)
+    assert s.state.v6.uplink("fibre").suspect_since is not None, "IPv6 took the suspicion up"
+    # the IPv4 burst is answered (a false alarm); IPv6's burst result is lost (a dropped round)
+    s.seq += 1
+    s.feed(RoundDone("fibre", results(s.state.uplink("fibre").cfg.probes, 2), s.seq, burst=True))
+    assert s.state.uplink("fibre").suspect_since is None
+    assert s.state.v6.uplink("fibre").suspect_since is None, "it ends with IPv4's"
+    from dataclasses import replace as rep
+    s.state = rep(s.state, v6=rep(s.state.v6, uplinks=tuple(
+        rep(u, false_alarms=4, quiet_until=s.t + 30.0) if u.name == "fibre" else u for u in s.state.v6.uplinks)))
+    reads(80)  # two-way traffic resets IPv4's back-off; IPv6's goes with it
+    assert s.state.uplink("fibre").false_alarms == 0
+    assert (s.state.v6.uplink("fibre").false_alarms, s.state.v6.uplink("fibre").quiet_until) == (0, 0.0)
+
+
+def test_ipv6_balance_keeps_device_only_uplinks_out_of_the_multipath_route():
+    """Review finding 4: the kernel refuses a device-only nexthop in an IPv6 multipath route."""
+    from linkwatch.core.routing import RoutingParams, UplinkRoute, plan6
+
+    gw = UplinkRoute("wan1", 11, "2001:db8:1::2", 64, "fe80::1", 101, 1001, True)
+    p2p = UplinkRoute("ppp", 13, "2001:db8:3::2", 128, None, 103, 1003, True, pointopoint=True)
+    gw2 = UplinkRoute("wan2", 12, "2001:db8:2::2", 64, "fe80::1", 102, 1002, True)
+    (route,) = [r for r in plan6([gw, p2p, gw2], [("wan1", 1), ("ppp", 1), ("wan2", 2)], RoutingParams()).routes
+                if r.table == 100]
+    assert [(h.gateway, h.ifindex, h.weight) for h in route.nexthops] == [("fe80::1", 11, 1), ("fe80::1", 12, 2)]
+    (alone,) = [r for r in plan6([p2p], [("ppp", 1)], RoutingParams()).routes if r.table == 100]
+    assert (alone.gateway, alone.ifindex, alone.nexthops) == (None, 13, ())

@@ -624,3 +624,12 @@ def test_gateway6_is_auto_or_an_ipv6_next_hop():
     for bad in ('"198.51.100.1"', '"ff02::1"', '"::"', "1"):
         with pytest.raises(ConfigError, match="uplinks.fibre.gateway6"):
             loads(doc(uplink=f"gateway6 = {bad}"))
+
+
+def test_scoped_ipv6_addresses_are_refused_with_why():
+    """Review finding 1: Python reads "fe80::1%up1" as an address; the kernel never takes one."""
+    six = probe("icmp", "198.51.100.10") + probe("icmp", "2001:db8::1")
+    with pytest.raises(ConfigError, match="uplinks.fibre.gateway6.*%zone"):
+        loads(doc(uplink='gateway6 = "fe80::1%up1"', probes=six))
+    with pytest.raises(ConfigError, match=r"uplinks.fibre.probes\[1\].target.*%zone"):
+        loads(doc(probes=probe("icmp", "198.51.100.10") + probe("icmp", "2001:db8::1%up1")))
