@@ -207,6 +207,9 @@ class Reconciler:
         self._ipr: IPRoute | None = None
         self._flows: FlowTable | None = None  # linkwatch's nftables table, once sticky flows ask for it
         self._flows_applied: str | None = None  # the ruleset last put in it
+        # IPv6 is dumped while linkwatch has or wants IPv6 objects (and at the first look, for what a
+        # previous run left): an IPv4-only router need not parse its IPv6 tables at every repair
+        self._ipv6 = True
         try:
             self._ipr = self._run(self._open)
         except Exception:
@@ -247,13 +250,16 @@ class Reconciler:
                 log.debug("netlink dump interrupted, retry %d", attempt + 1)
         raise RoutingError("netlink dump kept being interrupted (5 tries)")
 
+    def _families(self) -> list[int]:
+        return list(_FAMILY.values()) if self._ipv6 else [socket.AF_INET]
+
     def _route_msgs(self) -> list[Any]:
-        msgs = [m for family in _FAMILY.values()
+        msgs = [m for family in self._families()
                 for m in self._dump(lambda: self._kernel.route("dump", family=family))]
         return [m for m in msgs if m["proto"] == self.params.protocol]
 
     def _current(self) -> RouteSet:
-        rule_msgs = [m for family in _FAMILY.values()
+        rule_msgs = [m for family in self._families()
                      for m in self._dump(lambda: self._kernel.rule("dump", family=family))]
         rules = frozenset(
             rule_from_msg(m)
@@ -338,7 +344,11 @@ class Reconciler:
     def _apply(self, desired: RouteSet) -> ApplyReport:
         started = time.perf_counter()
         report = ApplyReport()
+        wants6 = any(r.family == 6 for r in desired.routes) or any(r.family == 6 for r in desired.rules)
+        self._ipv6 = self._ipv6 or wants6
         current = self._current()
+        if not wants6 and not any(r.family == 6 for r in (*current.routes, *current.rules)):
+            self._ipv6 = False  # none of ours in IPv6 and none wanted: IPv4 only from now on
         current_keys = {r.key for r in current.routes}
         protocol = self.params.protocol
 

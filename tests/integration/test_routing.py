@@ -668,3 +668,17 @@ def test_the_lab_refuses_to_start_over_an_ipv6_route_of_its_range(lab):
     nsutil.ip(RT, "-6", "route", "add", "unreachable", "2001:db8:ab::/48")
     with pytest.raises(LabError, match="2001:db8::/32 overlaps 2001:db8:ab::/48"):
         check_no_overlap(namespace_prefixes(RT))
+
+
+@root
+def test_a_restart_with_an_ipv4_only_config_removes_the_ipv6_objects_then_stops_reading_ipv6(lab, rec):
+    from linkwatch.core.routing import merged, plan6
+
+    six = dual_stack(lab)
+    assert rec.apply(merged(lab.plan([("wan1", 1)]), plan6(six, [("wan1", 1)], PARAMS))).errors == []
+    with Reconciler(PARAMS, netns=RT) as fresh:  # restarted with the IPv6 probes taken out of the config
+        report = fresh.apply(lab.plan([("wan1", 1)]))
+        assert report.errors == [] and any(r.startswith("route -6") for r in report.removed)
+        assert dump_ours6(RT) == RouteSet() and dump_ours(RT) == lab.plan([("wan1", 1)])
+        assert not fresh.apply(lab.plan([("wan1", 1)])).changed
+        assert fresh._ipv6 is False, "nothing of ours in IPv6 any more: repairs read IPv4 only"
