@@ -201,9 +201,11 @@ def _share_suspicion(side: Family6, v4: tuple[UplinkState, ...], now: Now) -> Fa
         u = side.uplink(four.name)
         if u is None:
             continue
-        if u.suspect_since is not None and (four.suspect_since is None
+        # IPv4's suspicion proved false (its burst was answered, or traffic came in), or IPv6's burst
+        # result was lost: the suspicion ends. Not when IPv4 was found dead: IPv6's burst decides.
+        if u.suspect_since is not None and ((four.suspect_since is None and four.health.state in USABLE)
                                             or now.mono - u.suspect_since > burst_timeout(u) + 1.0):
-            u = replace(u, suspect_since=None)  # IPv4's suspicion ended, or the burst's result was lost
+            u = replace(u, suspect_since=None)
             side = _store(side, u)
         if u.false_alarms and not four.false_alarms:  # two-way traffic reset IPv4's back-off: shared evidence
             u = replace(u, false_alarms=0, quiet_until=0.0)

@@ -210,7 +210,7 @@ def test_a_silent_interface_makes_ipv6_send_its_burst_with_ipv4_and_fall_with_it
             s.feed(Counters({"up1": LinkCounters(rx, tx, rx * 100, tx * 100)}))
         return tx
 
-    for ipv6_answers in (False, True):
+    for ipv6_answers, ipv4_first in ((False, False), (True, False), (False, True)):
         s = Scenario(DUAL, facts=FACTS6)
         both(s, {"fibre": "g", "lte": "g"}, {"fibre": "g", "lte": "g"})
         rx = tx = 0
@@ -223,6 +223,10 @@ def test_a_silent_interface_makes_ipv6_send_its_burst_with_ipv4_and_fall_with_it
         assert s.state.uplink("fibre").suspect_since is not None, "IPv4 suspects the silence"
         assert s.outputs[-1].probes6["fibre"].burst == bursts + 1, "IPv6 bursts with it"
         s.t += 0.13
+        if ipv4_first:  # IPv4's burst result comes first: DOWN (nothing came in); IPv6's still decides
+            s.seq += 1
+            s.feed(RoundDone("fibre", results(s.state.uplink("fibre").cfg.probes, 0), s.seq, burst=True))
+            assert s.state_of("fibre") == "DOWN" and s.state.v6.uplink("fibre").suspect_since is not None
         s.seq += 1
         probes = s.state.v6.uplink("fibre").cfg.probes
         s.feed(RoundDone("fibre", results(probes, len(probes) if ipv6_answers else 0), s.seq, burst=True, family=6))
