@@ -131,7 +131,9 @@ def test_router_nat_uses_snat_per_uplink():
     rules = router_nat_ruleset(LabSpec("pl", 2))
     assert 'oifname "up1" snat to 198.51.100.2' in rules
     assert 'oifname "up2" snat to 198.51.100.10' in rules
-    assert "masquerade" not in rules
+    ipv4, _, ipv6 = rules.partition("table ip6 ")
+    assert "masquerade" not in ipv4, "IPv4: snat (DESIGN.md)"
+    assert 'oifname "up2" masquerade' in ipv6, "NAT66 by masquerade: it follows a new delegated prefix"
     assert 'iifname { "up1", "up2" } tcp dport 8000-8999 dnat to 10.77.0.2' in rules, "the port forward"
 
 
@@ -189,7 +191,7 @@ def test_fault_names_parse_and_rulesets():
     with pytest.raises(faults.FaultError, match="does not exist"):
         faults.parse_uplink("wan3", 2)
     assert faults.parse_fault(["loss", "30"]) == faults.Fault("loss", 30)
-    for words, msg in ((["loss"], "needs one"), (["loss", "101"], "out of range"), (["blackhole", "x"], "no argument"),
+    for words, msg in ((["loss"], "needs one"), (["loss", "101"], "out of range"), (["blackhole", "x"], "ipv4 or ipv6"),
                        (["flood"], "not understood")):
         with pytest.raises(faults.FaultError, match=msg):
             faults.parse_fault(words)
@@ -212,7 +214,8 @@ def test_fault_names_parse_and_rulesets():
     (["flap", "1s", "1s", "601s"], "duration 601s is out of range: at most 600s"),
     (["flap", "2s", "1s", "1s"], r"duration 1s is shorter than one down time \(2s\)"),
     (["flap", "1", "1s", "60s"], "down time '1' is not a duration"),
-    (["wobble"], "expected one of blackhole, loss PCT, carrier-down, shape RATE QUEUE, flap DOWN UP DURATION, clear"),
+    (["wobble"], r"expected one of blackhole \[ipv4\|ipv6\], loss PCT, carrier-down, shape RATE QUEUE, "
+                 "flap DOWN UP DURATION, clear"),
 ])
 def test_shape_and_flap_arguments_give_clear_errors(words, message):
     with pytest.raises(faults.FaultError, match=message):
