@@ -592,6 +592,7 @@ def _finish(s: _Step, inp: Input) -> tuple[EngineState, Outputs]:
     for name, address in six.flushes:
         s.flush(name, address)
     s.events.extend(six.events)
+    s.neighbours.extend(six.neighbours)
     recheck = min((t for t in (_recheck_at(st), six.recheck_at) if t is not None), default=None)
     return st, Outputs(
         routing=routing_of(st), probes=probe_plans(st), probes6=probe_plans6(st.v6, st.config),

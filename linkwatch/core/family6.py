@@ -77,6 +77,7 @@ class Step6:
     recheck_at: float | None = None
     flushes: tuple[tuple[str, str], ...] = ()  # (uplink, IPv6 address): reset the flows NATed to it
     events: tuple[Ipv6StateChanged | Ipv6ActiveChanged, ...] = ()
+    neighbours: tuple[tuple[int, str], ...] = ()  # (ifindex, IPv6 gateway): forget a stale entry
 
 
 def side_config(cfg: UplinkConfig) -> UplinkConfig:
@@ -102,6 +103,7 @@ def step6(side: Family6, inp: Input, now: Now, config: Config, v4: tuple[UplinkS
     log: list[tuple[str, str]] = []
     events: list = []  # Ipv6StateChanged, then Ipv6ActiveChanged
     flushes: list[tuple[str, str]] = []
+    neighbours: list[tuple[int, str]] = []
     changed = isinstance(inp, (Start, Reload, Tick, AdminRequest))
     if isinstance(inp, (Start, Reload)):
         side = _rebuilt(side, config, inp.facts, now, events)
@@ -125,6 +127,8 @@ def step6(side: Family6, inp: Input, now: Now, config: Config, v4: tuple[UplinkS
                 outcome = with_facts(u, f, now.mono)
                 if outcome.stale_nat:  # a new prefix: flows NATed to the old address cannot go on
                     flushes.append((u.name, outcome.stale_nat))
+                if outcome.forget_neighbour:  # carrier is back: a stale FAILED entry would delay it
+                    neighbours.append(outcome.forget_neighbour)
                 side, changed = _put(side, outcome.uplink, outcome.transitions, now, config, events), True
     elif isinstance(inp, ProbeTrouble) and inp.family == 6:
         u = side.uplink(inp.uplink)
@@ -147,7 +151,7 @@ def step6(side: Family6, inp: Input, now: Now, config: Config, v4: tuple[UplinkS
             u = side.uplink(name)
             if u is not None and u.nat_address:
                 flushes.append((name, u.nat_address))
-    return Step6(side, tuple(log), recheck_at(side, config), tuple(flushes), tuple(events))
+    return Step6(side, tuple(log), recheck_at(side, config), tuple(flushes), tuple(events), tuple(neighbours))
 
 
 def _rebuilt(side: Family6, config: Config, facts: Mapping[str, LinkFacts], now: Now, events: list) -> Family6:

@@ -34,7 +34,7 @@ from linkwatch.core.routing import (
     RoutingError,
     RoutingParams,
     RuleSpec,
-    check_ipv4,
+    check_ip,
 )
 
 log = logging.getLogger(__name__)
@@ -312,12 +312,12 @@ class Reconciler:
         return await self._run_async(read)
 
     def forget_neighbour(self, ifindex: int, address: str) -> None:
-        """Delete the neighbour entry of ``address`` on ``ifindex``; "not found" is fine."""
-        check_ipv4("neighbour address", address)
+        """Delete the neighbour entry of ``address`` (IPv4 or IPv6) on ``ifindex``; "not found" is fine."""
+        check_ip("neighbour address", address, 6 if ":" in address else 4)
         self._run(lambda: self._forget_neighbour(ifindex, address))
 
     async def forget_neighbour_async(self, ifindex: int, address: str) -> None:
-        check_ipv4("neighbour address", address)
+        check_ip("neighbour address", address, 6 if ":" in address else 4)
         await self._run_async(lambda: self._forget_neighbour(ifindex, address))
 
     def close(self) -> None:
@@ -484,7 +484,7 @@ class Reconciler:
 
     def _forget_neighbour(self, ifindex: int, address: str) -> None:
         try:
-            self._kernel.neigh("del", dst=address, ifindex=ifindex, family=socket.AF_INET)
+            self._kernel.neigh("del", dst=address, ifindex=ifindex, family=_FAMILY[6 if ":" in address else 4])
         except NetlinkError as err:
             if err.code in _NOT_FOUND:
                 return

@@ -420,6 +420,12 @@ def test_forget_neighbour_deletes_entry_and_ignores_missing(lab, rec):
     rec.forget_neighbour(lab.i1, "198.51.100.1")  # already gone: fine
     with pytest.raises(RoutingError, match="not-an-ip"):
         rec.forget_neighbour(lab.i1, "not-an-ip")
+    # IPv6: the RA gateway's entry (issue 12)
+    nsutil.ip(RT, "-6", "neigh", "replace", "fe80::1", "lladdr", "02:00:00:00:00:01", "dev", "wan1", "nud", "stale")
+    assert "fe80::1" in nsutil.ip(RT, "-6", "neigh", "show", "dev", "wan1").stdout
+    rec.forget_neighbour(lab.i1, "fe80::1")
+    assert "fe80::1" not in nsutil.ip(RT, "-6", "neigh", "show", "dev", "wan1").stdout
+    rec.forget_neighbour(lab.i1, "fe80::1")  # already gone: fine
 
 
 @root

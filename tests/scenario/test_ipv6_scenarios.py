@@ -352,3 +352,11 @@ def test_ipv6_balance_keeps_device_only_uplinks_out_of_the_multipath_route():
     assert [(h.gateway, h.ifindex, h.weight) for h in route.nexthops] == [("fe80::1", 11, 1), ("fe80::1", 12, 2)]
     (alone,) = [r for r in plan6([p2p], [("ppp", 1)], RoutingParams()).routes if r.table == 100]
     assert (alone.gateway, alone.ifindex, alone.nexthops) == (None, 13, ())
+
+
+def test_when_carrier_returns_the_ipv6_gateways_neighbour_entry_is_forgotten_too():
+    s = Scenario(DUAL, facts=FACTS6)
+    both(s, {"fibre": "g", "lte": "g"}, {"fibre": "g", "lte": "g"})
+    s.set_facts("up1", carrier=False)
+    out = s.set_facts("up1", carrier=True)
+    assert set(out.forget_neighbours) == {(11, "198.51.100.1"), (11, "fe80::1")}
