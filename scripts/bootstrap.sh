@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what linkwatch's lab, tests and benchmarks need on a fresh Debian/Ubuntu machine (root):
-# system tools (iproute2, nftables, conntrack) and a virtualenv in .venv with the package and pytest.
+# system tools (iproute2, nftables, conntrack, radvd for the lab's router advertisements) and a
+# virtualenv in .venv with the package and pytest.
 # With --test-tools also what the tests drive from outside: Debian's headless Chromium and its
 # chromedriver (the web UI's browser test), net-snmp's snmptrapd/snmpwalk and smitools' smilint
 # (the SNMP tests) and npm (to fetch the IETF base MIBs, scripts/fetch-ietf-mibs.sh).
@@ -17,6 +18,7 @@ command -v nft >/dev/null || need_apt+=(nftables)
 command -v conntrack >/dev/null || need_apt+=(conntrack)
 command -v pgrep >/dev/null || need_apt+=(procps)
 command -v setpriv >/dev/null || need_apt+=(util-linux)
+command -v radvd >/dev/null || [ -x /usr/sbin/radvd ] || need_apt+=(radvd)  # the lab's providers
 if [ "$tools" = 1 ]; then
     command -v chromium >/dev/null || need_apt+=(chromium)
     command -v chromedriver >/dev/null || need_apt+=(chromium-driver)

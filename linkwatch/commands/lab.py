@@ -144,7 +144,7 @@ def register(subparsers) -> None:
     named("status", "namespaces, processes, faults and the engine's view", cmd_status)
     sp = named("fault", "inject or clear a fault on an uplink's provider", cmd_fault)
     sp.add_argument("uplink", help="wanK, upK or K")
-    sp.add_argument("fault", nargs="+", metavar="FAULT", help="blackhole [ipv4|ipv6] | loss PCT | carrier-down | shape RATE QUEUE | flap DOWN UP DURATION | clear")
+    sp.add_argument("fault", nargs="+", metavar="FAULT", help="blackhole [ipv4|ipv6] | loss PCT | carrier-down | shape RATE QUEUE | flap DOWN UP DURATION | no-ra | clear")
     sp = named("demo", "failover demo: blackhole, carrier loss, failback, with a live client flow", cmd_demo)
     uplinks_arg(sp)
     sp.add_argument("--keep", action="store_true", help="leave the lab up afterwards")

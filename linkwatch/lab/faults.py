@@ -14,7 +14,11 @@
   10 min; each period at least 100 ms), from a background process (:mod:`linkwatch.lab.flapper`)
   the lab records by pid and stops (``clear``, ``blackhole``, ``loss``, another ``flap``, ``lab
   down``); it stops by itself after DURATION, leaving the provider clear.
-* ``clear``: remove the fault table and the shaping, stop a flap, and set ``dn`` up again.
+* ``no-ra``: the provider's radvd stops (:mod:`linkwatch.lab.radvd`); its last router
+  advertisement has a lifetime of 0, so the router's IPv6 default route via ``up{k}`` is withdrawn
+  while IPv4 works on: a provider whose IPv6 router stops advertising.
+* ``clear``: remove the fault table and the shaping, stop a flap, set ``dn`` up again and start
+  radvd again.
 
 ``blackhole``, ``loss`` and ``flap`` live in an nftables table of the lab's own (``inet lwfault``)
 and replace each other; ``shape`` (tc) and ``carrier-down`` (ip link) are independent of them and
@@ -29,13 +33,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from linkwatch.lab import radvd
 from linkwatch.lab.namespaces import discover, namespace_exists
-from linkwatch.lab.plan import GATEWAY6, LabError, LabSpec, LabUplink
+from linkwatch.lab.plan import GATEWAY6, PROVIDER_LINK, LabError, LabSpec, LabUplink
 from linkwatch.lab.processes import forget_process, netns_exec, read_records, run_command, start_background, stop_pid
 
 FAULT_TABLE = "lwfault"
-PROVIDER_LINK = "dn"
-KINDS = ("blackhole", "loss", "carrier-down", "shape", "flap", "clear")
+KINDS = ("blackhole", "loss", "carrier-down", "shape", "flap", "no-ra", "clear")
 SHAPED_LINKS = ("dn", "in")  # the provider's link towards the router (downloads), towards the internet (uploads)
 MAX_FLAP = 600.0
 MIN_FLAP_PERIOD = 0.1  # each down or up period: the flapper runs `nft` at every toggle
@@ -45,7 +49,7 @@ QUEUE_BOUNDS = (0.001, 10.0)  # seconds
 _RATE = re.compile(r"(\d+(?:\.\d+)?)(kbit|mbit|gbit)")
 _RATE_UNITS = {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9}  # tc's units: powers of 1000
 _DURATION = re.compile(r"(\d+(\.\d+)?)(ms|s)")
-FORMS = "blackhole [ipv4|ipv6], loss PCT, carrier-down, shape RATE QUEUE, flap DOWN UP DURATION, clear"
+FORMS = "blackhole [ipv4|ipv6], loss PCT, carrier-down, shape RATE QUEUE, flap DOWN UP DURATION, no-ra, clear"
 
 
 class FaultError(LabError):
@@ -132,7 +136,7 @@ def parse_uplink(text: str, uplinks: int | None = None) -> int:
 
 def parse_fault(words: Sequence[str]) -> Fault:
     """``["blackhole"]``, ``["loss", "30"]``, ``["carrier-down"]``, ``["shape", "10mbit", "400ms"]``,
-    ``["flap", "1s", "1s", "60s"]`` or ``["clear"]`` -> Fault; FaultError naming what is wrong."""
+    ``["flap", "1s", "1s", "60s"]``, ``["no-ra"]`` or ``["clear"]`` -> Fault; FaultError naming what is wrong."""
     if not words or words[0] not in KINDS:
         raise FaultError(f"fault {' '.join(words)!r} is not understood: expected one of {FORMS}")
     kind, rest = words[0], list(words[1:])
@@ -222,6 +226,10 @@ def apply_fault(lab_name: str, uplink: str | int, fault: Fault) -> str:
             u = LabUplink(k)
             for address in (u.provider_address6, GATEWAY6):
                 run_command(["ip", "-n", ns, "-6", "addr", "replace", f"{address}/64", "dev", PROVIDER_LINK, "nodad"])
+    if fault.kind == "no-ra":
+        radvd.stop(spec, LabUplink(k))
+    if fault.kind == "clear":  # after the link (and fe80::1, the RAs' source) is back
+        radvd.start(spec, LabUplink(k))
     if fault.kind == "shape":
         for link in SHAPED_LINKS:
             run_command(netns_exec(ns, shape_command(link, fault)))
@@ -278,6 +286,8 @@ def describe_faults(spec: LabSpec) -> dict[str, str]:
         for rec in read_records(spec.state_dir):
             if rec.role == flap_role(u.index) and rec.alive:
                 parts.append(describe_flap(rec.argv, process_age(rec.start_time)))
+        if not radvd.running(spec, u):
+            parts.append("no-ra")
         link = run_command(["ip", "-n", ns, "-o", "link", "show", PROVIDER_LINK])
         flags = re.search(r"<([^>]*)>", link)
         if flags is None or "UP" not in flags.group(1).split(","):

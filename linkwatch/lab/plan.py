@@ -8,9 +8,10 @@ A lab named N with U uplinks is made of these namespaces::
     lw-N-pk   in 10.200.k.1/30 ── pk 10.200.k.2/30   lw-N-inet (targets 203.0.113.1-12, .53, .7)
 
 IPv6 (documentation prefix 2001:db8::/32) runs beside: the LAN is 2001:db8:77::/64 (router ::1,
-client ::2), uplink k is 2001:db8:k::/64 (router ::2, provider ::1 and ``fe80::1``, the link-local
-next hop a router advertisement would give; the router's main table has ``default via fe80::1 dev
-upk proto ra``), the transit k is 2001:db8:f0:k::/64 and the internet's IPv6 targets are
+client ::2), uplink k is 2001:db8:k::/64 (router ::2, provider ::1 and ``fe80::1``, its only
+link-local address); each provider runs radvd (:func:`radvd_config`), whose router advertisements
+give the router's main table ``default via fe80::1 dev upk proto ra metric 100*k`` (the router
+accepts RAs on its uplinks although it forwards, as a CPE does), the transit k is 2001:db8:f0:k::/64 and the internet's IPv6 targets are
 2001:db8:ff::1-c, DNS ::53 and echo ::7. The router NATs IPv6 too (NAT66 to the uplink's
 IPv6 address, by masquerade so that it follows a new prefix: the LAN keeps one prefix), and each
 provider filters IPv6 sources as it does IPv4's.
@@ -58,6 +59,9 @@ GATEWAY6 = "fe80::1"  # every provider's link-local address on its customer link
 NAT_TABLE = "lwlab"  # the router's NAT table; the engine's own tables have other names
 FORWARD_PORTS = (8000, 8999)  # the router forwards these TCP ports on every uplink to the LAN client
 PROVIDER_TABLE = "lwprovider"  # a provider's source filter
+PROVIDER_LINK = "dn"  # a provider's end of its customer link
+RA_INTERVAL = (3, 10)  # radvd's Min/MaxRtrAdvInterval (seconds); it also answers the router's solicitations
+RA_LIFETIME = 1800  # AdvDefaultLifetime: the router's default route expires this long after the last RA
 
 PING_GROUP_RANGE = "0 2147483647"
 
@@ -203,6 +207,10 @@ class LabSpec:
     def engine_log(self) -> str:
         return os.path.join(self.state_dir, "engine.log")
 
+    def radvd_file(self, k: int, suffix: str) -> str:
+        """radvd's files for provider k: ``conf``, ``pidfile`` (its own; ``.pid`` files are the lab's records), ``log``."""
+        return os.path.join(self.state_dir, f"radvd-wan{k}.{suffix}")
+
     @property
     def services_log(self) -> str:
         return os.path.join(self.state_dir, "services.log")
@@ -258,6 +266,8 @@ def build_plan(spec: LabSpec) -> list[list[str]]:
         p, k = spec.provider_ns(u.index), u.index
         cmds += [
             ["ip", "-n", r, "link", "add", u.interface, "type", "veth", "peer", "name", "dn", "netns", p],
+            # no link-local address of its own on dn (made when it goes up): fe80::1 is the RAs' source
+            ["ip", "netns", "exec", p, "sysctl", "-q", "-w", f"net.ipv6.conf.{PROVIDER_LINK}.addr_gen_mode=1"],
             ["ip", "-n", r, "addr", "add", f"{u.address}/29", "dev", u.interface],
             ["ip", "-n", p, "addr", "add", f"{u.gateway}/29", "dev", "dn"],
             ["ip", "-n", p, "link", "add", "in", "type", "veth", "peer", "name", f"p{k}", "netns", i],
@@ -278,10 +288,26 @@ def build_plan(spec: LabSpec) -> list[list[str]]:
             ["ip", "-n", i, "-6", "addr", "add", f"{u.inet_transit6}/64", "dev", f"p{k}", "nodad"],
             ["ip", "-n", p, "-6", "route", "add", "default", "via", u.inet_transit6, "dev", "in"],
             ["ip", "-n", i, "-6", "route", "add", str(u.network6), "via", u.provider_transit6, "dev", f"p{k}"],
-            ["ip", "-n", r, "-6", "route", "add", "default", "via", GATEWAY6, "dev", u.interface,
-             "proto", "ra", "metric", str(u.metric)],
+            # the default route comes from the provider's router advertisements (radvd)
+            ["ip", "netns", "exec", r, "sysctl", "-q", "-w", f"net.ipv6.conf.{u.interface}.accept_ra=2",
+             f"net.ipv6.conf.{u.interface}.autoconf=0", f"net.ipv6.conf.{u.interface}.ra_defrtr_metric={u.metric}"],
         ]
     return cmds
+
+
+def radvd_config(u: LabUplink) -> str:
+    """The provider's radvd.conf: a default router (``fe80::1``, the only link-local address the
+    provider's ``dn`` has) and the on-link prefix, no SLAAC (the router's address is static, as
+    DHCPv6 would give it)."""
+    return (
+        f"interface {PROVIDER_LINK} {{\n"
+        "    AdvSendAdvert on;\n"
+        f"    MinRtrAdvInterval {RA_INTERVAL[0]};\n"
+        f"    MaxRtrAdvInterval {RA_INTERVAL[1]};\n"
+        f"    AdvDefaultLifetime {RA_LIFETIME};\n"
+        f"    prefix {u.network6} {{ AdvOnLink on; AdvAutonomous off; }};\n"
+        "};\n"
+    )
 
 
 def sysctl_plan(spec: LabSpec) -> dict[str, list[str]]:

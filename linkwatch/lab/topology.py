@@ -1,8 +1,9 @@
 """The lab's life cycle: build it, start its services and engine, report on it, tear it down.
 
 :func:`up` builds the namespaces of :mod:`linkwatch.lab.plan` with the ``ip`` and ``nft``
-commands (the engine itself never uses them), starts ``linkwatch.lab.services`` (DNS and UDP echo)
-in the inet namespace and, unless told not to, the engine in the router namespace (config from
+commands (the engine itself never uses them), starts radvd in each provider namespace (the
+router's IPv6 default routes come from its advertisements), ``linkwatch.lab.services`` (DNS and
+UDP echo) in the inet namespace and, unless told not to, the engine in the router namespace (config from
 :mod:`linkwatch.lab.engine_config`, web UI from :mod:`linkwatch.lab.web`); :func:`down` undoes it;
 :func:`status` reports namespaces, processes, faults and the engine's own view.
 
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 
 from linkwatch.core.status import Status, StatusError, status_from_dict
 from linkwatch.report.control import call
-from linkwatch.lab import web
+from linkwatch.lab import radvd, web
 from linkwatch.lab.engine_config import engine_config
 from linkwatch.lab.faults import describe_faults
 from linkwatch.lab.namespaces import (
@@ -124,6 +125,8 @@ def preflight(spec: LabSpec) -> None:
                        f"run `linkwatch lab down --name {spec.name}` first")
     if not shutil.which("ip") or not shutil.which("nft"):
         raise LabError("the lab needs the `ip` (iproute2) and `nft` (nftables) commands")
+    if radvd.binary() is None:
+        raise LabError("the lab needs radvd (its providers advertise IPv6 default routes): apt install radvd")
     if importlib.util.find_spec("linkwatch.lab.services") is None:
         raise LabError("linkwatch.lab.services is missing: the lab cannot serve DNS and echo")
 
@@ -137,6 +140,7 @@ def up(spec: LabSpec, engine: bool = True, options: EngineOptions | None = None)
     os.makedirs(spec.state_dir, exist_ok=True)
     try:
         _build(spec)
+        radvd.start_all(spec)
         start_services(spec)
         if engine:
             start_engine(spec, options or EngineOptions())

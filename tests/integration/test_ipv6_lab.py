@@ -111,6 +111,27 @@ def test_ipv4_broken_while_ipv6_works_moves_only_ipv4(healthy):
         assert flow.result(timeout=20).seen_addresses == ["2001:db8:1::2"]
 
 
+def test_a_provider_that_stops_advertising_moves_only_ipv6_and_back(healthy):
+    """The provider's radvd stops: its last RA (lifetime 0) withdraws the router's IPv6 default
+    route via up1 (learned from RAs, not configured). The engine sees the gateway gone and moves
+    IPv6 only; when the RAs come back, IPv6 fails back after the hold."""
+    main6 = sh(healthy.router_ns, "ip", "-6", "route", "show", "default")
+    assert "default via fe80::1 dev up1 proto ra metric 100 expires" in main6, "learned from an RA, with a lifetime"
+    flow4 = client.start_flow(healthy.name, duration=4.0, interval=0.02)
+    fault(healthy, "wan1", "no-ra")
+    assert "dev up1" not in sh(healthy.router_ns, "ip", "-6", "route", "show", "default"), "the route is withdrawn"
+    wait_for(lambda: status(healthy)["active_ipv6"] == ["wan2"], 3.0, "IPv6 on wan2")
+    st = status(healthy)
+    assert uplink(st, "wan1")["ipv6"]["state"] == "DOWN" and "gateway" in uplink(st, "wan1")["ipv6"]["reason"]
+    assert faults.describe_faults(healthy)["wan1"] == "no-ra"
+    with client.start_flow(healthy.name, duration=0.5, interval=0.02, target=TARGET6) as flow:
+        assert flow.result(timeout=20).seen_addresses == ["2001:db8:2::2"]
+    r4 = flow4.result(timeout=30)
+    assert r4.seen_addresses == ["198.51.100.2"] and r4.longest_outage_s < 0.2, "IPv4 did not move: " + r4.summary()
+    fault(healthy, "wan1", "clear")  # radvd again: the route comes back with its first RA
+    wait_for(lambda: status(healthy)["active_ipv6"] == ["wan1"], 15.0, "IPv6 back on wan1")
+
+
 def test_carrier_loss_moves_both_families_at_once(healthy):
     flow6 = client.start_flow(healthy.name, duration=4.0, interval=0.01, target=TARGET6)
     time.sleep(1.5)

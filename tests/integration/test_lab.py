@@ -37,6 +37,7 @@ from linkwatch.lab.plan import (  # noqa: E402
     lab_role,
     provider_ruleset,
     router_nat_ruleset,
+    radvd_config,
     sysctl_plan,
     uplink_for_address,
 )
@@ -120,11 +121,23 @@ def test_build_plan_addresses_and_routes_for_three_uplinks():
     assert "ip -n lw-pl-inet route add 198.51.100.16/29 via 10.200.3.1 dev p3" in plan
     assert "ip -n lw-pl-p2 route add default via 10.200.2.2 dev in" in plan
     assert "ip -n lw-pl-client route add default via 10.77.0.1 dev eth0" in plan
+    assert ("ip netns exec lw-pl-router sysctl -q -w net.ipv6.conf.up3.accept_ra=2 net.ipv6.conf.up3.autoconf=0 "
+            "net.ipv6.conf.up3.ra_defrtr_metric=300") in plan, "the router learns its IPv6 default routes from RAs"
+    assert not any("proto ra" in c for c in plan), "no static stand-in for an RA's route"
     # every command acts on the lab's own namespaces, never the caller's
     for cmd in build_plan(spec):
         ns = cmd[3] if cmd[1] == "netns" else cmd[2]
         assert lab_role("pl", ns) is not None, cmd
     assert not any("192.0.2." in c for c in plan)
+
+
+def test_each_provider_advertises_its_link_local_router_and_prefix():
+    conf = radvd_config(LabSpec("pl", 3).uplink_list[2])
+    assert conf.startswith("interface dn {") and "AdvSendAdvert on;" in conf and "AdvDefaultLifetime 1800;" in conf
+    assert "prefix 2001:db8:3::/64 { AdvOnLink on; AdvAutonomous off; };" in conf
+    assert "ip netns exec lw-pl-p2 sysctl -q -w net.ipv6.conf.dn.addr_gen_mode=1" in [
+        " ".join(c) for c in build_plan(LabSpec("pl", 2))], \
+        "fe80::1 is the provider's only link-local address: the RA's source and the router's gateway"
 
 
 def test_router_nat_uses_snat_per_uplink():
@@ -191,6 +204,7 @@ def test_fault_names_parse_and_rulesets():
     with pytest.raises(faults.FaultError, match="does not exist"):
         faults.parse_uplink("wan3", 2)
     assert faults.parse_fault(["loss", "30"]) == faults.Fault("loss", 30)
+    assert faults.parse_fault(["no-ra"]) == faults.Fault("no-ra")
     for words, msg in ((["loss"], "needs one"), (["loss", "101"], "out of range"), (["blackhole", "x"], "ipv4 or ipv6"),
                        (["flood"], "not understood")):
         with pytest.raises(faults.FaultError, match=msg):
@@ -215,7 +229,7 @@ def test_fault_names_parse_and_rulesets():
     (["flap", "2s", "1s", "1s"], r"duration 1s is shorter than one down time \(2s\)"),
     (["flap", "1", "1s", "60s"], "down time '1' is not a duration"),
     (["wobble"], r"expected one of blackhole \[ipv4\|ipv6\], loss PCT, carrier-down, shape RATE QUEUE, "
-                 "flap DOWN UP DURATION, clear"),
+                 "flap DOWN UP DURATION, no-ra, clear"),
 ])
 def test_shape_and_flap_arguments_give_clear_errors(words, message):
     with pytest.raises(faults.FaultError, match=message):
@@ -423,7 +437,7 @@ def test_up_down_leaves_no_namespace_and_no_process():
         flow = client.start_flow(name, duration=30.0, interval=0.05)
         time.sleep(0.5)
         records = read_records(spec.state_dir)
-        assert {r.role for r in records} == {"services", f"flow-{flow.pid}"}
+        assert {r.role for r in records} == {"services", "radvd-wan1", "radvd-wan2", f"flow-{flow.pid}"}
         assert all(r.alive for r in records)
     finally:
         down = run_py(["-m", "linkwatch.commands.lab", "down", "--name", name])
