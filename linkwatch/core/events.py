@@ -129,6 +129,7 @@ class UplinkSamples:
     jitter_ms: float | None
     rx_bytes: int = 0  # the interface's own traffic in the period (counters), received ...
     tx_bytes: int = 0  # ... and sent
+    family: int = 4  # 6: what the IPv6 probes saw (no bytes: the counters count both families, on the 4 row)
     kind: ClassVar[str] = "samples"
 
 

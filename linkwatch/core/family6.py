@@ -21,13 +21,15 @@ from dataclasses import dataclass, replace
 from linkwatch.config import Config, UplinkConfig
 from linkwatch.core import dampening as damp
 from linkwatch.core.dampening import flap_penalty
-from linkwatch.core.events import Ipv6ActiveChanged, Ipv6StateChanged
+from linkwatch.core.events import Ipv6ActiveChanged, Ipv6StateChanged, UplinkSamples
+from linkwatch.core.health import Tally
 from linkwatch.core.inputs import (
     AdminRequest,
     FactsChanged,
     Input,
     LinkFacts,
     Now,
+    PeriodEnd,
     ProbeTrouble,
     Reload,
     RoundDone,
@@ -76,7 +78,7 @@ class Step6:
     log: tuple[tuple[str, str], ...] = ()
     recheck_at: float | None = None
     flushes: tuple[tuple[str, str], ...] = ()  # (uplink, IPv6 address): reset the flows NATed to it
-    events: tuple[Ipv6StateChanged | Ipv6ActiveChanged, ...] = ()
+    events: tuple[Ipv6StateChanged | Ipv6ActiveChanged | UplinkSamples, ...] = ()
     neighbours: tuple[tuple[int, str], ...] = ()  # (ifindex, IPv6 gateway): forget a stale entry
 
 
@@ -134,6 +136,8 @@ def step6(side: Family6, inp: Input, now: Now, config: Config, v4: tuple[UplinkS
         u = side.uplink(inp.uplink)
         if u is not None and u.probe_error != inp.error:
             side = _store(side, replace(u, probe_error=inp.error))
+    elif isinstance(inp, PeriodEnd):
+        side = _period_end(side, inp, now, events)
     if isinstance(inp, Tick):
         params = damp.params_of(config.policy)
         for u in side.uplinks:
@@ -152,6 +156,17 @@ def step6(side: Family6, inp: Input, now: Now, config: Config, v4: tuple[UplinkS
             if u is not None and u.nat_address:
                 flushes.append((name, u.nat_address))
     return Step6(side, tuple(log), recheck_at(side, config), tuple(flushes), tuple(events), tuple(neighbours))
+
+
+def _period_end(side: Family6, inp: PeriodEnd, now: Now, events: list) -> Family6:
+    """What the IPv6 probes saw this history period, a row per uplink beside IPv4's (family 6)."""
+    for u in side.uplinks:
+        p = u.period.summary()
+        events.append(UplinkSamples(
+            at=inp.end, mono=now.mono, uplink=u.name, start=inp.start, sent=p.sent, lost=p.lost,
+            loss_pct=p.loss_pct, rtt_avg_ms=p.rtt_avg_ms, rtt_min_ms=p.rtt_min_ms, rtt_max_ms=p.rtt_max_ms,
+            jitter_ms=p.jitter_ms, family=6))
+    return replace(side, uplinks=tuple(replace(u, period=Tally()) for u in side.uplinks))
 
 
 def _rebuilt(side: Family6, config: Config, facts: Mapping[str, LinkFacts], now: Now, events: list) -> Family6:

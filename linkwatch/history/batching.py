@@ -27,10 +27,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 EventRow = tuple[float, str, "str | None", str]  # at, kind, uplink, data (JSON)
 SampleRow = tuple[str, float, float, int, int, "float | None", "float | None", "float | None", "float | None",
-                  "float | None", int, int]  # uplink, start, at, sent, lost, loss_pct, rtt_avg/min/max_ms, jitter_ms,
-#                                               rx_bytes, tx_bytes
+                  "float | None", int, int, int]  # uplink, start, at, sent, lost, loss_pct, rtt_avg/min/max_ms,
+#                                                    jitter_ms, rx_bytes, tx_bytes, family
 SAMPLE_COLUMNS = ("uplink", "start", "at", "sent", "lost", "loss_pct", "rtt_avg_ms", "rtt_min_ms",
-                  "rtt_max_ms", "jitter_ms", "rx_bytes", "tx_bytes")
+                  "rtt_max_ms", "jitter_ms", "rx_bytes", "tx_bytes", "family")
 
 
 def event_row(ev: Event) -> EventRow:
@@ -46,9 +46,9 @@ def event_row(ev: Event) -> EventRow:
 
 
 def sample_row(ev: UplinkSamples) -> SampleRow:
-    """The samples-table row of one uplink's history period."""
+    """The samples-table row of one uplink's history period (of one family)."""
     return (ev.uplink, ev.start, ev.at, ev.sent, ev.lost, ev.loss_pct, ev.rtt_avg_ms, ev.rtt_min_ms,
-            ev.rtt_max_ms, ev.jitter_ms, ev.rx_bytes, ev.tx_bytes)
+            ev.rtt_max_ms, ev.jitter_ms, ev.rx_bytes, ev.tx_bytes, ev.family)
 
 
 # ---------------------------------------------------------------------------------------------

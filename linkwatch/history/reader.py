@@ -116,6 +116,7 @@ class HistoryReader:
         self.path = path
         self._clock = clock
         self._lock = threading.Lock()
+        self._family: bool | None = None  # has the samples table a family column (migration m004)?
         if not os.path.exists(path):
             raise HistoryError(f"no history database at {path} (is [history] path set and the engine running?)")
         if not os.access(path, os.R_OK):
@@ -234,8 +235,9 @@ class HistoryReader:
         return 60.0
 
     def samples(self, since: float, until: float | None = None, step: float | None = None,
-                uplink: str | None = None) -> dict[str, Any]:
-        """Samples with ``start`` in ``[since, until)``, summed per uplink into epoch-aligned
+                uplink: str | None = None, family: int = 4) -> dict[str, Any]:
+        """Samples of ``family`` (4, or 6: a dual-stack uplink's IPv6 probes) with ``start`` in
+        ``[since, until)``, summed per uplink into epoch-aligned
         buckets of ``step`` seconds (a whole number of sample periods; default: the smallest that
         gives at most 500 points). Each point: ``t`` (bucket start), ``sent``, ``lost``,
         ``loss_pct`` (None when nothing was sent), ``rtt_avg_ms`` (weighted by answered probes),
@@ -245,6 +247,10 @@ class HistoryReader:
         period = self.sample_period()
         step = choose_step(until - since, period) if step is None else round_step(step, period)
         where = "start >= :since AND start < :until" + (" AND uplink = :uplink" if uplink is not None else "")
+        if self._has_family():
+            where += " AND family = :family"
+        elif family != 4:  # a database from before IPv6 samples: all of its rows are IPv4's
+            where += " AND 0"
         rows = self._query(f"""
             SELECT uplink, CAST(start / :step AS INTEGER) AS bucket, SUM(sent), SUM(lost),
                    CASE WHEN SUM(sent) > 0 THEN 100.0 * SUM(lost) / SUM(sent) END,
@@ -253,13 +259,18 @@ class HistoryReader:
                    MIN(rtt_min_ms), MAX(rtt_max_ms), AVG(jitter_ms)
             FROM samples WHERE {where}
             GROUP BY uplink, bucket ORDER BY uplink, bucket""",
-            {"since": since, "until": until, "step": step, "uplink": uplink})
+            {"since": since, "until": until, "step": step, "uplink": uplink, "family": family})
         out: dict[str, list[dict[str, Any]]] = {}
         for up, bucket, sent, lost, loss, rtt, rmin, rmax, jitter in rows:
             out.setdefault(up, []).append({
                 "t": bucket * step, "sent": sent, "lost": lost, "loss_pct": loss, "rtt_avg_ms": rtt,
                 "rtt_min_ms": rmin, "rtt_max_ms": rmax, "jitter_ms": jitter})
         return {"step": step, "period": period, "since": since, "until": until, "uplinks": out}
+
+    def _has_family(self) -> bool:
+        if self._family is None:
+            self._family = any(r[1] == "family" for r in self._query("PRAGMA table_info(samples)"))
+        return self._family
 
     def traffic_since(self, since: float) -> dict[str, int]:
         """Bytes received + sent on each uplink's interface in the periods that began at ``since``

@@ -64,6 +64,11 @@ def migrations() -> Migrations:
         db["samples"].add_column("rx_bytes", int, not_null_default=0)
         db["samples"].add_column("tx_bytes", int, not_null_default=0)
 
+    @m(name="m004_sample_family")
+    def m004(db: Database) -> None:
+        # a dual-stack uplink's IPv6 probes get rows of their own (family 6); earlier rows are IPv4's
+        db["samples"].add_column("family", int, not_null_default=4)
+
     _MIGRATIONS = m
     return m
 

@@ -42,7 +42,7 @@ def format_event(ev: Event) -> str:
     if isinstance(ev, AdminAction):
         return f"admin {ev.action} uplink={ev.uplink} source={ev.source} result={ev.result}"
     if isinstance(ev, UplinkSamples):
-        return (f"samples uplink={ev.uplink} sent={ev.sent} lost={ev.lost} loss={fmt_num(ev.loss_pct, '%')} "
+        return (f"samples uplink={ev.uplink}{' family=6' if ev.family == 6 else ''} sent={ev.sent} lost={ev.lost} loss={fmt_num(ev.loss_pct, '%')} "
                 f"rtt={fmt_num(ev.rtt_avg_ms, 'ms')} jitter={fmt_num(ev.jitter_ms, 'ms')}")
     if isinstance(ev, UplinkDampened):
         return f"uplink={ev.uplink} {'dampened' if ev.dampened else 'no longer dampened'} penalty={fmt_num(ev.penalty)}"

@@ -328,11 +328,14 @@ def create_app(config: Config, engine: Callable[[dict], dict] | None = None,
         until = _param_since("until", None, now)
         step = _param_int("step", 0, 0, 86400 * 31) or None
         uplink = _param_uplink()
+        family = request.args.get("family", "4")
+        if family not in ("4", "6"):
+            raise BadInput(f"family: got {family[:20]!r}, expected 4 or 6")
         if until is not None and since is not None and until <= since:
             raise BadInput("until: must be later than since")
         db = reader()
         try:
-            data = db.samples(since, until=until, step=step, uplink=uplink)
+            data = db.samples(since, until=until, step=step, uplink=uplink, family=int(family))
         except HistoryError as e:
             abort(503, str(e))
         finally:

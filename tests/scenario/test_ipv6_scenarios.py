@@ -7,7 +7,8 @@ from dataclasses import replace
 
 from harness import CONFIG, FACTS, Scenario, results
 
-from linkwatch.core.inputs import AdminRequest, RoundDone
+from linkwatch.core.events import UplinkSamples
+from linkwatch.core.inputs import AdminRequest, PeriodEnd, RoundDone
 
 DUAL = CONFIG.replace('[uplinks.lte]', '[[uplinks.fibre.probes]]\ntype = "icmp"\ntarget = "2001:db8:f::1"\n'
                       '[[uplinks.fibre.probes]]\ntype = "dns"\ntarget = "2001:db8:f::53"\n[uplinks.lte]') + (
@@ -360,3 +361,25 @@ def test_when_carrier_returns_the_ipv6_gateways_neighbour_entry_is_forgotten_too
     s.set_facts("up1", carrier=False)
     out = s.set_facts("up1", carrier=True)
     assert set(out.forget_neighbours) == {(11, "198.51.100.1"), (11, "fe80::1")}
+
+
+def test_history_periods_give_each_family_its_own_samples():
+    s = Scenario(DUAL, facts=FACTS6)
+    s.feed(PeriodEnd(4940.0, 5000.0))  # the period of the start
+    both(s, {"fibre": "gggg", "lte": "gggg"}, {"fibre": "ggbb", "lte": "gggg"})
+    out = s.feed(PeriodEnd(5000.0, 5060.0))
+    got = {(e.uplink, e.family): e for e in out.events if isinstance(e, UplinkSamples)}
+    assert set(got) == {("fibre", 4), ("lte", 4), ("fibre", 6), ("lte", 6)}
+    assert (got["fibre", 4].sent, got["fibre", 4].lost) == (8, 0), "IPv4's row counts IPv4's probes only"
+    assert (got["fibre", 6].sent, got["fibre", 6].lost, got["fibre", 6].loss_pct) == (8, 4, 50.0)
+    assert (got["lte", 6].sent, got["lte", 6].lost) == (4, 0)
+    assert got["fibre", 6].rx_bytes == 0 == got["fibre", 6].tx_bytes, "the counters are on the IPv4 row"
+    out = s.feed(PeriodEnd(5060.0, 5120.0))  # nothing since: empty periods, not the old ones again
+    assert sorted((e.family, e.sent) for e in out.events if isinstance(e, UplinkSamples)) == [(4, 0)] * 2 + [(6, 0)] * 2
+
+
+def test_an_ipv4_only_config_writes_no_ipv6_samples():
+    s = Scenario()
+    s.rounds({"fibre": "gg", "lte": "gg"})
+    out = s.feed(PeriodEnd(5000.0, 5060.0))
+    assert {e.family for e in out.events if isinstance(e, UplinkSamples)} == {4}

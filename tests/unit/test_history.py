@@ -41,7 +41,8 @@ from linkwatch.sinks.history import HistorySink
 from linkwatch.sinks.runner import SinkRunner
 
 BASE = 1_764_000_000.0  # a wall time divisible by 3600 (and by 240)
-MIGRATIONS = ["m001_events_and_samples", "m002_uplink_indexes_and_meta", "m003_interface_traffic"]
+MIGRATIONS = ["m001_events_and_samples", "m002_uplink_indexes_and_meta", "m003_interface_traffic",
+              "m004_sample_family"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,7 +240,34 @@ def test_a_database_with_only_the_first_migration_is_upgraded_and_keeps_its_rows
     assert store.conn.execute("SELECT count(*) FROM samples").fetchone()[0] == 1
     assert store.conn.execute("SELECT count(*) FROM meta").fetchone()[0] == 0
     assert store.conn.execute("SELECT rx_bytes, tx_bytes FROM samples").fetchone() == (0, 0), "old rows: 0 bytes"
+    assert store.conn.execute("SELECT family FROM samples").fetchone() == (4,), "old rows are IPv4's"
     store.close()
+
+
+def test_ipv6_samples_are_rows_of_their_own_and_read_apart(tmp_path):
+    """A dual-stack uplink's IPv6 probes (family 6) neither mix into IPv4's points nor go missing;
+    a reader of a database from before the family column reads its rows as IPv4's."""
+    from dataclasses import replace
+
+    old_path = tmp_path / "m003.db"
+    old = HistoryStore(str(old_path), stop_before="m004_sample_family")
+    old.conn.execute(f"INSERT INTO samples ({', '.join(SAMPLE_COLUMNS[:-1])}) VALUES "
+                     f"({', '.join('?' * (len(SAMPLE_COLUMNS) - 1))})", sample_row(sample(BASE))[:-1])
+    old.conn.commit()
+    old.close()
+    with HistoryReader(str(old_path), clock=lambda: BASE + 600) as r:
+        assert list(r.samples(BASE, step=60)["uplinks"]) == ["wan1"]
+        assert r.samples(BASE, step=60, family=6)["uplinks"] == {}
+    path = tmp_path / "h.db"
+    store = HistoryStore(str(path))
+    four = sample(BASE, "wan1", sent=10, lost=0, rtt=10.0, rmin=8.0, rmax=12.0, jitter=1.0)
+    six = replace(sample(BASE, "wan1", sent=10, lost=5, rtt=40.0, rmin=30.0, rmax=50.0, jitter=3.0), family=6)
+    store.write(Batch(samples=[sample_row(four), sample_row(six)], meta={"sample_period": "60.0"}))
+    store.close()
+    with HistoryReader(str(path), clock=lambda: BASE + 600) as r:
+        v4, v6 = r.samples(BASE, step=60)["uplinks"]["wan1"], r.samples(BASE, step=60, family=6)["uplinks"]["wan1"]
+        assert (v4[0]["lost"], v4[0]["rtt_avg_ms"]) == (0, 10.0)
+        assert (v6[0]["lost"], v6[0]["loss_pct"], v6[0]["rtt_avg_ms"]) == (5, 50.0, 40.0)
 
 
 def test_the_months_traffic_is_summed_from_the_samples(tmp_path):

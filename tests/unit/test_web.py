@@ -352,6 +352,8 @@ def test_the_script_updates_the_cards_in_a_real_browser(tmp_path):
     ("/api/v1/samples?step=-5", "step"),
     ("/api/v1/samples?since=1h&until=2h", "until"),
     ("/api/v1/samples?until=%00", "until"),
+    ("/api/v1/samples?family=5", "family"),
+    ("/api/v1/samples?family=ipv6", "family"),
 ])
 def test_bad_api_input_is_a_400_with_a_json_error(path, fragment, tmp_path):
     client, _ = make("public_read = true", history=f'[history]\npath = "{tmp_path}/h.db"')
@@ -541,6 +543,9 @@ def history_db(tmp_path):
                              lost=4 if u == "lte" else 0, loss_pct=10.0 if u == "lte" else 0.0,
                              rtt_avg_ms=30.0 if u == "lte" else 10.0, rtt_min_ms=5.0, rtt_max_ms=50.0,
                              jitter_ms=1.0) for i in range(60) for u in ("wan1", "lte")]
+    samples += [UplinkSamples(at=start + 60 * (i + 1), mono=0.0, uplink="wan1", start=start + 60 * i, sent=20,
+                              lost=10, loss_pct=50.0, rtt_avg_ms=70.0, rtt_min_ms=60.0, rtt_max_ms=80.0,
+                              jitter_ms=2.0, family=6) for i in range(60)]  # wan1's IPv6 probes
     events = [
         UplinkStateChanged(now - 600, 1.0, "wan1", "eth1", "UP", "DOWN", f"3 failed rounds {EVIL}", 100.0, None, None),
         ActiveChanged(now - 599.9, 1.1, ("wan1",), ("lte",), "wan1 DOWN"),
@@ -578,6 +583,10 @@ def test_samples_api_buckets_per_uplink(history_db):
     assert coarse["step"] == 600 and list(coarse["uplinks"]) == ["wan1"]
     assert sum(p["sent"] for p in coarse["uplinks"]["wan1"]) == 60 * 40
     assert all(p["rtt_avg_ms"] == pytest.approx(10.0) for p in coarse["uplinks"]["wan1"])
+    six = client.get("/api/v1/samples?since=2h&family=6").get_json()
+    assert list(six["uplinks"]) == ["wan1"], "only dual-stack uplinks have IPv6 samples"
+    assert all(p["loss_pct"] == pytest.approx(50.0) and p["rtt_avg_ms"] == pytest.approx(70.0)
+               for p in six["uplinks"]["wan1"]) and len(six["uplinks"]["wan1"]) == 60
 
 
 def test_history_api_with_a_missing_or_broken_database_is_503(tmp_path):

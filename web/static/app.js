@@ -285,22 +285,25 @@
         d += (pen ? "L" : "M") + x(p.t).toFixed(1) + " " + y(Math.min(v, max)).toFixed(1) + " ";
         pen = true;
       });
-      if (d) svg.appendChild(svgEl("path", { d: d, stroke: s.color, class: "series" }));
+      if (d) svg.appendChild(svgEl("path", { d: d, stroke: s.color, class: s.ipv6 ? "series ipv6" : "series" }));
     });
   }
 
   async function loadSamples() {
     if (!hasHistory) return;
     try {
-      const data = await getJSON("/api/v1/samples?since=" + range);
+      const [data, six] = await Promise.all([getJSON("/api/v1/samples?since=" + range),
+        getJSON("/api/v1/samples?family=6&since=" + range)]);
       const names = Object.keys(data.uplinks).sort();
       const series = names.map((n, i) => ({ name: n, color: COLORS[i % COLORS.length], points: data.uplinks[n] }));
+      // a dual-stack uplink's IPv6 probes: a dashed line in its colour
+      names.forEach((n, i) => { if (six.uplinks[n]) series.push({ name: n + " IPv6", ipv6: true, color: COLORS[i % COLORS.length], points: six.uplinks[n] }); });
       drawChart(document.getElementById("chart-rtt"), series, "rtt_avg_ms", data.since, data.until);
       drawChart(document.getElementById("chart-loss"), series, "loss_pct", data.since, data.until, 100);
       const legend = document.getElementById("legend");
       while (legend.firstChild) legend.removeChild(legend.firstChild);
       series.forEach((s) => {
-        const item = el("span", "legend-item", s.name);
+        const item = el("span", s.ipv6 ? "legend-item ipv6" : "legend-item", s.name);
         item.style.setProperty("--c", s.color);
         legend.appendChild(item);
       });
