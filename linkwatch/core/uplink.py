@@ -42,8 +42,16 @@ def gateway_of(cfg: UplinkConfig, facts: LinkFacts | None) -> str | None:
     return facts.gateway if facts else None
 
 
+IPV6_ONLY = "IPv6 only: no IPv4 probe targets"  # the IPv4 side of an uplink whose probes are all IPv6
+
+
 def link_verdict(cfg: UplinkConfig, facts: LinkFacts | None) -> tuple[bool, str]:
-    """Can this uplink carry traffic at all, as far as the kernel says? (ok, reason)"""
+    """Can this uplink carry traffic at all, as far as the kernel says? (ok, reason)
+
+    An uplink with no probes of this family (IPv4's side of an IPv6-only uplink; the IPv6 side
+    exists only with IPv6 probes) never carries this family's traffic, whatever its addresses."""
+    if not cfg.probes:
+        return False, IPV6_ONLY
     if facts is None or facts.ifindex is None:
         return False, f"interface {cfg.interface} missing"
     if not facts.carrier:
@@ -121,7 +129,11 @@ class UplinkState:
 
 
 def new_uplink(cfg: UplinkConfig, mono: float, wall: float) -> UplinkState:
-    """An uplink not probed yet: INIT since ``mono`` (the policy's start-up grace counts from it)."""
+    """An uplink not probed yet: INIT since ``mono`` (the policy's start-up grace counts from it).
+    An IPv6-only uplink's IPv4 side is DOWN from the start (no INIT -> DOWN event: nothing failed)."""
+    if not cfg.probes:
+        return UplinkState(cfg, health_params(cfg), health=Health(State.DOWN, mono, IPV6_ONLY, link_ok=False),
+                           wall_since=wall)
     return UplinkState(cfg, health_params(cfg), health=Health(since=mono), wall_since=wall)
 
 

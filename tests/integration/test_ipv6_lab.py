@@ -171,3 +171,35 @@ def test_a_new_delegated_prefix_is_followed_without_a_restart(healthy):
     finally:
         sh(r, "ip", "-6", "addr", "flush", "dev", "up1", "scope", "global")
         sh(r, "ip", "-6", "addr", "add", "2001:db8:1::2/64", "dev", "up1", "nodad")
+
+
+def test_an_ipv6_only_uplink_takes_ipv6_and_never_ipv4(healthy):
+    """wan2 made IPv6-only by a reload (its IPv4 probes removed; its interface keeps an IPv4
+    address): IPv6 fails over to it, IPv4 never does, not even when wan1's IPv4 dies too."""
+    from linkwatch.report.control import call
+
+    with open(healthy.config_path) as f:
+        original = f.read()
+    head, _, wan2 = original.partition("[uplinks.wan2]")
+    only6 = "\n\n".join(part for part in wan2.split("\n\n")
+                        if not ('target = "203.0.113.' in part and "[[uplinks.wan2.probes]]" in part))
+    assert only6.count("[[uplinks.wan2.probes]]") == 2 and "203.0.113." not in only6
+    try:
+        with open(healthy.config_path, "w") as f:
+            f.write(head + "[uplinks.wan2]" + only6)
+        assert call(healthy.control_socket, {"cmd": "reload"})["ok"]
+        wait_for(lambda: uplink(status(healthy), "wan2")["reason"].startswith("IPv6 only"), 3.0, "wan2 IPv6 only")
+        wait_for(lambda: uplink(status(healthy), "wan2")["ipv6"]["state"] == "UP", 10.0, "wan2's IPv6 UP")
+        fault(healthy, "wan1", "blackhole", "ipv6")
+        wait_for(lambda: status(healthy)["active_ipv6"] == ["wan2"], 5.0, "IPv6 on the IPv6-only wan2")
+        with client.start_flow(healthy.name, duration=0.5, interval=0.02, target=TARGET6) as flow:
+            assert flow.result(timeout=20).seen_addresses == ["2001:db8:2::2"]
+        fault(healthy, "wan1", "blackhole")  # now IPv4 too: it has nowhere to go
+        wait_for(lambda: uplink(status(healthy), "wan1")["state"] == "DOWN", 5.0, "wan1 DOWN")
+        st = status(healthy)
+        assert "wan2" not in st["active"] and uplink(st, "wan2")["state"] == "DOWN", st["active"]
+        assert "default via 198.51.100.9" not in sh(healthy.router_ns, "ip", "route", "show", "table", "100")
+    finally:
+        with open(healthy.config_path, "w") as f:
+            f.write(original)
+        assert call(healthy.control_socket, {"cmd": "reload"})["ok"]

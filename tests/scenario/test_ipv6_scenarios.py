@@ -383,3 +383,44 @@ def test_an_ipv4_only_config_writes_no_ipv6_samples():
     s.rounds({"fibre": "gg", "lte": "gg"})
     out = s.feed(PeriodEnd(5000.0, 5060.0))
     assert {e.family for e in out.events if isinstance(e, UplinkSamples)} == {4}
+
+
+# an IPv6-only LTE (its provider gives no IPv4; IPv4 would come through a CLAT or DS-Lite tunnel,
+# another uplink) beside a dual-stack fibre
+ONLY6 = DUAL.replace('[[uplinks.lte.probes]]\ntype = "icmp"\ntarget = "203.0.113.1"\n'
+                     '[[uplinks.lte.probes]]\ntype = "icmp"\ntarget = "203.0.113.2"\n', '')
+FACTS_ONLY6 = {"up1": FACTS6["up1"],
+               "up2": replace(FACTS6["up2"], address=None, prefixlen=None, gateway=None)}
+
+
+def test_an_ipv6_only_uplink_carries_ipv6_and_never_ipv4():
+    s = Scenario(ONLY6, facts=FACTS_ONLY6)
+    lte = s.state.uplink("lte")
+    assert lte.cfg.probes == () and [p.target for p in lte.cfg.probes6] == ["2001:db8:f::1"]
+    assert s.state_of("lte") == "DOWN" and lte.health.reason == "IPv6 only: no IPv4 probe targets"
+    assert not any(getattr(e, "uplink", None) == "lte" and e.kind == "uplink_state" for e in s.events), \
+        "nothing failed: no DOWN event at start"
+    assert not s.outputs[-1].probes["lte"].running and s.outputs[-1].probes6["lte"].source == "2001:db8:2::2"
+    both(s, {"fibre": "gg"}, {"fibre": "gg", "lte": "gg"})
+    assert s.state.active == ("fibre",) and s.state.v6.active == ("fibre",)
+    # fibre's IPv6 dies: IPv6 moves to the IPv6-only LTE
+    both(s, {"fibre": "gggggg"}, {"fibre": "bbbbbb", "lte": "gggggg"})
+    assert s.state.v6.active == ("lte",) and s.state.active == ("fibre",)
+    # fibre dies altogether: IPv4 has nowhere to go (fail-static on fibre), IPv6 stays on LTE
+    both(s, {"fibre": "bbbbbb"}, {"fibre": "bbbbbb", "lte": "gggggg"})
+    assert s.state_of("fibre") == "DOWN" and "lte" not in s.state.active and s.state.v6.active == ("lte",)
+    assert "198.51.100.9" not in s.gateways(), "no IPv4 route through an uplink without IPv4"
+    st = s.status().uplink("lte")
+    assert st.state.value == "DOWN" and st.reason.startswith("IPv6 only") and st.ipv6.state.value == "UP"
+
+
+def test_an_ipv6_only_uplink_with_an_ipv4_address_still_takes_no_ipv4_and_follows_the_admin():
+    s = Scenario(ONLY6, facts=FACTS6)  # the interface has an IPv4 address and gateway after all
+    both(s, {"fibre": "bbbbbbbb"}, {"fibre": "gg", "lte": "gggg"})
+    assert s.state_of("lte") == "DOWN" and "lte" not in s.state.active, "no IPv4 probes: nothing proves IPv4"
+    s.feed(AdminRequest("lte", "disable"))
+    assert s.state_of("lte") == "DISABLED" and state6(s, "lte") == "DISABLED"
+    s.feed(AdminRequest("lte", "enable"))
+    assert s.state_of("lte") == "DOWN" and s.state.uplink("lte").health.reason.startswith("enabled by admin")
+    both(s, {}, {"lte": "gggggg"})
+    assert state6(s, "lte") == "UP" and s.state_of("lte") == "DOWN"

@@ -280,7 +280,10 @@ ERROR_CASES = {
     "min_targets below 1": (doc(health="min_targets = 0"), "health.min_targets", ["got 0", "1.."]),
     "min_targets above the probes of an uplink": (
         doc(health="min_targets = 3"), "uplinks.fibre.health.min_targets",
-        ["got 3", "inherited from health.min_targets", "at most 2", "2 probes"]),
+        ["got 3", "inherited from health.min_targets", "at most 2", "2 IPv4 probes"]),
+    "min_targets above one family's probes": (
+        doc(health="min_targets = 2", probes=PROBES + probe("icmp", "2001:db8::1")),
+        "uplinks.fibre.health.min_targets", ["got 2", "at most 1", "1 IPv6 probe,", "no round"]),
     "min_targets override above the probes": (
         doc(more="[uplinks.fibre.health]\nmin_targets = 5"), "uplinks.fibre.health.min_targets",
         ["got 5", "at most 2"]),
@@ -374,8 +377,6 @@ ERROR_CASES = {
                                "uplinks.fibre.probes[0].target", ['got "239.1.2.3"', "multicast"]),
     "probe target broadcast": (doc(probes=probe("icmp", "255.255.255.255")),
                                "uplinks.fibre.probes[0].target", ['got "255.255.255.255"', "broadcast"]),
-    "probe target IPv6 only": (doc(probes=probe("icmp", "2001:db8::1")),
-                               "uplinks.fibre.probes", ["only IPv6 targets", "at least one IPv4 target"]),
     "probe target IPv6 link-local": (doc(probes=probe("icmp", "fe80::1")),
                                      "uplinks.fibre.probes[0].target", ['got "fe80::1"', "link-local"]),
     "probe target IPv6 multicast": (doc(probes=probe("icmp", "ff02::1")),
@@ -603,6 +604,8 @@ def test_ipv6_probe_targets_are_ipv6_probes_kept_apart_from_the_ipv4_ones():
     assert [p.target for p in u.probes] == ["198.51.100.10"], "the IPv4 side is what it was"
     assert [(p.type, p.target) for p in u.probes6] == [("icmp", "2001:db8::1"), ("dns", "2001:db8::53")]
     assert loads(doc()).uplinks[0].probes6 == (), "an IPv4-only config has no IPv6 side"
+    only6 = loads(doc(probes=probe("icmp", "2001:db8::1"), health="min_targets = 1")).uplinks[0]
+    assert only6.probes == () and [p.target for p in only6.probes6] == ["2001:db8::1"], "an IPv6-only uplink"
 
 
 def test_ipv6_prefixes_are_checked_and_need_an_ipv6_side():

@@ -143,7 +143,10 @@
   }
 
   function fillCard(card, u) {
-    card.className = "card state-" + u.state + (u.active ? " active" : "") + (u.dampened ? " dampened" : "");
+    // an IPv6-only uplink: its colour and state are its IPv6 side's (its IPv4 side never carries traffic)
+    const only6 = !!u.ipv6 && (u.probes || []).length === 0;
+    const shown = only6 ? u.ipv6.state : u.state;
+    card.className = "card state-" + shown + (u.active ? " active" : "") + (u.dampened ? " dampened" : "");
     card.querySelector(".iface").textContent = u.interface + (u.forced ? " (forced)" : "");
     const flapping = card.querySelector(".flapping");
     flapping.textContent = u.dampened ? "flapping" : "";
@@ -152,7 +155,7 @@
     const marker = card.querySelector(".active-marker");
     marker.textContent = u.active ? "ACTIVE" : "";
     marker.dataset.active = u.active ? "true" : "false";
-    card.querySelector(".state").textContent = u.state;
+    card.querySelector(".state").textContent = only6 ? "IPv6 " + shown : u.state;
     card.querySelector(".reason").textContent = u.reason || "";
     const six = card.querySelector(".ipv6");
     six.hidden = !u.ipv6;
