@@ -295,19 +295,17 @@ def _uplink(name: str, raw: Any, health: HealthConfig, health_bad: set[str],
             _check_health(effective, bad, health_path, overridden, issues)
             health_bad = bad
 
-    probes = _probes(body.get("probes"), f"{path}.probes", issues)
-    # each family's rounds are judged apart: min_targets must fit the smaller of them
-    counts = [(n, fam) for fam, n in (("IPv4", sum(":" not in p.target for p in probes)),
-                                      ("IPv6", sum(":" in p.target for p in probes))) if n]
-    if "min_targets" not in health_bad and counts and effective.min_targets > min(counts)[0]:
-        probe_count, family = min(counts)
+    probes_raw = body.get("probes")
+    probe_count = len(probes_raw) if isinstance(probes_raw, list) else 0
+    probes = _probes(probes_raw, f"{path}.probes", issues)
+    if "min_targets" not in health_bad and probe_count and effective.min_targets > probe_count:
         got = str(effective.min_targets)
         if "min_targets" not in overridden:
             got += " (inherited from health.min_targets)"
         plural = "probe" if probe_count == 1 else "probes"
         issues.append(ConfigIssue(
             f"{path}.health.min_targets",
-            f"got {got}, expected at most {probe_count}: uplink {name} has only {probe_count} {family} {plural}, "
+            f"got {got}, expected at most {probe_count}: uplink {name} has only {probe_count} {plural}, "
             "so no round could ever count as good"))
     if len(issues) > before:
         return None
