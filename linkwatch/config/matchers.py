@@ -135,3 +135,13 @@ def _label() -> _Conv:
         return raw
 
     return _Conv(expected, check)
+
+
+def parse_ipv6_prefixes(raw: Any) -> tuple[str, ...]:
+    """``ipv6_prefixes`` given at run time (``linkwatch prefixes``): the same checks as the
+    config's; ValueError says what is wrong."""
+    conv = _ipv6_prefixes()
+    try:
+        return conv.check(raw)
+    except _Bad as e:
+        raise ValueError(conv.expected + (f" ({e.why})" if e.why else "")) from None

@@ -40,6 +40,7 @@ from linkwatch.core.inputs import (
     Counters,
     FactsChanged,
     Input,
+    LanPrefixes,
     LinkFacts,
     Now,
     PeriodEnd,
@@ -221,10 +222,9 @@ class _Step:
 def step(state: EngineState, inp: Input, now: Now) -> tuple[EngineState, Outputs]:
     """Feed one input; return the new state and what the shell must do."""
     s = _Step(state, now)
-    handler = _HANDLERS.get(type(inp))
-    if handler is None:
+    if type(inp) not in _HANDLERS:
         raise TypeError(f"not an engine input: {inp!r}")
-    handler(s, inp)
+    _HANDLERS[type(inp)](s, inp)
     return _finish(s, inp)
 
 
@@ -466,7 +466,7 @@ def _flush_stranded(s: _Step, previous: Mapping[str, UplinkState]) -> None:
 _HANDLERS = {
     Start: _on_start, RoundDone: _on_round, FactsChanged: _on_facts, AdminRequest: _on_admin, Tick: _on_tick,
     ProbeTrouble: _on_probe_trouble, PeriodEnd: _on_period_end, Stop: _on_stop, ReloadFailed: _on_reload_failed,
-    Reload: _on_reload, Counters: _on_counters,
+    Reload: _on_reload, Counters: _on_counters, LanPrefixes: lambda s, inp: None,  # the IPv6 side's (family6)
 }
 
 
@@ -597,4 +597,4 @@ def _finish(s: _Step, inp: Input) -> tuple[EngineState, Outputs]:
     return st, Outputs(
         routing=routing_of(st), probes=probe_plans(st), probes6=probe_plans6(st.v6, st.config),
         events=tuple(s.events + s.moves), flushes=tuple(s.flushes), forget_neighbours=tuple(s.neighbours),
-        recheck_at=recheck, reply=s.reply, log=tuple(s.log) + six.log)
+        recheck_at=recheck, reply=s.reply or six.reply, log=tuple(s.log) + six.log)

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from linkwatch.config import Config, UplinkConfig
+from linkwatch.config.matchers import parse_ipv6_prefixes
 from linkwatch.core import dampening as damp
 from linkwatch.core.dampening import flap_penalty
 from linkwatch.core.events import Ipv6ActiveChanged, Ipv6StateChanged, UplinkSamples
@@ -27,6 +28,7 @@ from linkwatch.core.inputs import (
     AdminRequest,
     FactsChanged,
     Input,
+    LanPrefixes,
     LinkFacts,
     Now,
     PeriodEnd,
@@ -65,6 +67,7 @@ class Family6:
     active_changes: int = 0
     routing: RouteSet | None = None  # the IPv6 objects for the current decision and facts
     shared: tuple[tuple[str, float], ...] = ()  # (uplink, the IPv4 suspicion its IPv6 side took up)
+    learned: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (uplink, LAN prefixes set at run time, not the config's)
 
     def uplink(self, name: str) -> UplinkState | None:
         return next((u for u in self.uplinks if u.name == name), None)
@@ -80,6 +83,7 @@ class Step6:
     flushes: tuple[tuple[str, str], ...] = ()  # (uplink, IPv6 address): reset the flows NATed to it
     events: tuple[Ipv6StateChanged | Ipv6ActiveChanged | UplinkSamples, ...] = ()
     neighbours: tuple[tuple[int, str], ...] = ()  # (ifindex, IPv6 gateway): forget a stale entry
+    reply: dict | None = None  # the answer to a LanPrefixes request
 
 
 def side_config(cfg: UplinkConfig) -> UplinkConfig:
@@ -100,6 +104,8 @@ def facts6(f: LinkFacts | None) -> LinkFacts | None:
 def step6(side: Family6, inp: Input, now: Now, config: Config, v4: tuple[UplinkState, ...],
           forced: str | None) -> Step6:
     """Feed ``inp`` (already applied to the IPv4 side, ``v4``) to the IPv6 side."""
+    if isinstance(inp, LanPrefixes):
+        return _lan_prefixes(side, inp, config, now, forced)
     if not side.uplinks and not isinstance(inp, (Start, Reload)):
         return Step6(side)  # IPv4 only: nothing to do, at every counter read
     log: list[tuple[str, str]] = []
@@ -108,7 +114,7 @@ def step6(side: Family6, inp: Input, now: Now, config: Config, v4: tuple[UplinkS
     neighbours: list[tuple[int, str]] = []
     changed = isinstance(inp, (Start, Reload, Tick, AdminRequest))
     if isinstance(inp, (Start, Reload)):
-        side = _rebuilt(side, config, inp.facts, now, events)
+        side = _with_learned(_rebuilt(side, config, inp.facts, now, events))
         if isinstance(inp, Start):  # a restart changes nothing: adopt what the kernel routes IPv6 through
             through = {i for _, i in inp.kernel_active6}
             side = replace(side, active=tuple(u.name for u in side.uplinks if u.facts and u.facts.ifindex in through))
@@ -156,6 +162,59 @@ def step6(side: Family6, inp: Input, now: Now, config: Config, v4: tuple[UplinkS
             if u is not None and u.nat_address:
                 flushes.append((name, u.nat_address))
     return Step6(side, tuple(log), recheck_at(side, config), tuple(flushes), tuple(events), tuple(neighbours))
+
+
+MAX_LAN_PREFIXES = 16
+
+
+def _lan_prefixes(side: Family6, inp: LanPrefixes, config: Config, now: Now, forced: str | None) -> Step6:
+    """A DHCPv6 client's hook says which LAN prefixes an uplink delegates now (prefix delegation
+    renumbers them without a restart): its ``from <prefix>`` rules follow at once."""
+    def refused(why: str) -> Step6:
+        return Step6(side, reply={"ok": False, "error": why})
+
+    if not isinstance(inp.source, str) or not inp.source.isprintable() or not 0 < len(inp.source) <= 64:
+        return refused("source: expected a printable string of 1..64 characters")
+    names = [u.name for u in side.uplinks]
+    if not isinstance(inp.uplink, str) or inp.uplink not in names:
+        return refused(f"unknown uplink {str(inp.uplink)[:40]!r}; expected one with IPv6 probe targets: "
+                       f"{', '.join(names) or 'none has any'}")
+    if inp.prefixes is None:
+        prefixes = None
+    else:
+        if not isinstance(inp.prefixes, list) or len(inp.prefixes) > MAX_LAN_PREFIXES:
+            return refused(f"prefixes: expected a list of at most {MAX_LAN_PREFIXES} global IPv6 prefixes, or null")
+        try:
+            prefixes = parse_ipv6_prefixes(inp.prefixes)
+        except ValueError as e:
+            return refused(f"prefixes: got {str(inp.prefixes)[:200]}, expected {e}")
+    learned = tuple((n, p) for n, p in side.learned if n != inp.uplink)
+    if prefixes is not None:
+        learned += ((inp.uplink, prefixes),)
+    side = _with_learned(replace(side, learned=learned), config)
+    u = side.uplink(inp.uplink)
+    assert u is not None
+    log: list[tuple[str, str]] = []
+    side = _planned(side, config, log)
+    now_ = ", ".join(u.cfg.ipv6_prefixes) or "none"
+    what = "from the config" if prefixes is None else f"from {inp.source}"
+    log.insert(0, ("info", f"{inp.uplink}: LAN prefixes {now_} ({what})"))
+    return Step6(side, tuple(log), recheck_at(side, config),
+                 reply={"ok": True, "message": f"{inp.uplink}: LAN prefixes {now_} ({what})",
+                        "prefixes": list(u.cfg.ipv6_prefixes)})
+
+
+def _with_learned(side: Family6, config: Config | None = None) -> Family6:
+    """Each uplink's LAN prefixes: those set at run time, else its config's."""
+    learned = dict(side.learned)
+    by_name = {c.name: c for c in config.uplinks} if config is not None else {}
+    uplinks = []
+    for u in side.uplinks:
+        base = by_name[u.name].ipv6_prefixes if u.name in by_name else u.cfg.ipv6_prefixes
+        want = learned.get(u.name, base)
+        uplinks.append(u if u.cfg.ipv6_prefixes == want else replace(u, cfg=replace(u.cfg, ipv6_prefixes=want)))
+    return replace(side, uplinks=tuple(uplinks), learned=tuple((n, p) for n, p in side.learned
+                                                               if any(u.name == n for u in uplinks)))
 
 
 def _period_end(side: Family6, inp: PeriodEnd, now: Now, events: list) -> Family6:

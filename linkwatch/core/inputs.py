@@ -128,6 +128,17 @@ class AdminRequest:
 
 
 @dataclass(frozen=True)
+class LanPrefixes:
+    """The LAN prefixes ``uplink`` delegates now (a DHCPv6 client's hook, ``linkwatch prefixes``):
+    they replace its configured ``ipv6_prefixes`` until the next such request; ``prefixes`` None
+    (or empty from the CLI) goes back to the config's. Any value may arrive here: the core checks."""
+
+    uplink: object
+    prefixes: object
+    source: object = "cli"
+
+
+@dataclass(frozen=True)
 class Counters:
     """The interfaces' counters, read now (by interface name; uplinks not read this time are absent)."""
 
@@ -179,4 +190,4 @@ class Stop:
 
 
 Input = (Start | RoundDone | FactsChanged | AdminRequest | Tick | Reload | ReloadFailed | ProbeTrouble | PeriodEnd
-         | Stop | Counters)
+         | Stop | Counters | LanPrefixes)

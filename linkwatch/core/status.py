@@ -68,6 +68,7 @@ class FamilyStatus:
     probe_error: str | None
     probes: tuple[ProbeStatus, ...] = ()
     dampened: bool = False
+    prefixes: tuple[str, ...] = ()  # the LAN prefixes it delegates (config's ipv6_prefixes or `linkwatch prefixes`)
 
 
 @dataclass(frozen=True)
@@ -231,7 +232,7 @@ def family_status(u: UplinkState, active: bool, doubt: bool) -> FamilyStatus:
         since=u.wall_since, rtt_ms=_r(s.rtt_ms), loss_pct=_r(s.loss_pct), jitter_ms=_r(s.jitter_ms),
         address=f.address if f else None, gateway=f.gateway if f else None,
         interval_ms=round(probe_plan(u, active, doubt).interval * 1000), rounds=u.rounds, downs=u.downs,
-        probe_error=u.probe_error, dampened=u.penalty.dampened,
+        probe_error=u.probe_error, dampened=u.penalty.dampened, prefixes=u.cfg.ipv6_prefixes,
         probes=tuple(ProbeStatus(r.kind, r.target, r.ok, _r(r.rtt and r.rtt * 1000), r.error)
                      for r in u.last_results))
 

@@ -40,6 +40,7 @@ from linkwatch.core.inputs import (
     Counters,
     FactsChanged,
     Input,
+    LanPrefixes,
     Now,
     PeriodEnd,
     ProbeTrouble,
@@ -51,6 +52,7 @@ from linkwatch.core.inputs import (
     Tick,
 )
 from linkwatch.core.status import ShellReport, SinkStats, Status, build_status
+from linkwatch.daemon import prefixstate
 from linkwatch.daemon.applier import Applier
 from linkwatch.daemon.probing import MakeProbes, Prober
 from linkwatch.daemon.sdnotify import Notifier
@@ -247,6 +249,10 @@ class Engine:
         self.feed(Start(facts, tuple(kernel_active), f"linkwatch {__version__}, pid {os.getpid()}",
                         month_bytes=await self._month_so_far(), flow_marks=flow_marks,
                         kernel_active6=tuple(kernel_active6)))
+        for name, prefixes in prefixstate.load(prefixstate.path_for(cfg.control.socket)).items():
+            reply = self.feed(LanPrefixes(name, prefixes, "saved")).reply or {}
+            if not reply.get("ok"):
+                log.warning("saved LAN prefixes of %s not taken: %s", name, reply.get("error"))
         await self.applier.carry_out(repair=True)
         self._start_monitor()
         self._sync_probers()
@@ -487,12 +493,21 @@ class Engine:
             out = self.feed(AdminRequest(req.get("uplink"), req.get("action"), req.get("source", "cli")))
             await self.applier.settle(SETTLE_TIMEOUT)  # answer once the routes it caused are in place
             return dict(out.reply or {"ok": False, "error": "no answer"})
+        if cmd == "prefixes":
+            out = self.feed(LanPrefixes(req.get("uplink"), req.get("prefixes"), req.get("source", "cli")))
+            answer = dict(out.reply or {"ok": False, "error": "no answer"})
+            if answer.get("ok"):
+                why = prefixstate.save(prefixstate.path_for(self.config.control.socket), self.state.v6.learned)
+                if why:
+                    answer["warning"] = f"not saved for a restart: {why}"
+                await self.applier.settle(SETTLE_TIMEOUT)
+            return answer
         if cmd == "reload":
             self.request_reload()
             return {"ok": True, "message": "reload requested"}
         if cmd == "ping":
             return {"ok": True, "version": __version__}
-        return {"ok": False, "error": f"unknown command {cmd!r}; expected status, set, reload or ping"}
+        return {"ok": False, "error": f"unknown command {cmd!r}; expected status, set, prefixes, reload or ping"}
 
     def status(self) -> Status:
         return build_status(self.state, self.clock.now(), ShellReport(

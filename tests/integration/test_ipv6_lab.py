@@ -203,3 +203,42 @@ def test_an_ipv6_only_uplink_takes_ipv6_and_never_ipv4(healthy):
         with open(healthy.config_path, "w") as f:
             f.write(original)
         assert call(healthy.control_socket, {"cmd": "reload"})["ok"]
+
+
+def test_delegated_lan_prefixes_follow_a_dhcpv6_hook_and_survive_an_engine_restart(healthy):
+    """`linkwatch prefixes` (what a DHCPv6 client's hook runs when prefix delegation renumbers):
+    the from-rule follows at once, without a reload; a kill -9 and restart keep it; no PREFIX
+    goes back to the config's (none here)."""
+    import signal
+    import subprocess
+    import sys
+
+    from linkwatch.lab.processes import child_env, forget_process
+
+    def cli(*words: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "linkwatch", "prefixes", "--socket", healthy.control_socket,
+                               *words], capture_output=True, text=True, env=child_env(), timeout=30)
+
+    def rules() -> str:
+        return sh(healthy.router_ns, "ip", "-6", "rule", "show")
+
+    saved = os.path.join(healthy.state_dir, "prefixes.json")
+    try:
+        done = cli("wan1", "2001:db8:1a00::/56")
+        assert done.returncode == 0 and "wan1: LAN prefixes 2001:db8:1a00::/56" in done.stdout, done.stderr
+        assert "from 2001:db8:1a00::/56 lookup 101 proto 77" in rules(), "in the kernel when the command returns"
+        done = cli("wan1", "2001:db8:1b00::/56")  # renumbered
+        assert "from 2001:db8:1b00::/56 lookup 101" in rules() and "2001:db8:1a00::" not in rules()
+        with open(saved) as f:
+            assert f.read() == '{"wan1": ["2001:db8:1b00::/56"]}'
+        bad = cli("wan1", "2001:db8:1b00::1/56")
+        assert bad.returncode == 1 and "host bits" in bad.stderr and "from 2001:db8:1b00::/56" in rules()
+        os.kill(status(healthy)["pid"], signal.SIGKILL)
+        forget_process(healthy.state_dir, "engine")
+        topology.start_engine(healthy, OPTIONS)
+        assert uplink(status(healthy), "wan1")["ipv6"]["prefixes"] == ["2001:db8:1b00::/56"], "kept across a restart"
+        assert rules().count("from 2001:db8:1b00::/56") == 1, "no duplicate rule"
+    finally:
+        done = cli("wan1")  # back to the config's: none
+    assert done.returncode == 0 and "LAN prefixes none (from the config)" in done.stdout, done.stdout + done.stderr
+    assert "2001:db8:1b00::" not in rules()

@@ -8,7 +8,7 @@ from dataclasses import replace
 from harness import CONFIG, FACTS, Scenario, results
 
 from linkwatch.core.events import UplinkSamples
-from linkwatch.core.inputs import AdminRequest, PeriodEnd, RoundDone
+from linkwatch.core.inputs import AdminRequest, LanPrefixes, PeriodEnd, Reload, RoundDone
 
 DUAL = CONFIG.replace('[uplinks.lte]', '[[uplinks.fibre.probes]]\ntype = "icmp"\ntarget = "2001:db8:f::1"\n'
                       '[[uplinks.fibre.probes]]\ntype = "dns"\ntarget = "2001:db8:f::53"\n[uplinks.lte]') + (
@@ -424,3 +424,50 @@ def test_an_ipv6_only_uplink_with_an_ipv4_address_still_takes_no_ipv4_and_follow
     assert s.state_of("lte") == "DOWN" and s.state.uplink("lte").health.reason.startswith("enabled by admin")
     both(s, {}, {"lte": "gggggg"})
     assert state6(s, "lte") == "UP" and s.state_of("lte") == "DOWN"
+
+
+def prefix_rules(out) -> set[tuple[str, int]]:
+    return {(r.src, r.table) for r in out.routing.rules if r.family == 6 and r.src and "/" in r.src
+            and not r.src.endswith("/128")}
+
+
+def test_lan_prefixes_set_at_run_time_replace_the_configs_and_survive_a_reload():
+    from linkwatch.config import loads
+
+    text = DUAL.replace('interface = "up1"\n', 'interface = "up1"\nipv6_prefixes = ["2001:db8:100::/56"]\n')
+    s = Scenario(text, facts=FACTS6)
+    table = s.state.uplink("fibre").cfg.table
+    assert prefix_rules(s.outputs[-1]) == {("2001:db8:100::/56", table)}
+    out = s.feed(LanPrefixes("fibre", ["2001:db8:1a00::/56", "2001:db8:1b00::/56"], "dhcpcd"))
+    assert out.reply["ok"] and out.reply["prefixes"] == ["2001:db8:1a00::/56", "2001:db8:1b00::/56"]
+    assert prefix_rules(out) == {("2001:db8:1a00::/56", table), ("2001:db8:1b00::/56", table)}, "renumbered"
+    assert s.status().uplink("fibre").ipv6.prefixes == ("2001:db8:1a00::/56", "2001:db8:1b00::/56")
+    s.feed(Reload(loads(text), dict(s.facts_now)))  # a reload keeps what the hook said
+    assert s.state.v6.uplink("fibre").cfg.ipv6_prefixes == ("2001:db8:1a00::/56", "2001:db8:1b00::/56")
+    out = s.feed(LanPrefixes("fibre", None))  # back to the config's
+    assert out.reply["ok"] and prefix_rules(out) == {("2001:db8:100::/56", table)}
+    out = s.feed(LanPrefixes("fibre", []))  # the delegation was lost: no prefix at all
+    assert out.reply["ok"] and prefix_rules(out) == set()
+
+
+def test_bad_lan_prefix_requests_are_refused_and_change_nothing():
+    s = Scenario(ONLY6, facts=FACTS_ONLY6)
+    s.feed(LanPrefixes("lte", ["2001:db8:1a00::/56"]))
+    before = (s.state.v6, s.outputs[-1].routing)
+    for uplink, prefixes, why in (
+            ("nope", ["2001:db8:1::/56"], "unknown uplink 'nope'"),
+            (["lte"], ["2001:db8:1::/56"], "unknown uplink"),
+            ("lte", "2001:db8:1::/56", "expected a list"),
+            ("lte", ["2001:db8:1::1/56"], "host bits"),
+            ("lte", ["fe80::/64"], "not a LAN prefix"),
+            ("lte", ["198.51.100.0/24"], "global IPv6 prefixes"),
+            ("lte", [7], "global IPv6 prefixes"),
+            ("lte", [f"2001:db8:{i:x}::/48" for i in range(17)], "at most 16")):
+        out = s.feed(LanPrefixes(uplink, prefixes))
+        assert out.reply["ok"] is False and why in out.reply["error"], (uplink, prefixes, out.reply)
+        assert (s.state.v6, out.routing) == before
+    plain = Scenario()  # IPv4 only: no uplink has an IPv6 side
+    out = plain.feed(LanPrefixes("fibre", ["2001:db8:1a00::/56"]))
+    assert out.reply["ok"] is False and "none has any" in out.reply["error"]
+    out = s.feed(LanPrefixes("lte", ["2001:db8:1a00::/56"], "x" * 65))
+    assert out.reply["ok"] is False and "source" in out.reply["error"]
