@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """linkwatch benchmark for issue 12: dual-stack uplinks, measured in the dual-stack lab (`lab up
---ipv6`: NAT66 at the router, RA-like link-local gateways) with the engine's defaults.
+--ipv6`: NAT66 at the router, link-local gateways from the providers' router advertisements) with
+the engine's defaults.
 
 Run by hand, as root, from the repository (after scripts/bootstrap.sh):
 
@@ -10,6 +11,8 @@ Run by hand, as root, from the repository (after scripts/bootstrap.sh):
 
 * blackhole6 / carrier6: wan1 blackholed (both families) or its carrier cut while the LAN client
   sends an IPv6 UDP flow (a datagram every 5 ms, one NAT66 flow): the client's longest outage.
+* nora: wan1's provider stops advertising (radvd's last RA withdraws the router's IPv6 default
+  route via up1) while the client sends IPv6: the client's longest outage.
 * only6: IPv6 broken on wan1 (blackhole ipv6) while its IPv4 works, the client sending both
   families (50 packets/s each): IPv6's outage, and whether IPv4 moved at all.
 * prefix: wan1's delegated prefix changes (its IPv6 address is replaced by one of a new /64 the
@@ -201,6 +204,9 @@ def table(r: dict) -> str:
         rows.append(f"| IPv6 client outage, wan1 blackholed (both families) | {ms(r['blackhole6'])} | ≤ 1.0 s median, ≤ 1.5 s worst |")
     if "carrier6" in r:
         rows.append(f"| IPv6 client outage, wan1 carrier lost | {ms(r['carrier6'])} | ≤ 0.2 s |")
+    if "nora" in r:
+        rows.append(f"| IPv6 client outage, wan1's provider stops advertising (RA lifetime 0) | {ms(r['nora'])} | "
+                    "the carrier numbers (a netlink event) |")
     if "only6" in r:
         o = r["only6"]
         rows.append(f"| IPv6 broken on wan1, IPv4 working: IPv6 outage | {ms(o)} | the blackhole numbers |")
@@ -222,7 +228,7 @@ def table(r: dict) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="blackhole6,carrier6,only6,prefix,loss,cpu")
+    ap.add_argument("--only", default="blackhole6,carrier6,nora,only6,prefix,loss,cpu")
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--loss-minutes", type=float, default=10.0)
     ap.add_argument("--cpu-seconds", type=float, default=120.0)
@@ -233,12 +239,14 @@ def main() -> int:
     only = set(args.only.split(","))
     r: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "kernel": os.uname().release}
     nodamp = {"policy": {"dampening": False}}  # trials fail wan1 over and over on purpose
-    if only & {"blackhole6", "carrier6", "only6", "prefix"}:
+    if only & {"blackhole6", "carrier6", "nora", "only6", "prefix"}:
         with Lab6("b6", overrides=nodamp) as spec:
             if "blackhole6" in only:
                 r["blackhole6"] = outage6(spec, ["blackhole"], args.trials)
             if "carrier6" in only:
                 r["carrier6"] = outage6(spec, ["carrier-down"], args.trials)
+            if "nora" in only:
+                r["nora"] = outage6(spec, ["no-ra"], args.trials)
             if "only6" in only:
                 r["only6"] = only6(spec, args.trials)
             if "prefix" in only:
