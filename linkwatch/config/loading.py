@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping
 
 from linkwatch.config.convert import _Bad, _Conv, _is_int, _show, format_duration
+from linkwatch.config.crosschecks import flow_mark_clashes, prefix_overlaps
 from linkwatch.config.values import (
     ABSENT,
     CONV,
@@ -375,6 +376,7 @@ def _uplinks(doc: Mapping[str, Any], health: HealthConfig, health_bad: set[str],
                                       "probe targets too: the uplink's IPv6 side routes them"))
         uplinks.append(UplinkConfig(name=name, table=table, rule_priority=routing.rule_priority + 1 + index,
                                     health=draft.health, probes=v4, probes6=v6, **fields_))
+    issues.extend(ConfigIssue(path, why) for path, why in prefix_overlaps(uplinks))
     return tuple(uplinks)
 
 
@@ -464,24 +466,6 @@ def _snmp(doc: Mapping[str, Any], issues: list[ConfigIssue]) -> SnmpConfig:
                       agent=agent, users=users, traps=tuple(traps))
 
 
-def _check_flow_marks(uplinks: tuple[UplinkConfig, ...], issues: list[ConfigIssue]) -> None:
-    """Sticky flows mark each uplink's flows with its table's low byte: it must be 1..255 and unique."""
-    marks: dict[int, UplinkConfig] = {}
-    for u in uplinks:
-        low = u.table & 0xFF
-        path = f"{_join('uplinks', u.name)}.table"
-        if low in marks and marks[low].table == u.table:
-            continue  # the same table twice: already said
-        if low == 0:
-            issues.append(ConfigIssue(path, f"got {u.table}, expected a table whose low byte (table % 256) is "
-                                            "not 0: it is the uplink's flow mark (policy.sticky_flows)"))
-        elif low in marks:
-            issues.append(ConfigIssue(path, f"got {u.table}, expected a table whose low byte (table % 256 = {low}) "
-                                            f"differs from {marks[low].name}'s: it is the uplink's flow mark "
-                                            "(policy.sticky_flows)"))
-        marks.setdefault(low, u)
-
-
 def _rules(raw: Any, uplinks: tuple[UplinkConfig, ...], sticky: bool | None,
            issues: list[ConfigIssue]) -> tuple[RuleConfig, ...]:
     """[[rules]]: each checked on its own and against the uplinks; ``sticky`` None: policy.sticky_flows
@@ -556,7 +540,7 @@ def _validate(doc: Mapping[str, Any], source: str) -> Config:
             f"({format_duration(hist.commit_interval)}): events are written at least as soon as samples")))
     uplinks = _uplinks(doc, sections["health"], bad["health"], sections["routing"], bad["routing"], issues)
     if "sticky_flows" not in bad["policy"] and pol.sticky_flows:
-        _check_flow_marks(uplinks, issues)
+        issues.extend(ConfigIssue(path, why) for path, why in flow_mark_clashes(uplinks))
     rules = _rules(doc.get("rules"), uplinks, None if "sticky_flows" in bad["policy"] else pol.sticky_flows, issues)
     if issues:
         raise ConfigError(issues, source)

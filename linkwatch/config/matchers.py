@@ -38,8 +38,12 @@ def _prefixes() -> _Conv:
     return _Conv(expected, check)
 
 
+MIN_DELEGATED = 32  # providers delegate /48 to /64 (rarely /44); nothing shorter than their own /32
+ULA = ipaddress.IPv6Network("fc00::/7")
+
+
 def _ipv6_prefixes() -> _Conv:
-    expected = 'a list of global IPv6 prefixes like ["2001:db8:100::/56"]'
+    expected = 'a list of the IPv6 prefixes a provider delegates, like ["2001:db8:100::/56"]'
 
     def check(raw: Any) -> tuple[str, ...]:
         if not isinstance(raw, list):
@@ -52,8 +56,13 @@ def _ipv6_prefixes() -> _Conv:
                 net = ipaddress.IPv6Network(item.strip())
             except ValueError as e:
                 raise _Bad(expected, "host bits are set" if "host bits" in str(e) else "") from None
-            if net.prefixlen == 0 or net.is_link_local or net.is_multicast or net.is_loopback:
-                raise _Bad(expected, f"{net} is not a LAN prefix a provider delegates")
+            if (net.is_link_local or net.is_multicast or net.is_loopback or net.is_reserved or net.is_site_local
+                    or net.prefixlen < MIN_DELEGATED):
+                raise _Bad(expected, f"{net} is not a LAN prefix a provider delegates (/{MIN_DELEGATED} to /128, "
+                                     "not link-local, multicast or reserved)")
+            if net.subnet_of(ULA):
+                raise _Bad(expected, f"{net} is a unique local prefix, which no provider routes: a LAN on a "
+                                     "ULA needs NAT66 or NPTv6, not ipv6_prefixes")
             out.append(str(net))
         return tuple(dict.fromkeys(out))
 
@@ -145,3 +154,4 @@ def parse_ipv6_prefixes(raw: Any) -> tuple[str, ...]:
         return conv.check(raw)
     except _Bad as e:
         raise ValueError(conv.expected + (f" ({e.why})" if e.why else "")) from None
+

@@ -197,6 +197,12 @@ def _count(kind: str, name: str, value: Any) -> int:
     return value
 
 
+def _family(kind: str, name: str, value: Any) -> int:
+    if value not in (4, 6) or isinstance(value, bool):
+        raise EventError(f"{kind}.{name}: expected 4 or 6, got {value!r}")
+    return value
+
+
 def _string(kind: str, name: str, value: Any) -> str:
     if not isinstance(value, str):
         raise EventError(f"{kind}.{name}: expected a string, got {value!r}")
@@ -240,6 +246,7 @@ _FIELD_CHECKS: dict[str, dict[str, Any]] = {
         "at": _number, "mono": _number, "uplink": _string, "start": _number, "sent": _count, "lost": _count,
         "loss_pct": _opt_number, "rtt_avg_ms": _opt_number, "rtt_min_ms": _opt_number,
         "rtt_max_ms": _opt_number, "jitter_ms": _opt_number, "rx_bytes": _count, "tx_bytes": _count,
+        "family": _family,
     },
     "dampened": {"at": _number, "mono": _number, "uplink": _string, "dampened": _bool, "penalty": _number},
     "quota": {"at": _number, "mono": _number, "uplink": _string, "percent": _count, "used": _count,

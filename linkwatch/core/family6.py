@@ -15,6 +15,7 @@ still make it slow, not dead) and probed at ``interval`` while it carries traffi
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -183,11 +184,15 @@ def _lan_prefixes(side: Family6, inp: LanPrefixes, config: Config, now: Now, for
         prefixes = None
     else:
         if not isinstance(inp.prefixes, list) or len(inp.prefixes) > MAX_LAN_PREFIXES:
-            return refused(f"prefixes: expected a list of at most {MAX_LAN_PREFIXES} global IPv6 prefixes, or null")
+            return refused(f"prefixes: expected a list of at most {MAX_LAN_PREFIXES} IPv6 prefixes a provider delegates, or null")
         try:
             prefixes = parse_ipv6_prefixes(inp.prefixes)
         except ValueError as e:
             return refused(f"prefixes: got {str(inp.prefixes)[:200]}, expected {e}")
+        clash = _clash(side, inp.uplink, prefixes)
+        if clash:
+            return refused(f"prefixes: {clash}: its from-rule would send that uplink's own traffic through "
+                           f"{inp.uplink}")
     learned = tuple((n, p) for n, p in side.learned if n != inp.uplink)
     if prefixes is not None:
         learned += ((inp.uplink, prefixes),)
@@ -202,6 +207,20 @@ def _lan_prefixes(side: Family6, inp: LanPrefixes, config: Config, now: Now, for
     return Step6(side, tuple(log), recheck_at(side, config),
                  reply={"ok": True, "message": f"{inp.uplink}: LAN prefixes {now_} ({what})",
                         "prefixes": list(u.cfg.ipv6_prefixes)})
+
+
+def _clash(side: Family6, name: str, prefixes: tuple[str, ...]) -> str | None:
+    """Why ``prefixes`` cannot be ``name``'s: they hold another uplink's address or prefix."""
+    for p in map(ipaddress.IPv6Network, prefixes):
+        for u in side.uplinks:
+            if u.name == name:
+                continue
+            if u.facts and u.facts.address and ipaddress.IPv6Address(u.facts.address) in p:
+                return f"{p} holds {u.name}'s address {u.facts.address}"
+            theirs = next((t for t in u.cfg.ipv6_prefixes if p.overlaps(ipaddress.IPv6Network(t))), None)
+            if theirs:
+                return f"{p} overlaps {u.name}'s prefix {theirs}"
+    return None
 
 
 def _with_learned(side: Family6, config: Config | None = None) -> Family6:

@@ -107,6 +107,7 @@ class UplinkStatus:
     quota_pct: float | None = None
     flows_move_in_s: float | None = None  # flows left on it after traffic moved away are reset then
     ipv6: FamilyStatus | None = None  # its IPv6 side; None: it has no IPv6 probe targets
+    ipv6_only: bool = False  # all its probe targets are IPv6: its IPv4 side (state DOWN) never carries traffic
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,7 @@ def uplink_status(u: UplinkState, active: bool, forced: bool, now: Now, doubt: b
         flap_penalty=round(damp.current(u.penalty, mono, damping), 2), month_bytes=month,
         quota_bytes=u.cfg.quota, quota_pct=_r(100.0 * month / u.cfg.quota) if u.cfg.quota else None,
         flows_move_in_s=None if move_at is None else _r(max(move_at - mono, 0.0)),
+        ipv6_only=not u.cfg.probes,
     )
 
 

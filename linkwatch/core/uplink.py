@@ -320,6 +320,8 @@ def with_counters(u: UplinkState, c: LinkCounters, mono: float, month: str, acti
 
 def with_admin(u: UplinkState, disable: bool, mono: float) -> tuple[UplinkState, list[Transition]]:
     health, transitions = hm.on_admin(u.health, disable, mono)
+    if not u.cfg.probes and health.state == State.DOWN:  # enabled again: still IPv6-only
+        health = replace(health, reason=IPV6_ONLY)
     return replace(u, health=health), transitions
 
 

@@ -421,7 +421,8 @@ def test_an_ipv6_only_uplink_with_an_ipv4_address_still_takes_no_ipv4_and_follow
     s.feed(AdminRequest("lte", "disable"))
     assert s.state_of("lte") == "DISABLED" and state6(s, "lte") == "DISABLED"
     s.feed(AdminRequest("lte", "enable"))
-    assert s.state_of("lte") == "DOWN" and s.state.uplink("lte").health.reason.startswith("enabled by admin")
+    assert s.state_of("lte") == "DOWN" and s.state.uplink("lte").health.reason == "IPv6 only: no IPv4 probe targets"
+    assert s.status().uplink("lte").ipv6_only and not s.status().uplink("fibre").ipv6_only
     both(s, {}, {"lte": "gggggg"})
     assert state6(s, "lte") == "UP" and s.state_of("lte") == "DOWN"
 
@@ -460,12 +461,20 @@ def test_bad_lan_prefix_requests_are_refused_and_change_nothing():
             ("lte", "2001:db8:1::/56", "expected a list"),
             ("lte", ["2001:db8:1::1/56"], "host bits"),
             ("lte", ["fe80::/64"], "not a LAN prefix"),
-            ("lte", ["198.51.100.0/24"], "global IPv6 prefixes"),
-            ("lte", [7], "global IPv6 prefixes"),
+            ("lte", ["198.51.100.0/24"], "IPv6 prefixes a provider delegates"),
+            ("lte", [7], "IPv6 prefixes a provider delegates"),
             ("lte", [f"2001:db8:{i:x}::/48" for i in range(17)], "at most 16")):
         out = s.feed(LanPrefixes(uplink, prefixes))
         assert out.reply["ok"] is False and why in out.reply["error"], (uplink, prefixes, out.reply)
         assert (s.state.v6, out.routing) == before
+    # another uplink's address or prefix: its from-rule would take that uplink's own traffic
+    dual = Scenario(DUAL.replace('interface = "up2"\n', 'interface = "up2"\nipv6_prefixes = ["2001:db8:700::/56"]\n'),
+                    facts=FACTS6)
+    for prefixes, why in ((["2001:db8::/32"], "holds lte's address 2001:db8:2::2"),
+                          (["2001:db8:700:40::/58"], "overlaps lte's prefix 2001:db8:700::/56")):
+        out = dual.feed(LanPrefixes("fibre", prefixes))
+        assert out.reply["ok"] is False and why in out.reply["error"], out.reply
+    assert dual.feed(LanPrefixes("fibre", ["2001:db8:1a00::/56"])).reply["ok"]
     plain = Scenario()  # IPv4 only: no uplink has an IPv6 side
     out = plain.feed(LanPrefixes("fibre", ["2001:db8:1a00::/56"]))
     assert out.reply["ok"] is False and "none has any" in out.reply["error"]

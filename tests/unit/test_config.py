@@ -610,12 +610,20 @@ def test_ipv6_prefixes_are_checked_and_need_an_ipv6_side():
     cfg = loads(doc(uplink='ipv6_prefixes = ["2001:DB8:100::/56"]', probes=six))
     assert cfg.uplinks[0].ipv6_prefixes == ("2001:db8:100::/56",)
     for bad, why in (('["2001:db8:100::1/56"]', "host bits"), ('["fe80::/64"]', "not a LAN prefix"),
-                     ('"2001:db8:100::/56"', "a list")):
+                     ('"2001:db8:100::/56"', "a list"), ('["2000::/16"]', "not a LAN prefix"),
+                     ('["::ffff:0:0/96"]', "not a LAN prefix"), ('["::/8"]', "not a LAN prefix"),
+                     ('["fd00:1::/48"]', "unique local")):
         with pytest.raises(ConfigError) as e:
             loads(doc(uplink=f"ipv6_prefixes = {bad}", probes=six))
         assert "uplinks.fibre.ipv6_prefixes" in str(e.value) and why in str(e.value)
     with pytest.raises(ConfigError, match="IPv6 probe targets too"):
         loads(doc(uplink='ipv6_prefixes = ["2001:db8:100::/56"]'))
+    two = doc(uplink='ipv6_prefixes = ["2001:db8:100::/56"]', probes=six,
+              more='[uplinks.lte]\ninterface = "wwan0"\nipv6_prefixes = ["2001:db8:100:80::/57"]\n'
+                   + probe("icmp", "198.51.100.10", uplink="lte") + probe("icmp", "2001:db8::1", uplink="lte"))
+    with pytest.raises(ConfigError) as e:
+        loads(two)
+    assert "uplinks.lte.ipv6_prefixes" in str(e.value) and "overlaps 2001:db8:100::/56 of uplink fibre" in str(e.value)
 
 
 def test_gateway6_is_auto_or_an_ipv6_next_hop():

@@ -11,6 +11,7 @@ from linkwatch.core.events import (
     ActiveChanged,
     EngineEvent,
     EventError,
+    UplinkSamples,
     UplinkStateChanged,
     event_from_dict,
     event_to_dict,
@@ -26,7 +27,19 @@ ACTIVE_NONE = ActiveChanged(at=1.0, mono=2.0, old=("wan1",), new=(), reason="eve
 ENGINE = EngineEvent(at=1718000001.0, mono=124.0, what="reloaded", detail="2 uplinks, 1 changed")
 ENGINE_DEFAULT = EngineEvent(at=1.0, mono=2.0, what="started")
 
-ALL = [UPLINK, UPLINK_NUMBERS, ACTIVE, ACTIVE_NONE, ENGINE, ENGINE_DEFAULT]
+SAMPLES = UplinkSamples(at=1.0, mono=2.0, uplink="wan1", start=0.5, sent=10, lost=1, loss_pct=10.0,
+                        rtt_avg_ms=12.0, rtt_min_ms=10.0, rtt_max_ms=15.0, jitter_ms=1.0, rx_bytes=5, tx_bytes=6)
+SAMPLES6 = dataclasses.replace(SAMPLES, family=6, rx_bytes=0, tx_bytes=0)
+ALL = [UPLINK, UPLINK_NUMBERS, ACTIVE, ACTIVE_NONE, ENGINE, ENGINE_DEFAULT, SAMPLES, SAMPLES6]
+
+
+def test_a_samples_event_of_another_family_is_refused():
+    d = event_to_dict(SAMPLES6)
+    for bad in (5, "6", True, None):
+        with pytest.raises(EventError, match="samples.family: expected 4 or 6"):
+            event_from_dict({**d, "family": bad})
+    old = {k: v for k, v in event_to_dict(SAMPLES).items() if k != "family"}  # written before the family field
+    assert event_from_dict(old) == SAMPLES
 
 
 @pytest.mark.parametrize("ev", ALL, ids=lambda e: f"{e.kind}")

@@ -144,7 +144,7 @@
 
   function fillCard(card, u) {
     // an IPv6-only uplink: its colour and state are its IPv6 side's (its IPv4 side never carries traffic)
-    const only6 = !!u.ipv6 && (u.probes || []).length === 0;
+    const only6 = !!u.ipv6 && u.ipv6_only === true;
     const shown = only6 ? u.ipv6.state : u.state;
     card.className = "card state-" + shown + (u.active ? " active" : "") + (u.dampened ? " dampened" : "");
     card.querySelector(".iface").textContent = u.interface + (u.forced ? " (forced)" : "");
