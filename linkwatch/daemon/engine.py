@@ -132,6 +132,9 @@ class Engine:
         self._wakeup = asyncio.Event()
         self._stop = False
         self._reload = False
+        self._prefix_file = prefixstate.path_for(config.control.socket)
+        self._prefixes_loaded = False  # the saved LAN prefixes are read at start, after the socket
+        self._prefix_warning: str | None = None  # why the last save failed
         self._last_ping = 0.0
         self._plans: dict[str, Any] | None = None  # the probe plans of the last step
 
@@ -143,7 +146,10 @@ class Engine:
 
     def feed(self, inp: Input) -> Outputs:
         """One step of the core; its outputs are carried out by the applier task, in order."""
+        learned = self.state.v6.learned
         self.state, out = step(self.state, inp, self.clock.now())
+        if self.state.v6.learned != learned and self._prefixes_loaded:  # a request, or a reload dropped some
+            self._prefix_warning = prefixstate.save(self._prefix_file, self.state.v6.learned)
         for level, message in out.log:
             log.log(_LEVELS.get(level, logging.INFO), "%s", message)
         self.applier.add(out)
@@ -155,6 +161,20 @@ class Engine:
                     prober.update(plan)
         self._schedule_recheck(out.recheck_at)
         return out
+
+    def _load_saved_prefixes(self) -> None:
+        """Once, after Start: the LAN prefixes saved by an engine before this one or by a hook
+        that found no engine (before any request the socket took meanwhile, which comes after)."""
+        if self._prefixes_loaded:
+            return
+        saved = prefixstate.load(self._prefix_file)
+        for name, prefixes in saved.items():
+            reply = self.feed(LanPrefixes(name, prefixes, "saved")).reply or {}
+            if not reply.get("ok"):
+                log.warning("saved LAN prefixes of %s not taken: %s", name, reply.get("error"))
+        self._prefixes_loaded = True
+        if saved:  # what was refused goes from the file
+            self._prefix_warning = prefixstate.save(self._prefix_file, self.state.v6.learned)
 
     def _schedule_recheck(self, at: float | None) -> None:
         if at == self._recheck_at:
@@ -244,15 +264,14 @@ class Engine:
         kernel_active6 = await self.kernel.active_gateways(6)
         flow_marks = await self.kernel.flow_marks()  # before the first apply replaces the table
         self.control = ControlServer(cfg.control.socket, self.handle_request, cfg.control.mode, cfg.control.group)
-        await self.control.start()
         self.applier.start()
         self.feed(Start(facts, tuple(kernel_active), f"linkwatch {__version__}, pid {os.getpid()}",
                         month_bytes=await self._month_so_far(), flow_marks=flow_marks,
                         kernel_active6=tuple(kernel_active6)))
-        for name, prefixes in prefixstate.load(prefixstate.path_for(cfg.control.socket)).items():
-            reply = self.feed(LanPrefixes(name, prefixes, "saved")).reply or {}
-            if not reply.get("ok"):
-                log.warning("saved LAN prefixes of %s not taken: %s", name, reply.get("error"))
+        # the socket first, then the saved prefixes: a DHCPv6 hook that found no engine wrote the
+        # file before it asked again (linkwatch prefixes), so either the file or the request has them
+        await self.control.start()
+        self._load_saved_prefixes()
         await self.applier.carry_out(repair=True)
         self._start_monitor()
         self._sync_probers()
@@ -494,12 +513,12 @@ class Engine:
             await self.applier.settle(SETTLE_TIMEOUT)  # answer once the routes it caused are in place
             return dict(out.reply or {"ok": False, "error": "no answer"})
         if cmd == "prefixes":
+            self._load_saved_prefixes()
             out = self.feed(LanPrefixes(req.get("uplink"), req.get("prefixes"), req.get("source", "cli")))
             answer = dict(out.reply or {"ok": False, "error": "no answer"})
             if answer.get("ok"):
-                why = prefixstate.save(prefixstate.path_for(self.config.control.socket), self.state.v6.learned)
-                if why:
-                    answer["warning"] = f"not saved for a restart: {why}"
+                if self._prefix_warning:
+                    answer["warning"] = f"not saved for a restart: {self._prefix_warning}"
                 await self.applier.settle(SETTLE_TIMEOUT)
             return answer
         if cmd == "reload":

@@ -222,7 +222,7 @@ def test_delegated_lan_prefixes_follow_a_dhcpv6_hook_and_survive_an_engine_resta
     def rules() -> str:
         return sh(healthy.router_ns, "ip", "-6", "rule", "show")
 
-    saved = os.path.join(healthy.state_dir, "prefixes.json")
+    saved = os.path.join(healthy.state_dir, "control.prefixes.json")
     try:
         done = cli("wan1", "2001:db8:1a00::/56")
         assert done.returncode == 0 and "wan1: LAN prefixes 2001:db8:1a00::/56" in done.stdout, done.stderr
@@ -237,8 +237,23 @@ def test_delegated_lan_prefixes_follow_a_dhcpv6_hook_and_survive_an_engine_resta
         forget_process(healthy.state_dir, "engine")
         topology.start_engine(healthy, OPTIONS)
         assert uplink(status(healthy), "wan1")["ipv6"]["prefixes"] == ["2001:db8:1b00::/56"], "kept across a restart"
+        wait_for(lambda: "from 2001:db8:1b00::/56" in rules(), 3.0, "the rule after the restart's first apply")
         assert rules().count("from 2001:db8:1b00::/56") == 1, "no duplicate rule"
+        # a hook that runs while no engine answers (at boot, before it): the request waits in the file
+        os.kill(status(healthy)["pid"], signal.SIGKILL)
+        forget_process(healthy.state_dir, "engine")
+        done = cli("wan1", "2001:db8:1c00::/56")
+        assert done.returncode == 0 and "saved in" in done.stdout, done.stdout + done.stderr
+        topology.start_engine(healthy, OPTIONS)
+        assert uplink(status(healthy), "wan1")["ipv6"]["prefixes"] == ["2001:db8:1c00::/56"], "taken at start"
+        wait_for(lambda: "from 2001:db8:1c00::/56 lookup 101" in rules(), 3.0, "the saved request's rule")
+        assert "2001:db8:1b00::" not in rules()
+        done = cli("wan1", "--none")  # the delegation is gone
+        assert done.returncode == 0 and "LAN prefixes none (from dhcp" not in done.stdout
+        assert "LAN prefixes none (from cli)" in done.stdout and "2001:db8:1c00::" not in rules()
     finally:
         done = cli("wan1")  # back to the config's: none
     assert done.returncode == 0 and "LAN prefixes none (from the config)" in done.stdout, done.stdout + done.stderr
-    assert "2001:db8:1b00::" not in rules()
+    assert "2001:db8:1c00::" not in rules()
+    with open(saved) as f:
+        assert f.read() == "{}"

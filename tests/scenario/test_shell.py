@@ -621,3 +621,36 @@ def test_without_libnftables_sticky_flows_are_off_and_said_so(monkeypatch, caplo
                for r in caplog.records)
     monkeypatch.undo()
     assert daemon.without_unavailable(loads(FAST)).policy.sticky_flows, "here it is installed"
+
+
+def test_run_time_lan_prefixes_follow_reloads_in_their_file(tmp_path):
+    """The file of run-time LAN prefixes says what the engine holds: a request writes it, a reload
+    that drops the uplink rewrites it (a restart must not bring back what the engine dropped), a
+    saved entry the engine refuses at start goes from it."""
+    from linkwatch.daemon import prefixstate
+
+    six = FAST.replace('[uplinks.lte]', '[[uplinks.fibre.probes]]\ntype = "icmp"\ntarget = "2001:db8:f::1"\n'
+                       '[uplinks.lte]') + '[[uplinks.lte.probes]]\ntype = "icmp"\ntarget = "2001:db8:f::1"\n'
+    path = tmp_path / "linkwatch.toml"
+    path.write_text(f'[control]\nsocket = "{tmp_path}/control.sock"\n' + six)
+    saved = tmp_path / "control.prefixes.json"
+    assert prefixstate.path_for(str(tmp_path / "control.sock")) == str(saved)
+    assert prefixstate.path_for("/run/a.sock") != prefixstate.path_for("/run/b.sock"), "one file per engine"
+    saved.write_text('{"lte": ["2001:db8:2a00::/56"], "gone": ["2001:db8:3a00::/56"]}')
+
+    async def scenario():
+        async with Running(path) as engine:
+            sock = engine.config.control.socket
+            assert engine.state.v6.learned == (("lte", ("2001:db8:2a00::/56",)),), "the saved one is taken"
+            assert json.loads(saved.read_text()) == {"lte": ["2001:db8:2a00::/56"]}, "the refused one went"
+            answer = await asyncio.to_thread(call, sock, {"cmd": "prefixes", "uplink": "fibre",
+                                                          "prefixes": ["2001:db8:1a00::/56"]})
+            assert answer["ok"], answer
+            assert json.loads(saved.read_text()) == {"lte": ["2001:db8:2a00::/56"], "fibre": ["2001:db8:1a00::/56"]}
+            path.write_text(path.read_text().replace('[[uplinks.lte.probes]]\ntype = "icmp"\ntarget = "2001:db8:f::1"\n',
+                                                     ''))  # lte loses its IPv6 side
+            await engine.reload()
+            assert json.loads(saved.read_text()) == {"fibre": ["2001:db8:1a00::/56"]}
+            bad = await asyncio.to_thread(call, sock, {"cmd": "prefixes", "uplink": "fibre", "prefixes": "x"})
+            assert not bad["ok"] and json.loads(saved.read_text()) == {"fibre": ["2001:db8:1a00::/56"]}
+    asyncio.run(scenario())
