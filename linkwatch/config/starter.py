@@ -139,7 +139,7 @@ def _uplink(name: str, up: DetectedUplink, priority: int) -> list[str]:
     lines = ["", f"[{key}]", f"# Found: {_found(up)}."]
     if not up.up:
         lines += ["# It was down or had no carrier when this file was written: check its cable or modem.",
-                  "# linkwatch keeps it DOWN, and sends no traffic through it, until it has carrier."]
+                  "# linkwatch keeps it DOWN (no traffic through it) until it has carrier and its probes answer."]
     lines.append(f"interface = {_quote(up.interface)}")
     if up.pointopoint:
         lines += ["# Point-to-point (PPP/PPPoE, an LTE modem in raw-IP mode, a tunnel): no next hop, its routes",
