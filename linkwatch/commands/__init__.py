@@ -24,6 +24,7 @@ COMMANDS = {
     "set": "admin override: disable, enable, force or auto an uplink",
     "prefixes": "set the LAN prefixes an uplink delegates now (a DHCPv6 client's hook)",
     "check-config": "check a config file and report every error; changes nothing",
+    "init": "write a first config from this machine's default routes (never overwrites)",
     "lab": "build and drive the network-namespace lab (root)",
     "history": "print the event log from the history database",
     "web": "serve the web dashboard, JSON API and /metrics (unprivileged)",
@@ -35,9 +36,9 @@ COMMANDS = {
 def command_modules() -> list[ModuleType]:
     """The modules that register the subcommands, in the order `linkwatch --help` lists them."""
     # (this binds the package attribute `set` to the module: no builtin set() in this file)
-    from linkwatch.commands import check_config, history, lab, mib, passwd, prefixes, run, set, status, web
+    from linkwatch.commands import check_config, history, init, lab, mib, passwd, prefixes, run, set, status, web
 
-    return [run, status, set, prefixes, check_config, lab, web, passwd, history, mib]
+    return [run, status, set, prefixes, init, check_config, lab, web, passwd, history, mib]
 
 
 PARSER = {"prog": "linkwatch", "description": "Fast, careful multi-uplink failover for Linux routers.",

@@ -38,6 +38,7 @@ from linkwatch.core.inputs import LinkFacts  # noqa: F401  (the type this module
 log = logging.getLogger(__name__)
 
 IFF_UP = 0x1
+IFF_LOOPBACK = 0x8
 IFF_POINTOPOINT = 0x10
 IFF_NOARP = 0x80
 IFF_LOWER_UP = 0x10000
@@ -210,7 +211,10 @@ def _open_sync(netns: str | None) -> IPRoute:
         raise FactsError(f"cannot open netlink in netns={netns!r}: {err}") from err
 
 
-def _read_facts_sync(ifnames: Sequence[str], netns: str | None, protocol: int) -> dict[str, LinkFacts]:
+def dump_kernel(netns: str | None = None) -> tuple[list[Any], list[Any], list[Any]]:
+    """One consistent dump of the links, addresses and routes (IPv4 and IPv6, every table) as
+    netlink messages; a dump the kernel interrupts (something changed meanwhile) is taken again.
+    Blocks the calling thread."""
     ipr = _open_sync(netns)
     try:
         for _ in range(5):
@@ -218,12 +222,17 @@ def _read_facts_sync(ifnames: Sequence[str], netns: str | None, protocol: int) -
                 links = list(ipr.link("dump"))
                 addrs = list(ipr.addr("dump"))
                 routes = list(ipr.route("dump", family=socket.AF_INET)) + list(ipr.route("dump", family=socket.AF_INET6))
-                return _facts_from_msgs(ifnames, links, addrs, routes, protocol)
+                return links, addrs, routes
             except NetlinkDumpInterrupted:
                 continue
         raise FactsError("netlink dump kept being interrupted (5 tries)")
     finally:
         ipr.close()
+
+
+def _read_facts_sync(ifnames: Sequence[str], netns: str | None, protocol: int) -> dict[str, LinkFacts]:
+    links, addrs, routes = dump_kernel(netns)
+    return _facts_from_msgs(ifnames, links, addrs, routes, protocol)
 
 
 def read_facts(ifnames: Sequence[str], netns: str | None = None, protocol: int = 77) -> dict[str, LinkFacts]:
