@@ -1,7 +1,8 @@
 """The `linkwatch` command: one module per subcommand in this package, each a thin wrapper over the
 library with a ``register(subparsers)``; :mod:`linkwatch.commands.common` holds what they share
 (default paths, asking the engine, the error convention: 0 ok, 1 runtime error, 2 bad config or
-usage) and the one ``main`` that parses and dispatches.
+usage) and the one ``main`` that parses and dispatches; :mod:`linkwatch.commands.manpages` renders
+the manual pages from the parser and the config schema.
 
 The command modules are imported when the parser is built, not with this package, so that
 ``python -m linkwatch.commands.history`` runs the module once.

@@ -26,5 +26,5 @@ def cmd_check_config(args) -> int:
 def register(subparsers) -> None:
     """Add the ``check-config`` command to an argparse subparsers object."""
     sp = subparsers.add_parser(NAME, help=HELP)
-    sp.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
+    sp.add_argument("file", nargs="?", default=DEFAULT_CONFIG, help="the config file to check")
     sp.set_defaults(func=cmd_check_config)

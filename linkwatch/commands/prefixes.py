@@ -49,7 +49,7 @@ def register(subparsers) -> None:
     """Add the ``prefixes`` command to an argparse subparsers object."""
     sp = subparsers.add_parser(NAME, help=HELP)
     add_client_options(sp)
-    sp.add_argument("uplink", help="the uplink (one with IPv6 probe targets)")
+    sp.add_argument("uplink", help="the uplink's name, as in [uplinks.NAME] (one with IPv6 probe targets)")
     sp.add_argument("prefix", nargs="*", help="an IPv6 prefix the uplink delegates, e.g. 2001:db8:1a00::/56 "
                     "(none: the config's ipv6_prefixes)")
     sp.add_argument("--none", action="store_true", help="the delegation is gone: no prefix at all")

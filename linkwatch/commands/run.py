@@ -27,6 +27,7 @@ def cmd_run(args) -> int:
 def register(subparsers) -> None:
     """Add the ``run`` command to an argparse subparsers object."""
     sp = subparsers.add_parser(NAME, help=HELP)
-    sp.add_argument("--config", default=DEFAULT_CONFIG)
-    sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    sp.add_argument("--config", default=DEFAULT_CONFIG, help="config file")
+    sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                    help="log level (overrides [log] level)")
     sp.set_defaults(func=cmd_run)

@@ -22,6 +22,8 @@ def register(subparsers) -> None:
     """Add the ``set`` command to an argparse subparsers object."""
     sp = subparsers.add_parser(NAME, help=HELP)
     add_client_options(sp)
-    sp.add_argument("uplink")
-    sp.add_argument("action", choices=ADMIN_ACTIONS)
+    sp.add_argument("uplink", help="the uplink's name, as in [uplinks.NAME]")
+    sp.add_argument("action", choices=ADMIN_ACTIONS,
+                    help="disable takes the uplink out of service, enable puts it back; force sends all traffic to "
+                    "it while it works, auto ends the override (not kept across an engine restart)")
     sp.set_defaults(func=cmd_set)

@@ -52,5 +52,6 @@ def register(subparsers) -> None:
     sp.add_argument("--config", default=DEFAULT_CONFIG, help="config file")
     sp.add_argument("--listen", help='address:port, overrides [web] listen (e.g. "127.0.0.1:8080")')
     sp.add_argument("--threads", type=int, default=4, help="worker threads (default 4)")
-    sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                    help="log level (overrides [log] level)")
     sp.set_defaults(func=cmd_web)

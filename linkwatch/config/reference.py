@@ -22,6 +22,7 @@ class KeyDoc:
     default: str  # as TOML would write it, or "required" / "unset"
     expected: str  # what a good value looks like
     doc: str  # what it does
+    table: str = ""  # the table it sits in, as a TOML file writes it: "[health]", "[[uplinks.NAME.probes]]"
 
 
 def _default_text(f: dataclasses.Field) -> str:
@@ -46,21 +47,22 @@ def _default_text(f: dataclasses.Field) -> str:
 def key_docs() -> list[KeyDoc]:
     """Every key of :func:`describe_keys` with its default, expected form and meaning."""
 
-    def walk(cls: type, prefix: str) -> list[KeyDoc]:
+    def walk(cls: type, prefix: str, table: str, header: str) -> list[KeyDoc]:
         out: list[KeyDoc] = []
         for f in fields(cls):
             meta = f.metadata
+            name = f"{table}.{f.name}" if table else f.name
             if CONV in meta:
-                out.append(KeyDoc(prefix + f.name, _default_text(f), meta[CONV].expected, meta[DOC]))
+                out.append(KeyDoc(prefix + f.name, _default_text(f), meta[CONV].expected, meta[DOC], header))
             elif TABLE in meta and not meta.get(OVERRIDE):
-                out += walk(meta[TABLE], f"{prefix}{f.name}.")
+                out += walk(meta[TABLE], f"{prefix}{f.name}.", name, f"[{name}]")
             elif NAMED in meta:
-                out += walk(meta[NAMED], f"{prefix}{f.name}.*.")
+                out += walk(meta[NAMED], f"{prefix}{f.name}.*.", f"{name}.NAME", f"[{name}.NAME]")
             elif ARRAY in meta:
-                out += walk(meta[ARRAY], f"{prefix}{f.name}.*.")
+                out += walk(meta[ARRAY], f"{prefix}{f.name}.*.", name, f"[[{name}]]")
         return out
 
-    return walk(Config, "")
+    return walk(Config, "", "", "")
 
 
 def describe_keys(per_uplink_health: bool = False) -> list[str]:

@@ -234,6 +234,26 @@ def test_deb_metadata(built_deb: BuiltDeb):
     assert python in depends and "adduser" in depends
 
 
+def test_manual_pages_and_licence_are_in_the_package(built_deb: BuiltDeb, tmp_path: Path):
+    """dh_installman puts the committed pages (packaging/man/, generated from the code) where man
+    finds them, compressed; the copyright file declares Apache-2.0 and points at the full text."""
+    import gzip
+
+    _run(["dpkg-deb", "-x", str(built_deb.path), str(tmp_path)], 120)
+    for section, name in (("man8", "linkwatch.8"), ("man5", "linkwatch.toml.5")):
+        page = tmp_path / "usr/share/man" / section / f"{name}.gz"
+        assert page.is_file(), f"{page.relative_to(tmp_path)} is not in the package"
+        assert gzip.decompress(page.read_bytes()) == (REPO / "packaging/man" / name).read_bytes()
+    copyright_text = (tmp_path / "usr/share/doc/linkwatch/copyright").read_text()
+    assert copyright_text == (REPO / "packaging/debian/copyright").read_text()
+    stanzas = copyright_text.split("\n\n")
+    files = next(s for s in stanzas if s.startswith("Files: *"))
+    assert "License: Apache-2.0" in files.splitlines()
+    assert any(s.startswith("License: Apache-2.0\n") and "/usr/share/common-licenses/Apache-2.0" in s
+               for s in stanzas)
+    assert "undeclared" not in copyright_text
+
+
 def test_cli_runs_from_installed_files(chroot: Chroot):
     out = in_chroot(chroot.root, "linkwatch --version").stdout
     assert out.strip() == f"linkwatch {pyproject_version()}"

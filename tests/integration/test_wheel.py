@@ -1,5 +1,5 @@
 """`pip install .` keeps working for people who do not use Debian: the wheel carries the web UI's
-templates and static files, and the installed command runs from a fresh virtualenv."""
+templates and static files and the licence, and the installed command runs from a fresh virtualenv."""
 
 from __future__ import annotations
 
@@ -43,6 +43,18 @@ def test_wheel_carries_every_package_and_the_web_assets(wheel):
                      "linkwatch/web/static/style.css"):
         assert expected in names, f"{expected} missing from {wheel.name}"
     assert not [n for n in names if n.startswith(("tests/", "bench/"))]
+
+
+def test_wheel_carries_the_licence_and_declares_it(wheel):
+    """PEP 639: the SPDX expression in the metadata and the LICENSE file, verbatim, in the dist-info."""
+    archive = zipfile.ZipFile(wheel)
+    (metadata,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+    headers = archive.read(metadata).decode().split("\n\n", 1)[0].splitlines()
+    assert "License-Expression: Apache-2.0" in headers, headers
+    assert "License-File: LICENSE" in headers, headers
+    dist_info = metadata.rsplit("/", 1)[0]
+    assert archive.read(f"{dist_info}/licenses/LICENSE") == (ROOT / "LICENSE").read_bytes()
+    assert (ROOT / "LICENSE").read_text().lstrip().startswith("Apache License\n")
 
 
 def test_installed_command_runs_from_a_fresh_venv(wheel, tmp_path):
