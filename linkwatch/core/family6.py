@@ -106,7 +106,7 @@ def step6(side: Family6, inp: Input, now: Now, config: Config, v4: tuple[UplinkS
           forced: str | None) -> Step6:
     """Feed ``inp`` (already applied to the IPv4 side, ``v4``) to the IPv6 side."""
     if isinstance(inp, LanPrefixes):
-        return _lan_prefixes(side, inp, config, now, forced)
+        return _lan_prefixes(side, inp, config)
     if not side.uplinks and not isinstance(inp, (Start, Reload)):
         return Step6(side)  # IPv4 only: nothing to do, at every counter read
     log: list[tuple[str, str]] = []
@@ -168,7 +168,7 @@ def step6(side: Family6, inp: Input, now: Now, config: Config, v4: tuple[UplinkS
 MAX_LAN_PREFIXES = 16
 
 
-def _lan_prefixes(side: Family6, inp: LanPrefixes, config: Config, now: Now, forced: str | None) -> Step6:
+def _lan_prefixes(side: Family6, inp: LanPrefixes, config: Config) -> Step6:
     """A DHCPv6 client's hook says which LAN prefixes an uplink delegates now (prefix delegation
     renumbers them without a restart): its ``from <prefix>`` rules follow at once."""
     def refused(why: str) -> Step6:
@@ -184,7 +184,8 @@ def _lan_prefixes(side: Family6, inp: LanPrefixes, config: Config, now: Now, for
         prefixes = None
     else:
         if not isinstance(inp.prefixes, list) or len(inp.prefixes) > MAX_LAN_PREFIXES:
-            return refused(f"prefixes: expected a list of at most {MAX_LAN_PREFIXES} IPv6 prefixes a provider delegates, or null")
+            return refused(f"prefixes: expected a list of at most {MAX_LAN_PREFIXES} IPv6 prefixes a provider "
+                           "delegates, or null")
         try:
             prefixes = parse_ipv6_prefixes(inp.prefixes)
         except ValueError as e:
