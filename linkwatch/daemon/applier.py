@@ -115,6 +115,11 @@ class Applier:
         self._failed = bool(report.errors)
         self._unmarked = routing.flows is not None and any(e.startswith("nft table") for e in report.errors)
 
+    @property
+    def failed(self) -> bool:
+        """The last apply had errors (or raised): retried at the next repair."""
+        return self._failed
+
     async def withdraw(self) -> Any:
         """Remove linkwatch's routes and rules (a clean stop); nothing is applied afterwards."""
         async with self._lock:
