@@ -136,8 +136,6 @@ class Engine:
         self._prefixes_loaded = False  # the saved LAN prefixes are read at start, after the socket
         self._prefix_warning: str | None = None  # why the last save failed
         self._last_ping = 0.0
-        self._ready = False  # READY=1 sent (once the routes are in the kernel)
-        self._waiting_logged = False
         self._plans: dict[str, Any] | None = None  # the probe plans of the last step
 
     @property
@@ -214,7 +212,8 @@ class Engine:
             await self.applier.close(0.0, finish=False)
             await self._close_io()  # never touches the routes: a failed start changes nothing
             raise
-        await self._announce_ready()
+        self.notifier.announce_ready(await self.applier.routes_in(),
+                                     f"STATUS=active: {','.join(self.state.active) or '-'}")
         wake_every = min(REPAIR_INTERVAL, self.notifier.watchdog_interval or REPAIR_INTERVAL)
         try:
             while not self._stop:
@@ -226,11 +225,13 @@ class Engine:
                         self._reload = False
                         self.notifier.notify("RELOADING=1", "STATUS=reloading the config")
                         await self.reload()
-                        if self._ready:
+                        if self.notifier.ready:
                             self.notifier.notify("READY=1", f"STATUS=active: {','.join(self.state.active) or '-'}")
                     if not self._stop:
                         await self.applier.carry_out(repair=True)  # repair what someone else changed
-                        await self._announce_ready()
+                        if not self.notifier.ready:  # READY=1 waits for the routes (see announce_ready)
+                            self.notifier.announce_ready(await self.applier.routes_in(),
+                                                         f"STATUS=active: {','.join(self.state.active) or '-'}")
                 except Exception:  # a netlink hiccup must not take the engine (and the routes) down
                     log.exception("engine loop error; routes left as they are, retrying in %gs", REPAIR_INTERVAL)
                 self._watchdog_ping()
@@ -238,23 +239,6 @@ class Engine:
             self.notifier.notify("STOPPING=1")
             await self.shutdown()
         return 0
-
-    async def _announce_ready(self) -> None:
-        """READY=1, once, when the routes are in the kernel: the last apply went through, or the
-        active table holds a route (an nftables error alone, e.g. no libnftables, does not hold
-        READY back). While the kernel refuses them (no CAP_NET_ADMIN), no READY=1: systemd's start
-        job waits (and fails after TimeoutStartSec) instead of ordering units after a router
-        without routes; the loop's repair retries meanwhile."""
-        if self._ready or not self.notifier.enabled:
-            return
-        if self.applier.failed and not await self.kernel.active_gateways():
-            if not self._waiting_logged:
-                self._waiting_logged = True
-                log.warning("not ready: the kernel refused the routes; retrying every %gs", REPAIR_INTERVAL)
-                self.notifier.notify("STATUS=waiting: the kernel refused the routes")
-            return
-        self._ready = True
-        self.notifier.notify("READY=1", f"STATUS=active: {','.join(self.state.active) or '-'}")
 
     def _watchdog_ping(self) -> None:
         """WATCHDOG=1 from the main loop, once per half watchdog interval: a stuck loop stops the
