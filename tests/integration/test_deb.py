@@ -59,7 +59,7 @@ def in_chroot(root: Path, script: str, check: bool = True, timeout: float = 600)
     """Run a shell script inside the chroot with a clean environment."""
     cmd = ["chroot", str(root), "/bin/sh", "-c", script]
     if check:
-        return run(cmd, timeout, env=CHROOT_ENV)
+        return _run(cmd, timeout, env=CHROOT_ENV)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=CHROOT_ENV)
 
 
