@@ -4,7 +4,8 @@
 # virtualenv in .venv with the package and pytest.
 # With --test-tools also what the tests drive from outside: Debian's headless Chromium and its
 # chromedriver (the web UI's browser test), net-snmp's snmptrapd/snmpwalk and smitools' smilint
-# (the SNMP tests) and npm (to fetch the IETF base MIBs, scripts/fetch-ietf-mibs.sh).
+# (the SNMP tests), npm (to fetch the IETF base MIBs, scripts/fetch-ietf-mibs.sh), and
+# systemd-nspawn (systemd-container) with debootstrap (a Debian 12 booted with systemd as PID 1).
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,8 @@ if [ "$tools" = 1 ]; then
     command -v snmpwalk >/dev/null || need_apt+=(snmp)
     command -v smilint >/dev/null || need_apt+=(smitools)
     command -v npm >/dev/null || need_apt+=(npm)
+    command -v systemd-nspawn >/dev/null || need_apt+=(systemd-container)  # test_systemd.py
+    command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 fi
 PY=${PYTHON:-python3}
 if ! command -v "$PY" >/dev/null; then need_apt+=(python3 python3-venv python3-pip); fi

@@ -115,6 +115,18 @@ class Applier:
         self._failed = bool(report.errors)
         self._unmarked = routing.flows is not None and any(e.startswith("nft table") for e in report.errors)
 
+    async def routes_in(self) -> bool:
+        """The routes are in the kernel: the last apply went through, or the active table holds a
+        route (an nftables error alone, e.g. no libnftables, does not count). False while the
+        kernel refuses them (no CAP_NET_ADMIN)."""
+        if not self._failed:
+            return True
+        try:
+            return bool(await self.kernel.active_gateways())
+        except Exception as e:  # a failed dump is no proof either way: ask again at the next repair
+            log.debug("cannot read the active table: %s", e)
+            return False
+
     async def withdraw(self) -> Any:
         """Remove linkwatch's routes and rules (a clean stop); nothing is applied afterwards."""
         async with self._lock:

@@ -212,7 +212,8 @@ class Engine:
             await self.applier.close(0.0, finish=False)
             await self._close_io()  # never touches the routes: a failed start changes nothing
             raise
-        self.notifier.notify("READY=1", f"STATUS=active: {','.join(self.state.active) or '-'}")
+        self.notifier.announce_ready(await self.applier.routes_in(),
+                                     f"STATUS=active: {','.join(self.state.active) or '-'}")
         wake_every = min(REPAIR_INTERVAL, self.notifier.watchdog_interval or REPAIR_INTERVAL)
         try:
             while not self._stop:
@@ -224,9 +225,13 @@ class Engine:
                         self._reload = False
                         self.notifier.notify("RELOADING=1", "STATUS=reloading the config")
                         await self.reload()
-                        self.notifier.notify("READY=1", f"STATUS=active: {','.join(self.state.active) or '-'}")
+                        if self.notifier.ready:
+                            self.notifier.notify("READY=1", f"STATUS=active: {','.join(self.state.active) or '-'}")
                     if not self._stop:
                         await self.applier.carry_out(repair=True)  # repair what someone else changed
+                        if not self.notifier.ready:  # READY=1 waits for the routes (see announce_ready)
+                            self.notifier.announce_ready(await self.applier.routes_in(),
+                                                         f"STATUS=active: {','.join(self.state.active) or '-'}")
                 except Exception:  # a netlink hiccup must not take the engine (and the routes) down
                     log.exception("engine loop error; routes left as they are, retrying in %gs", REPAIR_INTERVAL)
                 self._watchdog_ping()

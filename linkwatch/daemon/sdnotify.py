@@ -8,8 +8,11 @@ call does nothing.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+
+log = logging.getLogger("linkwatch.engine")
 
 
 class Notifier:
@@ -21,6 +24,8 @@ class Notifier:
         watchdog = usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid()))
         self.watchdog_interval = int(usec) / 1e6 / 2 if watchdog else None  # ping twice per interval
         self.sent: list[str] = []  # what was sent (for status and tests)
+        self.ready = False  # READY=1 was sent
+        self._waiting = False  # the "waiting" status was sent
 
     @property
     def enabled(self) -> bool:
@@ -43,3 +48,18 @@ class Notifier:
         self.sent.append(message)
         del self.sent[:-20]
         return True
+
+    def announce_ready(self, routes_in: bool, status: str) -> bool:
+        """READY=1 (with ``status``), once, and only when ``routes_in``: systemd orders units
+        after the engine on it, so it must not come while the kernel refuses the routes; until
+        then one ``STATUS=waiting: …`` (and a warning in the log). True when READY=1 went out now."""
+        if self.ready or not self.enabled:
+            return False
+        if not routes_in:
+            if not self._waiting:
+                self._waiting = True
+                log.warning("not ready: the kernel refused the routes; retrying")
+                self.notify("STATUS=waiting: the kernel refused the routes")
+            return False
+        self.ready = self.notify("READY=1", status)
+        return self.ready

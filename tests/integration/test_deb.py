@@ -22,16 +22,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.debutil import (CACHE, MIB_SOURCE, REPO, BuiltDeb, base_tarball, pids_in,
+                                       remove_tree)
+from tests.integration.debutil import run as _run
+
 pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: debootstrap, chroot, mount"),
 ]
 
-REPO = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("LINKWATCH_DEB_CACHE", REPO / ".cache" / "deb-test"))
-SUITE = "bookworm"
-MIRROR = "http://deb.debian.org/debian"
-MIB_SOURCE = REPO / "packaging" / "mibs" / "LINKWATCH-MIB.txt"
 CHROOT_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "HOME": "/root",
@@ -50,27 +49,10 @@ exit 0
 
 
 @dataclass(frozen=True)
-class BuiltDeb:
-    path: Path
-    had_mib: bool  # packaging/mibs/LINKWATCH-MIB.txt was in the tree at build time
-    mib_text: bytes
-
-
-@dataclass(frozen=True)
 class Chroot:
     root: Path
     deb: BuiltDeb
     install_output: str
-
-
-def _run(cmd: list[str], timeout: float, **kw) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(map(str, cmd))} exited {proc.returncode}\n"
-            f"--- stdout (tail)\n{proc.stdout[-3000:]}\n--- stderr (tail)\n{proc.stderr[-5000:]}"
-        )
-    return proc
 
 
 def in_chroot(root: Path, script: str, check: bool = True, timeout: float = 600):
@@ -79,86 +61,6 @@ def in_chroot(root: Path, script: str, check: bool = True, timeout: float = 600)
     if check:
         return _run(cmd, timeout, env=CHROOT_ENV)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=CHROOT_ENV)
-
-
-def mounts_under(path: Path) -> list[str]:
-    """Mount points at or below ``path`` (from /proc/self/mountinfo)."""
-    prefix = str(path.resolve())
-    found = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            target = line.split()[4].replace("\\040", " ")
-            if target == prefix or target.startswith(prefix + "/"):
-                found.append(target)
-    return found
-
-
-def remove_tree(path: Path) -> None:
-    """rm -rf a chroot tree, but never while anything is mounted inside it."""
-    if not path.exists():
-        return
-    left = mounts_under(path)
-    if left:
-        raise RuntimeError(f"refusing to delete {path}: still mounted: {left}")
-    subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=True, timeout=300)
-
-
-def pids_in(root: Path) -> list[int]:
-    """Processes whose root directory is the chroot."""
-    want = str(root.resolve())
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.readlink(f"/proc/{entry}/root") == want:
-                    pids.append(int(entry))
-            except OSError:
-                continue
-    return pids
-
-
-def ensure_debootstrap() -> None:
-    if shutil.which("debootstrap"):
-        return
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    if subprocess.run(["apt-get", "install", "-y", "-q", "debootstrap"], env=env,
-                      capture_output=True, timeout=600).returncode != 0:
-        _run(["apt-get", "update", "-q"], 600, env=env)
-        _run(["apt-get", "install", "-y", "-q", "debootstrap"], 600, env=env)
-
-
-def base_tarball() -> Path:
-    """A bookworm minbase tree as a tarball, made once with debootstrap and cached."""
-    arch = _run(["dpkg", "--print-architecture"], 30).stdout.strip()
-    tarball = CACHE / f"{SUITE}-minbase-{arch}.tar"
-    if tarball.exists():
-        return tarball
-    ensure_debootstrap()
-    CACHE.mkdir(parents=True, exist_ok=True)
-    tree = CACHE / f"{SUITE}-minbase-{arch}.tree"
-    remove_tree(tree)
-    try:
-        _run(["debootstrap", "--variant=minbase", SUITE, str(tree), MIRROR], 1200)
-        for deb in (tree / "var" / "cache" / "apt" / "archives").glob("*.deb"):
-            deb.unlink()  # debootstrap's own downloads: installed already
-        partial = tarball.with_suffix(".tar.partial")
-        _run(["tar", "-C", str(tree), "--numeric-owner", "-cf", str(partial), "."], 600)
-        partial.rename(tarball)
-    finally:
-        remove_tree(tree)
-    return tarball
-
-
-@pytest.fixture(scope="session")
-def built_deb(tmp_path_factory) -> BuiltDeb:
-    """The .deb of the current tree, built once per test session."""
-    out = tmp_path_factory.mktemp("deb")
-    had_mib = MIB_SOURCE.is_file()
-    mib_text = MIB_SOURCE.read_bytes() if had_mib else b""
-    proc = _run(["bash", str(REPO / "scripts" / "build-deb.sh"), "--out", str(out)], 1500)
-    path = Path(proc.stdout.strip().splitlines()[-1])
-    assert path.is_file() and path.parent == out, proc.stdout
-    return BuiltDeb(path=path, had_mib=had_mib, mib_text=mib_text)
 
 
 @pytest.fixture(scope="module")
@@ -232,6 +134,8 @@ def test_deb_metadata(built_deb: BuiltDeb):
                   30).stdout.strip()
     depends = [d.strip().split()[0] for d in info["Depends"].split(",")]
     assert python in depends and "adduser" in depends
+    # linkwatch.service reloads with /bin/kill, which a minimal Debian 12 lacks (test_systemd.py)
+    assert "procps" in depends
 
 
 def test_manual_pages_and_licence_are_in_the_package(built_deb: BuiltDeb, tmp_path: Path):

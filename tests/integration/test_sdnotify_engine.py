@@ -84,3 +84,36 @@ def test_ready_after_the_first_reconcile_watchdog_reload_and_stop(tmp_path):
             proc.wait(timeout=5)
         sock.close()
         topology.down(LAB)
+
+
+def test_no_ready_while_the_kernel_refuses_the_routes(tmp_path):
+    """Without CAP_NET_ADMIN every route change is refused (EPERM): the engine keeps running and
+    retrying, but must not tell systemd it is ready (found booting the package under a real
+    systemd, whose nspawn container first lacked the capability: READY=1 came with no route)."""
+    spec = LabSpec(LAB, 2)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    proc = None
+    try:
+        topology.up(spec, engine=False)
+        with open(spec.config_path, "w") as f:
+            f.write(engine_config(spec, 2))
+        env = child_env()
+        env.update(NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
+        argv = netns_exec(spec.router_ns, ["setpriv", "--inh-caps=-net_admin", "--bounding-set=-net_admin",
+                                           sys.executable, "-m", "linkwatch", "run", "--config", spec.config_path])
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        got = []
+        with pytest.raises(AssertionError, match="no 'READY=1'"):
+            got = receive(sock, "READY=1", 6)
+        assert proc.poll() is None, "the engine gave up instead of retrying"
+        assert not active_route_present(spec)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert got == []
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+        sock.close()
+        topology.down(LAB)

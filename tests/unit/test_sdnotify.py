@@ -3,6 +3,8 @@
 import os
 import socket
 
+import pytest
+
 from linkwatch.daemon.sdnotify import Notifier
 
 
@@ -30,3 +32,17 @@ def test_outside_systemd_nothing_is_sent_and_a_gone_socket_does_not_raise(tmp_pa
     assert n.notify("READY=1") is False
     other = Notifier({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"})
     assert other.watchdog_interval is None, "the watchdog is meant for another process"
+
+
+def test_ready_waits_for_the_routes_and_comes_once(tmp_path):
+    s, path = listen(tmp_path)
+    n = Notifier({"NOTIFY_SOCKET": path})
+    assert not n.announce_ready(False, "STATUS=active: wan1")
+    assert s.recv(4096) == b"STATUS=waiting: the kernel refused the routes"
+    assert not n.announce_ready(False, "STATUS=active: wan1") and not n.ready  # said once
+    assert n.announce_ready(True, "STATUS=active: wan1") and n.ready
+    assert s.recv(4096) == b"READY=1\nSTATUS=active: wan1"
+    assert not n.announce_ready(True, "STATUS=active: wan1")  # once
+    s.settimeout(0.1)
+    with pytest.raises(socket.timeout):
+        s.recv(4096)
