@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import time
 from collections import deque
@@ -26,6 +27,8 @@ from linkwatch.core.status import FlushReport
 log = logging.getLogger("linkwatch.engine")
 
 FLUSHES_KEPT = 20  # the last conntrack flushes status shows
+_DENIED = (errno.EPERM, errno.EACCES)  # the kernel's answer to a process without CAP_NET_ADMIN
+_DENIED_SUFFIXES = tuple(f"(errno {code})" for code in _DENIED)  # how the reconciler ends such an error
 
 
 class Applier:
@@ -41,6 +44,7 @@ class Applier:
         self._pending: list[Outputs] = []
         self._attempted: RouteSet | None = None  # the plan last applied, with or without errors
         self._failed = False  # the last apply had errors: retried on the next repair only
+        self._denied = False  # ... and each of them was a permission error (no CAP_NET_ADMIN)
         self._unmarked = False  # the flow table could not be applied: new flows carry no flow mark
         self._withdrawn = False
         self._work = asyncio.Event()
@@ -103,6 +107,7 @@ class Applier:
             else:
                 log.debug("routing apply failed again: %s", e)
             self._failed = True
+            self._denied = isinstance(e, PermissionError) or getattr(e, "code", None) in _DENIED
             return
         if report.changed:
             self.last_apply_ms = report.elapsed_ms
@@ -113,13 +118,17 @@ class Applier:
         if retry and not report.errors:
             log.info("routing: the kernel took the plan this time")
         self._failed = bool(report.errors)
+        routing_errors = [e for e in report.errors if not e.startswith("nft table")]
+        self._denied = bool(routing_errors) and all(e.endswith(_DENIED_SUFFIXES) for e in routing_errors)
         self._unmarked = routing.flows is not None and any(e.startswith("nft table") for e in report.errors)
 
     async def routes_in(self) -> bool:
-        """The routes are in the kernel: the last apply went through, or the active table holds a
-        route (an nftables error alone, e.g. no libnftables, does not count). False while the
-        kernel refuses them (no CAP_NET_ADMIN)."""
-        if not self._failed:
+        """False only while the kernel denies linkwatch its routes (every routing error of the last
+        apply a permission error: no CAP_NET_ADMIN) and the active table holds none. Any other
+        refusal (one gateway the kernel will not take, an nftables error) is retried at the
+        repairs but does not hold READY back: that would fail the unit's start and restart the
+        engine for nothing."""
+        if not self._denied:
             return True
         try:
             return bool(await self.kernel.active_gateways())

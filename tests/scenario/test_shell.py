@@ -654,3 +654,36 @@ def test_run_time_lan_prefixes_follow_reloads_in_their_file(tmp_path):
             bad = await asyncio.to_thread(call, sock, {"cmd": "prefixes", "uplink": "fibre", "prefixes": "x"})
             assert not bad["ok"] and json.loads(saved.read_text()) == {"fibre": ["2001:db8:1a00::/56"]}
     asyncio.run(scenario())
+
+
+def test_ready_is_held_back_only_while_the_kernel_denies_the_routes():
+    """READY=1 waits while every routing error is a permission error (no CAP_NET_ADMIN) and the
+    active table is empty; a gateway the kernel will not take (EINVAL) with nothing active, as
+    when every uplink is down at boot, must not hold it back (the unit's start would fail)."""
+    from linkwatch.core.routing import RouteSet
+    from linkwatch.daemon.applier import Applier
+    from linkwatch.kernel.reconciler import ApplyReport
+
+    class Kernel:
+        def __init__(self, errors, active=()):
+            self.errors, self.active = errors, list(active)
+
+        async def apply(self, routes):
+            return ApplyReport(errors=list(self.errors))
+
+        async def active_gateways(self, family=4):
+            return self.active
+
+    async def verdict(kernel) -> bool:
+        applier = Applier(kernel, lambda: None, lambda ev: None)
+        await applier._apply(RouteSet())
+        return await applier.routes_in()
+
+    denied = "add rule from 198.51.100.2 lookup 101: Operation not permitted (errno 1)"
+    invalid = "replace route default via 198.51.100.1 dev #11 table 101: Nexthop has invalid gateway (errno 22)"
+    assert asyncio.run(verdict(Kernel([]))) is True
+    assert asyncio.run(verdict(Kernel([denied, denied]))) is False
+    assert asyncio.run(verdict(Kernel([denied], active=[("198.51.100.1", 11)]))) is True
+    assert asyncio.run(verdict(Kernel([invalid]))) is True, "not a denial: READY goes out"
+    assert asyncio.run(verdict(Kernel([denied, invalid]))) is True
+    assert asyncio.run(verdict(Kernel(["nft table inet linkwatch: no libnftables"]))) is True
