@@ -89,8 +89,9 @@ class FakeMonitor:
         self._on_change = None
         self._closed = asyncio.Event()
 
-    async def run(self, on_change):
+    async def run(self, on_change, on_owned=None):
         self._on_change = on_change
+        self.on_owned = on_owned
         self.announce()
         await self._closed.wait()
 
