@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import math
 import logging
 import time
 from collections import deque
@@ -46,8 +45,6 @@ class Applier:
         self._attempted: RouteSet | None = None  # the plan last applied, with or without errors
         self._failed = False  # the last apply had errors: retried on the next repair only
         self._denied = False  # ... and each of them was a permission error (no CAP_NET_ADMIN)
-        self._change_seen = True  # a netlink event about linkwatch's own objects since the last repair
-        self._last_repair = -math.inf
         self._unmarked = False  # the flow table could not be applied: new flows carry no flow mark
         self._withdrawn = False
         self._work = asyncio.Event()
@@ -124,20 +121,6 @@ class Applier:
         routing_errors = [e for e in report.errors if not e.startswith("nft table")]
         self._denied = bool(routing_errors) and all(e.endswith(_DENIED_SUFFIXES) for e in routing_errors)
         self._unmarked = routing.flows is not None and any(e.startswith("nft table") for e in report.errors)
-
-    def note_change(self) -> None:
-        """A netlink event said linkwatch's objects may have changed: repair at the next tick."""
-        self._change_seen = True
-
-    def repair_wanted(self, now: float, full_check: float) -> bool:
-        """Check the kernel against the plan at this tick? After an event about linkwatch's own
-        objects, while the last plan was refused (retried at every tick), and every ``full_check``
-        seconds whatever happened: dumping every table at each 2 s tick was a fifth of the
-        engine's CPU with 4 dual-stack uplinks."""
-        if self._change_seen or self._failed or now - self._last_repair >= full_check:
-            self._change_seen, self._last_repair = False, now
-            return True
-        return False
 
     async def routes_in(self) -> bool:
         """False only while the kernel denies linkwatch its routes (every routing error of the last

@@ -66,8 +66,7 @@ from linkwatch.sinks.runner import SinkRunner
 
 log = logging.getLogger("linkwatch.engine")
 
-REPAIR_INTERVAL = 2.0  # the main loop's tick: a refused plan is retried this often
-FULL_CHECK_INTERVAL = 30.0  # the kernel is checked this often even when no netlink event said so
+REPAIR_INTERVAL = 2.0  # re-check the kernel for deleted/changed owned objects this often
 SETTLE_TIMEOUT = 1.0  # an admin request waits at most this long for its routes (clients wait 2 s)
 SINK_DRAIN = 30.0  # a reload's old sinks get this long to deliver what they hold
 COUNTER_MAX_SLEEP = 0.25  # the counter reader looks at the plans at least this often
@@ -228,7 +227,7 @@ class Engine:
                         await self.reload()
                         if self.notifier.ready:
                             self.notifier.notify("READY=1", f"STATUS=active: {','.join(self.state.active) or '-'}")
-                    if not self._stop and self.applier.repair_wanted(time.monotonic(), FULL_CHECK_INTERVAL):
+                    if not self._stop:
                         await self.applier.carry_out(repair=True)  # repair what someone else changed
                         if not self.notifier.ready:  # READY=1 waits for the routes (see announce_ready)
                             self.notifier.announce_ready(await self.applier.routes_in(),
@@ -434,15 +433,11 @@ class Engine:
         if task is not None and task is not asyncio.current_task():
             task.cancel()
         monitor = self.kernel.monitor([u.interface for u in self.config.uplinks])
-        self.applier.note_change()  # what changed while no monitor listened is not known
         self._tasks["monitor"] = asyncio.create_task(self._run_monitor(monitor), name="monitor")
 
     async def _run_monitor(self, monitor: Any) -> None:
         try:
-            # linkwatch's routes or rules may have changed (or its interfaces; or events were lost):
-            # check the kernel at once instead of dumping it at every tick
-            await monitor.run(lambda facts: self.feed(FactsChanged(facts)),
-                              lambda: (self.applier.note_change(), self._wakeup.set()))
+            await monitor.run(lambda facts: self.feed(FactsChanged(facts)))
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -28,10 +28,8 @@ from pyroute2.netlink.exceptions import NetlinkDumpInterrupted, NetlinkError
 from pyroute2.netlink.rtnl import (
     RTMGRP_IPV4_IFADDR,
     RTMGRP_IPV4_ROUTE,
-    RTMGRP_IPV4_RULE,
     RTMGRP_IPV6_IFADDR,
     RTMGRP_IPV6_ROUTE,
-    RTMGRP_IPV6_RULE,
     RTMGRP_LINK,
 )
 
@@ -54,11 +52,9 @@ RT_SCOPE_UNIVERSE = 0
 MAIN_TABLE = 254
 RTN_UNICAST = 1
 EVENT_GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE
-EVENT_GROUPS |= RTMGRP_IPV4_RULE | RTMGRP_IPV6_RULE  # linkwatch's own rules deleted or changed: repair
 _LINK_EVENTS = ("RTM_NEWLINK", "RTM_DELLINK")
 _ADDR_EVENTS = ("RTM_NEWADDR", "RTM_DELADDR")
 _ROUTE_EVENTS = ("RTM_NEWROUTE", "RTM_DELROUTE")
-_RULE_EVENTS = ("RTM_NEWRULE", "RTM_DELRULE")
 
 
 class FactsError(Exception):
@@ -265,15 +261,11 @@ async def read_facts_async(ifnames: Sequence[str], netns: str | None = None,
 
 
 class LinkMonitor:
-    """Calls ``on_change(snapshot)`` whenever a watched interface's LinkFacts change, and
-    ``on_owned()`` whenever linkwatch's own routes or rules may have changed.
+    """Calls ``on_change(snapshot)`` whenever a watched interface's LinkFacts change.
 
-    Two netlink sockets on the running loop: one bound to the link and the IPv4 and IPv6 address,
-    route and rule multicast groups, one for dumps. A relevant event triggers a re-dump (about 1-3
-    ms) and the callback runs only if the snapshot differs from the last one delivered. A route or
-    rule of linkwatch's protocol that comes, goes or changes, a watched interface or address event
-    (the kernel drops an interface's IPv4 routes without telling) and a lost event (overrun) call
-    ``on_owned``: the engine checks the kernel then instead of dumping it every 2 s.
+    Two netlink sockets on the running loop: one bound to the link and the IPv4 and IPv6 address
+    and route multicast groups, one for dumps. A relevant event triggers a re-dump (about 1-3 ms) and the
+    callback runs only if the snapshot differs from the last one delivered.
     """
 
     def __init__(self, ifnames: Sequence[str], netns: str | None = None, protocol: int = 77):
@@ -321,15 +313,6 @@ class LinkMonitor:
             return route is not None and route.proto != self.protocol
         return False
 
-    def _owned(self, msg: Any, relevant: bool) -> bool:
-        """Could this event have changed linkwatch's own objects?"""
-        event = msg.get("event")
-        if event in _ROUTE_EVENTS:
-            return msg["proto"] == self.protocol
-        if event in _RULE_EVENTS:
-            return msg.get_attr("FRA_PROTOCOL") == self.protocol
-        return relevant and event in _LINK_EVENTS + _ADDR_EVENTS
-
     def _deliver(self, snapshot: dict[str, LinkFacts], on_change: Callable[[dict[str, LinkFacts]], None]) -> None:
         self.last = snapshot
         try:
@@ -337,8 +320,7 @@ class LinkMonitor:
         except Exception:  # a broken callback must not kill the monitor
             log.exception("link monitor callback failed")
 
-    async def run(self, on_change: Callable[[dict[str, LinkFacts]], None],
-                  on_owned: Callable[[], None] | None = None) -> None:
+    async def run(self, on_change: Callable[[dict[str, LinkFacts]], None]) -> None:
         """Deliver a first snapshot at once, then one per change, until :meth:`close`."""
         if self._closed:
             return
@@ -352,14 +334,9 @@ class LinkMonitor:
                 raise FactsError(f"cannot open netlink in netns={self.netns!r}: {err}") from err
             self._deliver(first, on_change)
             while not self._closed:
-                relevant, owned, received_at, ended = await self._next_batch()
+                relevant, received_at, ended = await self._next_batch()
                 if ended or self._closed:
                     break
-                if owned and on_owned is not None:
-                    try:
-                        on_owned()
-                    except Exception:  # a broken callback must not kill the monitor
-                        log.exception("link monitor callback failed")
                 if not relevant:
                     continue
                 snapshot = await self._snapshot()
@@ -370,12 +347,11 @@ class LinkMonitor:
         finally:
             self._close_sockets()
 
-    async def _next_batch(self) -> tuple[bool, bool, float, bool]:
-        """Wait for one batch of multicast messages: (relevant?, owned objects touched?, when it
-        arrived, socket ended?)."""
+    async def _next_batch(self) -> tuple[bool, float, bool]:
+        """Wait for one batch of multicast messages: (relevant?, when it arrived, socket ended?)."""
         events = self._events
         assert events is not None
-        relevant = owned = False
+        relevant = False
         got_any = False
         received_at = time.perf_counter()
         try:
@@ -383,18 +359,16 @@ class LinkMonitor:
                 if not got_any:
                     received_at = time.perf_counter()
                 got_any = True
-                this = self._relevant(msg)
-                relevant = relevant or this
-                owned = owned or self._owned(msg, this)
+                relevant = relevant or self._relevant(msg)
         except NetlinkError as err:
             if self._closed:
-                return False, False, received_at, True
+                return False, received_at, True
             if err.code == errno.ENOBUFS:
-                # the kernel dropped events: we cannot know what changed, so re-dump and repair
+                # the kernel dropped events: we cannot know what changed, so re-dump
                 log.warning("netlink event socket overrun; re-reading link facts")
-                return True, True, time.perf_counter(), False
+                return True, time.perf_counter(), False
             raise FactsError(f"netlink event socket failed: {err}") from err
-        return relevant, owned, received_at, not got_any
+        return relevant, received_at, not got_any
 
     def _close_sockets(self) -> None:
         for sock in (self._events, self._query):

@@ -89,9 +89,8 @@ class FakeMonitor:
         self._on_change = None
         self._closed = asyncio.Event()
 
-    async def run(self, on_change, on_owned=None):
+    async def run(self, on_change):
         self._on_change = on_change
-        self.on_owned = on_owned
         self.announce()
         await self._closed.wait()
 

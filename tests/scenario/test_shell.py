@@ -687,27 +687,3 @@ def test_ready_is_held_back_only_while_the_kernel_denies_the_routes():
     assert asyncio.run(verdict(Kernel([invalid]))) is True, "not a denial: READY goes out"
     assert asyncio.run(verdict(Kernel([denied, invalid]))) is True
     assert asyncio.run(verdict(Kernel(["nft table inet linkwatch: no libnftables"]))) is True
-
-
-def test_the_kernel_is_checked_on_a_netlink_event_not_dumped_at_every_tick(tmp_path):
-    """Steady state: no dump of the kernel at the 2 s ticks (it was a fifth of the engine's CPU);
-    an event about linkwatch's own objects (the monitor's on_owned) gets a repair at once."""
-    path = write_config(tmp_path)
-
-    async def scenario():
-        run = Running(path)
-        async with run as engine:
-            await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
-            await asyncio.sleep(2.5)  # the start's own checks are done
-            before = len(run.kernel.applied)
-            await asyncio.sleep(4.5)  # two ticks
-            quiet = len(run.kernel.applied) - before
-            monitor = run.kernel._monitors[-1]
-            before, t0 = len(run.kernel.applied), time.monotonic()
-            monitor.on_owned()  # someone deleted one of linkwatch's routes
-            await until(lambda: len(run.kernel.applied) > before, timeout=1.0, what="a repair")
-            return quiet, time.monotonic() - t0, engine
-
-    quiet, delay, engine = asyncio.run(scenario())
-    assert quiet == 0, f"{quiet} repairs in 4.5 s without any event"
-    assert delay < 0.5, f"repaired {delay:.2f} s after the event"
