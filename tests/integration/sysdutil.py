@@ -23,6 +23,7 @@ from pathlib import Path
 from linkwatch.lab.engine_config import engine_config
 from linkwatch.lab.plan import LabSpec
 from tests.integration.debutil import BuiltDeb, base_tarball, mounts_under, remove_tree, run
+from tests.integration.labutil import wait_for
 
 # what the container needs beyond minbase: systemd as init, and the package's dependencies, so
 # apt installs the .deb without a mirror (the container's network is the lab's)
@@ -239,15 +240,6 @@ class RouteWatch:
         self.thread.join(timeout=5)
 
 
-def wait_until(pred, timeout: float, what: str, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def restarted(m: Machine, before: int):
@@ -337,7 +329,7 @@ def measure_watchdog(m: Machine, watchdog_s: int, flow_seconds: float | None = N
     time.sleep(1.0)
     t_stop = time.monotonic()
     m.sh(f"kill -STOP {p['MainPID']}")
-    new = wait_until(restarted(m, int(p["NRestarts"])), watchdog_s + 120, "the engine restarted", step=0.1)
+    new = wait_for(restarted(m, int(p["NRestarts"])), watchdog_s + 120, "the engine restarted", step=0.1)
     ready = _mono(m, "linkwatch", "ActiveEnterTimestampMonotonic")
     report = flow.result(timeout=flow_seconds + 30)
     journal = m.sh("journalctl -u linkwatch --no-pager -o cat", check=False).stdout
@@ -353,7 +345,7 @@ def measure_kill9(m: Machine) -> dict:
     p = m.show("linkwatch", "MainPID", "NRestarts")
     t0 = time.monotonic()
     m.sh(f"kill -9 {p['MainPID']}")
-    new = wait_until(restarted(m, int(p["NRestarts"])), 60, "the engine restarted after kill -9", step=0.1)
+    new = wait_for(restarted(m, int(p["NRestarts"])), 60, "the engine restarted after kill -9", step=0.1)
     ready = _mono(m, "linkwatch", "ActiveEnterTimestampMonotonic")
     time.sleep(2.5)  # past a repair round of the new engine
     objects_after = owned_objects(m.spec)
