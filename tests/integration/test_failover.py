@@ -357,7 +357,18 @@ def test_interface_renamed_away_and_back(healthy):
         # Bringing the link down removed the DHCP-style default route via up2: put it back as DHCP would.
         subprocess.run(["ip", "-n", r, "route", "replace", "default", "via", GW2, "dev", "up2", "metric", "200"],
                        check=False)
-    wait_for(lambda: uplink(status(healthy), "wan2")["state"] == "UP", 10.0, "wan2 back UP (probed at once, not at the standby interval)")
+    seen: dict = {}
+
+    def back_up() -> bool:
+        seen.update(uplink(status(healthy), "wan2"))
+        return seen["state"] == "UP"
+
+    try:
+        wait_for(back_up, 10.0, "wan2 back UP (probed at once, not at the standby interval)")
+    except AssertionError as e:  # it failed now and then under the full suite's load: say what the engine saw
+        raise AssertionError(f"{e}; wan2 was {seen.get('state')} ({seen.get('reason')}), address "
+                             f"{seen.get('address')}, gateway {seen.get('gateway')}, carrier {seen.get('carrier')}, "
+                             f"probes {seen.get('probes')}") from None
     with IPRoute(netns=r) as ipr:
         via2 = ipr.route("get", dst="203.0.113.1", src=UP2)[0]
     assert via2.get_attr("RTA_GATEWAY") == GW2
