@@ -38,6 +38,17 @@ def refusal(path: str) -> str:
             "(--output - prints it)")
 
 
+def _fill(fd: int, text: str, group: int) -> None:
+    """Write ``text`` to the new file ``fd``: mode 0640, group ``group`` (-1: unchanged), on disk."""
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.fchmod(f.fileno(), MODE)
+        if group >= 0:
+            os.fchown(f.fileno(), -1, group)
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _link_or_create(tmp: str, path: str, text: str, group: int) -> None:
     """Put the finished temporary file at ``path`` unless something is there already: a hard link
     fails on an existing name, so even a file created meanwhile is never replaced. Where the file
@@ -54,13 +65,7 @@ def _link_or_create(tmp: str, path: str, text: str, group: int) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, MODE)
     except FileExistsError:
         raise ExistsError(path) from None
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        os.fchmod(f.fileno(), MODE)
-        if group >= 0:
-            os.fchown(f.fileno(), -1, group)
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    _fill(fd, text, group)
 
 
 def write_new(path: str, text: str) -> None:
@@ -79,13 +84,7 @@ def write_new(path: str, text: str) -> None:
     os.makedirs(directory, mode=0o755, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".linkwatch-init-")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), MODE)
-            if group >= 0:
-                os.fchown(f.fileno(), -1, group)
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        _fill(fd, text, group)
         _link_or_create(tmp, path, text, group)
     finally:
         os.unlink(tmp)
