@@ -66,7 +66,8 @@ from linkwatch.sinks.runner import SinkRunner
 
 log = logging.getLogger("linkwatch.engine")
 
-REPAIR_INTERVAL = 2.0  # re-check the kernel for deleted/changed owned objects this often
+REPAIR_INTERVAL = 2.0  # the main loop's tick: a refused plan is retried this often
+FULL_CHECK_INTERVAL = 30.0  # the kernel is checked this often even when no netlink event said so
 SETTLE_TIMEOUT = 1.0  # an admin request waits at most this long for its routes (clients wait 2 s)
 SINK_DRAIN = 30.0  # a reload's old sinks get this long to deliver what they hold
 COUNTER_MAX_SLEEP = 0.25  # the counter reader looks at the plans at least this often
@@ -217,9 +218,10 @@ class Engine:
         wake_every = min(REPAIR_INTERVAL, self.notifier.watchdog_interval or REPAIR_INTERVAL)
         try:
             while not self._stop:
-                self._wakeup.clear()
+                self._wakeup.clear()  # then ask: a change noted meanwhile shortens the sleep
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), wake_every)
+                    await asyncio.wait_for(self._wakeup.wait(),
+                                           self.applier.repair_wait(time.monotonic(), wake_every))
                 try:
                     if self._reload and not self._stop:
                         self._reload = False
@@ -227,8 +229,10 @@ class Engine:
                         await self.reload()
                         if self.notifier.ready:
                             self.notifier.notify("READY=1", f"STATUS=active: {','.join(self.state.active) or '-'}")
-                    if not self._stop:
-                        await self.applier.carry_out(repair=True)  # repair what someone else changed
+                    if not self._stop:  # repair what someone else changed (and so keep the watchdog
+                        # fed only while the applier is not stuck in the kernel: it waits for the lock)
+                        full = self.applier.repair_wanted(time.monotonic(), FULL_CHECK_INTERVAL)
+                        await self.applier.carry_out(repair=full, check_flows=True)
                         if not self.notifier.ready:  # READY=1 waits for the routes (see announce_ready)
                             self.notifier.announce_ready(await self.applier.routes_in(),
                                                          f"STATUS=active: {','.join(self.state.active) or '-'}")
@@ -432,12 +436,17 @@ class Engine:
         task = self._tasks.pop("monitor", None)
         if task is not None and task is not asyncio.current_task():
             task.cancel()
-        monitor = self.kernel.monitor([u.interface for u in self.config.uplinks])
+        # the monitor says so (on_owned) once it listens, and whenever linkwatch's objects change
+        monitor = self.kernel.monitor([u.interface for u in self.config.uplinks],
+                                      [u.table for u in self.config.uplinks])
         self._tasks["monitor"] = asyncio.create_task(self._run_monitor(monitor), name="monitor")
 
     async def _run_monitor(self, monitor: Any) -> None:
         try:
-            await monitor.run(lambda facts: self.feed(FactsChanged(facts)))
+            # linkwatch's routes or rules may have changed (or its interfaces; or events were lost):
+            # check the kernel at once instead of dumping it at every tick
+            await monitor.run(lambda facts: self.feed(FactsChanged(facts)),
+                              lambda: (self.applier.note_change(), self._wakeup.set()))
         except asyncio.CancelledError:
             raise
         except Exception:

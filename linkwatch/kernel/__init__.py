@@ -9,7 +9,7 @@ asyncio socket). The engine takes a Kernel as a parameter, so tests can hand it 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from linkwatch.core.inputs import LinkFacts
@@ -44,11 +44,15 @@ class Kernel:
 
         return await read_facts_async(ifnames, self.netns, self.params.protocol)
 
-    def monitor(self, ifnames: Sequence[str]) -> Any:
-        """A :class:`linkwatch.kernel.facts.LinkMonitor` of these interfaces (``await m.run(cb)``)."""
+    def monitor(self, ifnames: Sequence[str], tables: Iterable[int] = ()) -> Any:
+        """A :class:`linkwatch.kernel.facts.LinkMonitor` of these interfaces (``await m.run(cb)``);
+        ``tables``: the uplinks' routing tables (the active table and the rule priorities are the
+        params')."""
         from linkwatch.kernel.facts import LinkMonitor
 
-        return LinkMonitor(ifnames, self.netns, self.params.protocol)
+        p = self.params
+        return LinkMonitor(ifnames, self.netns, p.protocol, (p.active_table, *tables),
+                           (p.suppress_priority, p.active_priority))
 
     async def active_gateways(self, family: int = 4) -> list[tuple[str, int]]:
         return await self._reconciler.active_gateways_async(family)
@@ -60,6 +64,11 @@ class Kernel:
     async def apply(self, routes: RouteSet) -> Any:
         """Make linkwatch's routes and rules equal ``routes``; returns the ApplyReport."""
         return await self._reconciler.apply_async(routes)
+
+    async def check_flows(self, routes: RouteSet) -> Any:
+        """Make linkwatch's nftables table equal ``routes.flows`` and nothing else (one listing of
+        the table when nothing changed: nftables changes raise no route or rule event)."""
+        return await self._reconciler.apply_flows_async(routes)
 
     async def withdraw(self) -> Any:
         return await self._reconciler.apply_async(RouteSet())

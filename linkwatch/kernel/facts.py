@@ -28,8 +28,10 @@ from pyroute2.netlink.exceptions import NetlinkDumpInterrupted, NetlinkError
 from pyroute2.netlink.rtnl import (
     RTMGRP_IPV4_IFADDR,
     RTMGRP_IPV4_ROUTE,
+    RTMGRP_IPV4_RULE,
     RTMGRP_IPV6_IFADDR,
     RTMGRP_IPV6_ROUTE,
+    RTMGRP_IPV6_RULE,
     RTMGRP_LINK,
 )
 
@@ -52,9 +54,11 @@ RT_SCOPE_UNIVERSE = 0
 MAIN_TABLE = 254
 RTN_UNICAST = 1
 EVENT_GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE
+EVENT_GROUPS |= RTMGRP_IPV4_RULE | RTMGRP_IPV6_RULE  # linkwatch's own rules deleted or changed: repair
 _LINK_EVENTS = ("RTM_NEWLINK", "RTM_DELLINK")
 _ADDR_EVENTS = ("RTM_NEWADDR", "RTM_DELADDR")
 _ROUTE_EVENTS = ("RTM_NEWROUTE", "RTM_DELROUTE")
+_RULE_EVENTS = ("RTM_NEWRULE", "RTM_DELRULE")
 
 
 class FactsError(Exception):
@@ -261,17 +265,27 @@ async def read_facts_async(ifnames: Sequence[str], netns: str | None = None,
 
 
 class LinkMonitor:
-    """Calls ``on_change(snapshot)`` whenever a watched interface's LinkFacts change.
+    """Calls ``on_change(snapshot)`` whenever a watched interface's LinkFacts change, and
+    ``on_owned()`` whenever linkwatch's own routes or rules may have changed.
 
-    Two netlink sockets on the running loop: one bound to the link and the IPv4 and IPv6 address
-    and route multicast groups, one for dumps. A relevant event triggers a re-dump (about 1-3 ms) and the
-    callback runs only if the snapshot differs from the last one delivered.
+    Two netlink sockets on the running loop: one bound to the link and the IPv4 and IPv6 address,
+    route and rule multicast groups, one for dumps. A relevant event triggers a re-dump (about 1-3
+    ms) and the callback runs only if the snapshot differs from the last one delivered. A route or
+    rule that comes, goes or changes and is linkwatch's (its protocol, or in one of ``tables``, or
+    at a priority in ``priorities``: someone's ``ip route replace`` puts a route of another
+    protocol in its place), a watched interface or address event (the kernel drops an interface's
+    IPv4 routes without telling) and a lost event (overrun) call ``on_owned``, and so does the
+    start (what changed while no monitor listened is not known): the engine checks the kernel
+    then instead of dumping it every 2 s.
     """
 
-    def __init__(self, ifnames: Sequence[str], netns: str | None = None, protocol: int = 77):
+    def __init__(self, ifnames: Sequence[str], netns: str | None = None, protocol: int = 77,
+                 tables: Iterable[int] = (), priorities: tuple[int, int] | None = None):
         self.ifnames = tuple(ifnames)
         self.netns = netns
         self.protocol = protocol
+        self.tables = frozenset(tables)  # linkwatch's routing tables
+        self.priorities = priorities  # (lowest, highest) priority of linkwatch's rules
         self.last: dict[str, LinkFacts] | None = None
         self.last_event_latency_ms: float | None = None  # netlink message -> callback, last change
         self._events: AsyncIPRoute | None = None
@@ -313,14 +327,31 @@ class LinkMonitor:
             return route is not None and route.proto != self.protocol
         return False
 
+    def _owned(self, msg: Any, relevant: bool) -> bool:
+        """Could this event have changed linkwatch's own objects?"""
+        event = msg.get("event")
+        if event in _ROUTE_EVENTS:
+            return msg["proto"] == self.protocol or (msg.get_attr("RTA_TABLE") or msg["table"]) in self.tables
+        if event in _RULE_EVENTS:
+            if msg.get_attr("FRA_PROTOCOL") == self.protocol:
+                return True
+            low, high = self.priorities or (1, 0)
+            return low <= (msg.get_attr("FRA_PRIORITY") or 0) <= high
+        return relevant and event in _LINK_EVENTS + _ADDR_EVENTS
+
     def _deliver(self, snapshot: dict[str, LinkFacts], on_change: Callable[[dict[str, LinkFacts]], None]) -> None:
         self.last = snapshot
+        self._call(on_change, dict(snapshot))
+
+    @staticmethod
+    def _call(callback: Callable[..., None], *args: Any) -> None:
         try:
-            on_change(dict(snapshot))
+            callback(*args)
         except Exception:  # a broken callback must not kill the monitor
             log.exception("link monitor callback failed")
 
-    async def run(self, on_change: Callable[[dict[str, LinkFacts]], None]) -> None:
+    async def run(self, on_change: Callable[[dict[str, LinkFacts]], None],
+                  on_owned: Callable[[], None] | None = None) -> None:
         """Deliver a first snapshot at once, then one per change, until :meth:`close`."""
         if self._closed:
             return
@@ -333,10 +364,14 @@ class LinkMonitor:
             except OSError as err:
                 raise FactsError(f"cannot open netlink in netns={self.netns!r}: {err}") from err
             self._deliver(first, on_change)
+            if on_owned is not None:
+                self._call(on_owned)
             while not self._closed:
-                relevant, received_at, ended = await self._next_batch()
+                relevant, owned, received_at, ended = await self._next_batch()
                 if ended or self._closed:
                     break
+                if owned and on_owned is not None:
+                    self._call(on_owned)
                 if not relevant:
                     continue
                 snapshot = await self._snapshot()
@@ -347,11 +382,12 @@ class LinkMonitor:
         finally:
             self._close_sockets()
 
-    async def _next_batch(self) -> tuple[bool, float, bool]:
-        """Wait for one batch of multicast messages: (relevant?, when it arrived, socket ended?)."""
+    async def _next_batch(self) -> tuple[bool, bool, float, bool]:
+        """Wait for one batch of multicast messages: (relevant?, owned objects touched?, when it
+        arrived, socket ended?)."""
         events = self._events
         assert events is not None
-        relevant = False
+        relevant = owned = False
         got_any = False
         received_at = time.perf_counter()
         try:
@@ -359,16 +395,18 @@ class LinkMonitor:
                 if not got_any:
                     received_at = time.perf_counter()
                 got_any = True
-                relevant = relevant or self._relevant(msg)
+                this = self._relevant(msg)
+                relevant = relevant or this
+                owned = owned or self._owned(msg, this)
         except NetlinkError as err:
             if self._closed:
-                return False, received_at, True
+                return False, False, received_at, True
             if err.code == errno.ENOBUFS:
-                # the kernel dropped events: we cannot know what changed, so re-dump
+                # the kernel dropped events: we cannot know what changed, so re-dump and repair
                 log.warning("netlink event socket overrun; re-reading link facts")
-                return True, time.perf_counter(), False
+                return True, True, time.perf_counter(), False
             raise FactsError(f"netlink event socket failed: {err}") from err
-        return relevant, received_at, not got_any
+        return relevant, owned, received_at, not got_any
 
     def _close_sockets(self) -> None:
         for sock in (self._events, self._query):

@@ -292,6 +292,17 @@ class Reconciler:
         """:meth:`apply`, awaited: the event loop goes on while the worker talks to the kernel."""
         return await self._run_async(lambda: self._apply(desired))
 
+    async def apply_flows_async(self, desired: RouteSet) -> ApplyReport:
+        """Only the nftables table of :meth:`apply`: routes and rules are left as they are."""
+        def flows() -> ApplyReport:
+            started = time.perf_counter()
+            report = ApplyReport()
+            self._apply_flows(desired.flows, report)
+            report.elapsed_ms = (time.perf_counter() - started) * 1000.0
+            return report
+
+        return await self._run_async(flows)
+
     def active_gateways(self, family: int = 4) -> list[tuple[str, int]]:
         """(gateway, ifindex) of the default route now in the active table (all nexthops) of
         ``family`` (4 or 6)."""

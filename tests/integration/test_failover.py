@@ -220,12 +220,32 @@ def test_all_uplinks_down_keeps_a_route_and_the_first_back_takes_over(healthy):
 
 
 def test_deleted_route_and_rule_come_back(healthy):
+    """Someone deletes linkwatch's active route and a rule: the netlink events bring a repair at
+    once (the engine no longer dumps the kernel every 2 s to find out)."""
     with IPRoute(netns=healthy.router_ns) as ipr:
         ipr.route("del", table=100, dst="0.0.0.0/0", proto=PROTO)
+        t0 = time.monotonic()
         ipr.rule("del", priority=1001, table=101, src=UP1, src_len=32)
-    assert active_route_gateways(healthy) == []
-    wait_for(lambda: active_route_gateways(healthy) == [GW1], 5.0, "active route restored")
-    wait_for(lambda: 1001 in [r.get_attr("FRA_PRIORITY") for r in owned(healthy)[0]], 5.0, "uplink rule restored")
+    wait_for(lambda: active_route_gateways(healthy) == [GW1], 1.0, "active route restored")
+    wait_for(lambda: 1001 in [r.get_attr("FRA_PRIORITY") for r in owned(healthy)[0]], 1.0, "uplink rule restored")
+    print(f"route and rule restored {1000 * (time.monotonic() - t0):.0f} ms after the deletion")
+    rules = [str(sorted(map(str, r["attrs"]))) for r in owned(healthy)[0]]
+    assert len(rules) == len(set(rules)), f"no duplicate rule: {rules}"
+
+
+def test_a_route_put_over_linkwatchs_own_is_replaced_at_once(healthy):
+    """``ip route replace default via <wan2's gateway> table 100`` by someone else gives the active
+    table a route of another protocol: the event names linkwatch's table, so it is put back at once
+    (it used to wait for the 2 s dump, which saw it too)."""
+    with IPRoute(netns=healthy.router_ns) as ipr:
+        wan2 = ipr.link_lookup(ifname="up2")[0]
+        ipr.route("replace", table=100, dst="0.0.0.0/0", gateway=GW2, oif=wan2)
+        t0 = time.monotonic()
+    wait_for(lambda: active_route_gateways(healthy) == [GW1], 1.0, "linkwatch's route back")
+    print(f"active route back {1000 * (time.monotonic() - t0):.0f} ms after it was replaced")
+    with IPRoute(netns=healthy.router_ns) as ipr:
+        assert [r["proto"] for r in ipr.get_routes(family=2, table=100) if r["dst_len"] == 0 and r["type"] == 1] \
+            == [PROTO]
 
 
 def test_kill9_and_restart_change_nothing(healthy):

@@ -105,6 +105,28 @@ def test_balance_spreads_new_flows_by_weight_and_a_dying_uplink_resets_only_its_
     both_active(lab)
 
 
+def test_a_deleted_flow_table_is_put_back_at_the_next_tick(lab):
+    """No netlink event tells when someone deletes linkwatch's nftables table (a firewall reload
+    with ``flush ruleset`` does): the engine looks at it at every 2 s tick (one listing) and puts it
+    back whole."""
+    both_active(lab)
+    listing = ["nft", "list", "table", "ip", "linkwatch"]
+    before = run_command(netns_exec(lab.router_ns, listing))
+    run_command(netns_exec(lab.router_ns, ["nft", "delete", "table", "ip", "linkwatch"]))
+    t0 = time.monotonic()
+
+    def back() -> str | None:
+        try:
+            return run_command(netns_exec(lab.router_ns, listing))
+        except Exception:
+            return None
+
+    after = wait_for(back, 3.0, "linkwatch's nftables table back")
+    print(f"nftables table back {1000 * (time.monotonic() - t0):.0f} ms after it was deleted")
+    strip = lambda text: re.sub(r"handle \d+", "", text)  # noqa: E731
+    assert strip(after) == strip(before), "the same table as before"
+
+
 def uplink_table(spec: LabSpec, name: str) -> int:
     return next(u["table"] for u in status(spec)["uplinks"] if u["name"] == name)
 

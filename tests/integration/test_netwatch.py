@@ -326,3 +326,51 @@ def test_monitor_callback_error_does_not_stop_it(lab):
             await asyncio.wait_for(task, 2.0)
 
     asyncio.run(scenario())
+
+
+@root
+def test_monitor_says_when_linkwatchs_own_routes_or_rules_change_and_only_then(lab):
+    """on_owned: once when the monitor starts listening; then for a route or rule of protocol 77
+    added, changed or deleted (by anyone), a route of any protocol in one of linkwatch's tables
+    (``ip route replace`` over its own) and a rule at one of its priorities; a foreign route or rule
+    says nothing. The engine repairs on it instead of dumping the kernel every 2 s."""
+    async def scenario():
+        # watching no interface of NS: its address events (IPv6 link-local after an earlier test's
+        # carrier loss) would rightly count as well, and come at any time
+        mon = LinkMonitor(["lwnone0"], netns=NS, tables=(152,), priorities=(1000, 1100))
+        rec, owned = Recorder(), asyncio.Event()
+        task = asyncio.create_task(mon.run(rec, owned.set))
+        try:
+            await rec.wait_for(lambda s: True)
+            await asyncio.wait_for(owned.wait(), 1.0)  # the start: what happened before is unknown
+
+            async def says(*args) -> bool:
+                owned.clear()
+                await ip_async(NS, *args)
+                try:
+                    await asyncio.wait_for(owned.wait(), 1.0)
+                    return True
+                except asyncio.TimeoutError:
+                    return False
+
+            assert not await says("route", "add", "198.51.100.64/28", "via", "198.51.100.1", "table", "150")
+            assert not await says("rule", "add", "from", "198.51.100.64/28", "lookup", "150", "priority", "3000")
+            assert await says("route", "add", "198.51.100.80/28", "via", "198.51.100.1", "table", "151",
+                              "proto", "77")
+            assert await says("route", "del", "198.51.100.80/28", "table", "151"), "someone deletes ours"
+            assert await says("rule", "add", "from", "198.51.100.80/28", "lookup", "151", "priority", "3001",
+                              "proto", "77")
+            assert await says("rule", "del", "priority", "3001"), "someone deletes our rule"
+            assert await says("route", "replace", "198.51.100.96/28", "via", "198.51.100.1", "table", "152"), \
+                "a route of another protocol in linkwatch's table"
+            assert await says("rule", "add", "from", "198.51.100.96/28", "lookup", "152", "priority", "1050"), \
+                "a rule of another protocol at linkwatch's priorities"
+            await ip_async(NS, "rule", "del", "priority", "1050")
+            await ip_async(NS, "route", "del", "198.51.100.96/28", "table", "152")
+            await ip_async(NS, "rule", "del", "priority", "3000")
+            await ip_async(NS, "route", "del", "198.51.100.64/28", "table", "150")
+        finally:
+            mon.close()
+            await asyncio.wait_for(task, 2.0)
+
+    asyncio.run(scenario())

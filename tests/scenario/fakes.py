@@ -26,6 +26,7 @@ class FakeKernel:
         self.counters: dict[int, object] = {}  # ifindex -> LinkCounters; absent: not read
         self.counter_reads: list[tuple[float, int]] = []  # (monotonic time, ifindex) of every read
         self.opened = self.closed = False
+        self.flow_checks = 0  # every check of the nftables table alone
         self._monitors: list[FakeMonitor] = []
 
     async def open(self) -> None:
@@ -34,7 +35,7 @@ class FakeKernel:
     async def read_facts(self, ifnames):
         return {n: self.facts.get(n, LinkFacts(n, None, False, None, None, None)) for n in ifnames}
 
-    def monitor(self, ifnames):
+    def monitor(self, ifnames, tables=()):
         m = FakeMonitor(self, tuple(ifnames))
         self._monitors.append(m)
         return m
@@ -52,7 +53,14 @@ class FakeKernel:
     async def apply(self, routes):
         changed = not self.applied or self.applied[-1] != routes
         self.applied.append(routes)
+        if changed:  # the kernel announces the change, to linkwatch's own monitor too
+            for m in self._monitors:
+                asyncio.get_running_loop().call_soon(m.owned)
         return ApplyReport(added=["route"] if changed else [], errors=list(self.apply_errors))
+
+    async def check_flows(self, routes):
+        self.flow_checks += 1
+        return ApplyReport(errors=[e for e in self.apply_errors if e.startswith("nft table")])
 
     async def withdraw(self):
         self.applied.append(None)
@@ -87,12 +95,20 @@ class FakeMonitor:
     def __init__(self, kernel: FakeKernel, ifnames: tuple):
         self.kernel, self.ifnames = kernel, ifnames
         self._on_change = None
+        self.on_owned = None
         self._closed = asyncio.Event()
 
-    async def run(self, on_change):
+    async def run(self, on_change, on_owned=None):
         self._on_change = on_change
+        self.on_owned = on_owned
         self.announce()
+        self.owned()  # as LinkMonitor does once it listens
         await self._closed.wait()
+
+    def owned(self):
+        """An event about linkwatch's own routes or rules (someone else's change, or its own)."""
+        if self.on_owned is not None and not self._closed.is_set():
+            self.on_owned()
 
     def announce(self):
         if self._on_change is not None and not self._closed.is_set():

@@ -687,3 +687,99 @@ def test_ready_is_held_back_only_while_the_kernel_denies_the_routes():
     assert asyncio.run(verdict(Kernel([invalid]))) is True, "not a denial: READY goes out"
     assert asyncio.run(verdict(Kernel([denied, invalid]))) is True
     assert asyncio.run(verdict(Kernel(["nft table inet linkwatch: no libnftables"]))) is True
+
+
+def test_the_kernel_is_checked_on_a_netlink_event_not_dumped_at_every_tick(tmp_path):
+    """Steady state: no dump of the kernel's routes and rules at the 2 s ticks (it was a fifth of
+    the engine's CPU), only the nftables table is looked at; an event about linkwatch's own objects
+    (the monitor's on_owned) gets a repair at once, and a storm of them one per 0.2 s at most."""
+    path = write_config(tmp_path)
+
+    async def scenario():
+        run = Running(path)
+        async with run as engine:
+            await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
+            await asyncio.sleep(2.5)  # the start's own checks are done
+            before, checks = len(run.kernel.applied), run.kernel.flow_checks
+            await asyncio.sleep(4.5)  # two ticks
+            quiet, flows = len(run.kernel.applied) - before, run.kernel.flow_checks - checks
+            monitor = run.kernel._monitors[-1]
+            before, t0 = len(run.kernel.applied), time.monotonic()
+            monitor.owned()  # someone deleted one of linkwatch's routes
+            await until(lambda: len(run.kernel.applied) > before, timeout=1.0, what="a repair")
+            delay = time.monotonic() - t0
+            await asyncio.sleep(0.3)
+            before = len(run.kernel.applied)
+            for _ in range(100):  # 1 s of someone's script fighting linkwatch's routes
+                monitor.owned()
+                await asyncio.sleep(0.01)
+            storm = len(run.kernel.applied) - before
+            return quiet, flows, delay, storm, engine
+
+    quiet, flows, delay, storm, engine = asyncio.run(scenario())
+    assert quiet == 0, f"{quiet} repairs in 4.5 s without any event"
+    assert flows >= 2, f"the nftables table looked at {flows} times in two ticks"
+    assert delay < 0.5, f"repaired {delay:.2f} s after the event"
+    assert 3 <= storm <= 7, f"{storm} repairs for 100 events in 1 s (one per 0.2 s at most)"
+
+
+class HangingKernel(FakeKernel):
+    """A kernel whose route changes hang once ``hang`` is set (a netlink call that never returns)."""
+
+    hang = False
+
+    async def apply(self, routes):
+        if self.hang:
+            self.released = asyncio.Event()
+            await self.released.wait()
+        return await super().apply(routes)
+
+
+def test_a_hung_route_change_stops_the_watchdog_pings(tmp_path):
+    """The ticks no longer dump the kernel, but they still wait for the applier: while a failover's
+    route change hangs in the kernel, WATCHDOG=1 stops and systemd replaces the engine."""
+    import socket
+
+    from linkwatch.daemon.sdnotify import Notifier
+
+    path = write_config(tmp_path)
+    sock_path = str(tmp_path / "notify")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(sock_path)
+    listener.setblocking(False)
+
+    def pings() -> int:
+        n = 0
+        while True:
+            try:
+                n += listener.recv(4096).decode().split("\n").count("WATCHDOG=1")
+            except BlockingIOError:
+                return n
+
+    async def scenario():
+        run = Running(path, kernel=HangingKernel(FACTS))
+        run.engine.notifier = Notifier({"NOTIFY_SOCKET": sock_path, "WATCHDOG_USEC": "400000"})
+        async with run:
+            await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
+            await asyncio.sleep(1.0)
+            alive = pings()
+            run.kernel.hang = True
+            run.probes.silent.add(FACTS["up1"].address)  # blackhole fibre: the failover's apply hangs
+            await until(lambda: run.states()["fibre"] == "DOWN", what="fibre DOWN")
+            await asyncio.sleep(0.5)
+            pings()
+            await asyncio.sleep(1.5)
+            hung = pings()
+            run.kernel.hang = False
+            run.kernel.released.set()  # the call returns at last: pings again, and a clean stop
+            await asyncio.sleep(0.5)
+            back = pings()
+        return alive, hung, back
+
+    try:
+        alive, hung, back = asyncio.run(scenario())
+    finally:
+        listener.close()
+    assert alive >= 3, f"{alive} pings in 1 s of a healthy engine (one per 0.2 s)"
+    assert hung == 0, f"{hung} WATCHDOG=1 pings while the route change hung"
+    assert back >= 1, "pings again once the kernel answered"
