@@ -155,9 +155,10 @@ def proven(tr: Traffic, mono: float, probe_tx: int = 0, probe_rx: int = 0) -> bo
     return rx - probe_rx >= PROVEN_MIN_RX and tx - probe_tx >= PROVEN_MIN_TX and tr.deltas[0].start <= start
 
 
-def sending(tr: Traffic, mono: float) -> bool:
-    """The LAN sends through the uplink now (beyond what probes send): read the counters fast."""
-    return tx_since(tr, mono - 1.0) >= SENDING_TX
+def sending(tr: Traffic, mono: float, probe_tx: int = 0) -> bool:
+    """The LAN sends through the uplink now: read the counters fast. ``probe_tx``: what the probes
+    themselves sent in the last second; they are not the LAN."""
+    return tx_since(tr, mono - 1.0) - probe_tx >= SENDING_TX
 
 
 def take_period(tr: Traffic) -> tuple[Traffic, int, int]:

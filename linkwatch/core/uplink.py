@@ -404,8 +404,13 @@ def _counter_interval(u: UplinkState, active: bool) -> float:
     h = u.cfg.health
     if not active:
         return max(1.0, min(h.standby_interval, 10.0))
-    if h.suspect_after is not None and ev.sending(u.counters, u.counters.last_at or 0.0):
-        return h.counter_interval
+    if h.suspect_after is not None:
+        at = u.counters.last_at or 0.0
+        # the IPv6 probes' samples are the IPv6 side's: counted at their full rate, a little more
+        # than they send while IPv6 is active elsewhere
+        own = probe_packets(u, at - 1.0)[0] + math.ceil(len(u.cfg.probes6) * h.attempts / h.interval)
+        if ev.sending(u.counters, at, own):
+            return h.counter_interval
     return max(h.counter_interval, ev.IDLE_READ)
 
 
