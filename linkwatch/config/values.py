@@ -41,6 +41,7 @@ from linkwatch.config.matchers import (
     _dscp,
     _ipv6_prefixes,
     _label,
+    _networks,
     _packet_mark,
     _ports,
     _prefixes,
@@ -363,6 +364,9 @@ class SnmpAgentConfig:
     community: str | None = field(default=None, repr=False, metadata=_key(
         _secret_text(1, 64, "a community string"), "read-only v2c community; None = no v2c", secret=True))
     users: tuple[str, ...] = field(default=(), metadata=_key(_names_list(), "v3 users allowed to read"))
+    allow_from: tuple[str, ...] = field(default=(), metadata=_key(
+        _networks("managers' source networks"), "only requests from these networks are answered (others are "
+        "dropped unread and counted); [] = from anywhere, warned about when listen is not loopback"))
 
 
 @dataclass(frozen=True)
