@@ -40,7 +40,8 @@ def cmd_web(args) -> int:
              port, config.control.socket, config.history.path or "off")
     try:
         waitress.serve(app, host=host, port=port, threads=args.threads, ident="linkwatch",
-                       clear_untrusted_proxy_headers=True, channel_timeout=30)
+                       # X-Forwarded-For reaches the app only for [web] trusted_proxies: it checks who sent it
+                       clear_untrusted_proxy_headers=not config.web.trusted_proxies, channel_timeout=30)
     except OSError as e:
         return fail(f"cannot serve on {host}:{port}: {e.strerror or e}", EXIT_RUNTIME)
     return EXIT_OK

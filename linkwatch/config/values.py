@@ -308,6 +308,9 @@ class WebConfig:
         _duration(60.0), "a login lasts this long"))
     refresh: float = field(default=1.0, metadata=_key(
         _duration(0.2), "how often the dashboard polls the engine"))
+    trusted_proxies: tuple[str, ...] = field(default=(), metadata=_key(
+        _networks("reverse proxies' addresses"), "reverse proxies whose X-Forwarded-For names the client (for "
+        "the login throttle and the log); from anyone else that header is ignored"))
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from linkwatch.core.status import Status, StatusError, UplinkStatus, status_from
 from linkwatch.history.reader import HistoryError, HistoryReader, parse_since
 from linkwatch.report import metrics
 from linkwatch.webui import WEB_DIR
-from linkwatch.webui.security import USER, Throttle, new_token, password_ok, token_ok
+from linkwatch.webui.security import USER, Throttle, client_address, new_token, password_ok, token_ok
 
 NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 MAX_LIMIT = 1000
@@ -152,7 +152,8 @@ def create_app(config: Config, engine: Callable[[dict], dict] | None = None,
             abort(403, "missing or wrong CSRF token (reload the page)")
 
     def client() -> str:
-        return request.remote_addr or "unknown"
+        return client_address(request.remote_addr or "unknown", request.headers.get("X-Forwarded-For"),
+                              web.trusted_proxies)
 
     def api_error(code: int, message: str):
         return jsonify({"ok": False, "error": message}), code

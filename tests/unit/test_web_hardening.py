@@ -1,0 +1,100 @@
+"""The web UI against an attacker on the LAN (issue 14): login throttling that nobody can turn
+against the admin, trusted reverse proxies. In-process (Flask's test client), no sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from linkwatch.config import loads
+from linkwatch.config.loading import ConfigError
+from linkwatch.webui.security import Throttle, client_address
+from tests.unit.test_web import BASE, PASSWORD, csrf_of, make
+
+WRONG = "not the password"
+
+
+def clocked(**kw) -> tuple[Throttle, list[float]]:
+    clock = [1000.0]
+    return Throttle(clock=lambda: clock[0], **kw), clock
+
+
+def fail(throttle: Throttle, address: str, times: int = 1) -> None:
+    for _ in range(times):
+        throttle.failed(address)
+
+
+def test_ipv6_clients_are_grouped_by_their_64():
+    throttle, _ = clocked(limit=5)
+    for i in range(5):  # one /64 holds 2**64 addresses: one lockout for all of them
+        throttle.failed(f"2001:db8:1:2::{i + 1:x}")
+    assert throttle.retry_after("2001:db8:1:2:ffff::99") > 0
+    assert throttle.retry_after("2001:db8:1:3::1") == 0
+    assert throttle.retry_after("::ffff:198.51.100.1") == 0
+    fail(throttle, "::ffff:198.51.100.1", 5)  # an IPv4-mapped address is its IPv4 address
+    assert throttle.retry_after("198.51.100.1") > 0 and throttle.retry_after("198.51.100.2") == 0
+
+
+def test_a_locked_out_address_is_never_evicted():
+    throttle, _ = clocked(limit=5, max_clients=100, global_limit=10**6)
+    fail(throttle, "198.51.100.66", 5)
+    assert throttle.retry_after("198.51.100.66") > 0
+    for i in range(1000):  # failures from 1,000 other addresses
+        throttle.failed(f"10.{i // 250}.{i % 250}.1")
+    assert throttle.retry_after("198.51.100.66") > 0
+
+
+def test_a_global_failure_budget_with_the_admins_own_address_exempt():
+    throttle, clock = clocked(limit=5, window=300, global_limit=20)
+    throttle.succeeded("198.51.100.10")  # where the admin logged in from before
+    for i in range(20):  # one failure each from many addresses: no address reaches its own limit
+        throttle.failed(f"203.0.113.{i + 1}")
+    assert throttle.retry_after("203.0.113.200") > 0  # a new address must wait
+    assert throttle.retry_after("198.51.100.10") == 0  # the admin's known address may still try
+    clock[0] += 301
+    assert throttle.retry_after("203.0.113.200") == 0
+
+
+def test_client_address_honours_x_forwarded_for_only_from_trusted_proxies():
+    proxies = ("127.0.0.1/32", "10.0.0.0/30")
+    assert client_address("127.0.0.1", "198.51.100.7", proxies) == "198.51.100.7"
+    # the attacker's own (left) entries are not believed: the first untrusted hop from the right
+    assert client_address("127.0.0.1", "1.2.3.4, 198.51.100.7, 10.0.0.2", proxies) == "198.51.100.7"
+    assert client_address("198.51.100.9", "127.0.0.1", proxies) == "198.51.100.9"  # not a proxy
+    assert client_address("127.0.0.1", "198.51.100.7", ()) == "127.0.0.1"  # no proxies configured
+    assert client_address("127.0.0.1", "junk, <script>", proxies) == "127.0.0.1"
+    assert client_address("127.0.0.1", None, proxies) == "127.0.0.1"
+    assert client_address("127.0.0.1", "10.0.0.1", proxies) == "10.0.0.1"  # all proxies: the last one
+
+
+def post_login(client, password: str, remote: str, xff: str | None = None):
+    headers = {"X-Forwarded-For": xff} if xff else {}
+    env = {"REMOTE_ADDR": remote}
+    token = csrf_of(client)
+    return client.post("/login", data={"password": password, "csrf_token": token}, headers=headers,
+                       environ_base=env)
+
+
+def test_behind_a_trusted_proxy_one_client_cannot_lock_out_the_others():
+    throttle, _ = clocked(limit=5)
+    client, _ = make('trusted_proxies = ["127.0.0.1"]', throttle=throttle)
+    for _ in range(5):
+        assert post_login(client, WRONG, "127.0.0.1", "198.51.100.7").status_code == 401
+    assert post_login(client, PASSWORD, "127.0.0.1", "198.51.100.7").status_code == 429
+    assert post_login(client, PASSWORD, "127.0.0.1", "198.51.100.8").status_code == 302
+
+
+def test_x_forwarded_for_from_anyone_else_is_ignored():
+    throttle, _ = clocked(limit=5)
+    client, _ = make(throttle=throttle)
+    for i in range(5):  # a new spoofed X-Forwarded-For each time: still one client
+        assert post_login(client, WRONG, "10.9.9.9", f"198.51.100.{i + 1}").status_code == 401
+    assert post_login(client, PASSWORD, "10.9.9.9", "198.51.100.77").status_code == 429
+
+
+def test_trusted_proxies_in_the_config():
+    cfg = loads(f'[web]\ntrusted_proxies = ["127.0.0.1", "fd00::/64"]\n{BASE}')
+    assert cfg.web.trusted_proxies == ("127.0.0.1/32", "fd00::/64")
+    with pytest.raises(ConfigError) as e:
+        loads(f'[web]\ntrusted_proxies = ["proxy.lan"]\n{BASE}')
+    assert "web.trusted_proxies" in str(e.value) and "'proxy.lan' is not a network" in str(e.value)
+
