@@ -15,6 +15,7 @@ import datetime
 import math
 import os
 import re
+import threading
 import time
 from typing import Any, Callable
 
@@ -132,6 +133,7 @@ def create_app(config: Config, engine: Callable[[dict], dict] | None = None,
     ask = engine or _engine_call(config.control.socket)
     throttle = throttle or Throttle()
     history_path = config.history.path
+    samples_lock = threading.Lock()
 
     # ---- who may do what --------------------------------------------------------------------
 
@@ -334,13 +336,14 @@ def create_app(config: Config, engine: Callable[[dict], dict] | None = None,
             raise BadInput(f"family: got {family[:20]!r}, expected 4 or 6")
         if until is not None and since is not None and until <= since:
             raise BadInput("until: must be later than since")
-        db = reader()
-        try:
-            data = db.samples(since, until=until, step=step, uplink=uplink, family=int(family))
-        except HistoryError as e:
-            abort(503, str(e))
-        finally:
-            db.close()
+        with samples_lock:  # one long-range GROUP BY at a time: concurrent ones would each sort in memory
+            db = reader()
+            try:
+                data = db.samples(since, until=until, step=step, uplink=uplink, family=int(family))
+            except HistoryError as e:
+                abort(503, str(e))
+            finally:
+                db.close()
         return jsonify({"ok": True, "since": since, "until": until or now, **data})
 
     @app.post("/api/v1/uplinks/<name>/<action>")

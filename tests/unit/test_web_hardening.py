@@ -98,3 +98,46 @@ def test_trusted_proxies_in_the_config():
         loads(f'[web]\ntrusted_proxies = ["proxy.lan"]\n{BASE}')
     assert "web.trusted_proxies" in str(e.value) and "'proxy.lan' is not a network" in str(e.value)
 
+
+# ---- /api/v1/samples cannot be made to return a month at full resolution ----------------------------
+
+
+@pytest.fixture(scope="module")
+def month_db(tmp_path_factory):
+    """30 days of 1-minute samples for two uplinks (86,400 rows)."""
+    import time as _time
+
+    from linkwatch.core.events import UplinkSamples
+    from linkwatch.history import Batch, HistoryStore, sample_row
+
+    now = _time.time()
+    start = now - now % 60 - 30 * 86400
+    path = tmp_path_factory.mktemp("month") / "history.db"
+    store = HistoryStore(str(path))
+    rows = [sample_row(UplinkSamples(at=start + 60 * (i + 1), mono=0.0, uplink=u, start=start + 60 * i, sent=40,
+                                     lost=0, loss_pct=0.0, rtt_avg_ms=10.0, rtt_min_ms=5.0, rtt_max_ms=50.0,
+                                     jitter_ms=1.0))
+            for i in range(30 * 1440) for u in ("wan1", "lte")]
+    store.write(Batch(events=[], samples=rows, meta={"sample_period": "60.0"}))
+    store.close()
+    return path
+
+
+@pytest.mark.parametrize("query", ["since=30d&step=60", "since=30d&step=1", "since=30d", "since=40d&until=1m&step=61"])
+def test_samples_with_any_step_stay_within_the_point_cap(month_db, query):
+    from linkwatch.history import MAX_POINTS
+
+    client, _ = make("public_read = true", history=f'[history]\npath = "{month_db}"')
+    r = client.get(f"/api/v1/samples?{query}")
+    body = r.get_json()
+    assert r.status_code == 200 and set(body["uplinks"]) == {"wan1", "lte"}
+    assert all(len(points) <= MAX_POINTS for points in body["uplinks"].values()), \
+        f"{query}: {[len(p) for p in body['uplinks'].values()]} points, {len(r.data)} bytes"
+    assert body["step"] % 60 == 0 and sum(p["sent"] for p in body["uplinks"]["wan1"]) <= 30 * 1440 * 40
+    assert len(r.data) < 400_000
+
+
+def test_a_step_coarser_than_the_cap_is_kept(month_db):
+    client, _ = make("public_read = true", history=f'[history]\npath = "{month_db}"')
+    body = client.get("/api/v1/samples?since=30d&step=86400").get_json()
+    assert body["step"] == 86400 and all(30 <= len(p) <= 31 for p in body["uplinks"].values())
