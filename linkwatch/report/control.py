@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 MAX_LINE = 64 * 1024
 MAX_CLIENTS = 32
 IDLE_TIMEOUT = 30.0
+WRITE_TIMEOUT = 5.0  # a client that does not read its answer within this loses its connection (and slot)
 
 Handler = Callable[[dict], Awaitable[dict]]
 
@@ -138,7 +139,8 @@ class ControlServer:
                     break
                 if not line:
                     break
-                await self._send(writer, await self.answer(line))
+                if not await self._send(writer, await self.answer(line)):
+                    break
         finally:
             self._clients.discard(task)
             writer.close()
@@ -159,9 +161,17 @@ class ControlServer:
             return {"ok": False, "error": f"internal error: {e}"}
 
     @staticmethod
-    async def _send(writer: asyncio.StreamWriter, answer: dict) -> None:
+    async def _send(writer: asyncio.StreamWriter, answer: dict) -> bool:
+        """Write one answer; False when the client is gone or does not read it within WRITE_TIMEOUT
+        (the caller then drops it: a client that never reads must not hold a slot for ever)."""
         try:
             writer.write((json.dumps(answer) + "\n").encode())
-            await writer.drain()
+            async with asyncio.timeout(WRITE_TIMEOUT):
+                await writer.drain()
         except ConnectionError:
-            pass
+            return False
+        except TimeoutError:
+            log.info("control client did not read its answer within %gs; disconnected", WRITE_TIMEOUT)
+            writer.transport.abort()  # close() would wait to flush what it does not read
+            return False
+        return True
