@@ -54,6 +54,7 @@ from linkwatch.core.inputs import (
 from linkwatch.core.status import ShellReport, SinkStats, Status, build_status
 from linkwatch.daemon import prefixstate
 from linkwatch.daemon.applier import Applier
+from linkwatch.daemon.budget import Budget
 from linkwatch.daemon.probing import MakeProbes, Prober
 from linkwatch.daemon.sdnotify import Notifier
 from linkwatch.daemon.snmp import AgentSlot
@@ -68,6 +69,7 @@ log = logging.getLogger("linkwatch.engine")
 
 REPAIR_INTERVAL = 2.0  # re-check the kernel for deleted/changed owned objects this often
 SETTLE_TIMEOUT = 1.0  # an admin request waits at most this long for its routes (clients wait 2 s)
+RELOAD_BURST, RELOAD_INTERVAL = 5, 10.0  # a flood of reload requests: 5 reloads, then one per 10 s
 SINK_DRAIN = 30.0  # a reload's old sinks get this long to deliver what they hold
 COUNTER_MAX_SLEEP = 0.25  # the counter reader looks at the plans at least this often
 COUNTER_SLACK = 0.002  # a read due within this is done now (sleep granularity)
@@ -112,7 +114,10 @@ class Engine:
     replaced (tests run the whole shell without root that way)."""
 
     def __init__(self, config: Config, config_path: str | None = None, *, kernel: Any = None,
-                 make_probes: MakeProbes = make_probes, clock: Any = None):
+                 make_probes: MakeProbes = make_probes, clock: Any = None,
+                 reload_interval: float = RELOAD_INTERVAL, reload_burst: int = RELOAD_BURST):
+        # reloads: a burst of reload_burst, then one per reload_interval; requests meanwhile wait, coalesced
+        self.reload_budget = Budget(reload_burst, reload_interval)
         self.config_path = config_path
         self.clock = clock or Clock()
         self.kernel = kernel if kernel is not None else Kernel(routing_params(config))
@@ -219,10 +224,12 @@ class Engine:
             while not self._stop:
                 self._wakeup.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), wake_every)
+                    await asyncio.wait_for(self._wakeup.wait(),
+                                           min(wake_every, self.reload_budget.wait()) if self._reload else wake_every)
                 try:
-                    if self._reload and not self._stop:
+                    if self._reload and not self._stop and self.reload_budget.wait() == 0.0:
                         self._reload = False
+                        self.reload_budget.take()
                         self.notifier.notify("RELOADING=1", "STATUS=reloading the config")
                         await self.reload()
                         if self.notifier.ready:
@@ -255,8 +262,11 @@ class Engine:
         self._wakeup.set()
 
     def request_reload(self) -> None:
+        """Reload now, or once the reload budget allows (requests meanwhile make one reload then:
+        the loop is not woken for each)."""
         self._reload = True
-        self._wakeup.set()
+        if self.reload_budget.wait() == 0.0:
+            self._wakeup.set()
 
     async def start(self) -> None:
         cfg = self.config
@@ -528,7 +538,9 @@ class Engine:
             return answer
         if cmd == "reload":
             self.request_reload()
-            return {"ok": True, "message": "reload requested"}
+            wait = self.reload_budget.wait()
+            return {"ok": True, "message": "reload requested" + (
+                f" (too many reloads: it runs in {wait:.1f}s)" if wait else "")}
         if cmd == "ping":
             return {"ok": True, "version": __version__}
         return {"ok": False, "error": f"unknown command {cmd!r}; expected status, set, prefixes, reload or ping"}
