@@ -32,7 +32,7 @@ from linkwatch.core.status import Status, StatusError, UplinkStatus, status_from
 from linkwatch.history.reader import HistoryError, HistoryReader, parse_since
 from linkwatch.report import metrics
 from linkwatch.webui import WEB_DIR
-from linkwatch.webui.security import USER, Throttle, client_address, new_token, password_ok, token_ok
+from linkwatch.webui.security import USER, Sessions, Throttle, client_address, new_token, password_ok, token_ok
 
 NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 MAX_LIMIT = 1000
@@ -132,13 +132,14 @@ def create_app(config: Config, engine: Callable[[dict], dict] | None = None,
     app.jinja_env.filters.update(since=_fmt_since, size=_fmt_size, month=_fmt_month, flap_title=_flap_title)
     ask = engine or _engine_call(config.control.socket)
     throttle = throttle or Throttle()
+    sessions = Sessions(lifetime=web.session_lifetime)  # logout ends a login for every copy of its cookie
     history_path = config.history.path
     samples_lock = threading.Lock()
 
     # ---- who may do what --------------------------------------------------------------------
 
     def logged_in() -> bool:
-        return session.get("user") == USER
+        return session.get("user") == USER and sessions.alive(session.get("sid"))
 
     def may_view() -> bool:
         return web.public_read or logged_in()
@@ -269,12 +270,14 @@ def create_app(config: Config, engine: Callable[[dict], dict] | None = None,
         session.clear()  # a fresh session (and CSRF token) after login: no session fixation
         session.permanent = True
         session["user"] = USER
+        session["sid"] = sessions.start()
         session["csrf"] = new_token()
         app.logger.info("web: %s logged in from %s", USER, address)
         return redirect(url_for("dashboard"))
 
     @app.post("/logout")
     def logout():
+        sessions.end(session.get("sid"))
         session.clear()
         return redirect(url_for("login"))
 

@@ -174,3 +174,38 @@ class Throttle:
             self._known[key] = True
             while len(self._known) > self.max_known:
                 self._known.popitem(last=False)
+
+
+@dataclass
+class Sessions:
+    """The logins that are alive, by session id. The session cookie is signed, not stored: without
+    this list a copy of it would keep working after logout until it expires. At most ``limit``
+    are kept (the oldest login is forgotten first, i.e. logged out)."""
+
+    lifetime: float = 12 * 3600.0
+    limit: int = 100
+    clock: object = time.monotonic
+    _alive: OrderedDict = field(default_factory=OrderedDict)  # session id -> expiry
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> str:
+        sid = new_token()
+        with self._lock:
+            self._alive[sid] = self.clock() + self.lifetime
+            while len(self._alive) > self.limit:
+                self._alive.popitem(last=False)
+        return sid
+
+    def alive(self, sid: object) -> bool:
+        if not isinstance(sid, str):
+            return False
+        with self._lock:
+            expiry = self._alive.get(sid)
+            if expiry is not None and expiry <= self.clock():
+                del self._alive[sid]
+                expiry = None
+        return expiry is not None
+
+    def end(self, sid: object) -> None:
+        with self._lock:
+            self._alive.pop(sid, None)

@@ -141,3 +141,26 @@ def test_a_step_coarser_than_the_cap_is_kept(month_db):
     client, _ = make("public_read = true", history=f'[history]\npath = "{month_db}"')
     body = client.get("/api/v1/samples?since=30d&step=86400").get_json()
     assert body["step"] == 86400 and all(30 <= len(p) <= 31 for p in body["uplinks"].values())
+
+
+# ---- logout ends the session for every copy of its cookie ------------------------------------------
+
+
+def test_logout_revokes_a_copied_session_cookie():
+    client, engine = make()
+    assert post_login(client, PASSWORD, "127.0.0.1").status_code == 302
+    stolen = client.get_cookie("linkwatch_session").value
+    thief = client.application.test_client()
+    thief.set_cookie("linkwatch_session", stolen)
+    state = thief.get("/api/v1/session").get_json()
+    assert state["logged_in"] is True  # the copy works while the session lives
+    token = state["csrf"]
+    client.post("/logout", data={"csrf_token": token})
+    assert thief.get("/api/v1/session").get_json()["logged_in"] is False
+    r = thief.post("/api/v1/uplinks/lte/force", headers={"X-CSRF-Token": token})
+    assert r.status_code == 401 and all(req["cmd"] != "set" for req in engine.requests)
+    assert thief.get("/").status_code == 302  # to the login page
+    # a new login works, and gets a new session
+    assert post_login(client, PASSWORD, "127.0.0.1").status_code == 302
+    assert client.get("/api/v1/session").get_json()["logged_in"] is True
+    assert thief.get("/api/v1/session").get_json()["logged_in"] is False
