@@ -297,7 +297,8 @@ class WebConfig:
 
     listen: str = field(default="127.0.0.1:8080", metadata=_key(_listen(), "address and port to serve on"))
     password_hash: str | None = field(default=None, metadata=_key(
-        _password_hash(), "login password hash (set by linkwatch passwd); None = nobody can log in"))
+        _password_hash(), "login password hash (set by linkwatch passwd); None = nobody can log in",
+        secret=True))  # a bad one may be the password itself: never echoed
     public_read: bool = field(default=False, metadata=_key(
         _boolean(), "the dashboard and the read-only API without logging in"))
     public_metrics: bool = field(default=True, metadata=_key(
