@@ -59,6 +59,25 @@ def _networks(what: str) -> _Conv:
     return _Conv(expected, check)
 
 
+def _host_names() -> _Conv:
+    """A list (maybe empty) of DNS names a service answers to, or "*" for any."""
+    expected = 'a list of DNS names like ["router.lan", "status.example.org"], or ["*"] for any'
+    label = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+
+    def check(raw: Any) -> tuple[str, ...]:
+        if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+            raise _Bad(expected)
+        out = []
+        for item in raw:
+            name = item.strip().lower().rstrip(".")
+            if name != "*" and (len(name) > 253 or not re.fullmatch(rf"{label}(\.{label})*", name)):
+                raise _Bad(expected, f"{item[:60]!r} is not a DNS name")
+            out.append(name)
+        return tuple(dict.fromkeys(out))
+
+    return _Conv(expected, check)
+
+
 MIN_DELEGATED = 32  # providers delegate /48 to /64 (rarely /44); nothing shorter than their own /32
 ULA = ipaddress.IPv6Network("fc00::/7")
 

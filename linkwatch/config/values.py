@@ -39,6 +39,7 @@ from linkwatch.config.convert import (
 )
 from linkwatch.config.matchers import (
     _dscp,
+    _host_names,
     _ipv6_prefixes,
     _label,
     _networks,
@@ -309,6 +310,9 @@ class WebConfig:
         _duration(60.0), "a login lasts this long"))
     refresh: float = field(default=1.0, metadata=_key(
         _duration(0.2), "how often the dashboard polls the engine"))
+    allowed_hosts: tuple[str, ...] = field(default=(), metadata=_key(
+        _host_names(), "names the web UI answers to besides IP addresses, localhost and this machine's "
+        'hostname; a request naming another Host gets 400 (DNS rebinding). ["*"]: any'))
     trusted_proxies: tuple[str, ...] = field(default=(), metadata=_key(
         _networks("reverse proxies' addresses"), "reverse proxies whose X-Forwarded-For names the client (for "
         "the login throttle and the log); from anyone else that header is ignored"))

@@ -15,6 +15,7 @@ import datetime
 import math
 import os
 import re
+import socket
 import threading
 import time
 from typing import Any, Callable
@@ -32,7 +33,8 @@ from linkwatch.core.status import Status, StatusError, UplinkStatus, status_from
 from linkwatch.history.reader import HistoryError, HistoryReader, parse_since
 from linkwatch.report import metrics
 from linkwatch.webui import WEB_DIR
-from linkwatch.webui.security import USER, Sessions, Throttle, client_address, new_token, password_ok, token_ok
+from linkwatch.webui.security import (USER, Sessions, Throttle, client_address, host_allowed, new_token, password_ok,
+                                      token_ok)
 
 NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 MAX_LIMIT = 1000
@@ -161,8 +163,18 @@ def create_app(config: Config, engine: Callable[[dict], dict] | None = None,
     def api_error(code: int, message: str):
         return jsonify({"ok": False, "error": message}), code
 
+    hostname = socket.gethostname()
+
     @app.before_request
     def _guard():
+        host = request.headers.get("Host")
+        if not host_allowed(host, web.allowed_hosts, hostname):
+            app.logger.warning("web: refused Host %r from %s", (host or "")[:80], client())
+            message = (f"Host {(host or '')[:60]!r} is not allowed: this web UI answers to its IP addresses, "
+                       "localhost, its hostname and the names in [web] allowed_hosts")
+            if request.path.startswith("/api/") or request.path == "/metrics":
+                return api_error(400, message)
+            return app.response_class(message + "\n", status=400, mimetype="text/plain")  # no page: no links
         if request.method == "POST" and request.endpoint not in (None, "static"):
             check_csrf()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import re
 import secrets
 import threading
 import time
@@ -98,6 +99,33 @@ def client_address(remote: str, forwarded_for: str | None, trusted_proxies: Sequ
         if not _in(networks, entry):
             return entry
     return hop
+
+
+def host_allowed(header: str | None, names: Sequence[str], hostname: str = "") -> bool:
+    """Whether a request's Host header names this web UI: an IP address (with or without a port),
+    ``localhost``, ``hostname`` (this machine's) or one of ``names`` (``[web] allowed_hosts``,
+    lower case; ``"*"``: anything). A browser always sends Host; a page of another site whose
+    name an attacker re-points at the router (DNS rebinding) sends that site's name, so it is
+    refused. No Host header at all (HTTP/1.0 tools) is allowed: no browser is involved."""
+    if "*" in names or header is None:
+        return True
+    if len(header) > 300:
+        return False
+    bracketed = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::\d{1,5})?", header)
+    if bracketed:
+        try:
+            return ipaddress.ip_address(bracketed.group(1)).version == 6
+        except ValueError:
+            return False
+    plain = re.fullmatch(r"([^:\[\]]+)(?::\d{1,5})?", header)
+    if plain is None:
+        return False
+    name = plain.group(1).strip().lower().rstrip(".")
+    try:
+        return ipaddress.ip_address(name).version == 4
+    except ValueError:
+        pass
+    return bool(name) and (name == "localhost" or name in names or name == hostname.lower().rstrip("."))
 
 
 @dataclass

@@ -164,3 +164,36 @@ def test_logout_revokes_a_copied_session_cookie():
     assert post_login(client, PASSWORD, "127.0.0.1").status_code == 302
     assert client.get("/api/v1/session").get_json()["logged_in"] is True
     assert thief.get("/api/v1/session").get_json()["logged_in"] is False
+
+
+# ---- DNS rebinding: only the Host names the router answers to ------------------------------------
+
+
+@pytest.mark.parametrize("host, ok", [
+    ("localhost", True), ("localhost:8080", True), ("192.168.1.1", True), ("192.168.1.1:8080", True),
+    ("[fd00::1]:8080", True), ("[::1]", True), ("evil.example", False), ("evil.example:8080", False),
+    ("192.168.1.1.evil.example", False), ("", False), ("[fd00::1", False), ("a" * 300, False)])
+def test_the_host_header_must_be_an_address_or_a_configured_name(host, ok):
+    client, _ = make("public_read = true")
+    for path in ("/metrics", "/api/v1/status", "/"):
+        r = client.get(path, headers={"Host": host})
+        assert (r.status_code != 400) == ok, (path, host, r.status_code)
+        if not ok:
+            assert "allowed_hosts" in r.get_data(as_text=True)
+            assert "<script" not in r.get_data(as_text=True)
+
+
+def test_allowed_hosts_names_the_router():
+    client, _ = make('public_read = true\nallowed_hosts = ["router.lan", "Status.Example.ORG"]')
+    for host in ("router.lan", "ROUTER.LAN.:8443", "status.example.org", "10.0.0.1"):
+        assert client.get("/metrics", headers={"Host": host}).status_code == 200, host
+    assert client.get("/metrics", headers={"Host": "other.lan"}).status_code == 400
+    anyhost, _ = make('allowed_hosts = ["*"]')
+    assert anyhost.get("/metrics", headers={"Host": "whatever.example"}).status_code == 200
+
+
+def test_allowed_hosts_in_the_config():
+    with pytest.raises(ConfigError) as e:
+        loads(f'[web]\nallowed_hosts = ["router lan"]\n{BASE}')
+    assert "web.allowed_hosts" in str(e.value)
+    assert loads(f'[web]\nallowed_hosts = ["Router.LAN."]\n{BASE}').web.allowed_hosts == ("router.lan",)
