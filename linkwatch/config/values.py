@@ -260,6 +260,12 @@ class ControlConfig:
     mode: int = field(default=0o660, metadata=_key(_octal_mode(), 'file mode of the socket ("0660" in TOML)'))
     group: str | None = field(default=None, metadata=_key(
         _group_name(), "group that owns the socket: its members (the web UI's user) may connect"))
+    status_socket: str | None = field(default=None, metadata=_key(
+        _absolute_path(107, "/run/linkwatch/status.sock"), "a second, read-only socket: status and ping only, "
+        "no controls (for monitoring and users who may only look); None = none"))
+    status_mode: int = field(default=0o660, metadata=_key(_octal_mode(), "file mode of the status socket"))
+    status_group: str | None = field(default=None, metadata=_key(
+        _group_name(), "group that owns the status socket; None = the engine's own group"))
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,7 @@ log = logging.getLogger("linkwatch.engine")
 
 REPAIR_INTERVAL = 2.0  # re-check the kernel for deleted/changed owned objects this often
 SETTLE_TIMEOUT = 1.0  # an admin request waits at most this long for its routes (clients wait 2 s)
+READ_ONLY_COMMANDS = frozenset({"status", "ping"})  # what [control] status_socket answers
 RELOAD_BURST, RELOAD_INTERVAL = 5, 10.0  # a flood of reload requests: 5 reloads, then one per 10 s
 SINK_DRAIN = 30.0  # a reload's old sinks get this long to deliver what they hold
 COUNTER_MAX_SLEEP = 0.25  # the counter reader looks at the plans at least this often
@@ -125,6 +126,7 @@ class Engine:
         self.state: EngineState = initial_state(without_unavailable(config))
         self.sinks: SinkRunner | None = None
         self.control: ControlServer | None = None
+        self.status_server: ControlServer | None = None  # [control] status_socket: read-only
         self.snmp = AgentSlot()
         self.notifier = Notifier()  # systemd Type=notify and WatchdogSec (no-op outside systemd)
         self.applier = Applier(self.kernel, lambda: routing_of(self.state), self._publish)
@@ -279,6 +281,10 @@ class Engine:
         kernel_active6 = await self.kernel.active_gateways(6)
         flow_marks = await self.kernel.flow_marks()  # before the first apply replaces the table
         self.control = ControlServer(cfg.control.socket, self.handle_request, cfg.control.mode, cfg.control.group)
+        if cfg.control.status_socket:
+            self.status_server = ControlServer(cfg.control.status_socket, self.handle_request, cfg.control.status_mode,
+                                               cfg.control.status_group, commands=READ_ONLY_COMMANDS,
+                                               controls_at=cfg.control.socket)
         self.applier.start()
         self.feed(Start(facts, tuple(kernel_active), f"linkwatch {__version__}, pid {os.getpid()}",
                         month_bytes=await self._month_so_far(), flow_marks=flow_marks,
@@ -286,6 +292,8 @@ class Engine:
         # the socket first, then the saved prefixes: a DHCPv6 hook that found no engine wrote the
         # file before it asked again (linkwatch prefixes), so either the file or the request has them
         await self.control.start()
+        if self.status_server is not None:
+            await self.status_server.start()
         self._load_saved_prefixes()
         await self.applier.carry_out(repair=True)
         self._start_monitor()
@@ -327,9 +335,10 @@ class Engine:
 
     async def _close_io(self) -> None:
         await self.snmp.stop()
-        if self.control:
-            await self.control.close()
-            self.control = None
+        for server in (self.control, self.status_server):
+            if server is not None:
+                await server.close()
+        self.control = self.status_server = None
         for task in list(self._background):
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(task, SINK_DRAIN)
