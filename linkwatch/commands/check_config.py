@@ -18,6 +18,10 @@ def cmd_check_config(args) -> int:
     except ConfigError as e:
         print(str(e), file=sys.stderr)  # every error, each naming the file: no "linkwatch:" prefix
         return EXIT_USAGE
+    from linkwatch.config.filemode import mode_warnings
+
+    for text in mode_warnings(args.file, config):
+        print(f"warning: {text}", file=sys.stderr)
     names = ", ".join(f"{u.name} ({u.interface}, priority {u.priority}, table {u.table})" for u in config.uplinks)
     print(f"{args.file}: OK: {len(config.uplinks)} uplinks: {names}")
     return EXIT_OK

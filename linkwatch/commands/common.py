@@ -57,6 +57,10 @@ def load_and_log(args):
         return None
     level = getattr(logging, (args.log_level or config.log.level).upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from linkwatch.config.filemode import mode_warnings
+
+    for text in mode_warnings(args.config, config):
+        logging.getLogger("linkwatch").warning("%s", text)
     return config
 
 

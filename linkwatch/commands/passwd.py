@@ -43,9 +43,12 @@ def set_password_hash(text: str, hash_: str) -> str:
     return "".join(lines)
 
 
-def write_config(path: str, text: str) -> None:
-    """Replace ``path`` atomically with ``text``, keeping its mode and owner."""
+def write_config(path: str, text: str) -> int:
+    """Replace ``path`` atomically with ``text``, keeping its owner, and its mode less what others
+    could do with it (:func:`linkwatch.config.filemode.tightened`: it holds the password hash, and
+    whoever writes it controls the hooks). Returns the mode before."""
     from linkwatch.config import ConfigError, loads
+    from linkwatch.config.filemode import tightened
 
     try:
         loads(text, path)
@@ -58,7 +61,7 @@ def write_config(path: str, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, st.st_mode & 0o7777)
+        os.chmod(tmp, tightened(st.st_mode))
         if os.geteuid() == 0:
             os.chown(tmp, st.st_uid, st.st_gid)
         os.replace(tmp, path)
@@ -66,6 +69,7 @@ def write_config(path: str, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return st.st_mode & 0o7777
 
 
 def _read_password(stdin) -> str:
@@ -78,6 +82,7 @@ def _read_password(stdin) -> str:
 
 
 def cmd_passwd(args) -> int:
+    from linkwatch.config.filemode import tightened
     from linkwatch.webui.security import PasswordError, hash_password
 
     try:
@@ -88,12 +93,15 @@ def cmd_passwd(args) -> int:
             return EXIT_OK
         with open(args.config, encoding="utf-8-sig") as f:
             text = f.read()
-        write_config(args.config, set_password_hash(text, hash_))
+        before = write_config(args.config, set_password_hash(text, hash_))
     except (PasswordError, PasswdError) as e:
         return fail(e, EXIT_USAGE)
     except OSError as e:
         return fail(f"{args.config}: {e.strerror or e}", EXIT_RUNTIME)
     print(f"{args.config}: password set; restart the web UI (systemctl restart linkwatch-web) to use it")
+    if tightened(before) != before:
+        print(f"{args.config}: mode {before:04o} -> {tightened(before):04o}: others may no longer change it "
+              "(or read the hash)")
     return EXIT_OK
 
 

@@ -31,18 +31,20 @@ def cmd_web(args) -> int:
                     "in the control socket's group")
     if not config.web.password_hash:
         log.warning("no [web] password_hash: nobody can log in, controls are off (linkwatch passwd sets one)")
-    import waitress
-
     from linkwatch.webui.app import create_app
+    from linkwatch.webui.server import make_server
 
     app = create_app(config)
+    try:
+        server = make_server(app, host, port, args.threads, config.web.trusted_proxies)
+    except OSError as e:
+        return fail(f"cannot serve on {host}:{port}: {e.strerror or e}", EXIT_RUNTIME)
     log.info("web UI on http://%s:%d/ (engine socket %s, history %s)", host if ":" not in host else f"[{host}]",
              port, config.control.socket, config.history.path or "off")
     try:
-        waitress.serve(app, host=host, port=port, threads=args.threads, ident="linkwatch",
-                       clear_untrusted_proxy_headers=True, channel_timeout=30)
-    except OSError as e:
-        return fail(f"cannot serve on {host}:{port}: {e.strerror or e}", EXIT_RUNTIME)
+        server.run()
+    except KeyboardInterrupt:
+        pass
     return EXIT_OK
 
 

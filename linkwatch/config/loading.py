@@ -538,6 +538,10 @@ def _validate(doc: Mapping[str, Any], source: str) -> Config:
         issues.append(ConfigIssue("history.event_delay", (
             f"got {format_duration(hist.event_delay)}, expected at most history.commit_interval "
             f"({format_duration(hist.commit_interval)}): events are written at least as soon as samples")))
+    ctl = sections["control"]
+    if ctl.status_socket is not None and ctl.status_socket == ctl.socket:
+        issues.append(ConfigIssue("control.status_socket", f"got {_show(ctl.status_socket)}, expected another "
+                                  "path than control.socket: the read-only socket is a second socket"))
     uplinks = _uplinks(doc, sections["health"], bad["health"], sections["routing"], bad["routing"], issues)
     if "sticky_flows" not in bad["policy"] and pol.sticky_flows:
         issues.extend(ConfigIssue(path, why) for path, why in flow_mark_clashes(uplinks))

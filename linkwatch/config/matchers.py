@@ -38,6 +38,46 @@ def _prefixes() -> _Conv:
     return _Conv(expected, check)
 
 
+def _networks(what: str) -> _Conv:
+    """A list (maybe empty) of IPv4 and IPv6 networks or addresses: who may reach a service."""
+    expected = f'a list of {what}, IPv4 or IPv6 networks or addresses like ["192.168.1.0/24", "fd00::/64", "::1"]'
+
+    def check(raw: Any) -> tuple[str, ...]:
+        if not isinstance(raw, list):
+            raise _Bad(expected)
+        out = []
+        for item in raw:
+            if not isinstance(item, str):
+                raise _Bad(expected)
+            try:
+                out.append(str(ipaddress.ip_network(item.strip())))
+            except ValueError as e:
+                raise _Bad(expected, f"{item[:50]!r}: host bits are set" if "host bits" in str(e)
+                           else f"{item[:50]!r} is not a network") from None
+        return tuple(dict.fromkeys(out))
+
+    return _Conv(expected, check)
+
+
+def _host_names() -> _Conv:
+    """A list (maybe empty) of DNS names a service answers to, or "*" for any."""
+    expected = 'a list of DNS names like ["router.lan", "status.example.org"], or ["*"] for any'
+    label = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+
+    def check(raw: Any) -> tuple[str, ...]:
+        if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+            raise _Bad(expected)
+        out = []
+        for item in raw:
+            name = item.strip().lower().rstrip(".")
+            if name != "*" and (len(name) > 253 or not re.fullmatch(rf"{label}(\.{label})*", name)):
+                raise _Bad(expected, f"{item[:60]!r} is not a DNS name")
+            out.append(name)
+        return tuple(dict.fromkeys(out))
+
+    return _Conv(expected, check)
+
+
 MIN_DELEGATED = 32  # providers delegate /48 to /64 (rarely /44); nothing shorter than their own /32
 ULA = ipaddress.IPv6Network("fc00::/7")
 

@@ -39,8 +39,10 @@ from linkwatch.config.convert import (
 )
 from linkwatch.config.matchers import (
     _dscp,
+    _host_names,
     _ipv6_prefixes,
     _label,
+    _networks,
     _packet_mark,
     _ports,
     _prefixes,
@@ -258,6 +260,12 @@ class ControlConfig:
     mode: int = field(default=0o660, metadata=_key(_octal_mode(), 'file mode of the socket ("0660" in TOML)'))
     group: str | None = field(default=None, metadata=_key(
         _group_name(), "group that owns the socket: its members (the web UI's user) may connect"))
+    status_socket: str | None = field(default=None, metadata=_key(
+        _absolute_path(107, "/run/linkwatch/status.sock"), "a second, read-only socket: status and ping only, "
+        "no controls (for monitoring and users who may only look); None = none"))
+    status_mode: int = field(default=0o660, metadata=_key(_octal_mode(), "file mode of the status socket"))
+    status_group: str | None = field(default=None, metadata=_key(
+        _group_name(), "group that owns the status socket; None = the engine's own group"))
 
 
 @dataclass(frozen=True)
@@ -296,7 +304,8 @@ class WebConfig:
 
     listen: str = field(default="127.0.0.1:8080", metadata=_key(_listen(), "address and port to serve on"))
     password_hash: str | None = field(default=None, metadata=_key(
-        _password_hash(), "login password hash (set by linkwatch passwd); None = nobody can log in"))
+        _password_hash(), "login password hash (set by linkwatch passwd); None = nobody can log in",
+        secret=True))  # a bad one may be the password itself: never echoed
     public_read: bool = field(default=False, metadata=_key(
         _boolean(), "the dashboard and the read-only API without logging in"))
     public_metrics: bool = field(default=True, metadata=_key(
@@ -307,6 +316,12 @@ class WebConfig:
         _duration(60.0), "a login lasts this long"))
     refresh: float = field(default=1.0, metadata=_key(
         _duration(0.2), "how often the dashboard polls the engine"))
+    allowed_hosts: tuple[str, ...] = field(default=(), metadata=_key(
+        _host_names(), "names the web UI answers to besides IP addresses, localhost and this machine's "
+        'hostname; a request naming another Host gets 400 (DNS rebinding). ["*"]: any'))
+    trusted_proxies: tuple[str, ...] = field(default=(), metadata=_key(
+        _networks("reverse proxies' addresses"), "reverse proxies whose X-Forwarded-For names the client (for "
+        "the login throttle and the log); from anyone else that header is ignored"))
 
 
 @dataclass(frozen=True)
@@ -363,6 +378,9 @@ class SnmpAgentConfig:
     community: str | None = field(default=None, repr=False, metadata=_key(
         _secret_text(1, 64, "a community string"), "read-only v2c community; None = no v2c", secret=True))
     users: tuple[str, ...] = field(default=(), metadata=_key(_names_list(), "v3 users allowed to read"))
+    allow_from: tuple[str, ...] = field(default=(), metadata=_key(
+        _networks("managers' source networks"), "only requests from these networks are answered (others are "
+        "dropped unread and counted); [] = from anywhere, warned about when listen is not loopback"))
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ from linkwatch.core.inputs import (
 from linkwatch.core.status import ShellReport, SinkStats, Status, build_status
 from linkwatch.daemon import prefixstate
 from linkwatch.daemon.applier import Applier
+from linkwatch.daemon.budget import Budget
 from linkwatch.daemon.probing import MakeProbes, Prober
 from linkwatch.daemon.sdnotify import Notifier
 from linkwatch.daemon.snmp import AgentSlot
@@ -69,6 +70,8 @@ log = logging.getLogger("linkwatch.engine")
 REPAIR_INTERVAL = 2.0  # the main loop's tick: a refused plan is retried this often
 FULL_CHECK_INTERVAL = 30.0  # the kernel is checked this often even when no netlink event said so
 SETTLE_TIMEOUT = 1.0  # an admin request waits at most this long for its routes (clients wait 2 s)
+READ_ONLY_COMMANDS = frozenset({"status", "ping"})  # what [control] status_socket answers
+RELOAD_BURST, RELOAD_INTERVAL = 5, 10.0  # a flood of reload requests: 5 reloads, then one per 10 s
 SINK_DRAIN = 30.0  # a reload's old sinks get this long to deliver what they hold
 COUNTER_MAX_SLEEP = 0.25  # the counter reader looks at the plans at least this often
 COUNTER_SLACK = 0.002  # a read due within this is done now (sleep granularity)
@@ -113,7 +116,10 @@ class Engine:
     replaced (tests run the whole shell without root that way)."""
 
     def __init__(self, config: Config, config_path: str | None = None, *, kernel: Any = None,
-                 make_probes: MakeProbes = make_probes, clock: Any = None):
+                 make_probes: MakeProbes = make_probes, clock: Any = None,
+                 reload_interval: float = RELOAD_INTERVAL, reload_burst: int = RELOAD_BURST):
+        # reloads: a burst of reload_burst, then one per reload_interval; requests meanwhile wait, coalesced
+        self.reload_budget = Budget(reload_burst, reload_interval)
         self.config_path = config_path
         self.clock = clock or Clock()
         self.kernel = kernel if kernel is not None else Kernel(routing_params(config))
@@ -121,6 +127,7 @@ class Engine:
         self.state: EngineState = initial_state(without_unavailable(config))
         self.sinks: SinkRunner | None = None
         self.control: ControlServer | None = None
+        self.status_server: ControlServer | None = None  # [control] status_socket: read-only
         self.snmp = AgentSlot()
         self.notifier = Notifier()  # systemd Type=notify and WatchdogSec (no-op outside systemd)
         self.applier = Applier(self.kernel, lambda: routing_of(self.state), self._publish)
@@ -219,12 +226,15 @@ class Engine:
         try:
             while not self._stop:
                 self._wakeup.clear()  # then ask: a change noted meanwhile shortens the sleep
+                # a repair a netlink event asked for, or a reload the rate limit held back, may be due sooner
+                sleep = self.applier.repair_wait(time.monotonic(), wake_every)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(),
-                                           self.applier.repair_wait(time.monotonic(), wake_every))
+                                           min(sleep, self.reload_budget.wait()) if self._reload else sleep)
                 try:
-                    if self._reload and not self._stop:
+                    if self._reload and not self._stop and self.reload_budget.wait() == 0.0:
                         self._reload = False
+                        self.reload_budget.take()
                         self.notifier.notify("RELOADING=1", "STATUS=reloading the config")
                         await self.reload()
                         if self.notifier.ready:
@@ -259,8 +269,11 @@ class Engine:
         self._wakeup.set()
 
     def request_reload(self) -> None:
+        """Reload now, or once the reload budget allows (requests meanwhile make one reload then:
+        the loop is not woken for each)."""
         self._reload = True
-        self._wakeup.set()
+        if self.reload_budget.wait() == 0.0:
+            self._wakeup.set()
 
     async def start(self) -> None:
         cfg = self.config
@@ -273,6 +286,10 @@ class Engine:
         kernel_active6 = await self.kernel.active_gateways(6)
         flow_marks = await self.kernel.flow_marks()  # before the first apply replaces the table
         self.control = ControlServer(cfg.control.socket, self.handle_request, cfg.control.mode, cfg.control.group)
+        if cfg.control.status_socket:
+            self.status_server = ControlServer(cfg.control.status_socket, self.handle_request, cfg.control.status_mode,
+                                               cfg.control.status_group, commands=READ_ONLY_COMMANDS,
+                                               controls_at=cfg.control.socket)
         self.applier.start()
         self.feed(Start(facts, tuple(kernel_active), f"linkwatch {__version__}, pid {os.getpid()}",
                         month_bytes=await self._month_so_far(), flow_marks=flow_marks,
@@ -280,6 +297,8 @@ class Engine:
         # the socket first, then the saved prefixes: a DHCPv6 hook that found no engine wrote the
         # file before it asked again (linkwatch prefixes), so either the file or the request has them
         await self.control.start()
+        if self.status_server is not None:
+            await self.status_server.start()
         self._load_saved_prefixes()
         await self.applier.carry_out(repair=True)
         self._start_monitor()
@@ -321,9 +340,10 @@ class Engine:
 
     async def _close_io(self) -> None:
         await self.snmp.stop()
-        if self.control:
-            await self.control.close()
-            self.control = None
+        for server in (self.control, self.status_server):
+            if server is not None:
+                await server.close()
+        self.control = self.status_server = None
         for task in list(self._background):
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(task, SINK_DRAIN)
@@ -537,7 +557,9 @@ class Engine:
             return answer
         if cmd == "reload":
             self.request_reload()
-            return {"ok": True, "message": "reload requested"}
+            wait = self.reload_budget.wait()
+            return {"ok": True, "message": "reload requested" + (
+                f" (too many reloads: it runs in {wait:.1f}s)" if wait else "")}
         if cmd == "ping":
             return {"ok": True, "version": __version__}
         return {"ok": False, "error": f"unknown command {cmd!r}; expected status, set, prefixes, reload or ping"}

@@ -239,13 +239,15 @@ class HistoryReader:
         """Samples of ``family`` (4, or 6: a dual-stack uplink's IPv6 probes) with ``start`` in
         ``[since, until)``, summed per uplink into epoch-aligned
         buckets of ``step`` seconds (a whole number of sample periods; default: the smallest that
-        gives at most 500 points). Each point: ``t`` (bucket start), ``sent``, ``lost``,
+        gives at most 500 points, and a finer ``step`` is raised to that: whoever asks, the answer
+        never holds more than MAX_POINTS points per uplink). Each point: ``t`` (bucket start), ``sent``, ``lost``,
         ``loss_pct`` (None when nothing was sent), ``rtt_avg_ms`` (weighted by answered probes),
         ``rtt_min_ms``, ``rtt_max_ms``, ``jitter_ms`` (mean)."""
         until = self._clock() if until is None else float(until)
         since = float(since)
         period = self.sample_period()
-        step = choose_step(until - since, period) if step is None else round_step(step, period)
+        finest = choose_step(until - since, period)  # the step that gives MAX_POINTS points
+        step = finest if step is None else max(round_step(step, period), finest)
         where = "start >= :since AND start < :until" + (" AND uplink = :uplink" if uplink is not None else "")
         if self._has_family():
             where += " AND family = :family"

@@ -2,8 +2,9 @@
 one SQLite connection used by one thread that writes each :class:`~linkwatch.history.batching.Batch`
 in one transaction.
 
-The database file is made mode 0644 whatever the umask (SQLite gives ``-wal`` and ``-shm`` the
-database file's mode and owner), so that the web UI, another and unprivileged user, can read it; on
+The database file is made mode 0640 whatever the umask, group the control socket's (SQLite gives
+``-wal`` and ``-shm`` the database file's mode and owner), so that the web UI, another and
+unprivileged user in that group, can read it and nobody else (it holds the admins' addresses); on
 a clean close the file goes back to rollback-journal mode so that a reader who may not create
 ``-wal``/``-shm`` in the directory can still open it while the engine is stopped.
 
@@ -12,6 +13,7 @@ Imports only the standard library at the top; sqlite-utils is imported when migr
 
 from __future__ import annotations
 
+import grp
 import os
 import sqlite3
 from typing import TYPE_CHECKING
@@ -96,14 +98,20 @@ def applied_migrations(conn: sqlite3.Connection) -> list[str]:
     return [r[0] for r in rows]
 
 
-def _create_file(path: str, mode: int = 0o644) -> None:
-    """Create an empty database file with ``mode`` whatever the umask (SQLite then gives -wal
-    and -shm the same mode), so another user may read it. An existing file is left alone."""
+def _create_file(path: str, mode: int = 0o640, group: str | None = None) -> None:
+    """Create an empty database file with ``mode`` whatever the umask, owned by ``group`` when
+    given (SQLite then gives -wal and -shm the same mode and owner), so the web UI's user, in that
+    group, may read it and nobody else. An existing file is left alone."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     except FileExistsError:
         return
     try:
+        if group is not None:
+            try:
+                os.fchown(fd, -1, grp.getgrnam(group).gr_gid)
+            except (KeyError, PermissionError):  # no such group, or not one of ours: the engine's own group
+                pass
         os.fchmod(fd, mode)
     finally:
         os.close(fd)
@@ -112,14 +120,15 @@ def _create_file(path: str, mode: int = 0o644) -> None:
 class HistoryStore:
     """The writing side: one SQLite connection, opened and used by one thread.
 
-    Opening creates the file (mode 0644) and applies the schema; ``auto_vacuum=INCREMENTAL`` is set
+    Opening creates the file (mode 0640, group ``group``) and applies the schema; ``auto_vacuum=INCREMENTAL`` is set
     before the first table, then WAL with ``synchronous=NORMAL`` (a killed process loses nothing
     committed). Every :meth:`write` is one transaction. Errors are sqlite3/OS errors, untouched.
     """
 
-    def __init__(self, path: str, busy_timeout: float = 1.0, *, stop_before: str | None = None):
+    def __init__(self, path: str, busy_timeout: float = 1.0, *, stop_before: str | None = None,
+                 group: str | None = None):
         self.path = path
-        _create_file(path)
+        _create_file(path, group=group)
         conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
         try:
             if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:

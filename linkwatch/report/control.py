@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 MAX_LINE = 64 * 1024
 MAX_CLIENTS = 32
 IDLE_TIMEOUT = 30.0
+WRITE_TIMEOUT = 5.0  # a client that does not read its answer within this loses its connection (and slot)
 
 Handler = Callable[[dict], Awaitable[dict]]
 
@@ -77,11 +78,14 @@ def _socket_alive(path: str) -> bool:
 
 
 class ControlServer:
-    def __init__(self, path: str, handler: Handler, mode: int = 0o660, group: str | None = None):
+    def __init__(self, path: str, handler: Handler, mode: int = 0o660, group: str | None = None, *,
+                 commands: frozenset[str] | None = None, controls_at: str = ""):
         self.path = path
         self.handler = handler
         self.mode = mode
         self.group = group
+        self.commands = commands  # None: every command; else a read-only socket's (status, ping)
+        self.controls_at = controls_at  # where the other commands go, for the refusal
         self._server: asyncio.base_events.Server | None = None
         self._clients: set[asyncio.Task] = set()
 
@@ -108,7 +112,7 @@ class ControlServer:
         if gid >= 0:
             os.chown(self.path, -1, gid)
         os.chmod(self.path, self.mode)
-        log.info("control socket listening on %s", self.path)
+        log.info("%s socket listening on %s", "control" if self.commands is None else "read-only status", self.path)
 
     async def close(self) -> None:
         if self._server is not None:
@@ -138,7 +142,8 @@ class ControlServer:
                     break
                 if not line:
                     break
-                await self._send(writer, await self.answer(line))
+                if not await self._send(writer, await self.answer(line)):
+                    break
         finally:
             self._clients.discard(task)
             writer.close()
@@ -152,6 +157,9 @@ class ControlServer:
             return {"ok": False, "error": f"request is not valid JSON: {str(e) or type(e).__name__}"}
         if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
             return {"ok": False, "error": 'request must be a JSON object with a "cmd" string'}
+        if self.commands is not None and request["cmd"] not in self.commands:
+            return {"ok": False, "error": f"{request['cmd'][:40]!r}: this socket is read-only "
+                    f"({', '.join(sorted(self.commands))} only); controls go to {self.controls_at or 'the control socket'}"}
         try:
             return await self.handler(request)
         except Exception as e:  # the engine must survive any request
@@ -159,9 +167,17 @@ class ControlServer:
             return {"ok": False, "error": f"internal error: {e}"}
 
     @staticmethod
-    async def _send(writer: asyncio.StreamWriter, answer: dict) -> None:
+    async def _send(writer: asyncio.StreamWriter, answer: dict) -> bool:
+        """Write one answer; False when the client is gone or does not read it within WRITE_TIMEOUT
+        (the caller then drops it: a client that never reads must not hold a slot for ever)."""
         try:
             writer.write((json.dumps(answer) + "\n").encode())
-            await writer.drain()
+            async with asyncio.timeout(WRITE_TIMEOUT):
+                await writer.drain()
         except ConnectionError:
-            pass
+            return False
+        except TimeoutError:
+            log.info("control client did not read its answer within %gs; disconnected", WRITE_TIMEOUT)
+            writer.transport.abort()  # close() would wait to flush what it does not read
+            return False
+        return True

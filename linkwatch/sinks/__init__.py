@@ -24,7 +24,7 @@ def build_sinks(config: Config) -> list:
     if config.history.path:
         from linkwatch.sinks.history import HistorySink  # sqlite-utils only when a history is kept
 
-        sinks.append(HistorySink(config.history))
+        sinks.append(HistorySink(config.history, group=config.control.group))
     if config.snmp.traps:
         from linkwatch.sinks.snmp_traps import TrapSink  # pysnmp only when traps are sent
 

@@ -48,10 +48,11 @@ class HistorySink:
 
     def __init__(self, cfg: HistoryConfig, clock: Callable[[], float] = time.time, *,
                  monotonic: Callable[[], float] = time.monotonic, policy: BatchPolicy | None = None,
-                 busy_timeout: float = 1.0):
+                 busy_timeout: float = 1.0, group: str | None = None):
         if not cfg.path:
             raise HistoryError("the history sink needs [history] path")
         self.path = cfg.path
+        self.group = group  # of a new database file: the web UI's (the control socket's)
         self.busy_timeout = busy_timeout
         self.close_timeout = self.timeout - 0.5
         self._clock = clock
@@ -150,7 +151,7 @@ class HistorySink:
 
     def _write(self, batch: Batch) -> WriteResult:
         if self._store is None:
-            self._store = HistoryStore(self.path, self.busy_timeout)
+            self._store = HistoryStore(self.path, self.busy_timeout, group=self.group)
         try:
             return self._store.write(batch)
         except BaseException:

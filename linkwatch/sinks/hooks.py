@@ -1,5 +1,9 @@
 """Hook scripts: run every executable in a directory for each event (mwan3-compatible).
 
+Hooks run with the engine's capabilities, so a hook, or the directory itself, that is a symbolic
+link, group- or world-writable, or owned by anyone but root or the engine's user is refused, with
+a WARNING naming it and why (the other hooks still run; an unsafe directory runs none).
+
 For each event, every executable regular file in the hook directory runs, one after the other,
 sorted by name (hidden files, editor backups ``*~`` and ``*.dpkg-*`` leftovers are skipped). Each
 gets ``timeout`` seconds; on timeout its whole process group is killed (SIGTERM, then SIGKILL).
@@ -139,23 +143,48 @@ def hook_env(ev: Event, uplinks: Mapping[str, str] | None = None) -> dict[str, s
     return env
 
 
-def list_hooks(directory: str) -> tuple[list[str], list[str]]:
-    """(hooks to run, sorted by name; names skipped because they are not executable).
+def unsafe(st: os.stat_result, owners: tuple[int, ...]) -> str | None:
+    """Why a hook or the hook directory with this (l)stat must not be run, or None. Hooks run with
+    the engine's capabilities: whoever can change one (or the directory) could act as the engine."""
+    if stat.S_ISLNK(st.st_mode):
+        return "it is a symbolic link (copy the script into the directory instead)"
+    if st.st_uid not in owners:
+        return f"it is owned by uid {st.st_uid}, not by root or the engine's user"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"it is group- or world-writable (mode {stat.S_IMODE(st.st_mode):04o}; chmod go-w)"
+    return None
+
+
+def list_hooks(directory: str) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """(hooks to run, sorted by name; names skipped because they are not executable; (name, why)
+    of hooks refused as :func:`unsafe`). Only root and the engine's own user may own a hook.
 
     Raises OSError when the directory cannot be listed (FileNotFoundError when missing)."""
+    owners = tuple({0, os.geteuid()})
     hooks: list[str] = []
     not_executable: list[str] = []
+    refused: list[tuple[str, str]] = []
     for name in sorted(os.listdir(directory)):
         if not is_hook_name(name):
             continue
         path = os.path.join(directory, name)
         try:
-            if not stat.S_ISREG(os.stat(path).st_mode):
+            st = os.lstat(path)
+            if not (stat.S_ISREG(os.stat(path).st_mode)):
                 continue
         except OSError:  # dangling symlink, raced deletion
             continue
-        (hooks if os.access(path, os.X_OK) else not_executable).append(name)
-    return hooks, not_executable
+        why = unsafe(st, owners)
+        if why is not None:
+            refused.append((name, why))
+        else:
+            (hooks if os.access(path, os.X_OK) else not_executable).append(name)
+    return hooks, not_executable, refused
+
+
+def directory_problem(directory: str) -> str | None:
+    """Why no hook in ``directory`` may run (see :func:`unsafe`), or None. OSError as os.stat."""
+    return unsafe(os.stat(directory), tuple({0, os.geteuid()}))
 
 
 # --- running one hook ----------------------------------------------------------------------
@@ -307,6 +336,7 @@ class HookSink:
         self.uplinks = dict(uplinks or {})
         self._dir_problem: str | None = None  # last directory problem logged
         self._not_executable_logged: set[str] = set()
+        self._refused_logged: set[tuple[str, str]] = set()
 
     @property
     def timeout(self) -> float:
@@ -316,7 +346,12 @@ class HookSink:
 
     def _scan(self) -> list[str]:
         try:
-            hooks, not_executable = list_hooks(self.directory)
+            problem = directory_problem(self.directory)
+            if problem is not None:
+                self._note_dir_problem(problem, logging.WARNING, "hook directory %s refused: %s; no hooks run",
+                                       problem)
+                return []
+            hooks, not_executable, refused = list_hooks(self.directory)
         except FileNotFoundError:
             self._note_dir_problem(
                 "missing", logging.INFO, "hook directory %s does not exist; no hooks run"
@@ -330,6 +365,10 @@ class HookSink:
             if name not in self._not_executable_logged:
                 self._not_executable_logged.add(name)
                 log.info("hook %s in %s is not executable; skipped", name, self.directory)
+        for name, why in refused:
+            if (name, why) not in self._refused_logged:
+                self._refused_logged.add((name, why))
+                log.warning("hook %s in %s refused: %s", name, self.directory, why)
         return hooks
 
     def _note_dir_problem(self, problem: str, level: int, msg: str, *args: object) -> None:

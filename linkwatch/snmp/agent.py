@@ -13,6 +13,8 @@ are set). SNMPv1 is not spoken; only the default (empty) context exists.
 A wrong community, an unknown user, a wrong digest or key gets no answer at all (no USM report
 either), only a counter; engine-ID discovery and time-window reports are still sent, SNMPv3
 needs them. SET is refused: notWritable for linkwatch's objects, noAccess for anything else.
+Requests from outside ``[snmp.agent] allow_from`` are dropped unread, and an answer to an
+unauthenticated request is cut to one MTU (:mod:`.access`): the agent is no reflection amplifier.
 
 Threads: the engine's asyncio loop must never wait for SNMP. The agent runs pysnmp on its own
 asyncio loop in its own thread; the engine's status is computed ON the engine's loop (status_fn
@@ -49,6 +51,7 @@ from pysnmp.proto.secmod.rfc3414.service import SnmpUSMSecurityModel
 
 from linkwatch.config import SnmpConfig, SnmpUserConfig, parse_listen
 from linkwatch.snmp import SnmpError, engine_id, mib
+from linkwatch.snmp.access import exposure_warnings, networks, response_budget, source_allowed
 from linkwatch.snmp.mib import OID, Layout
 from linkwatch.snmp.view import (EXCEPTIONS, MAX_RESPONSE, View, answer_bulk, answer_get, answer_next,
                                  envelope_check, make_view, readable_objects, set_error)
@@ -71,7 +74,7 @@ CACHE_LIMIT = 4096  # security-model state kept for requests in flight
 SWITCH_INTERVAL = 0.001
 
 COUNTERS = ("requests", "answered", "bad_community", "bad_user_or_keys", "malformed", "bad_version",
-            "refused", "set_refused", "status_errors", "dropped")
+            "refused", "set_refused", "status_errors", "dropped", "refused_source")
 
 AUTH_PROTOCOLS = {
     "none": config.USM_AUTH_NONE, "md5": config.USM_AUTH_HMAC96_MD5, "sha": config.USM_AUTH_HMAC96_SHA,
@@ -178,6 +181,7 @@ class SnmpAgent:
         self.status_timeout = status_timeout
         self.layout = Layout.from_text(cfg.base_oid)
         self.objects = readable_objects(self.layout)
+        self._allowed = networks(cfg.agent.allow_from)
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._last_error: str | None = None
         self._thread: threading.Thread | None = None
@@ -225,8 +229,11 @@ class SnmpAgent:
         if sys.getswitchinterval() > SWITCH_INTERVAL:
             self._switch_interval = sys.getswitchinterval()
             sys.setswitchinterval(SWITCH_INTERVAL)
-        log.info("snmp agent listening on udp %s (v2c %s, v3 users: %s)", listen,
-                 "on" if self.cfg.agent.community else "off", ",".join(self.cfg.agent.users) or "-")
+        log.info("snmp agent listening on udp %s (v2c %s, v3 users: %s, from %s)", listen,
+                 "on" if self.cfg.agent.community else "off", ",".join(self.cfg.agent.users) or "-",
+                 ",".join(self.cfg.agent.allow_from) or "anywhere")
+        for text in exposure_warnings(self.cfg):
+            log.warning("%s", text)
 
     async def close(self) -> None:
         """Stop answering, close the socket and end the agent's thread. Idempotent."""
@@ -253,7 +260,7 @@ class SnmpAgent:
         bad_community, bad_user_or_keys (unknown user, wrong digest, undecryptable), malformed,
         bad_version (SNMPv1 or unknown), refused (a context other than the default one),
         set_refused, status_errors (genErr: the engine's status failed or was late), dropped
-        (too many requests waiting), last_error."""
+        (too many requests waiting), refused_source (a source outside allow_from), last_error."""
         out: dict[str, Any] = dict(self._counts)
         out["last_error"] = self._last_error
         return out
@@ -338,6 +345,9 @@ class SnmpAgent:
 
     def _receive(self, dispatcher: Any, domain: Any, address: Any, message: bytes) -> None:
         """Every datagram: hand it to pysnmp, then count what became of it."""
+        if not source_allowed(self._allowed, address[0]):
+            self._count("refused_source")
+            return
         if len(message) > MAX_DATAGRAM:
             self._count("malformed")
             self._error(f"dropped a {len(message)}-byte datagram from {address[0]} (limit {MAX_DATAGRAM})")
@@ -442,7 +452,7 @@ class SnmpAgent:
     def _answer(self, req: _Request, view: View) -> None:
         tag = req.pdu.tagSet
         oids = req.oids
-        budget = max(0, min(req.max_size, MAX_RESPONSE) - 64)  # 64: the PDU's and scoped PDU's headers
+        budget = response_budget(req.max_size, MAX_RESPONSE, req.sec_level)  # less for unauthenticated ones
         if tag == rfc1905.GetBulkRequestPDU.tagSet:
             results = answer_bulk(view, oids, v2c.apiBulkPDU.get_non_repeaters(req.pdu),
                                   v2c.apiBulkPDU.get_max_repetitions(req.pdu), budget)

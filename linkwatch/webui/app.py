@@ -15,6 +15,8 @@ import datetime
 import math
 import os
 import re
+import socket
+import threading
 import time
 from typing import Any, Callable
 
@@ -31,7 +33,8 @@ from linkwatch.core.status import Status, StatusError, UplinkStatus, status_from
 from linkwatch.history.reader import HistoryError, HistoryReader, parse_since
 from linkwatch.report import metrics
 from linkwatch.webui import WEB_DIR
-from linkwatch.webui.security import USER, Throttle, new_token, password_ok, token_ok
+from linkwatch.webui.security import (USER, Sessions, Throttle, client_address, host_allowed, new_token, password_ok,
+                                      token_ok)
 
 NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 MAX_LIMIT = 1000
@@ -131,12 +134,14 @@ def create_app(config: Config, engine: Callable[[dict], dict] | None = None,
     app.jinja_env.filters.update(since=_fmt_since, size=_fmt_size, month=_fmt_month, flap_title=_flap_title)
     ask = engine or _engine_call(config.control.socket)
     throttle = throttle or Throttle()
+    sessions = Sessions(lifetime=web.session_lifetime)  # logout ends a login for every copy of its cookie
     history_path = config.history.path
+    samples_lock = threading.Lock()
 
     # ---- who may do what --------------------------------------------------------------------
 
     def logged_in() -> bool:
-        return session.get("user") == USER
+        return session.get("user") == USER and sessions.alive(session.get("sid"))
 
     def may_view() -> bool:
         return web.public_read or logged_in()
@@ -152,13 +157,24 @@ def create_app(config: Config, engine: Callable[[dict], dict] | None = None,
             abort(403, "missing or wrong CSRF token (reload the page)")
 
     def client() -> str:
-        return request.remote_addr or "unknown"
+        return client_address(request.remote_addr or "unknown", request.headers.get("X-Forwarded-For"),
+                              web.trusted_proxies)
 
     def api_error(code: int, message: str):
         return jsonify({"ok": False, "error": message}), code
 
+    hostname = socket.gethostname()
+
     @app.before_request
     def _guard():
+        host = request.headers.get("Host")
+        if not host_allowed(host, web.allowed_hosts, hostname):
+            app.logger.warning("web: refused Host %r from %s", (host or "")[:80], client())
+            message = (f"Host {(host or '')[:60]!r} is not allowed: this web UI answers to its IP addresses, "
+                       "localhost, its hostname and the names in [web] allowed_hosts")
+            if request.path.startswith("/api/") or request.path == "/metrics":
+                return api_error(400, message)
+            return app.response_class(message + "\n", status=400, mimetype="text/plain")  # no page: no links
         if request.method == "POST" and request.endpoint not in (None, "static"):
             check_csrf()
 
@@ -266,12 +282,14 @@ def create_app(config: Config, engine: Callable[[dict], dict] | None = None,
         session.clear()  # a fresh session (and CSRF token) after login: no session fixation
         session.permanent = True
         session["user"] = USER
+        session["sid"] = sessions.start()
         session["csrf"] = new_token()
         app.logger.info("web: %s logged in from %s", USER, address)
         return redirect(url_for("dashboard"))
 
     @app.post("/logout")
     def logout():
+        sessions.end(session.get("sid"))
         session.clear()
         return redirect(url_for("login"))
 
@@ -333,13 +351,14 @@ def create_app(config: Config, engine: Callable[[dict], dict] | None = None,
             raise BadInput(f"family: got {family[:20]!r}, expected 4 or 6")
         if until is not None and since is not None and until <= since:
             raise BadInput("until: must be later than since")
-        db = reader()
-        try:
-            data = db.samples(since, until=until, step=step, uplink=uplink, family=int(family))
-        except HistoryError as e:
-            abort(503, str(e))
-        finally:
-            db.close()
+        with samples_lock:  # one long-range GROUP BY at a time: concurrent ones would each sort in memory
+            db = reader()
+            try:
+                data = db.samples(since, until=until, step=step, uplink=uplink, family=int(family))
+            except HistoryError as e:
+                abort(503, str(e))
+            finally:
+                db.close()
         return jsonify({"ok": True, "since": since, "until": until or now, **data})
 
     @app.post("/api/v1/uplinks/<name>/<action>")

@@ -7,15 +7,19 @@ One account: the admin, whose password hash sits in ``[web] password_hash`` (wri
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import re
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
 USER = "admin"
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 MIN_PASSWORD = 8
 
 
@@ -51,36 +55,185 @@ def token_ok(expected: str | None, given: str | None) -> bool:
     return hmac.compare_digest(expected.encode(), given.encode())
 
 
+def client_key(address: str) -> str:
+    """What the throttle counts failures against: an IPv4 address, an IPv6 address's /64 (one
+    host usually has a whole /64), an IPv4-mapped IPv6 address as its IPv4 address."""
+    try:
+        addr = ipaddress.ip_address(str(address).split("%", 1)[0])
+    except ValueError:
+        return str(address)[:64]
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{addr}/64", strict=False))
+    return str(addr)
+
+
+def _in(networks: Sequence[Network], text: str) -> bool:
+    try:
+        addr = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return any(addr.version == n.version and addr in n for n in networks)
+
+
+def client_address(remote: str, forwarded_for: str | None, trusted_proxies: Sequence[str]) -> str:
+    """The client's address: ``remote`` (the TCP peer), unless that is one of ``trusted_proxies``
+    (``[web] trusted_proxies``) and it sent X-Forwarded-For; then the first address, reading from
+    the right (each proxy appends the address it saw), that is not a trusted proxy. Entries left
+    of it were written by the client and are never believed; a malformed entry stops the walk at
+    the last proxy."""
+    networks = [ipaddress.ip_network(t) for t in trusted_proxies]
+    if not networks or not forwarded_for or not _in(networks, remote):
+        return remote
+    hop = remote
+    for entry in reversed(forwarded_for.split(",")):
+        entry = entry.strip()
+        try:
+            ipaddress.ip_address(entry)
+        except ValueError:
+            return hop
+        hop = entry
+        if not _in(networks, entry):
+            return entry
+    return hop
+
+
+def host_allowed(header: str | None, names: Sequence[str], hostname: str = "") -> bool:
+    """Whether a request's Host header names this web UI: an IP address (with or without a port),
+    ``localhost``, ``hostname`` (this machine's) or one of ``names`` (``[web] allowed_hosts``,
+    lower case; ``"*"``: anything). A browser always sends Host; a page of another site whose
+    name an attacker re-points at the router (DNS rebinding) sends that site's name, so it is
+    refused. No Host header at all (HTTP/1.0 tools) is allowed: no browser is involved."""
+    if "*" in names or header is None:
+        return True
+    if len(header) > 300:
+        return False
+    bracketed = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::\d{1,5})?", header)
+    if bracketed:
+        try:
+            return ipaddress.ip_address(bracketed.group(1)).version == 6
+        except ValueError:
+            return False
+    plain = re.fullmatch(r"([^:\[\]]+)(?::\d{1,5})?", header)
+    if plain is None:
+        return False
+    name = plain.group(1).strip().lower().rstrip(".")
+    try:
+        return ipaddress.ip_address(name).version == 4
+    except ValueError:
+        pass
+    return bool(name) and (name == "localhost" or name in names or name == hostname.lower().rstrip("."))
+
+
 @dataclass
 class Throttle:
-    """Refuse logins from an address after ``limit`` failures within ``window`` seconds, for
-    ``lockout`` seconds. Remembers at most ``max_clients`` addresses (oldest forgotten first)."""
+    """Refuse logins after failed ones, so that nobody can guess the password, without handing an
+    attacker a way to lock the admin out:
+
+    - a client (an IPv4 address, an IPv6 /64: :func:`client_key`) that failed ``limit`` times within
+      ``window`` seconds waits ``lockout`` seconds;
+    - failures from all clients together have a budget, ``global_limit`` within ``window``: past it
+      every client waits until the window moves on, except the clients that logged in successfully
+      before (the last ``max_known`` of them), so the admin's own address still gets in;
+    - at most ``max_clients`` clients are remembered; the oldest are forgotten first, but never
+      one that is locked out (a flood of failures from other addresses cannot unlock it)."""
 
     limit: int = 5
     window: float = 300.0
     lockout: float = 60.0
+    global_limit: int = 50
     max_clients: int = 1000
+    max_known: int = 64
     clock: object = time.monotonic
-    _failures: OrderedDict = field(default_factory=OrderedDict)  # address -> [times]
+    _failures: OrderedDict = field(default_factory=OrderedDict)  # client key -> [times]
+    _recent: deque = field(default_factory=deque)  # times of every client's failures, oldest first
+    _known: OrderedDict = field(default_factory=OrderedDict)  # client keys that logged in
     _lock: threading.Lock = field(default_factory=threading.Lock)  # waitress serves from several threads
 
-    def retry_after(self, address: str) -> float:
-        """Seconds this address must wait before it may try again (0: it may try now)."""
-        now = self.clock()
-        with self._lock:
-            times = [t for t in self._failures.get(address, []) if now - t < self.window]
+    def _own_wait(self, key: str, now: float) -> float:
+        times = [t for t in self._failures.get(key, []) if now - t < self.window]
         if len(times) >= self.limit:
             return max(0.0, times[-1] + self.lockout - now)
         return 0.0
 
-    def failed(self, address: str) -> None:
-        now = self.clock()
+    def _global_wait(self, now: float) -> float:
+        while self._recent and now - self._recent[0] >= self.window:
+            self._recent.popleft()
+        if len(self._recent) >= self.global_limit:
+            return max(0.0, self._recent[-self.global_limit] + self.window - now)
+        return 0.0
+
+    def retry_after(self, address: str) -> float:
+        """Seconds this address must wait before it may try again (0: it may try now)."""
+        key, now = client_key(address), self.clock()
         with self._lock:
-            times = [t for t in self._failures.pop(address, []) if now - t < self.window]
-            self._failures[address] = (times + [now])[-self.limit:]
-            while len(self._failures) > self.max_clients:
-                self._failures.popitem(last=False)
+            wait = self._own_wait(key, now)
+            if wait == 0.0 and key not in self._known:
+                wait = self._global_wait(now)
+        return wait
+
+    def failed(self, address: str) -> None:
+        key, now = client_key(address), self.clock()
+        with self._lock:
+            times = [t for t in self._failures.pop(key, []) if now - t < self.window]
+            self._failures[key] = (times + [now])[-self.limit:]
+            self._recent.append(now)
+            while len(self._recent) > self.global_limit:
+                self._recent.popleft()
+            if len(self._failures) > self.max_clients:
+                self._forget(now)
+
+    def _forget(self, now: float) -> None:
+        """Forget the oldest clients that are not locked out, down to max_clients."""
+        for key in list(self._failures):
+            if len(self._failures) <= self.max_clients:
+                return
+            if self._own_wait(key, now) == 0.0:
+                del self._failures[key]
 
     def succeeded(self, address: str) -> None:
+        key = client_key(address)
         with self._lock:
-            self._failures.pop(address, None)
+            self._failures.pop(key, None)
+            self._known.pop(key, None)
+            self._known[key] = True
+            while len(self._known) > self.max_known:
+                self._known.popitem(last=False)
+
+
+@dataclass
+class Sessions:
+    """The logins that are alive, by session id. The session cookie is signed, not stored: without
+    this list a copy of it would keep working after logout until it expires. At most ``limit``
+    are kept (the oldest login is forgotten first, i.e. logged out)."""
+
+    lifetime: float = 12 * 3600.0
+    limit: int = 100
+    clock: object = time.monotonic
+    _alive: OrderedDict = field(default_factory=OrderedDict)  # session id -> expiry
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> str:
+        sid = new_token()
+        with self._lock:
+            self._alive[sid] = self.clock() + self.lifetime
+            while len(self._alive) > self.limit:
+                self._alive.popitem(last=False)
+        return sid
+
+    def alive(self, sid: object) -> bool:
+        if not isinstance(sid, str):
+            return False
+        with self._lock:
+            expiry = self._alive.get(sid)
+            if expiry is not None and expiry <= self.clock():
+                del self._alive[sid]
+                expiry = None
+        return expiry is not None
+
+    def end(self, sid: object) -> None:
+        with self._lock:
+            self._alive.pop(sid, None)

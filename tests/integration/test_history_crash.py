@@ -174,7 +174,7 @@ def test_a_read_only_file_system_at_start_is_retried_and_caught_up(tmpfs):
 
     asyncio.run(main())
     assert rows(path, "SELECT count(*) FROM events") == [(50,)]
-    assert (path.stat().st_mode & 0o777) == 0o644
+    assert (path.stat().st_mode & 0o777) == 0o640  # it holds the admins' addresses: the group reads it
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,7 +189,7 @@ from linkwatch.sinks.history import HistorySink
 
 async def main(path, seed):
     rng = random.Random(seed)
-    sink = HistorySink(HistoryConfig(path=path, commit_interval=0.25, event_delay=0.1))
+    sink = HistorySink(HistoryConfig(path=path, commit_interval=0.25, event_delay=0.1), group="nogroup")
     events = samples = 0
     last = None
     while True:
@@ -313,7 +313,8 @@ def test_user_nobody_reads_while_the_engine_writes_after_a_clean_stop_and_after_
     old_umask = os.umask(0o077)  # a strict umask must not lock the web UI out
 
     async def main():
-        sink = HistorySink(HistoryConfig(path=str(path), commit_interval=0.2, event_delay=0.05))
+        # the web UI's group (here nobody's, nogroup) may read it: [control] group in a real config
+        sink = HistorySink(HistoryConfig(path=str(path), commit_interval=0.2, event_delay=0.05), group="nogroup")
         for i in range(7):
             await sink.handle(engine_event(f"e{i}"))
         await sink.handle(sample("wan1", 5))
@@ -331,11 +332,11 @@ def test_user_nobody_reads_while_the_engine_writes_after_a_clean_stop_and_after_
     assert running == {"events": 7, "uplinks": ["wan1", "wan2"], "sent": 11}
     assert not Path(str(path) + "-wal").exists()
     assert read_as_nobody(readable_linkwatch, path) == running  # stopped cleanly
-    # killed: -wal and -shm stay behind, root's, mode 0644 like the database
+    # killed: -wal and -shm stay behind, root's, mode 0640 and group nogroup like the database
     killed = shared_dir / "killed.db"
     run_and_kill(killed, random.Random(1))
     for suffix in ("", "-wal", "-shm"):
-        assert os.stat(str(killed) + suffix).st_mode & 0o777 == 0o644
+        assert os.stat(str(killed) + suffix).st_mode & 0o777 == 0o640
     got = read_as_nobody(readable_linkwatch, killed)
     assert got.get("events", 0) >= 5 and got["uplinks"] == ["wan0", "wan1", "wan2", "wan3"], got
     # a WAL database without -wal/-shm (its last writer could not leave WAL mode): read as immutable

@@ -593,13 +593,14 @@ def test_malformed_packets_are_counted_and_never_answered(agent):
     assert delta(agent, before, "malformed") == len(cases)
     assert exchange(agent.port, v1_get_packet(), timeout=0.2) is None  # SNMPv1 is not spoken
     assert delta(agent, before, "bad_version") == 1
-    # a GETBULK asking for a million repetitions: answered, bounded by the MIB's end
+    # a v2c GETBULK asking for a million repetitions: answered, within one MTU (it is not
+    # authenticated: see test_agent_exposure.py), the instances in order from the first
     answer = exchange(agent.port, bulk_packet(1_000_000), timeout=2.0)
-    assert answer is not None
+    assert answer is not None and len(answer) <= 1400
     msg, _ = decoder.decode(answer, asn1Spec=v2c.Message())
     vbs = v2c.apiPDU.get_varbinds(v2c.apiMessage.get_pdu(msg))
-    n = len(mib.instances(LAYOUT, make_status(), 0.0))
-    assert len(vbs) == n + 1 and isinstance(vbs[-1][1], rfc1905.EndOfMibView)
+    want = [oid for oid, _ in mib.instances(LAYOUT, make_status(), 0.0)]
+    assert 10 < len(vbs) <= len(want) + 1 and [tuple(o) for o, _ in vbs] == sorted(want)[:len(vbs)]
     # and it still answers a normal request
     answer = exchange(agent.port, good, timeout=2.0)
     msg, _ = decoder.decode(answer, asn1Spec=v2c.Message())

@@ -285,19 +285,6 @@ def test_the_months_traffic_is_summed_from_the_samples(tmp_path):
         assert reader.traffic_since(BASE + 61) == {rows[0][0]: 2000 + 10}
 
 
-def test_new_files_are_readable_by_others_whatever_the_umask(tmp_path):
-    path = tmp_path / "h.db"
-    old = os.umask(0o077)
-    try:
-        store = HistoryStore(str(path))
-        store.write(Batch(events=[event_row(state(BASE))]))
-        modes = {suffix: os.stat(str(path) + suffix).st_mode & 0o777 for suffix in ("", "-wal", "-shm")}
-        store.close()
-    finally:
-        os.umask(old)
-    assert modes == {"": 0o644, "-wal": 0o644, "-shm": 0o644}
-
-
 # ---------------------------------------------------------------------------------------------
 # the batching rule (pure)
 

@@ -154,7 +154,9 @@ def test_list_hooks_sorts_and_skips(tmp_path):
     (tmp_path / "18-dir").mkdir(mode=0o755)
     os.symlink(tmp_path / "10-a", tmp_path / "30-link")
     os.symlink(tmp_path / "nowhere", tmp_path / "40-dangling")
-    assert list_hooks(str(tmp_path)) == (["10-a", "20-b", "30-link"], ["17-noexec"])
+    hooks, not_executable, refused = list_hooks(str(tmp_path))
+    assert (hooks, not_executable) == (["10-a", "20-b"], ["17-noexec"])
+    assert [name for name, _ in refused] == ["30-link"]  # a link is refused: see test_hooks_safety.py
 
 
 # --- running real scripts --------------------------------------------------------------------

@@ -42,8 +42,9 @@ def test_sample_loads_without_errors():
 
 
 # Keys the sample shows only commented out: secrets (a working sample value would be a known
-# password) and example entries (users, trap receivers) that must not be live on a fresh install.
-COMMENTED_OK = ("web.password_hash", "snmp.engine_id", "snmp.agent.community", "snmp.users.*.*", "uplinks.*.quota",
+# password) and example entries (users, trap receivers, a second socket) that must not be live on
+# a fresh install.
+COMMENTED_OK = ("control.status_socket", "control.status_group", "web.password_hash", "snmp.engine_id", "snmp.agent.community", "snmp.users.*.*", "uplinks.*.quota",
                 "snmp.traps.*.*", "rules.*.*")
 
 

@@ -72,3 +72,23 @@ def test_engine_unit_keeps_only_its_two_capabilities_and_is_a_notify_service():
     assert "ExecReload=/bin/kill -HUP $MAINPID" in text
     web = (PACKAGING / "linkwatch-web.service").read_text()
     assert "CapabilityBoundingSet=\n" in web and "AmbientCapabilities=\n" in web
+
+
+def unit_settings(name: str) -> dict[str, str]:
+    out = {}
+    for line in (PACKAGING / name).read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            out[key] = value
+    return out
+
+
+def test_the_web_ui_cannot_take_the_engines_memory():
+    """A heavy request must end in the web UI's own cgroup (its OOM kill), never in the engine's."""
+    web, engine = unit_settings("linkwatch-web.service"), unit_settings("linkwatch.service")
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    size = re.fullmatch(r"(\d+)([KMG])", web.get("MemoryMax", ""))
+    assert size, "linkwatch-web.service needs a MemoryMax"
+    assert 64 << 20 <= int(size.group(1)) * units[size.group(2)] <= 256 << 20
+    assert int(web.get("OOMScoreAdjust", "0")) > 0 > int(engine.get("OOMScoreAdjust", "0"))
+    assert web.get("Environment") == "MALLOC_ARENA_MAX=1"  # waitress's threads would each keep an arena
