@@ -555,8 +555,10 @@ def in_doubt(state: EngineState) -> bool:
                if state.carries(u.name))
 
 
-def probe_plans(state: EngineState) -> dict[str, ProbePlan]:
-    return plans(state.uplinks, state.active, state.carries, in_doubt(state), state.config.policy.mode == "balance")
+def probe_plans(state: EngineState, plans6: dict[str, ProbePlan] | None = None) -> dict[str, ProbePlan]:
+    """The IPv4 plans (``plans6``: the IPv6 side's, made here unless given: they share the counters)."""
+    return plans(state.uplinks, state.active, state.carries, in_doubt(state), state.config.policy.mode == "balance",
+                 others=probe_plans6(state.v6, state.config) if plans6 is None else plans6)
 
 
 def dampening_params(config: Config) -> DampeningParams:
@@ -572,15 +574,9 @@ def _recheck_at(st: EngineState) -> float | None:
     return min(times) if times else None
 
 
-_last_merge: list = [None, None, None]  # (v4 plan, v6 plan, both): a memo, a step changes them rarely
-
-
 def routing_of(state: EngineState) -> RouteSet | None:
     """The routing the kernel should have now: the IPv4 plan and the IPv6 side's, together."""
-    v4, v6 = state.routing, state.v6.routing
-    if _last_merge[0] is not v4 or _last_merge[1] is not v6:
-        _last_merge[:] = [v4, v6, merged(v4, v6)]
-    return _last_merge[2]
+    return merged(state.routing, state.v6.routing)
 
 
 def _finish(s: _Step, inp: Input) -> tuple[EngineState, Outputs]:
@@ -594,7 +590,8 @@ def _finish(s: _Step, inp: Input) -> tuple[EngineState, Outputs]:
     s.events.extend(six.events)
     s.neighbours.extend(six.neighbours)
     recheck = min((t for t in (_recheck_at(st), six.recheck_at) if t is not None), default=None)
+    plans6 = probe_plans6(st.v6, st.config)
     return st, Outputs(
-        routing=routing_of(st), probes=probe_plans(st), probes6=probe_plans6(st.v6, st.config),
+        routing=routing_of(st), probes=probe_plans(st, plans6), probes6=plans6,
         events=tuple(s.events + s.moves), flushes=tuple(s.flushes), forget_neighbours=tuple(s.neighbours),
         recheck_at=recheck, reply=s.reply or six.reply, log=tuple(s.log) + six.log)

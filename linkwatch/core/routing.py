@@ -356,11 +356,16 @@ def plan6(uplinks: Sequence[UplinkRoute], active: Sequence[tuple[str, int]], par
     return RouteSet(routes=frozenset(routes), rules=frozenset(rules))
 
 
+_last_merge: list = [None, None, None]  # (v4 plan, v6 plan, both): a memo, a step changes them rarely
+
+
 def merged(v4: RouteSet | None, v6: RouteSet | None) -> RouteSet | None:
     """One plan of both families (the reconciler diffs and applies them together)."""
     if v4 is None or v6 is None:
         return v4 or v6
-    return RouteSet(routes=v4.routes | v6.routes, rules=v4.rules | v6.rules, flows=v4.flows)
+    if _last_merge[0] is not v4 or _last_merge[1] is not v6:
+        _last_merge[:] = [v4, v6, RouteSet(routes=v4.routes | v6.routes, rules=v4.rules | v6.rules, flows=v4.flows)]
+    return _last_merge[2]
 
 
 def plan(

@@ -81,6 +81,13 @@ class ProbePlan:
     counter_interval: float = 1.0  # how often to read the interface counters
     late_window: float = 3.0  # a reply this late is still heard (slow, not dead)
 
+    @property
+    def packet_rate(self) -> float:
+        """Probe packets a second while the targets answer (one each; retries only on a miss)."""
+        if not self.running or not self.specs:
+            return 0.0
+        return (1 if self.rotate else len(self.specs)) / self.interval
+
 
 @dataclass(frozen=True)
 class UplinkState:
@@ -397,18 +404,19 @@ def is_proven(u: UplinkState, mono: float) -> bool:
     return ev.proven(u.counters, mono, tx, rx)
 
 
-def _counter_interval(u: UplinkState, active: bool) -> float:
+def _counter_interval(u: UplinkState, active: bool, other_probes: float) -> float:
     """Fast reads while the LAN sends through the active uplink (a silence must show within
     suspect_after); slower while it is idle (nothing to watch: the probes decide); standby uplinks
-    only for their month's traffic."""
+    only for their month's traffic. ``other_probes``: packets a second the other family's probes
+    send through the same interface (the counters do not tell the families apart)."""
     h = u.cfg.health
     if not active:
         return max(1.0, min(h.standby_interval, 10.0))
     if h.suspect_after is not None:
         at = u.counters.last_at or 0.0
-        # the IPv6 probes' samples are the IPv6 side's: counted at their full rate, a little more
-        # than they send while IPv6 is active elsewhere
-        own = probe_packets(u, at - 1.0)[0] + math.ceil(len(u.cfg.probes6) * h.attempts / h.interval)
+        # the probes' own packets are not the LAN sending: 24 a second with 3 targets per family
+        # would keep a dual-stack uplink's counters read 17 times a second for nothing
+        own = probe_packets(u, at - 1.0)[0] + math.floor(other_probes)
         if ev.sending(u.counters, at, own):
             return h.counter_interval
     return max(h.counter_interval, ev.IDLE_READ)
@@ -431,11 +439,13 @@ def round_interval(u: UplinkState, active: bool, doubt: bool, better: bool = Fal
     return h.interval if better else h.standby_interval
 
 
-def probe_plan(u: UplinkState, active: bool, doubt: bool, better: bool = False) -> ProbePlan:
+def probe_plan(u: UplinkState, active: bool, doubt: bool, better: bool = False,
+               other_probes: float = 0.0) -> ProbePlan:
     """How to probe ``u`` now. ``doubt``: an active uplink is suspect or failing, so every uplink is
     probed at full rate and the failover decision rests on fresh evidence. ``better``: ``u`` would
     take traffic back once it works (a better priority than the active uplinks'): its recovery is
-    watched at ``interval``, not at the standby interval of a backup on a data budget."""
+    watched at ``interval``, not at the standby interval of a backup on a data budget.
+    ``other_probes``: what the other family's probes send through the interface (packets a second)."""
     h = u.cfg.health
     source = u.facts.address if u.facts else None
     state = u.health.state
@@ -451,7 +461,7 @@ def probe_plan(u: UplinkState, active: bool, doubt: bool, better: bool = False) 
         rotate=standby and not doubt and not eager and state not in PENDING and state != State.INIT,
         burst=u.bursts,
         burst_timeout=burst_timeout(u),
-        counter_interval=_counter_interval(u, active),
+        counter_interval=_counter_interval(u, active, other_probes),
         late_window=h.late_window,
     )
 

@@ -141,7 +141,7 @@ class Applier:
         ``full_check`` seconds whatever happened: dumping every table at each 2 s tick was a fifth
         of the engine's CPU with 4 dual-stack uplinks."""
         since = now - self._last_repair
-        if self._failed or since >= full_check or (self._change_seen and since >= EVENT_REPAIR_GAP):
+        if since >= full_check or ((self._failed or self._change_seen) and since >= EVENT_REPAIR_GAP):
             self._change_seen, self._last_repair = False, now
             return True
         return False

@@ -223,14 +223,16 @@ class Engine:
         self.notifier.announce_ready(await self.applier.routes_in(),
                                      f"STATUS=active: {','.join(self.state.active) or '-'}")
         wake_every = min(REPAIR_INTERVAL, self.notifier.watchdog_interval or REPAIR_INTERVAL)
+        tick_at = 0.0  # the next tick: the nftables table is looked at, the watchdog fed
         try:
             while not self._stop:
                 self._wakeup.clear()  # then ask: a change noted meanwhile shortens the sleep
                 # a repair a netlink event asked for, or a reload the rate limit held back, may be due sooner
-                sleep = self.applier.repair_wait(time.monotonic(), wake_every)
+                sleep = self.applier.repair_wait(time.monotonic(), max(tick_at - time.monotonic(), 0.0))
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(),
                                            min(sleep, self.reload_budget.wait()) if self._reload else sleep)
+                ticked = False
                 try:
                     if self._reload and not self._stop and self.reload_budget.wait() == 0.0:
                         self._reload = False
@@ -239,16 +241,19 @@ class Engine:
                         await self.reload()
                         if self.notifier.ready:
                             self.notifier.notify("READY=1", f"STATUS=active: {','.join(self.state.active) or '-'}")
-                    if not self._stop:  # repair what someone else changed (and so keep the watchdog
-                        # fed only while the applier is not stuck in the kernel: it waits for the lock)
-                        full = self.applier.repair_wanted(time.monotonic(), FULL_CHECK_INTERVAL)
+                    now = time.monotonic()
+                    full = self.applier.repair_wanted(now, FULL_CHECK_INTERVAL)
+                    if not self._stop and (full or now >= tick_at):  # repair what someone else changed
+                        tick_at, ticked = now + wake_every, True
+                        # the watchdog is fed only when this returns: it waits for the applier's lock
                         await self.applier.carry_out(repair=full, check_flows=True)
                         if not self.notifier.ready:  # READY=1 waits for the routes (see announce_ready)
                             self.notifier.announce_ready(await self.applier.routes_in(),
                                                          f"STATUS=active: {','.join(self.state.active) or '-'}")
                 except Exception:  # a netlink hiccup must not take the engine (and the routes) down
                     log.exception("engine loop error; routes left as they are, retrying in %gs", REPAIR_INTERVAL)
-                self._watchdog_ping()
+                if ticked:
+                    self._watchdog_ping()
         finally:
             self.notifier.notify("STOPPING=1")
             await self.shutdown()
@@ -471,11 +476,13 @@ class Engine:
             raise
         except Exception:
             log.exception("link monitor failed; routes stay, restarting it in 1s")
-            await asyncio.sleep(1.0)
-            if not self._stop:
-                self._start_monitor()
+        else:  # its netlink socket ended by itself
+            log.warning("link monitor stopped; routes stay, restarting it in 1s")
         finally:
             monitor.close()
+        await asyncio.sleep(1.0)
+        if not self._stop:
+            self._start_monitor()
 
     async def _read_counters(self) -> None:
         """Read each uplink's interface counters as often as its plan says now (the active one up to

@@ -273,8 +273,8 @@ class LinkMonitor:
     ms) and the callback runs only if the snapshot differs from the last one delivered. A route or
     rule that comes, goes or changes and is linkwatch's (its protocol, or in one of ``tables``, or
     at a priority in ``priorities``: someone's ``ip route replace`` puts a route of another
-    protocol in its place), a watched interface or address event (the kernel drops an interface's
-    IPv4 routes without telling) and a lost event (overrun) call ``on_owned``, and so does the
+    protocol in its place), a watched interface's event or one of its addresses going (the kernel
+    drops an interface's IPv4 routes without telling) and a lost event (overrun) call ``on_owned``, and so does the
     start (what changed while no monitor listened is not known): the engine checks the kernel
     then instead of dumping it every 2 s.
     """
@@ -337,7 +337,9 @@ class LinkMonitor:
                 return True
             low, high = self.priorities or (1, 0)
             return low <= (msg.get_attr("FRA_PRIORITY") or 0) <= high
-        return relevant and event in _LINK_EVENTS + _ADDR_EVENTS
+        # an address that goes takes its IPv4 routes with it, unannounced; a new one takes none
+        # (and a router advertisement refreshes an IPv6 address's lifetimes with an RTM_NEWADDR)
+        return relevant and event in (*_LINK_EVENTS, "RTM_DELADDR")
 
     def _deliver(self, snapshot: dict[str, LinkFacts], on_change: Callable[[dict[str, LinkFacts]], None]) -> None:
         self.last = snapshot

@@ -176,6 +176,17 @@ def _netlink_message(err: Exception) -> str:
     return str(err)
 
 
+def _table_left(table: FlowTable) -> bool:
+    """Is there a table of linkwatch's that no plan wants (a previous run's)? Without libnftables
+    (or nf_tables in the kernel) none can be seen or removed: that is no error to report at every
+    repair (it kept every plan "refused", and the kernel dumped at every tick)."""
+    try:
+        return table.listing() is not None
+    except NftError as err:
+        log.debug("no nftables to look for a table of linkwatch's in: %s", err)
+        return False
+
+
 def _enter_netns(name: str) -> None:
     """Move the calling thread into network namespace ``name`` (iproute2's /run/netns/NAME)."""
     import ctypes
@@ -421,9 +432,10 @@ class Reconciler:
         try:
             table = self._flow_table()
             if ruleset is None:
-                if self._flows_applied is not None or table.listing() is not None:
-                    table.remove()
-                    report.removed.append(f"nft table ip {table.name}")
+                if self._flows_applied is None and not _table_left(table):
+                    return
+                table.remove()
+                report.removed.append(f"nft table ip {table.name}")
                 self._flows_applied = None
                 return
             if ruleset == self._flows_applied and table.check():

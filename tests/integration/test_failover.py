@@ -226,8 +226,8 @@ def test_deleted_route_and_rule_come_back(healthy):
         ipr.route("del", table=100, dst="0.0.0.0/0", proto=PROTO)
         t0 = time.monotonic()
         ipr.rule("del", priority=1001, table=101, src=UP1, src_len=32)
-    wait_for(lambda: active_route_gateways(healthy) == [GW1], 1.0, "active route restored")
-    wait_for(lambda: 1001 in [r.get_attr("FRA_PRIORITY") for r in owned(healthy)[0]], 1.0, "uplink rule restored")
+    wait_for(lambda: active_route_gateways(healthy) == [GW1], 0.7, "active route restored")
+    wait_for(lambda: 1001 in [r.get_attr("FRA_PRIORITY") for r in owned(healthy)[0]], 0.7, "uplink rule restored")
     print(f"route and rule restored {1000 * (time.monotonic() - t0):.0f} ms after the deletion")
     rules = [str(sorted(map(str, r["attrs"]))) for r in owned(healthy)[0]]
     assert len(rules) == len(set(rules)), f"no duplicate rule: {rules}"
@@ -241,7 +241,7 @@ def test_a_route_put_over_linkwatchs_own_is_replaced_at_once(healthy):
         wan2 = ipr.link_lookup(ifname="up2")[0]
         ipr.route("replace", table=100, dst="0.0.0.0/0", gateway=GW2, oif=wan2)
         t0 = time.monotonic()
-    wait_for(lambda: active_route_gateways(healthy) == [GW1], 1.0, "linkwatch's route back")
+    wait_for(lambda: active_route_gateways(healthy) == [GW1], 0.7, "linkwatch's route back")
     print(f"active route back {1000 * (time.monotonic() - t0):.0f} ms after it was replaced")
     with IPRoute(netns=healthy.router_ns) as ipr:
         assert [r["proto"] for r in ipr.get_routes(family=2, table=100) if r["dst_len"] == 0 and r["type"] == 1] \

@@ -37,6 +37,7 @@ class FakeKernel:
 
     def monitor(self, ifnames, tables=()):
         m = FakeMonitor(self, tuple(ifnames))
+        m.tables = tuple(tables)
         self._monitors.append(m)
         return m
 

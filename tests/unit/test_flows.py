@@ -221,3 +221,23 @@ def test_the_marks_of_a_previous_run_are_read_from_the_ruleset_or_the_kernels_li
               '\t\tct mark & 0x00ff0000 == 0x00000000 oifname "up1" ct mark set ct mark & 0xff65ffff | 0x01650000\n'
               '\t}\n')  # as `nft list table ip linkwatch` prints it (seen on this machine's nft)
     assert marks_in(listed) == {"up1": 0x650000} and marks_in("") == {}
+
+
+def test_without_nftables_no_flow_table_is_no_refusal(monkeypatch):
+    """Sticky flows off and no libnftables (a pip install, say): there is no table of linkwatch's to
+    look for or remove, and that is no error. It was one at every apply, so every plan counted as
+    refused and the kernel was dumped at every tick (review of the event-driven repair)."""
+    from linkwatch.kernel import nft
+    from linkwatch.kernel.reconciler import ApplyReport, Reconciler
+
+    def missing():
+        raise nft.NftError("libnftables is not installed (test); install the libnftables1 package")
+
+    monkeypatch.setattr(nft._Lib, "get", staticmethod(missing))
+    rec = Reconciler.__new__(Reconciler)  # no netlink: only the flow table's part is exercised
+    rec.netns, rec._flows, rec._flows_applied = None, None, None
+    report = ApplyReport()
+    rec._apply_flows(None, report)
+    assert report.errors == [] and report.removed == []
+    rec._apply_flows("table ip linkwatch {}", report)  # wanted, it is an error all the same
+    assert len(report.errors) == 1 and "libnftables is not installed" in report.errors[0]
