@@ -251,7 +251,7 @@ def install_test_tools(r: EmulatedRoot) -> float:
 
 
 # Left out under emulation, each for a reason that is the emulation's or the minimal root's, not
-# the architecture's (seen in the full run of tests/unit and tests/scenario on arm64):
+# the architecture's (seen in full runs of tests/unit and tests/scenario on arm64):
 _NFT = "needs the netfilter netlink family for libnftables, which qemu-user does not emulate"
 _SLOW = "a wall-clock bound that a 5x slower interpreter misses"
 EMULATION_DESELECT = {
@@ -263,6 +263,8 @@ EMULATION_DESELECT = {
     "tests/scenario/test_shell.py::test_failover_routes_are_in_place_before_the_event_is_published": _NFT,
     "tests/unit/test_agent.py::test_pysnmp_bulk_walk_equals_mib_instances_v2c_and_v3": _SLOW + " (sysUpTime ticks)",
     "tests/unit/test_agent.py::test_a_blocked_engine_loop_gives_generr_and_no_pile_of_status_calls": _SLOW,
+    "tests/unit/test_agent.py::test_a_flood_of_malformed_packets_does_not_delay_the_engine_loop":
+        _SLOW + " (loop lag under 20 ms; passed once, failed once at 20.6 ms)",
     "tests/unit/test_docs.py::test_the_quick_start_commands_work_as_written_in_a_root_shell_without_sudo":
         "runs git and the bootstrap script, which the minimal root has not",
 }
