@@ -9,7 +9,7 @@
 #     --committed   build what HEAD holds (git archive) instead of the working tree (the tracked
 #                   files plus untracked ones that .gitignore does not exclude)
 #     --arch ARCH   build in a Debian 12 (bookworm) root of that architecture run under qemu-user
-#                   (needs root, debootstrap, qemu-user-static and binfmt-support; 6-10x slower).
+#                   (needs root, debootstrap, qemu-user-static and binfmt-support; about 3x slower).
 #                   The root is debootstrapped once with the build dependencies and cached as a
 #                   tarball under .cache/deb-build/ (or $LINKWATCH_DEB_BUILD_CACHE); each build
 #                   unpacks a fresh copy, mounts /proc and /dev in it (always unmounted at the end)
