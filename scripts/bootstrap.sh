@@ -5,7 +5,8 @@
 # With --test-tools also what the tests drive from outside: Debian's headless Chromium and its
 # chromedriver (the web UI's browser test), net-snmp's snmptrapd/snmpwalk and smitools' smilint
 # (the SNMP tests), npm (to fetch the IETF base MIBs, scripts/fetch-ietf-mibs.sh), and
-# systemd-nspawn (systemd-container) with debootstrap (a Debian 12 booted with systemd as PID 1).
+# systemd-nspawn (systemd-container) with debootstrap (a Debian 12 booted with systemd as PID 1),
+# and qemu-user-static with binfmt-support (arm64 and armhf roots under emulation: test_arm.py).
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,9 @@ if [ "$tools" = 1 ]; then
     command -v npm >/dev/null || need_apt+=(npm)
     command -v systemd-nspawn >/dev/null || need_apt+=(systemd-container)  # test_systemd.py
     command -v debootstrap >/dev/null || need_apt+=(debootstrap)
+    [ -e /usr/libexec/qemu-binfmt/aarch64-binfmt-P ] || command -v qemu-aarch64-static >/dev/null ||
+        need_apt+=(qemu-user-static)  # test_arm.py, scripts/build-deb.sh --arch
+    command -v update-binfmts >/dev/null || need_apt+=(binfmt-support)
 fi
 PY=${PYTHON:-python3}
 if ! command -v "$PY" >/dev/null; then need_apt+=(python3 python3-venv python3-pip); fi

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import socket
 import threading
 
 NFT_CTX_DEFAULT = 0
+NETLINK_NETFILTER = 12
 
 
 class NftError(Exception):
@@ -36,6 +38,7 @@ class _Lib:
                     lib = ctypes.CDLL(name)
                 except OSError as e:
                     raise NftError(f"libnftables is not installed ({e}); install the libnftables1 package") from e
+                _check_netlink()
                 lib.nft_ctx_new.restype = ctypes.c_void_p
                 lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
                 lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
@@ -49,6 +52,16 @@ class _Lib:
                 lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
                 cls._lib = lib
             return cls._lib
+
+
+def _check_netlink() -> None:
+    """libnftables exits the whole process when it cannot open its netlink socket (nftables'
+    netlink_init_error): find that out first. Seen under qemu-user, which emulates only the route,
+    uevent and audit netlink families; a kernel without nfnetlink would do the same."""
+    try:
+        socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER).close()
+    except OSError as e:
+        raise NftError(f"no netfilter netlink socket here ({e}): libnftables cannot reach the kernel") from e
 
 
 def library() -> ctypes.CDLL:

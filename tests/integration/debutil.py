@@ -87,10 +87,15 @@ def ensure_debootstrap() -> None:
         run(["apt-get", "install", "-y", "-q", "debootstrap"], 600, env=env)
 
 
-def base_tarball(flavour: str = "minbase", include: Sequence[str] = ()) -> Path:
+def native_arch() -> str:
+    return run(["dpkg", "--print-architecture"], 30).stdout.strip()
+
+
+def base_tarball(flavour: str = "minbase", include: Sequence[str] = (), arch: str | None = None) -> Path:
     """A bookworm minbase tree (plus the packages ``include``) as a tarball, made once with
-    debootstrap and cached as ``<suite>-<flavour>[-<hash of include>]-<arch>.tar``."""
-    arch = run(["dpkg", "--print-architecture"], 30).stdout.strip()
+    debootstrap and cached as ``<suite>-<flavour>[-<hash of include>]-<arch>.tar``. A foreign
+    ``arch`` (arm64, armhf) is debootstrapped under qemu-user emulation (armutil.py checks it)."""
+    arch = arch or native_arch()
     if include:  # another package list is another tarball, never a stale one
         flavour += "-" + hashlib.sha256(",".join(sorted(include)).encode()).hexdigest()[:8]
     tarball = CACHE / f"{SUITE}-{flavour}-{arch}.tar"
@@ -101,10 +106,10 @@ def base_tarball(flavour: str = "minbase", include: Sequence[str] = ()) -> Path:
     tree = CACHE / f"{SUITE}-{flavour}-{arch}.tree"
     remove_tree(tree)
     try:
-        cmd = ["debootstrap", "--variant=minbase"]
+        cmd = ["debootstrap", "--variant=minbase", f"--arch={arch}"]
         if include:
             cmd.append("--include=" + ",".join(include))
-        run(cmd + [SUITE, str(tree), MIRROR], 1200)
+        run(cmd + [SUITE, str(tree), MIRROR], 2400)
         for deb in (tree / "var" / "cache" / "apt" / "archives").glob("*.deb"):
             deb.unlink()  # debootstrap's own downloads: installed already
         partial = tarball.with_suffix(".tar.partial")

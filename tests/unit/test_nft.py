@@ -1,0 +1,60 @@
+"""kernel/nft.py's loading of libnftables: a kernel (or an emulator) without the netfilter netlink
+family is reported as NftError, so the engine turns sticky flows off, instead of libnftables
+exiting the whole process ("mnl.c: Unable to initialize Netlink socket", seen under qemu-user)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from linkwatch.kernel import nft
+
+
+class FakeLib:
+    """Stands in for the loaded library: any function, with settable restype/argtypes."""
+
+    def __getattr__(self, name):
+        fn = type("Fn", (), {})()
+        setattr(self, name, fn)
+        return fn
+
+
+@pytest.fixture
+def fake_library(monkeypatch):
+    monkeypatch.setattr(nft._Lib, "_lib", None)
+    lib = FakeLib()
+    monkeypatch.setattr(nft.ctypes, "CDLL", lambda name: lib)
+    return lib
+
+
+def test_without_netfilter_netlink_the_library_is_unavailable(fake_library, monkeypatch):
+    opened = []
+    real = socket.socket
+
+    def refuse(family=-1, kind=-1, proto=-1, *args):
+        opened.append((family, proto))
+        if family == socket.AF_NETLINK and proto == nft.NETLINK_NETFILTER:
+            raise OSError(93, "Protocol not supported")
+        return real(family, kind, proto, *args)
+
+    monkeypatch.setattr(nft.socket, "socket", refuse)
+    with pytest.raises(nft.NftError, match="no netfilter netlink socket here"):
+        nft.library()
+    assert opened == [(socket.AF_NETLINK, nft.NETLINK_NETFILTER)]
+    assert nft._Lib._lib is None  # not cached: nothing half-loaded is handed out later
+
+
+def test_with_netfilter_netlink_the_library_loads(fake_library, monkeypatch):
+    closed = []
+
+    class Sock:
+        def __init__(self, family, kind, proto):
+            assert (family, proto) == (socket.AF_NETLINK, nft.NETLINK_NETFILTER)
+
+        def close(self):
+            closed.append(True)
+
+    monkeypatch.setattr(nft.socket, "socket", Sock)
+    assert nft.library() is fake_library
+    assert closed == [True]
