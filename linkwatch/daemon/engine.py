@@ -61,7 +61,7 @@ from linkwatch.daemon.snmp import AgentSlot
 from linkwatch.kernel import Kernel, sysctl
 from linkwatch.kernel.nft import NftError, library as nft_library
 from linkwatch.probes import make_probes
-from linkwatch.report.control import ControlServer
+from linkwatch.report.control import ControlError, ControlServer
 from linkwatch.sinks import build_sinks
 from linkwatch.sinks.runner import SinkRunner
 
@@ -303,7 +303,11 @@ class Engine:
         # file before it asked again (linkwatch prefixes), so either the file or the request has them
         await self.control.start()
         if self.status_server is not None:
-            await self.status_server.start()
+            try:  # a read-only extra: without it the engine still does its job
+                await self.status_server.start()
+            except ControlError as e:
+                log.error("no read-only status socket: %s", e)
+                self.status_server = None
         self._load_saved_prefixes()
         await self.applier.carry_out(repair=True)
         self._start_monitor()

@@ -109,9 +109,14 @@ class ControlServer:
             except KeyError:
                 raise ControlError(f"control socket group {self.group!r} does not exist") from None
         self._server = await asyncio.start_unix_server(self._serve, path=self.path, limit=MAX_LINE)
-        if gid >= 0:
-            os.chown(self.path, -1, gid)
-        os.chmod(self.path, self.mode)
+        try:
+            if gid >= 0:
+                os.chown(self.path, -1, gid)
+            os.chmod(self.path, self.mode)
+        except OSError as e:  # a group the engine's user is not in: no CAP_CHOWN to give it away
+            await self.close()
+            raise ControlError(f"cannot give {self.path} to group {self.group!r} with mode {self.mode:04o}: "
+                               f"{e.strerror or e} (the engine's user must be a member of that group)") from None
         log.info("%s socket listening on %s", "control" if self.commands is None else "read-only status", self.path)
 
     async def close(self) -> None:

@@ -55,18 +55,28 @@ def token_ok(expected: str | None, given: str | None) -> bool:
     return hmac.compare_digest(expected.encode(), given.encode())
 
 
-def client_key(address: str) -> str:
-    """What the throttle counts failures against: an IPv4 address, an IPv6 address's /64 (one
-    host usually has a whole /64), an IPv4-mapped IPv6 address as its IPv4 address."""
+def host_key(address: str) -> str:
+    """One host: an IPv4 address, an IPv6 address (an IPv4-mapped one as its IPv4 address)."""
     try:
         addr = ipaddress.ip_address(str(address).split("%", 1)[0])
     except ValueError:
         return str(address)[:64]
-    if isinstance(addr, ipaddress.IPv6Address):
-        if addr.ipv4_mapped is not None:
-            return str(addr.ipv4_mapped)
-        return str(ipaddress.IPv6Network(f"{addr}/64", strict=False))
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
     return str(addr)
+
+
+def client_key(address: str) -> str:
+    """A host's network as far as a throttle can tell: an IPv4 address, an IPv6 address's /64
+    (one attacker may hold a whole /64; but so does a whole LAN with SLAAC, so a /64 gets a
+    larger allowance than one host)."""
+    key = host_key(address)
+    if ":" in key:
+        try:
+            return str(ipaddress.IPv6Network(f"{key}/64", strict=False))
+        except ValueError:
+            return key
+    return key
 
 
 def _in(networks: Sequence[Network], text: str) -> bool:
@@ -133,29 +143,35 @@ class Throttle:
     """Refuse logins after failed ones, so that nobody can guess the password, without handing an
     attacker a way to lock the admin out:
 
-    - a client (an IPv4 address, an IPv6 /64: :func:`client_key`) that failed ``limit`` times within
+    - a host (an IPv4 or IPv6 address: :func:`host_key`) that failed ``limit`` times within
       ``window`` seconds waits ``lockout`` seconds;
+    - so does an IPv6 /64 (:func:`client_key`) that failed ``net_limit`` times, but for the hosts
+      in it that logged in before: with SLAAC a whole LAN shares one /64, and one host on it must
+      not lock the others out;
     - failures from all clients together have a budget, ``global_limit`` within ``window``: past it
-      every client waits until the window moves on, except the clients that logged in successfully
-      before (the last ``max_known`` of them), so the admin's own address still gets in;
+      every client waits until the window moves on, except the hosts that logged in successfully
+      before (the last ``max_known`` of them, remembered while the web UI runs), so the admin's
+      own address still gets in (a new address of the admin's waits out the attack);
     - at most ``max_clients`` clients are remembered; the oldest are forgotten first, but never
       one that is locked out (a flood of failures from other addresses cannot unlock it)."""
 
     limit: int = 5
+    net_limit: int = 20
     window: float = 300.0
     lockout: float = 60.0
     global_limit: int = 50
     max_clients: int = 1000
     max_known: int = 64
     clock: object = time.monotonic
-    _failures: OrderedDict = field(default_factory=OrderedDict)  # client key -> [times]
+    _failures: OrderedDict = field(default_factory=OrderedDict)  # host or /64 key -> [times]
     _recent: deque = field(default_factory=deque)  # times of every client's failures, oldest first
     _known: OrderedDict = field(default_factory=OrderedDict)  # client keys that logged in
     _lock: threading.Lock = field(default_factory=threading.Lock)  # waitress serves from several threads
 
     def _own_wait(self, key: str, now: float) -> float:
+        limit = self.net_limit if "/" in key else self.limit  # a /64, or one host
         times = [t for t in self._failures.get(key, []) if now - t < self.window]
-        if len(times) >= self.limit:
+        if len(times) >= limit:
             return max(0.0, times[-1] + self.lockout - now)
         return 0.0
 
@@ -168,18 +184,19 @@ class Throttle:
 
     def retry_after(self, address: str) -> float:
         """Seconds this address must wait before it may try again (0: it may try now)."""
-        key, now = client_key(address), self.clock()
+        host, net, now = host_key(address), client_key(address), self.clock()
         with self._lock:
-            wait = self._own_wait(key, now)
-            if wait == 0.0 and key not in self._known:
-                wait = self._global_wait(now)
+            wait = self._own_wait(host, now)
+            if wait == 0.0 and host not in self._known:
+                wait = max(self._own_wait(net, now) if net != host else 0.0, self._global_wait(now))
         return wait
 
     def failed(self, address: str) -> None:
-        key, now = client_key(address), self.clock()
+        host, net, now = host_key(address), client_key(address), self.clock()
         with self._lock:
-            times = [t for t in self._failures.pop(key, []) if now - t < self.window]
-            self._failures[key] = (times + [now])[-self.limit:]
+            for key in {host, net}:
+                times = [t for t in self._failures.pop(key, []) if now - t < self.window]
+                self._failures[key] = (times + [now])[-(self.net_limit if key != host else self.limit):]
             self._recent.append(now)
             while len(self._recent) > self.global_limit:
                 self._recent.popleft()
@@ -195,7 +212,7 @@ class Throttle:
                 del self._failures[key]
 
     def succeeded(self, address: str) -> None:
-        key = client_key(address)
+        key = host_key(address)
         with self._lock:
             self._failures.pop(key, None)
             self._known.pop(key, None)

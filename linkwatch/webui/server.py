@@ -2,7 +2,7 @@
 
 waitress serves at most ``connection_limit`` connections and drops an idle one only after
 ``channel_timeout``; 110 connections that send nothing (from one LAN host) took it down for
-everyone. Here one client (an IPv4 address, an IPv6 /64) gets at most :data:`PER_CLIENT`
+everyone. Here one host (an IPv4 or IPv6 address: a whole LAN may share one IPv6 /64) gets at most :data:`PER_CLIENT`
 connections, more are closed at once; the total is :data:`CONNECTION_LIMIT`, and an idle or
 half-open connection is closed after :data:`CHANNEL_TIMEOUT` seconds (checked every
 :data:`CLEANUP_INTERVAL`). Reverse proxies in ``[web] trusted_proxies`` carry many clients: no cap.
@@ -22,7 +22,7 @@ from waitress.adjustments import Adjustments
 from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
-from linkwatch.webui.security import client_key
+from linkwatch.webui.security import host_key
 
 log = logging.getLogger("linkwatch.web")
 
@@ -49,8 +49,8 @@ class GuardedServer(TcpWSGIServer):
             return
         addr = self.fix_addr(addr)
         if not self._exempt(addr[0]):
-            key = client_key(addr[0])
-            held = sum(1 for ch in list(self.active_channels.values()) if client_key(ch.addr[0]) == key)
+            key = host_key(addr[0])
+            held = sum(1 for ch in list(self.active_channels.values()) if host_key(ch.addr[0]) == key)
             if held >= self.per_client:
                 conn.close()
                 self._note_refusal(key, held)

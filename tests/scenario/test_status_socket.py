@@ -63,3 +63,43 @@ def test_status_socket_in_the_config():
     with pytest.raises(ConfigError) as e:
         loads('[control]\nstatus_socket = "status.sock"\n' + FAST_UPLINK)
     assert "control.status_socket" in str(e.value)
+
+
+def test_a_status_group_the_engine_cannot_give_the_socket_to_costs_only_that_socket(tmp_path, monkeypatch, caplog):
+    """[control] status_group names a group the engine's user is not in (the sample suggests "adm"):
+    without CAP_CHOWN the chown fails. That took the whole engine down with a bare PermissionError
+    (review); now the status socket is left out, with an error in the log that says why, and the
+    engine runs. The same failure on the control socket is a clear start error (ControlError)."""
+    import grp
+    import logging
+    import os
+
+    from linkwatch.report.control import ControlError, ControlServer
+
+    group = grp.getgrgid(os.getgid()).gr_name
+    status_sock = tmp_path / "status.sock"
+    path = write_config(tmp_path, f'status_socket = "{status_sock}"\nstatus_group = "{group}"\n')
+    real_chown = os.chown
+
+    def chown(p, uid, gid):
+        if str(p) == str(status_sock):
+            raise PermissionError(1, "Operation not permitted")
+        return real_chown(p, uid, gid)
+
+    monkeypatch.setattr(os, "chown", chown)
+
+    async def scenario():
+        run = Running(path)
+        async with run:
+            await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="the engine runs all the same")
+            assert not status_sock.exists()
+            assert (await asyncio.get_running_loop().run_in_executor(
+                None, call, str(tmp_path / "control.sock"), {"cmd": "ping"}))["ok"]
+        server = ControlServer(str(status_sock), lambda req: None, 0o660, group)
+        with pytest.raises(ControlError, match="must be a member of that group"):
+            await server.start()
+        assert not status_sock.exists(), "no socket left behind"
+
+    with caplog.at_level(logging.ERROR, logger="linkwatch.engine"):
+        asyncio.run(scenario())
+    assert "no read-only status socket" in caplog.text and "Operation not permitted" in caplog.text

@@ -24,8 +24,8 @@ def fail(throttle: Throttle, address: str, times: int = 1) -> None:
 
 
 def test_ipv6_clients_are_grouped_by_their_64():
-    throttle, _ = clocked(limit=5)
-    for i in range(5):  # one /64 holds 2**64 addresses: one lockout for all of them
+    throttle, _ = clocked(limit=5, net_limit=20)
+    for i in range(20):  # one /64 holds 2**64 addresses: one lockout for all of them, at 20
         throttle.failed(f"2001:db8:1:2::{i + 1:x}")
     assert throttle.retry_after("2001:db8:1:2:ffff::99") > 0
     assert throttle.retry_after("2001:db8:1:3::1") == 0
@@ -197,3 +197,19 @@ def test_allowed_hosts_in_the_config():
         loads(f'[web]\nallowed_hosts = ["router lan"]\n{BASE}')
     assert "web.allowed_hosts" in str(e.value)
     assert loads(f'[web]\nallowed_hosts = ["Router.LAN."]\n{BASE}').web.allowed_hosts == ("router.lan",)
+
+
+def test_one_host_cannot_lock_out_the_rest_of_its_lans_64():
+    """With SLAAC a whole LAN shares one /64: one host's 5 failures lock that host out, not the
+    admin's address beside it; a /64 that fails 20 times waits, except for the hosts in it that
+    logged in before (review: the /64 alone was the key, and one host locked out every other)."""
+    throttle, _ = clocked(limit=5, net_limit=20, global_limit=10**6)
+    throttle.succeeded("2001:db8:1:2::a11")  # the admin, last week
+    fail(throttle, "2001:db8:1:2::bad", 5)
+    assert throttle.retry_after("2001:db8:1:2::bad") > 0
+    assert throttle.retry_after("2001:db8:1:2::a11") == 0
+    assert throttle.retry_after("2001:db8:1:2::c0de") == 0, "another host of the LAN"
+    for i in range(15):  # the attacker rotates through its /64
+        throttle.failed(f"2001:db8:1:2::{0x1000 + i:x}")
+    assert throttle.retry_after("2001:db8:1:2::c0de") > 0, "a /64 that failed 20 times waits"
+    assert throttle.retry_after("2001:db8:1:2::a11") == 0, "but not the admin's known address"

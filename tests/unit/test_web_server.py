@@ -75,3 +75,33 @@ def test_110_idle_connections_from_one_host_do_not_take_the_web_ui_down(web):
     finally:
         for s in hogs:
             s.close()
+
+
+def test_hosts_of_one_ipv6_64_each_get_their_own_connections():
+    """With SLAAC a whole LAN shares one /64: counting connections by /64 let one host (or three
+    browsers) refuse every other IPv6 host of the LAN (review). One host's 13th is still refused."""
+    from types import SimpleNamespace
+
+    from linkwatch.webui.server import make_server
+
+    class FakeConn:
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    server = make_server(lambda environ, start: [], "127.0.0.1", 0, 1)
+    try:
+        for i in range(12):
+            server.active_channels[1000 + i] = SimpleNamespace(addr=("2001:db8:1:2::bad", 40000 + i))
+        server.set_socket_options = lambda conn: None
+        made: list = []
+        server.channel_class = lambda *args, **kw: made.append(args)
+        for peer in ("2001:db8:1:2::a11", "2001:db8:1:2::bad"):
+            conn = FakeConn()
+            server.accept = lambda conn=conn, peer=peer: (conn, (peer, 50000, 0, 0))
+            server.handle_accept()
+            assert conn.closed == (peer.endswith("bad")), peer
+        assert len(made) == 1
+    finally:
+        server.close()
