@@ -84,16 +84,34 @@ def client_address(remote: str, forwarded_for: str | None, trusted_proxies: Sequ
     (``[web] trusted_proxies``) and it sent X-Forwarded-For; then the first address, reading from
     the right (each proxy appends the address it saw), that is not a trusted proxy. Entries left
     of it were written by the client and are never believed; a malformed entry stops the walk at
-    the last proxy."""
+    the last proxy. An entry may carry the client's port, as some proxies write it
+    (``198.51.100.7:5555``, ``[2001:db8::7]:5555``, ``[2001:db8::7]``): it is dropped."""
+    def address_of(entry: str) -> str | None:
+        with_port = re.fullmatch(r"\[([^\[\]]+)\](?::(\d{1,5}))?|([0-9.]+):(\d{1,5})", entry)
+        if with_port:
+            port = with_port.group(2) or with_port.group(4)
+            if port is not None and int(port) > 65535:
+                return None
+            entry = with_port.group(1) or with_port.group(3)
+            try:
+                addr = ipaddress.ip_address(entry)
+            except ValueError:
+                return None
+            # brackets only ever hold IPv6; a port only ever follows an IPv4 address or brackets
+            return entry if addr.version == (6 if with_port.group(1) else 4) else None
+        try:
+            ipaddress.ip_address(entry)
+        except ValueError:
+            return None
+        return entry
+
     networks = [ipaddress.ip_network(t) for t in trusted_proxies]
     if not networks or not forwarded_for or not _in(networks, remote):
         return remote
     hop = remote
     for entry in reversed(forwarded_for.split(",")):
-        entry = entry.strip()
-        try:
-            ipaddress.ip_address(entry)
-        except ValueError:
+        entry = address_of(entry.strip())
+        if entry is None:
             return hop
         hop = entry
         if not _in(networks, entry):

@@ -66,6 +66,19 @@ def test_client_address_honours_x_forwarded_for_only_from_trusted_proxies():
     assert client_address("127.0.0.1", "10.0.0.1", proxies) == "10.0.0.1"  # all proxies: the last one
 
 
+def test_x_forwarded_for_entries_with_a_port():
+    """Some proxies write the client's port too: the address is taken without it, in each form a
+    proxy writes (IPv4 a.b.c.d:port, [IPv6]:port, [IPv6]); anything else is still malformed."""
+    assert client_address("10.0.0.1", "198.51.100.7:5555", ["10.0.0.1"]) == "198.51.100.7"
+    assert client_address("10.0.0.1", "[2001:db8::7]:5555", ["10.0.0.1"]) == "2001:db8::7"
+    assert client_address("10.0.0.1", "[2001:db8::7]", ["10.0.0.1"]) == "2001:db8::7"
+    assert client_address("10.0.0.1", "203.0.113.5:1, 10.0.0.2:443", ["10.0.0.0/30"]) == "203.0.113.5"
+    for junk in ("198.51.100.7:", "198.51.100.7:99999", "198.51.100.7:55:55", "198.51.100.7:x",
+                 "[198.51.100.7]:5555", "[2001:db8::7]:", "[2001:db8::7", "2001:db8::7]:5555",
+                 "[junk]:5555", "host.example:5555", "[2001:db8::7]:5555:1"):
+        assert client_address("10.0.0.1", junk, ["10.0.0.1"]) == "10.0.0.1", junk
+
+
 def post_login(client, password: str, remote: str, xff: str | None = None):
     headers = {"X-Forwarded-For": xff} if xff else {}
     env = {"REMOTE_ADDR": remote}
