@@ -119,17 +119,25 @@ def client_address(remote: str, forwarded_for: str | None, trusted_proxies: Sequ
     return hop
 
 
-def host_allowed(header: str | None, names: Sequence[str], hostname: str = "") -> bool:
-    """Whether a request's Host header names this web UI: an IP address (with or without a port),
-    ``localhost``, ``hostname`` (this machine's) or one of ``names`` (``[web] allowed_hosts``,
-    lower case; ``"*"``: anything). A browser always sends Host; a page of another site whose
-    name an attacker re-points at the router (DNS rebinding) sends that site's name, so it is
-    refused. No Host header at all (HTTP/1.0 tools) is allowed: no browser is involved."""
+def host_allowed(header: str | None, names: Sequence[str], hostname: str | Sequence[str] = "",
+                 domains: Sequence[str] = ()) -> bool:
+    """Whether a request's Host header names this web UI: an IP address (with or without a port;
+    an IPv6 one in brackets, with or without a zone: ``[fe80::1%25eth0]``), ``localhost``, one of
+    ``names`` (``[web] allowed_hosts``, lower case; ``"*"``: anything), or one of this machine's
+    own names, from ``hostname`` (its hostname and FQDN, one name or several) and ``domains``
+    (the ``search``/``domain`` entries of /etc/resolv.conf): each name itself, its short name
+    (up to the first dot), ``<short>.local`` (mDNS) and ``<short>.<domain>`` for each domain.
+    Case and a trailing dot do not matter. Only these exact names: ``router.evil.example`` is not
+    ``router``'s.
+
+    A browser always sends Host; a page of another site whose name an attacker re-points at the
+    router (DNS rebinding) sends that site's name, so it is refused. No Host header at all
+    (HTTP/1.0 tools) is allowed: no browser is involved."""
     if "*" in names or header is None:
         return True
     if len(header) > 300:
         return False
-    bracketed = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::\d{1,5})?", header)
+    bracketed = re.fullmatch(r"\[([0-9A-Fa-f:.]+)(?:%(?:25)?[A-Za-z0-9._~-]+)?\](?::\d{1,5})?", header)
     if bracketed:
         try:
             return ipaddress.ip_address(bracketed.group(1)).version == 6
@@ -143,7 +151,19 @@ def host_allowed(header: str | None, names: Sequence[str], hostname: str = "") -
         return ipaddress.ip_address(name).version == 4
     except ValueError:
         pass
-    return bool(name) and (name == "localhost" or name in names or name == hostname.lower().rstrip("."))
+    if not name:
+        return False
+    if name == "localhost" or name in names:
+        return True
+    suffixes = {"local"} | {d.strip().lower().strip(".") for d in domains} - {""}
+    for own in [hostname] if isinstance(hostname, str) else hostname:
+        own = own.strip().lower().rstrip(".")
+        short = own.split(".", 1)[0]
+        if not short:
+            continue
+        if name in (own, short) or any(name == f"{short}.{suffix}" for suffix in suffixes):
+            return True
+    return False
 
 
 @dataclass

@@ -7,7 +7,7 @@ import pytest
 
 from linkwatch.config import loads
 from linkwatch.config.loading import ConfigError
-from linkwatch.webui.security import Throttle, client_address
+from linkwatch.webui.security import Throttle, client_address, host_allowed
 from tests.unit.test_web import BASE, PASSWORD, csrf_of, make
 
 WRONG = "not the password"
@@ -210,3 +210,64 @@ def test_allowed_hosts_in_the_config():
         loads(f'[web]\nallowed_hosts = ["router lan"]\n{BASE}')
     assert "web.allowed_hosts" in str(e.value)
     assert loads(f'[web]\nallowed_hosts = ["Router.LAN."]\n{BASE}').web.allowed_hosts == ("router.lan",)
+
+
+# ---- the names the router goes by, accepted without allowed_hosts -------------------------------
+
+OWN = {"hostname": ("router", "router"), "domains": ("lan", "home.arpa")}
+
+
+@pytest.mark.parametrize("host, ok", [
+    ("router", True), ("router.lan", True), ("router.local", True), ("ROUTER.LAN:8080", True),
+    ("router.lan.", True), ("Router.Home.Arpa.:443", True), ("router.local:8080", True),
+    # a name that merely starts with the hostname is someone else's (DNS rebinding)
+    ("router.evil.example", False), ("router.evil.example:8080", False), ("router.lan.evil.example", False),
+    ("routerx.lan", False), ("evil-router.lan", False), ("lan", False), (".local", False),
+    ("other.lan", False), ("router.local.evil.example", False)])
+def test_the_routers_own_names_are_accepted(host, ok):
+    assert host_allowed(host, (), **OWN) is ok
+
+
+def test_an_fqdn_hostname_also_accepts_its_short_name():
+    for names in (("router.example.net", "router.example.net"), ("router", "router.example.net")):
+        for host in ("router", "router.example.net", "ROUTER.EXAMPLE.NET.:8443", "router.local"):
+            assert host_allowed(host, (), names), (names, host)
+        assert not host_allowed("router.example.net.evil.example", (), names)
+        assert not host_allowed("router.lan", (), names)  # no search domain given
+
+
+@pytest.mark.parametrize("host, ok", [
+    ("[fe80::1%25eth0]", True), ("[fe80::1%25eth0]:8080", True), ("[fe80::1%eth0]", True),
+    ("[FE80::1%25wlan0.5]:80", True), ("[fe80::1%25eth0", False), ("[fe80::1%25]x", False),
+    ("[fe80::1%25eth/0]", False), ("[fe80::1%25eth0]:port", False), ("[evil.example%25eth0]", False)])
+def test_ipv6_literals_with_a_zone(host, ok):
+    assert host_allowed(host, ()) is ok
+
+
+def make_named(monkeypatch, tmp_path, resolv: str | None, hostname="router", fqdn="router"):
+    import socket
+
+    from linkwatch.webui import app as webapp
+    monkeypatch.setattr(socket, "gethostname", lambda: hostname)
+    monkeypatch.setattr(socket, "getfqdn", lambda *a: fqdn)
+    path = tmp_path / "resolv.conf"
+    if resolv is not None:
+        path.write_text(resolv)
+    monkeypatch.setattr(webapp, "RESOLV_CONF", str(path))
+    client, _ = make("public_read = true")
+    return lambda host: client.get("/metrics", headers={"Host": host}).status_code
+
+
+def test_names_from_resolv_conf_are_accepted_after_an_upgrade(monkeypatch, tmp_path):
+    status = make_named(monkeypatch, tmp_path, "# by dhcp\nnameserver 10.0.0.1\nsearch lan Home.Arpa.\n"
+                                               "domain corp.example ; old style\noptions ndots:1\n")
+    for host in ("router.lan", "router.local", "ROUTER.LAN:8080", "router.home.arpa", "router.corp.example",
+                 "router", "[fe80::1%25eth0]:8080"):
+        assert status(host) == 200, host
+    for host in ("router.evil.example", "router.ndots:1", "router.old", "router.nameserver", "other.lan"):
+        assert status(host) == 400, host
+
+
+def test_without_resolv_conf_the_hostname_and_mdns_name_still_work(monkeypatch, tmp_path):
+    status = make_named(monkeypatch, tmp_path, None, hostname="router.example.net", fqdn="router.example.net")
+    assert [status(h) for h in ("router", "router.example.net", "router.local", "router.lan")] == [200, 200, 200, 400]
