@@ -10,8 +10,11 @@ import dataclasses
 import json
 from dataclasses import dataclass, fields
 
-from linkwatch.config.convert import format_duration
+from linkwatch.config.convert import _octal_mode, format_duration
 from linkwatch.config.values import ABSENT, ARRAY, CONV, DOC, NAMED, OVERRIDE, TABLE, Config
+
+
+OCTAL_MODE = _octal_mode().expected  # what every file mode key expects (an octal string)
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ def _default_text(f: dataclasses.Field) -> str:
     if isinstance(value, float):
         plain = "percentage" in expected or "number" in expected
         return f"{value:g}" if plain else json.dumps(format_duration(value))
-    if isinstance(value, int) and f.name == "mode":
+    if isinstance(value, int) and expected == OCTAL_MODE:  # mode, status_mode: "0660", as TOML must write it
         return json.dumps(f"0{value:o}")
     if isinstance(value, (tuple, list)):
         return json.dumps(list(value))

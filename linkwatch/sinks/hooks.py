@@ -183,8 +183,11 @@ def list_hooks(directory: str) -> tuple[list[str], list[str], list[tuple[str, st
 
 
 def directory_problem(directory: str) -> str | None:
-    """Why no hook in ``directory`` may run (see :func:`unsafe`), or None. OSError as os.stat."""
-    return unsafe(os.stat(directory), tuple({0, os.geteuid()}))
+    """Why no hook in ``directory`` may run (see :func:`unsafe`), or None. OSError as os.lstat.
+
+    The path itself is checked with lstat: a symbolic link is refused (whoever can re-point it
+    chooses what runs), even one to a safe directory; otherwise the directory's owner and mode."""
+    return unsafe(os.lstat(directory.rstrip("/") or "/"), tuple({0, os.geteuid()}))
 
 
 # --- running one hook ----------------------------------------------------------------------

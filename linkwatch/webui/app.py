@@ -38,6 +38,7 @@ from linkwatch.webui.security import (USER, Sessions, Throttle, client_address, 
 
 NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 MAX_LIMIT = 1000
+RESOLV_CONF = "/etc/resolv.conf"  # its search and domain entries name this machine too (Host check)
 
 
 class BadInput(ValueError):
@@ -48,6 +49,26 @@ def _engine_call(socket_path: str) -> Callable[[dict], dict]:
     def ask(req: dict) -> dict:
         return call(socket_path, req, timeout=2.0)
     return ask
+
+
+def resolv_domains(path: str) -> tuple[str, ...]:
+    """The DNS domains this machine goes by: the ``search`` and ``domain`` entries of resolv.conf
+    (lower case, without a trailing dot); none when the file cannot be read."""
+    domains: list[str] = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read(65536).splitlines()
+    except OSError:
+        return ()
+    for line in lines:
+        words = re.split(r"[#;]", line, maxsplit=1)[0].split()
+        if len(words) < 2 or words[0] not in ("search", "domain"):
+            continue
+        for word in words[1:]:
+            word = word.lower().strip(".")
+            if re.fullmatch(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*", word) and len(word) <= 253 and word not in domains:
+                domains.append(word)
+    return tuple(domains[:32])
 
 
 def _fmt_since(value: Any) -> str:
@@ -163,15 +184,17 @@ def create_app(config: Config, engine: Callable[[dict], dict] | None = None,
     def api_error(code: int, message: str):
         return jsonify({"ok": False, "error": message}), code
 
-    hostname = socket.gethostname()
+    own_names = (socket.gethostname(), socket.getfqdn())
+    own_domains = resolv_domains(RESOLV_CONF)
 
     @app.before_request
     def _guard():
         host = request.headers.get("Host")
-        if not host_allowed(host, web.allowed_hosts, hostname):
+        if not host_allowed(host, web.allowed_hosts, own_names, own_domains):
             app.logger.warning("web: refused Host %r from %s", (host or "")[:80], client())
             message = (f"Host {(host or '')[:60]!r} is not allowed: this web UI answers to its IP addresses, "
-                       "localhost, its hostname and the names in [web] allowed_hosts")
+                       "localhost, its own names (hostname, FQDN, <hostname>.local, <hostname>.<search domain>) "
+                       "and the names in [web] allowed_hosts")
             if request.path.startswith("/api/") or request.path == "/metrics":
                 return api_error(400, message)
             return app.response_class(message + "\n", status=400, mimetype="text/plain")  # no page: no links

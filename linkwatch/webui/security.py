@@ -94,16 +94,34 @@ def client_address(remote: str, forwarded_for: str | None, trusted_proxies: Sequ
     (``[web] trusted_proxies``) and it sent X-Forwarded-For; then the first address, reading from
     the right (each proxy appends the address it saw), that is not a trusted proxy. Entries left
     of it were written by the client and are never believed; a malformed entry stops the walk at
-    the last proxy."""
+    the last proxy. An entry may carry the client's port, as some proxies write it
+    (``198.51.100.7:5555``, ``[2001:db8::7]:5555``, ``[2001:db8::7]``): it is dropped."""
+    def address_of(entry: str) -> str | None:
+        with_port = re.fullmatch(r"\[([^\[\]]+)\](?::(\d{1,5}))?|([0-9.]+):(\d{1,5})", entry)
+        if with_port:
+            port = with_port.group(2) or with_port.group(4)
+            if port is not None and int(port) > 65535:
+                return None
+            entry = with_port.group(1) or with_port.group(3)
+            try:
+                addr = ipaddress.ip_address(entry)
+            except ValueError:
+                return None
+            # brackets only ever hold IPv6; a port only ever follows an IPv4 address or brackets
+            return entry if addr.version == (6 if with_port.group(1) else 4) else None
+        try:
+            ipaddress.ip_address(entry)
+        except ValueError:
+            return None
+        return entry
+
     networks = [ipaddress.ip_network(t) for t in trusted_proxies]
     if not networks or not forwarded_for or not _in(networks, remote):
         return remote
     hop = remote
     for entry in reversed(forwarded_for.split(",")):
-        entry = entry.strip()
-        try:
-            ipaddress.ip_address(entry)
-        except ValueError:
+        entry = address_of(entry.strip())
+        if entry is None:
             return hop
         hop = entry
         if not _in(networks, entry):
@@ -111,17 +129,25 @@ def client_address(remote: str, forwarded_for: str | None, trusted_proxies: Sequ
     return hop
 
 
-def host_allowed(header: str | None, names: Sequence[str], hostname: str = "") -> bool:
-    """Whether a request's Host header names this web UI: an IP address (with or without a port),
-    ``localhost``, ``hostname`` (this machine's) or one of ``names`` (``[web] allowed_hosts``,
-    lower case; ``"*"``: anything). A browser always sends Host; a page of another site whose
-    name an attacker re-points at the router (DNS rebinding) sends that site's name, so it is
-    refused. No Host header at all (HTTP/1.0 tools) is allowed: no browser is involved."""
+def host_allowed(header: str | None, names: Sequence[str], hostname: str | Sequence[str] = "",
+                 domains: Sequence[str] = ()) -> bool:
+    """Whether a request's Host header names this web UI: an IP address (with or without a port;
+    an IPv6 one in brackets, with or without a zone: ``[fe80::1%25eth0]``), ``localhost``, one of
+    ``names`` (``[web] allowed_hosts``, lower case; ``"*"``: anything), or one of this machine's
+    own names, from ``hostname`` (its hostname and FQDN, one name or several) and ``domains``
+    (the ``search``/``domain`` entries of /etc/resolv.conf): each name itself, its short name
+    (up to the first dot), ``<short>.local`` (mDNS) and ``<short>.<domain>`` for each domain.
+    Case and a trailing dot do not matter. Only these exact names: ``router.evil.example`` is not
+    ``router``'s.
+
+    A browser always sends Host; a page of another site whose name an attacker re-points at the
+    router (DNS rebinding) sends that site's name, so it is refused. No Host header at all
+    (HTTP/1.0 tools) is allowed: no browser is involved."""
     if "*" in names or header is None:
         return True
     if len(header) > 300:
         return False
-    bracketed = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::\d{1,5})?", header)
+    bracketed = re.fullmatch(r"\[([0-9A-Fa-f:.]+)(?:%(?:25)?[A-Za-z0-9._~-]+)?\](?::\d{1,5})?", header)
     if bracketed:
         try:
             return ipaddress.ip_address(bracketed.group(1)).version == 6
@@ -135,7 +161,19 @@ def host_allowed(header: str | None, names: Sequence[str], hostname: str = "") -
         return ipaddress.ip_address(name).version == 4
     except ValueError:
         pass
-    return bool(name) and (name == "localhost" or name in names or name == hostname.lower().rstrip("."))
+    if not name:
+        return False
+    if name == "localhost" or name in names:
+        return True
+    suffixes = {"local"} | {d.strip().lower().strip(".") for d in domains} - {""}
+    for own in [hostname] if isinstance(hostname, str) else hostname:
+        own = own.strip().lower().rstrip(".")
+        short = own.split(".", 1)[0]
+        if not short:
+            continue
+        if name in (own, short) or any(name == f"{short}.{suffix}" for suffix in suffixes):
+            return True
+    return False
 
 
 @dataclass

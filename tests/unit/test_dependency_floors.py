@@ -18,6 +18,9 @@ FIXED = {
     "cryptography": ("44.0.1", "GHSA-79v4-65xg-pq4g / CVE-2024-12797: the OpenSSL in its wheels; earlier "
                                 "CVE-2024-26130, CVE-2023-50782"),
     "dnspython": ("2.6.1", "CVE-2023-29483 (TuDoor: a forged bad UDP answer stops a resolution)"),
+    # Flask only asks for werkzeug>=3.1 since Flask 3.1: with flask>=3.0 an older one could come in
+    "werkzeug": ("3.0.6", "CVE-2024-49767 (multipart/form-data parsing exhausts memory), and before it "
+                          "CVE-2023-46136 (multipart parsing takes CPU without end)"),
 }
 
 
@@ -34,6 +37,7 @@ def floor(req: Requirement) -> Version | None:
 def test_no_floor_lets_a_vulnerable_release_in():
     reqs = requirements()
     for name, (fixed, why) in FIXED.items():
+        assert name in reqs, f"{name} has no floor in pyproject.toml: releases with {why} may be installed"
         low = floor(reqs[name])
         assert low is not None and low >= Version(fixed), f"{name}: {reqs[name]} allows releases with {why}"
 

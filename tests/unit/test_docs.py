@@ -132,3 +132,37 @@ def test_the_quick_start_commands_work_as_written_in_a_root_shell_without_sudo(t
                           timeout=300)
     assert done.returncode == 0 and "sudo called" not in done.stderr, done.stderr[-2000:]
     assert "usage: linkwatch lab demo" in done.stdout
+
+
+def test_every_documented_default_is_what_the_key_accepts_and_means_the_default():
+    """The reference (docs/configuration.md, linkwatch.toml(5)) shows each default as TOML; read
+    back through the key's own converter it must give the default itself: a file mode shown as
+    the decimal 432 would be refused ("quote it"), so status_mode and mode show "0660"."""
+    import dataclasses
+    import tomllib
+
+    from linkwatch.config.reference import _default_text
+    from linkwatch.config.values import ABSENT, ARRAY, CONV, NAMED, TABLE, Config
+
+    checked = []
+
+    def walk(cls, prefix):
+        for f in dataclasses.fields(cls):
+            meta = f.metadata
+            if CONV in meta:
+                shown = _default_text(f)
+                if shown in ("required", "unset"):
+                    continue
+                value = f.default if f.default is not dataclasses.MISSING else meta.get(ABSENT)
+                if value in ("", ()):  # "not given" (a rule's name, its empty match lists): nothing to write
+                    continue
+                raw = tomllib.loads(f"v = {shown}")["v"]
+                assert meta[CONV](raw) == value, (prefix + f.name, shown)
+                checked.append(prefix + f.name)
+            elif TABLE in meta:
+                walk(meta[TABLE], f"{prefix}{f.name}.")
+            elif NAMED in meta or ARRAY in meta:
+                walk(meta.get(NAMED) or meta.get(ARRAY), f"{prefix}{f.name}.*.")
+
+    walk(Config, "")
+    assert "control.status_mode" in checked and "control.mode" in checked

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from linkwatch.sinks.hooks import HookSink
+from linkwatch.sinks.hooks import HookSink, directory_problem
 from tests.unit.test_hooks import change, write_hook
 
 NOBODY = 65534
@@ -82,3 +82,17 @@ def test_a_directory_owned_by_another_user_runs_no_hook(dirs, caplog):
         asyncio.run(HookSink(str(hooks), timeout=5).handle(change("UP", "DOWN")))
     assert ran(out) == []
     assert "refused: it is owned by uid 65534, not by root or the engine's user" in caplog.text
+
+
+def test_a_symlinked_hook_directory_runs_no_hook(dirs, caplog):
+    """The link itself is checked (lstat): a symlink to a safe 0755 directory is still refused, as
+    whoever can re-point the link chooses what runs."""
+    hooks, out = dirs
+    write_hook(hooks, "10-good", f"echo 10-good >> {out}/ran")
+    link = hooks.parent / "hooks-link.d"
+    os.symlink(hooks, link)
+    assert directory_problem(str(hooks)) is None  # the target itself is fine
+    with caplog.at_level(logging.WARNING, logger="linkwatch.sinks.hooks"):
+        asyncio.run(HookSink(str(link), timeout=5).handle(change("UP", "DOWN")))
+    assert ran(out) == []
+    assert f"hook directory {link} refused: it is a symbolic link" in caplog.text

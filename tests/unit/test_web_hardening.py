@@ -7,7 +7,7 @@ import pytest
 
 from linkwatch.config import loads
 from linkwatch.config.loading import ConfigError
-from linkwatch.webui.security import Throttle, client_address
+from linkwatch.webui.security import Throttle, client_address, host_allowed
 from tests.unit.test_web import BASE, PASSWORD, csrf_of, make
 
 WRONG = "not the password"
@@ -64,6 +64,19 @@ def test_client_address_honours_x_forwarded_for_only_from_trusted_proxies():
     assert client_address("127.0.0.1", "junk, <script>", proxies) == "127.0.0.1"
     assert client_address("127.0.0.1", None, proxies) == "127.0.0.1"
     assert client_address("127.0.0.1", "10.0.0.1", proxies) == "10.0.0.1"  # all proxies: the last one
+
+
+def test_x_forwarded_for_entries_with_a_port():
+    """Some proxies write the client's port too: the address is taken without it, in each form a
+    proxy writes (IPv4 a.b.c.d:port, [IPv6]:port, [IPv6]); anything else is still malformed."""
+    assert client_address("10.0.0.1", "198.51.100.7:5555", ["10.0.0.1"]) == "198.51.100.7"
+    assert client_address("10.0.0.1", "[2001:db8::7]:5555", ["10.0.0.1"]) == "2001:db8::7"
+    assert client_address("10.0.0.1", "[2001:db8::7]", ["10.0.0.1"]) == "2001:db8::7"
+    assert client_address("10.0.0.1", "203.0.113.5:1, 10.0.0.2:443", ["10.0.0.0/30"]) == "203.0.113.5"
+    for junk in ("198.51.100.7:", "198.51.100.7:99999", "198.51.100.7:55:55", "198.51.100.7:x",
+                 "[198.51.100.7]:5555", "[2001:db8::7]:", "[2001:db8::7", "2001:db8::7]:5555",
+                 "[junk]:5555", "host.example:5555", "[2001:db8::7]:5555:1"):
+        assert client_address("10.0.0.1", junk, ["10.0.0.1"]) == "10.0.0.1", junk
 
 
 def post_login(client, password: str, remote: str, xff: str | None = None):
@@ -213,3 +226,64 @@ def test_one_host_cannot_lock_out_the_rest_of_its_lans_64():
         throttle.failed(f"2001:db8:1:2::{0x1000 + i:x}")
     assert throttle.retry_after("2001:db8:1:2::c0de") > 0, "a /64 that failed 20 times waits"
     assert throttle.retry_after("2001:db8:1:2::a11") == 0, "but not the admin's known address"
+
+
+# ---- the names the router goes by, accepted without allowed_hosts -------------------------------
+
+OWN = {"hostname": ("router", "router"), "domains": ("lan", "home.arpa")}
+
+
+@pytest.mark.parametrize("host, ok", [
+    ("router", True), ("router.lan", True), ("router.local", True), ("ROUTER.LAN:8080", True),
+    ("router.lan.", True), ("Router.Home.Arpa.:443", True), ("router.local:8080", True),
+    # a name that merely starts with the hostname is someone else's (DNS rebinding)
+    ("router.evil.example", False), ("router.evil.example:8080", False), ("router.lan.evil.example", False),
+    ("routerx.lan", False), ("evil-router.lan", False), ("lan", False), (".local", False),
+    ("other.lan", False), ("router.local.evil.example", False)])
+def test_the_routers_own_names_are_accepted(host, ok):
+    assert host_allowed(host, (), **OWN) is ok
+
+
+def test_an_fqdn_hostname_also_accepts_its_short_name():
+    for names in (("router.example.net", "router.example.net"), ("router", "router.example.net")):
+        for host in ("router", "router.example.net", "ROUTER.EXAMPLE.NET.:8443", "router.local"):
+            assert host_allowed(host, (), names), (names, host)
+        assert not host_allowed("router.example.net.evil.example", (), names)
+        assert not host_allowed("router.lan", (), names)  # no search domain given
+
+
+@pytest.mark.parametrize("host, ok", [
+    ("[fe80::1%25eth0]", True), ("[fe80::1%25eth0]:8080", True), ("[fe80::1%eth0]", True),
+    ("[FE80::1%25wlan0.5]:80", True), ("[fe80::1%25eth0", False), ("[fe80::1%25]x", False),
+    ("[fe80::1%25eth/0]", False), ("[fe80::1%25eth0]:port", False), ("[evil.example%25eth0]", False)])
+def test_ipv6_literals_with_a_zone(host, ok):
+    assert host_allowed(host, ()) is ok
+
+
+def make_named(monkeypatch, tmp_path, resolv: str | None, hostname="router", fqdn="router"):
+    import socket
+
+    from linkwatch.webui import app as webapp
+    monkeypatch.setattr(socket, "gethostname", lambda: hostname)
+    monkeypatch.setattr(socket, "getfqdn", lambda *a: fqdn)
+    path = tmp_path / "resolv.conf"
+    if resolv is not None:
+        path.write_text(resolv)
+    monkeypatch.setattr(webapp, "RESOLV_CONF", str(path))
+    client, _ = make("public_read = true")
+    return lambda host: client.get("/metrics", headers={"Host": host}).status_code
+
+
+def test_names_from_resolv_conf_are_accepted_after_an_upgrade(monkeypatch, tmp_path):
+    status = make_named(monkeypatch, tmp_path, "# by dhcp\nnameserver 10.0.0.1\nsearch lan Home.Arpa.\n"
+                                               "domain corp.example ; old style\noptions ndots:1\n")
+    for host in ("router.lan", "router.local", "ROUTER.LAN:8080", "router.home.arpa", "router.corp.example",
+                 "router", "[fe80::1%25eth0]:8080"):
+        assert status(host) == 200, host
+    for host in ("router.evil.example", "router.ndots:1", "router.old", "router.nameserver", "other.lan"):
+        assert status(host) == 400, host
+
+
+def test_without_resolv_conf_the_hostname_and_mdns_name_still_work(monkeypatch, tmp_path):
+    status = make_named(monkeypatch, tmp_path, None, hostname="router.example.net", fqdn="router.example.net")
+    assert [status(h) for h in ("router", "router.example.net", "router.local", "router.lan")] == [200, 200, 200, 400]
