@@ -45,10 +45,12 @@ def change_address(spec: LabSpec, u: LabUplink, new: str) -> None:
     out = run_command(["ip", "-n", r, "-4", "-o", "addr", "show", "dev", u.interface])
     olds = [w.split("/")[0] for line in out.splitlines() for i, w in enumerate(line.split())
             if i > 0 and line.split()[i - 1] == "inet"]
-    run_command(["ip", "-n", r, "addr", "replace", f"{new}/29", "dev", u.interface])
+    # the old address goes first: a second address of the same /29 would be a secondary one, which
+    # the kernel deletes with the primary (promote_secondaries is off)
     for old in olds:
         if old != new:
             run_command(["ip", "-n", r, "addr", "del", f"{old}/29", "dev", u.interface])
+    run_command(["ip", "-n", r, "addr", "replace", f"{new}/29", "dev", u.interface])
     _main_default(spec, u, current_gateway(spec, u))
 
 
@@ -65,9 +67,9 @@ def change_gateway(spec: LabSpec, u: LabUplink, new: str) -> None:
     """The provider's router moves to ``new`` and the router's main default route follows it."""
     p = spec.provider_ns(u.index)
     old = current_gateway(spec, u)
-    run_command(["ip", "-n", p, "addr", "replace", f"{new}/29", "dev", PROVIDER_LINK])
-    if old != new:
+    if old != new:  # first, as in change_address
         run_command(["ip", "-n", p, "addr", "del", f"{old}/29", "dev", PROVIDER_LINK])
+    run_command(["ip", "-n", p, "addr", "replace", f"{new}/29", "dev", PROVIDER_LINK])
     _main_default(spec, u, new)
 
 
