@@ -503,6 +503,9 @@ def _decide(s: _Step) -> None:
             # one that stopped working has its flows reset when it stops (see put()).
             if name not in d.active and u is not None and u.nat_address and not p.sticky_flows:
                 s.flush(name, u.nat_address)
+            elif name not in d.active and u is not None and p.sticky_flows and not working(u) and all(
+                    f.mark != flow_mark(u.cfg.table) for f in s.flushes):  # a dead last resort: flows begun on it since
+                s.flush(name, u.nat_address or "", flow_mark(u.cfg.table))  # its reset carry its mark (soak, issue 14)
     _activate(s)
 
 

@@ -66,7 +66,10 @@ def parse_since(text: str, now: float) -> float:
         except ValueError:
             pass
         else:
-            return moment.timestamp()  # naive = local time
+            try:
+                return moment.timestamp()  # naive = local time
+            except (ValueError, OverflowError, OSError):  # year 1 in local time: before the epoch's range
+                raise HistoryError(f"bad time {text!r}: out of range; expected {_SINCE_FORMS}") from None
     raise HistoryError(f"bad time {text!r}: expected {_SINCE_FORMS}")
 
 

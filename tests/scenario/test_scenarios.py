@@ -162,6 +162,23 @@ def test_with_sticky_flows_an_uplink_that_stops_working_loses_its_rule_and_its_f
     assert 'oifname "up1"' in s.state.routing.flows and 'oifname "up2"' in s.state.routing.flows
 
 
+def test_flows_begun_on_a_dead_last_resort_uplink_are_reset_when_traffic_leaves_it():
+    """Both uplinks dead: fibre keeps the traffic as the last resort (its flows were reset when it
+    stopped working, but the LAN's flows begin again through it and carry its mark). When lte works
+    again and takes the traffic, those flows are reset too: else they stay on fibre (its rule comes
+    back when it works again) or hang. The soak found a LAN flow stuck 9.8 s on a flapping uplink."""
+    s = Scenario()
+    s.rounds({"fibre": "g", "lte": "g"})
+    s.rounds({"fibre": "g", "lte": "bbb"})  # lte dies first, not carrying traffic
+    s.rounds({"fibre": "bbb"})  # then fibre: nothing works, fibre stays as the last resort
+    assert s.state.active == ("fibre",) and s.state_of("fibre") == "DOWN"
+    assert s.flushed == ["198.51.100.10", "198.51.100.2"]
+    s.rounds({"lte": "ggggg"})  # lte works again: traffic moves there
+    assert s.state.active == ("lte",)
+    flushes = [f for o in s.outputs for f in o.flushes]
+    assert flushes[2:] == [Flush("fibre", "198.51.100.2", flow_mark(101))], flushes
+
+
 def test_events_come_in_the_order_the_shell_publishes_them():
     s = Scenario()
     s.rounds({"fibre": "g", "lte": "g"})

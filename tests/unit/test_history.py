@@ -814,7 +814,8 @@ def test_parse_since_reads_dates_in_local_time(tz):
     assert parse_since("2026-11-26 10:00", NOW) == 1795651200.0 + 36000 - 7200
 
 
-@pytest.mark.parametrize("text", ["", "yesterday", "1 hour", "-1h", "2026-13-01", "1h ago", "90"])
+@pytest.mark.parametrize("text", ["", "yesterday", "1 hour", "-1h", "2026-13-01", "1h ago", "90",
+                                  "0001-01-01"])  # year 1 in local time: a ValueError (web 500) before
 def test_parse_since_rejects_naming_the_value_and_the_forms(text):
     with pytest.raises(HistoryError) as e:
         parse_since(text, NOW)
