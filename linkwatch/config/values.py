@@ -318,7 +318,7 @@ class WebConfig:
         _duration(0.2), "how often the dashboard polls the engine"))
     allowed_hosts: tuple[str, ...] = field(default=(), metadata=_key(
         _host_names(), "names the web UI answers to besides those it accepts anyway: IP addresses, localhost "
-        "and this machine's own names (its hostname, short and FQDN, HOSTNAME.local and HOSTNAME.DOMAIN "
+        "and this machine's own names (its hostname, short and FQDN from /etc/hosts, HOSTNAME.local and HOSTNAME.DOMAIN "
         "for each search/domain entry DOMAIN of /etc/resolv.conf); a request naming another Host gets 400 (DNS "
         "rebinding), so after an upgrade list here any other name the router is reached by (e.g. a reverse "
         'proxy\'s). ["*"]: any'))

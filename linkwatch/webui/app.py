@@ -39,6 +39,7 @@ from linkwatch.webui.security import (USER, Sessions, Throttle, client_address, 
 NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 MAX_LIMIT = 1000
 RESOLV_CONF = "/etc/resolv.conf"  # its search and domain entries name this machine too (Host check)
+HOSTS_FILE = "/etc/hosts"  # and so do the names on the lines of its hostname (its FQDN, without DNS)
 
 
 class BadInput(ValueError):
@@ -69,6 +70,25 @@ def resolv_domains(path: str) -> tuple[str, ...]:
             if re.fullmatch(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*", word) and len(word) <= 253 and word not in domains:
                 domains.append(word)
     return tuple(domains[:32])
+
+
+def hosts_names(hostname: str, path: str) -> tuple[str, ...]:
+    """The names the hosts file gives this machine: those on the lines that list ``hostname`` (or
+    its short name), e.g. Debian's ``127.0.1.1 router.example.org router``. Not socket.getfqdn():
+    that asks DNS, and with the uplinks down it waited out the resolver's timeouts before the web UI
+    could answer (the real systemd test saw it)."""
+    mine = {hostname.lower().rstrip("."), hostname.lower().split(".")[0]}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read(65536).splitlines()
+    except OSError:
+        return ()
+    names: list[str] = []
+    for line in lines:
+        words = [w.lower().rstrip(".") for w in line.split("#", 1)[0].split()[1:]]
+        if mine & set(words):
+            names += [w for w in words if w not in names]
+    return tuple(names[:32])
 
 
 def _fmt_since(value: Any) -> str:
@@ -184,7 +204,7 @@ def create_app(config: Config, engine: Callable[[dict], dict] | None = None,
     def api_error(code: int, message: str):
         return jsonify({"ok": False, "error": message}), code
 
-    own_names = (socket.gethostname(), socket.getfqdn())
+    own_names = (socket.gethostname(), *hosts_names(socket.gethostname(), HOSTS_FILE))
     own_domains = resolv_domains(RESOLV_CONF)
 
     @app.before_request

@@ -265,7 +265,10 @@ def make_named(monkeypatch, tmp_path, resolv: str | None, hostname="router", fqd
 
     from linkwatch.webui import app as webapp
     monkeypatch.setattr(socket, "gethostname", lambda: hostname)
-    monkeypatch.setattr(socket, "getfqdn", lambda *a: fqdn)
+    monkeypatch.setattr(socket, "getfqdn", lambda *a: pytest.fail("getfqdn asks DNS: it can wait for seconds"))
+    hosts = tmp_path / "hosts"
+    hosts.write_text(f"127.0.0.1 localhost\n127.0.1.1 {fqdn} {hostname}  # Debian's\n::1 ip6-localhost\n")
+    monkeypatch.setattr(webapp, "HOSTS_FILE", str(hosts))
     path = tmp_path / "resolv.conf"
     if resolv is not None:
         path.write_text(resolv)
@@ -287,3 +290,11 @@ def test_names_from_resolv_conf_are_accepted_after_an_upgrade(monkeypatch, tmp_p
 def test_without_resolv_conf_the_hostname_and_mdns_name_still_work(monkeypatch, tmp_path):
     status = make_named(monkeypatch, tmp_path, None, hostname="router.example.net", fqdn="router.example.net")
     assert [status(h) for h in ("router", "router.example.net", "router.local", "router.lan")] == [200, 200, 200, 400]
+
+
+def test_the_fqdn_comes_from_the_hosts_file_not_dns(monkeypatch, tmp_path):
+    """socket.getfqdn() asks DNS: with the uplinks down (the real systemd test's container) the web
+    UI waited out the resolver before it answered at all. The hosts file names the FQDN."""
+    status = make_named(monkeypatch, tmp_path, None, hostname="router", fqdn="router.example.org")
+    assert [status(h) for h in ("router", "router.example.org", "router.local", "ip6-localhost", "router.lan")] \
+        == [200, 200, 200, 400, 400], "only the names on the hostname's own line"
