@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 
 from linkwatch.lab import radvd, topology
 from linkwatch.lab.plan import GATEWAY6, LAN_ROUTER, PROVIDER_LINK, LabSpec, LabUplink
@@ -182,9 +183,11 @@ def reload(spec: LabSpec, good_text: str, broken: bool) -> dict:
 # --- floods ----------------------------------------------------------------------------------------
 
 
-def flood_control(spec: LabSpec, requests: int = 3000, threads: int = 8, limit_s: float = 5.0) -> dict:
-    """``requests`` status/ping/garbage requests from ``threads`` threads, at most ``limit_s`` seconds."""
-    done = {"ok": 0, "refused": 0, "errors": 0}
+def _flood(one: Callable[[random.Random], str], keys: tuple[str, ...], requests: int, threads: int,
+           limit_s: float) -> dict:
+    """``requests`` calls of ``one`` (it returns the counter to add one to) from ``threads`` threads,
+    for at most ``limit_s`` seconds: how many of each."""
+    done = dict.fromkeys(keys, 0)
     lock = threading.Lock()
     deadline = time.monotonic() + limit_s
     per = requests // threads
@@ -194,12 +197,7 @@ def flood_control(spec: LabSpec, requests: int = 3000, threads: int = 8, limit_s
         for _ in range(per):
             if time.monotonic() > deadline:
                 return
-            req = rng.choice([{"cmd": "status"}, {"cmd": "ping"}, {"cmd": "nope"}, {"cmd": "set", "uplink": 3}])
-            try:
-                answer = call(spec.control_socket, req, timeout=2.0)
-                key = "ok" if answer.get("ok") else "refused"
-            except Exception:
-                key = "errors"
+            key = one(rng)
             with lock:
                 done[key] += 1
 
@@ -209,39 +207,36 @@ def flood_control(spec: LabSpec, requests: int = 3000, threads: int = 8, limit_s
     for t in ts:
         t.join(limit_s + 5)
     return done
+
+
+def flood_control(spec: LabSpec, requests: int = 3000, threads: int = 8, limit_s: float = 5.0) -> dict:
+    """``requests`` status/ping/garbage requests from ``threads`` threads, at most ``limit_s`` seconds."""
+    def one(rng: random.Random) -> str:
+        req = rng.choice([{"cmd": "status"}, {"cmd": "ping"}, {"cmd": "nope"}, {"cmd": "set", "uplink": 3}])
+        try:
+            return "ok" if call(spec.control_socket, req, timeout=2.0).get("ok") else "refused"
+        except Exception:
+            return "errors"
+
+    return _flood(one, ("ok", "refused", "errors"), requests, threads, limit_s)
 
 
 def flood_web(base_url: str, requests: int = 1500, threads: int = 6, limit_s: float = 5.0) -> dict:
     """Bounded GETs of the JSON API (good and bad parameters) on the web UI's loopback address."""
     paths = ["api/v1/status", "api/v1/events?since=1h", "api/v1/samples?since=1h", "api/v1/samples?step=abc",
              "api/v1/events?since=0001-01-01", "api/v1/events?uplink=%00", "metrics", "healthz"]
-    done = {"2xx": 0, "4xx": 0, "5xx": 0, "errors": 0}
-    lock = threading.Lock()
-    deadline = time.monotonic() + limit_s
-    per = requests // threads
 
-    def worker(i: int) -> None:
-        rng = random.Random(i)
-        for _ in range(per):
-            if time.monotonic() > deadline:
-                return
-            try:
-                with urllib.request.urlopen(base_url + rng.choice(paths), timeout=3) as r:
-                    code = r.status
-            except urllib.error.HTTPError as e:
-                code = e.code
-            except Exception:
-                code = 0
-            key = "errors" if code == 0 else f"{code // 100}xx"
-            with lock:
-                done[key] += 1
+    def one(rng: random.Random) -> str:
+        try:
+            with urllib.request.urlopen(base_url + rng.choice(paths), timeout=3) as r:
+                code = r.status
+        except urllib.error.HTTPError as e:
+            code = e.code
+        except Exception:
+            code = 0
+        return "errors" if code == 0 else f"{code // 100}xx"
 
-    ts = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(limit_s + 5)
-    return done
+    return _flood(one, ("2xx", "4xx", "5xx", "errors"), requests, threads, limit_s)
 
 
 def flood_snmp(spec: LabSpec, walks: int = 150, limit_s: float = 6.0) -> dict:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import math
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -131,7 +131,7 @@ class Applier:
         self._unmarked = routing.flows is not None and any(e.startswith("nft table") for e in report.errors)
 
     def note_change(self) -> None:
-        """A netlink event said linkwatch's objects may have changed: repair at the next tick."""
+        """A netlink event said linkwatch's objects may have changed: repair soon (see repair_wanted)."""
         self._change_seen = True
 
     def repair_wanted(self, now: float, full_check: float) -> bool:

@@ -228,7 +228,8 @@ class Engine:
             while not self._stop:
                 self._wakeup.clear()  # then ask: a change noted meanwhile shortens the sleep
                 # a repair a netlink event asked for, or a reload the rate limit held back, may be due sooner
-                sleep = self.applier.repair_wait(time.monotonic(), max(tick_at - time.monotonic(), 0.0))
+                now = time.monotonic()
+                sleep = self.applier.repair_wait(now, max(tick_at - now, 0.0))
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(),
                                            min(sleep, self.reload_budget.wait()) if self._reload else sleep)

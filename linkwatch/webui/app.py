@@ -52,16 +52,20 @@ def _engine_call(socket_path: str) -> Callable[[dict], dict]:
     return ask
 
 
+def _small_file_lines(path: str) -> list[str]:
+    """The lines of a system file read at start (its first 64 kB); none when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read(65536).splitlines()
+    except OSError:
+        return []
+
+
 def resolv_domains(path: str) -> tuple[str, ...]:
     """The DNS domains this machine goes by: the ``search`` and ``domain`` entries of resolv.conf
     (lower case, without a trailing dot); none when the file cannot be read."""
     domains: list[str] = []
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            lines = f.read(65536).splitlines()
-    except OSError:
-        return ()
-    for line in lines:
+    for line in _small_file_lines(path):
         words = re.split(r"[#;]", line, maxsplit=1)[0].split()
         if len(words) < 2 or words[0] not in ("search", "domain"):
             continue
@@ -78,13 +82,8 @@ def hosts_names(hostname: str, path: str) -> tuple[str, ...]:
     that asks DNS, and with the uplinks down it waited out the resolver's timeouts before the web UI
     could answer (the real systemd test saw it)."""
     mine = {hostname.lower().rstrip("."), hostname.lower().split(".")[0]}
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            lines = f.read(65536).splitlines()
-    except OSError:
-        return ()
     names: list[str] = []
-    for line in lines:
+    for line in _small_file_lines(path):
         words = [w.lower().rstrip(".") for w in line.split("#", 1)[0].split()[1:]]
         if mine & set(words):
             names += [w for w in words if w not in names]

@@ -12,27 +12,11 @@ from linkwatch.config import SnmpAgentConfig, SnmpConfig, SnmpUserConfig, loads
 from linkwatch.config.loading import ConfigError
 from linkwatch.snmp.access import exposure_warnings, networks, response_budget, source_allowed
 from linkwatch.snmp.agent import SnmpAgent
-from tests.unit.test_agent import (AUTH_KEY, BASE, COMMUNITY, FakeEngine, client, exchange, free_port, oid_of,
-                                   snmp_config, v2c_auth, v2c_packet, v3_auth)
+from tests.unit.test_agent import (AUTH_KEY, BASE, COMMUNITY, client, exchange, free_port, oid_of, snmp_config,
+                                   v2c_auth, v2c_packet, v3_auth)
+from tests.unit.test_agent import agent, eng  # noqa: F401  (its fixtures: an engine and an agent, per module)
 
 MTU_PAYLOAD = 1400  # one Ethernet MTU less IP/UDP headers, with room for a tunnel
-
-
-@pytest.fixture(scope="module")
-def eng():
-    e = FakeEngine()
-    yield e
-    e.stop()
-
-
-@pytest.fixture(scope="module")
-def agent(eng):
-    port = free_port()
-    a = SnmpAgent(snmp_config(port), eng.status, eng.loop, eng.suppressed)
-    eng.run(a.start())
-    a.port = port
-    yield a
-    eng.run(a.close())
 
 
 def amplifying_bulk(repeaters: int = 8, max_repetitions: int = 20) -> bytes:
