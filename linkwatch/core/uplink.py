@@ -67,7 +67,14 @@ def link_verdict(cfg: UplinkConfig, facts: LinkFacts | None) -> tuple[bool, str]
 @dataclass(frozen=True)
 class ProbePlan:
     """How the shell should probe one uplink now: bind to ``source`` (None: there is no address to
-    probe from), run a round every ``interval`` while ``running``."""
+    probe from) and to the interface ``device`` (index ``ifindex``), run a round every ``interval``
+    while ``running``.
+
+    Bound to the device, a probe can only leave through its uplink: while the policy rule of
+    ``source`` is missing (the interface was renamed away, linkwatch is starting, someone flushed
+    the rules) it would otherwise leave through the active uplink with a foreign source, and that
+    uplink's NAT would bind the probe's conntrack entry to its own address for as long as the
+    probes keep it alive, so the uplink could never be proven to work again."""
 
     source: str | None
     specs: tuple[ProbeSpec, ...]
@@ -80,6 +87,8 @@ class ProbePlan:
     burst_timeout: float = 0.12
     counter_interval: float = 1.0  # how often to read the interface counters
     late_window: float = 3.0  # a reply this late is still heard (slow, not dead)
+    device: str | None = None  # the interface the probe sockets are bound to (SO_BINDTODEVICE)
+    ifindex: int | None = None  # a new interface under the same name gets new sockets
 
     @property
     def packet_rate(self) -> float:
@@ -463,6 +472,8 @@ def probe_plan(u: UplinkState, active: bool, doubt: bool, better: bool = False,
         burst_timeout=burst_timeout(u),
         counter_interval=_counter_interval(u, active, other_probes),
         late_window=h.late_window,
+        device=u.facts.ifname if u.facts and u.facts.ifindex is not None else None,
+        ifindex=u.facts.ifindex if u.facts else None,
     )
 
 

@@ -1,7 +1,8 @@
 """Running one uplink's probes as the core's :class:`~linkwatch.core.uplink.ProbePlan` says.
 
 A :class:`Prober` starts a round every ``plan.interval`` while ``plan.running``, binds its probes to
-``plan.source`` (rebuilding them when the address or the probe list changes) and hands every
+``plan.source`` and ``plan.device`` (rebuilding them when the address, the interface or the probe
+list changes) and hands every
 finished round to the engine. Rounds may overlap (timeout > fast interval): each is numbered at its
 start, and rounds of probes that were rebuilt meanwhile are dropped. On a data budget
 (``plan.rotate``) a round asks one target, in turn; a new ``plan.burst`` number starts one burst
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from linkwatch.core.inputs import ProbeResult, ProbeSpec
 from linkwatch.core.uplink import ProbePlan
@@ -21,8 +23,15 @@ from linkwatch.probes.base import Probe
 
 log = logging.getLogger(__name__)
 
-MakeProbes = Callable[[Sequence[ProbeSpec], str], list[Probe]]
+class MakeProbes(Protocol):
+    def __call__(self, specs: Sequence[ProbeSpec], source: str, *, device: str | None = None) -> list[Probe]: ...
 BURST_ATTEMPTS = 3
+
+
+def _binding(plan: ProbePlan) -> tuple:
+    """What the probes' sockets are made for: a change means new sockets (and so new ICMP
+    identifiers and conntrack entries: nothing of the old binding is carried over)."""
+    return plan.source, plan.specs, plan.device, plan.ifindex
 
 
 class Prober:
@@ -57,7 +66,7 @@ class Prober:
         """The core's new plan: rebuild the probes if what they bind to changed; wake the loop."""
         if plan is self.plan or plan == self.plan:
             return
-        if (plan.source, plan.specs) != (self.plan.source, self.plan.specs):
+        if _binding(plan) != _binding(self.plan):
             self._close_probes()
         if plan.burst > self.plan.burst:
             self._burst_due = True
@@ -109,7 +118,7 @@ class Prober:
         if plan.source is None:
             return False
         try:
-            self._probes = self._make_probes(plan.specs, plan.source)
+            self._probes = self._make_probes(plan.specs, plan.source, device=plan.device)
         except Exception as e:  # e.g. no permission for ICMP sockets; retried every round, logged once
             if str(e) != self._error:
                 log.warning("uplink=%s cannot open probes from %s: %s", self.name, plan.source, e)

@@ -1,7 +1,8 @@
 """Probes: one small interface over ICMP echo (icmplib) and DNS (dnspython).
 
 A probe belongs to one uplink: its socket is bound to the uplink's source address, so the policy
-rule ``from <addr> lookup <uplink table>`` sends it out through that uplink. The engine calls
+rule ``from <addr> lookup <uplink table>`` sends it out through that uplink, and to the uplink's
+interface, so that it never leaves through another one while that rule is missing. The engine calls
 ``await probe.run(timeout, attempts)`` once per round. Inside a run, attempt 1 leaves at once and
 attempt k at ``(k - 1) * timeout / attempts`` unless an answer came first; the run ends at the
 first answer (ok) or ``timeout`` after the first send (fail). Sockets stay open between rounds.
@@ -25,9 +26,11 @@ __all__ = ["KINDS", "Probe", "ProbeError", "ProbeResult", "ProbeSpec", "make_pro
 # --------------------------------------------------------------------------- factory
 
 
-def make_probes(specs: Sequence[ProbeSpec], source: str, icmp_mode: str = "auto") -> list[Probe]:
+def make_probes(specs: Sequence[ProbeSpec], source: str, icmp_mode: str = "auto", *,
+                device: str | None = None) -> list[Probe]:
     """One Probe per spec, in order, bound to ``source`` (IPv4 or IPv6: the targets are of its
-    family; an uplink's IPv6 probes are a make_probes() call of their own).
+    family; an uplink's IPv6 probes are a make_probes() call of their own) and, unless None, to
+    the interface ``device`` (so that no probe leaves through another uplink).
 
     The ICMP probes of one call share one raw socket (or each get a datagram socket in "dgram"
     mode); sockets are created here, in the caller's network namespace, when the source address
@@ -43,7 +46,7 @@ def make_probes(specs: Sequence[ProbeSpec], source: str, icmp_mode: str = "auto"
         target = check_ip(spec.target, f"{spec.kind} probe target")
         if family_of(target) != family_of(source):
             raise ProbeError(f"{spec.kind} probe target {spec.target} is not of the family of source {source}")
-    icmp = IcmpChannelFactory(source, icmp_mode) if any(s.kind == "icmp" for s in specs) else None
+    icmp = IcmpChannelFactory(source, icmp_mode, device) if any(s.kind == "icmp" for s in specs) else None
     probes: list[Probe] = []
     try:
         for spec in specs:
@@ -52,7 +55,7 @@ def make_probes(specs: Sequence[ProbeSpec], source: str, icmp_mode: str = "auto"
                 assert icmp is not None
                 probes.append(icmp.probe(target))
             else:
-                probes.append(DnsProbe(target, source, spec.query))
+                probes.append(DnsProbe(target, source, spec.query, device))
     except BaseException:
         for probe in probes:
             probe.close()

@@ -93,6 +93,19 @@ def ip_header(family: int) -> int:
     return IPV6_HEADER if family == 6 else IPV4_HEADER
 
 
+def bind_to_device(sock: socket.socket, device: str | None) -> None:
+    """Bind ``sock`` to the interface ``device`` (SO_BINDTODEVICE; nothing for None): its packets
+    leave through that interface whatever the policy rules say, and only what arrives there reaches
+    it. The kernel keeps the interface's index: a socket outlives a rename, not a new interface.
+    Raises OSError with the interface's name in the text."""
+    if device is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot bind to interface {device}: {exc.strerror}") from None
+
+
 def recverr_option(family: int) -> tuple[int, int]:
     """(level, option) that sends a socket's ICMP errors to its error queue."""
     return (socket.IPPROTO_IPV6, IPV6_RECVERR) if family == 6 else (socket.IPPROTO_IP, IP_RECVERR)

@@ -30,6 +30,7 @@ from linkwatch.probes.base import (
     QueuedError,
     RoundProbe,
     RoundTracker,
+    bind_to_device,
     family_of,
     ip_header,
     pump,
@@ -90,9 +91,10 @@ class DnsProbe(RoundProbe):
 
     kind = "dns"
 
-    def __init__(self, target: str, source: str, query: str = "example.com") -> None:
+    def __init__(self, target: str, source: str, query: str = "example.com", device: str | None = None) -> None:
         super().__init__(target)
         self.source = source
+        self.device = device
         self.family = family_of(source)
         self._ip_header = ip_header(self.family)
         self.query = query
@@ -110,6 +112,7 @@ class DnsProbe(RoundProbe):
         sock = socket.socket(socket.AF_INET6 if self.family == 6 else socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(*recverr_option(self.family), 1)
+            bind_to_device(sock, self.device)
             try:
                 sock.bind((self.source, 0))
             except OSError as exc:

@@ -40,6 +40,7 @@ from linkwatch.probes.base import (
     QueuedError,
     RoundProbe,
     RoundTracker,
+    bind_to_device,
     family_of,
     icmp_error_text,
     pump,
@@ -176,13 +177,12 @@ def quoted_echo_seq(payload: bytes, family: int = 4) -> int | None:
     return struct.unpack_from("!H", payload, 6)[0]
 
 
-def _open_icmp_socket(source: str, privileged: bool) -> ICMPv4Socket | ICMPv6Socket:
-    """Open an icmplib socket bound to ``source``; failures become OSError with a clear text."""
+def _open_icmp_socket(source: str, privileged: bool, device: str | None = None) -> ICMPv4Socket | ICMPv6Socket:
+    """Open an icmplib socket bound to ``source`` (and ``device``); failures become OSError with a
+    clear text."""
     kind = "raw" if privileged else "datagram"
     try:
-        if family_of(source) == 6:
-            return ICMPv6Socket(address=source, privileged=privileged)
-        return ICMPv4Socket(address=source, privileged=privileged)
+        icmp = (ICMPv6Socket if family_of(source) == 6 else ICMPv4Socket)(address=source, privileged=privileged)
     except SocketAddressError:
         raise OSError(errno.EADDRNOTAVAIL, f"source address {source} not available") from None
     except SocketPermissionError:
@@ -191,6 +191,12 @@ def _open_icmp_socket(source: str, privileged: bool) -> ICMPv4Socket | ICMPv6Soc
         cause = exc.__context__
         code = cause.errno if isinstance(cause, OSError) and cause.errno else errno.EIO
         raise OSError(code, f"cannot open {kind} ICMP socket on {source}: {exc}") from None
+    try:
+        bind_to_device(icmp.sock, device)
+    except OSError:
+        icmp.close()
+        raise
+    return icmp
 
 
 def _may_open(privileged: bool) -> bool:
@@ -221,10 +227,12 @@ def resolve_privileged(mode: str) -> bool:
 
 
 class IcmpChannel:
-    """One ICMP socket on ``source`` and the probes that use it (several for raw, one for dgram)."""
+    """One ICMP socket on ``source`` (and ``device``) and the probes that use it (several for raw,
+    one for dgram)."""
 
-    def __init__(self, source: str, privileged: bool) -> None:
+    def __init__(self, source: str, privileged: bool, device: str | None = None) -> None:
         self.source = source
+        self.device = device
         self.privileged = privileged
         self.family = family_of(source)
         self._icmp: ICMPv4Socket | ICMPv6Socket | None = None
@@ -262,7 +270,7 @@ class IcmpChannel:
     def open(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Open the socket if needed and let ``loop`` watch it; raises OSError."""
         if self._reader is None:
-            icmp = _open_icmp_socket(self.source, self.privileged)
+            icmp = _open_icmp_socket(self.source, self.privileged, self.device)
             sock = icmp.sock
             try:
                 if self.privileged and self.family == 6:
@@ -329,18 +337,19 @@ class IcmpChannelFactory:
     """Hands out the ICMP probes of one make_probes() call: one shared raw socket, or one
     datagram socket per probe."""
 
-    def __init__(self, source: str, mode: str) -> None:
+    def __init__(self, source: str, mode: str, device: str | None = None) -> None:
         self.source = source
+        self.device = device
         self.privileged = resolve_privileged(mode)
         self._shared: IcmpChannel | None = None
 
     def probe(self, target: str) -> IcmpProbe:
         if self.privileged:
             if self._shared is None or not self._shared.in_use:
-                self._shared = IcmpChannel(self.source, True)
+                self._shared = IcmpChannel(self.source, True, self.device)
             channel = self._shared
         else:
-            channel = IcmpChannel(self.source, False)
+            channel = IcmpChannel(self.source, False, self.device)
         probe = IcmpProbe(target, channel)
         try:
             channel.open()  # now, in the caller's namespace; retried at each attempt if it fails

@@ -9,6 +9,7 @@ fixture tears the lab down by name even when a test fails.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -359,6 +360,13 @@ def test_reload_keeps_state_and_flush_off_leaves_snat_flow_stuck(healthy):
         time.sleep(2.5)
 
 
+def kernel_view(ns: str) -> str:
+    """What the router's kernel has for the probes of a failing test: conntrack, neighbours, rules."""
+    cmds = (["conntrack", "-L", "-p", "icmp"], ["ip", "neigh"], ["ip", "rule"], ["ip", "route", "show", "table", "all"])
+    return "; ".join(subprocess.run(["ip", "netns", "exec", ns, *c], capture_output=True, text=True,
+                                    timeout=10).stdout.strip().replace("\n", " | ") for c in cmds)
+
+
 def test_interface_renamed_away_and_back(healthy):
     """A netlink surprise: the standby uplink's interface disappears (renamed) and comes back."""
     r = healthy.router_ns
@@ -388,7 +396,52 @@ def test_interface_renamed_away_and_back(healthy):
     except AssertionError as e:  # it failed now and then under the full suite's load: say what the engine saw
         raise AssertionError(f"{e}; wan2 was {seen.get('state')} ({seen.get('reason')}), address "
                              f"{seen.get('address')}, gateway {seen.get('gateway')}, carrier {seen.get('carrier')}, "
-                             f"probes {seen.get('probes')}") from None
+                             f"probes {seen.get('probes')}; kernel: {kernel_view(r)}") from None
     with IPRoute(netns=r) as ipr:
         via2 = ipr.route("get", dst="203.0.113.1", src=UP2)[0]
     assert via2.get_attr("RTA_GATEWAY") == GW2
+
+
+PROBE_SCRIPT = """
+import asyncio, json, sys
+from linkwatch.lab.safety import require_lab_namespace
+from linkwatch.probes import ProbeSpec, make_probes
+require_lab_namespace()
+async def main():
+    probes = make_probes([ProbeSpec("icmp", sys.argv[1])], sys.argv[2], "raw", device=sys.argv[3] or None)
+    try:
+        result = await probes[0].run(2.0, 2)
+        return {"ok": result.ok, "error": result.error, "ident": probes[0].ident}
+    finally:
+        probes[0].close()
+print(json.dumps(asyncio.run(main())))
+"""
+
+
+@pytest.mark.parametrize("device", ["up2", ""])
+def test_a_probe_without_its_policy_rule_leaves_through_its_own_interface(healthy, device):
+    """Issue 14 (CI flake of the rename test): while an uplink's ``from <address>`` rule is missing,
+    its probes followed the active uplink out with a foreign source, and that uplink's NAT bound
+    their conntrack entry to its own address, for as long as the probes kept it alive. Bound to
+    their interface they leave through it. Shown with an address of up2's network that linkwatch
+    has no rule for; without the binding (the control case, ``device=""``) the probe leaves up1."""
+    r = healthy.router_ns
+    extra = "198.51.100.11"
+    subprocess.run(["ip", "-n", r, "addr", "add", f"{extra}/29", "dev", "up2"], check=True)
+    try:
+        done = subprocess.run(["ip", "netns", "exec", r, sys.executable, "-c", PROBE_SCRIPT, "203.0.113.1", extra,
+                               device], capture_output=True, text=True, timeout=30,
+                              cwd=Path(__file__).resolve().parents[2])
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        assert result["ok"], result
+        entries = subprocess.run(["ip", "netns", "exec", r, "conntrack", "-L", "-p", "icmp", "-s", extra],
+                                 capture_output=True, text=True, timeout=10).stdout
+        mine = [line for line in entries.splitlines() if f"id={result['ident']} " in line]
+        assert len(mine) == 1, entries
+        natted_to = mine[0].split("dst=")[2].split()[0]  # the reply direction's destination
+        assert natted_to == (UP2 if device else UP1), mine[0]
+    finally:
+        subprocess.run(["ip", "-n", r, "addr", "del", f"{extra}/29", "dev", "up2"], check=False)
+        subprocess.run(["ip", "netns", "exec", r, "conntrack", "-D", "-p", "icmp", "-s", extra],
+                       capture_output=True, check=False)

@@ -127,9 +127,11 @@ class FakeProbes:
         self.rtt = rtt
         self.silent: set[str] = set()  # source addresses whose probes get no answer
         self.made: list[tuple[str, tuple[ProbeSpec, ...]]] = []
+        self.devices: list[str | None] = []  # the interface of each made() entry
 
-    def __call__(self, specs, source):
+    def __call__(self, specs, source, *, device=None):
         self.made.append((source, tuple(specs)))
+        self.devices.append(device)
         return [FakeProbe(self, spec, source) for spec in specs]
 
 

@@ -264,10 +264,10 @@ def test_probes_that_cannot_open_are_reported_and_retried(tmp_path):
         real = probes.__call__
         broken = {"on": True}
 
-        def make(specs, source):
+        def make(specs, source, *, device=None):
             if broken["on"] and source == FACTS["up2"].address:
                 raise PermissionError("no permission for ICMP sockets")
-            return real(specs, source)
+            return real(specs, source, device=device)
 
         run = Running(write_config(tmp_path), probes=make)  # type: ignore[arg-type]
         async with run as engine:
@@ -277,6 +277,29 @@ def test_probes_that_cannot_open_are_reported_and_retried(tmp_path):
             broken["on"] = False
             await until(lambda: run.states()["lte"] == "UP", what="lte probed")
             assert engine.status().uplink("lte").probe_error is None
+    asyncio.run(scenario())
+
+
+def test_probes_are_bound_to_the_uplink_interface_and_a_returning_interface_gets_new_ones(tmp_path):
+    """CI flake of test_interface_renamed_away_and_back: probes of an uplink whose policy rule was
+    missing for a moment left through the other uplink, whose NAT then held their conntrack entry.
+    Bound to their interface they cannot; and an interface that comes back (renamed back, or
+    re-created with a new index) gets new sockets, so nothing of before is carried over."""
+    async def scenario():
+        run = Running(write_config(tmp_path))
+        async with run as engine:
+            await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
+            made = dict(zip((source for source, _ in run.probes.made), run.probes.devices))
+            assert made == {FACTS["up1"].address: "up1", FACTS["up2"].address: "up2"}
+            for back in (12, 13):  # renamed away and back (same index), deleted and re-created
+                count = len(run.probes.made)
+                run.kernel.change("up2", ifindex=None)
+                await until(lambda: run.states()["lte"] == "DOWN", what="lte missing")
+                run.kernel.change("up2", ifindex=back)
+                await until(lambda: run.states()["lte"] == "UP", what=f"lte back (index {back})")
+                assert run.probes.made[count:] == [(FACTS["up2"].address, run.probes.made[0][1])]
+                assert run.probes.devices[count:] == ["up2"]
+            assert engine.state.uplink("lte").facts.ifindex == 13
     asyncio.run(scenario())
 
 
@@ -443,10 +466,10 @@ def test_a_reload_that_rebuilds_an_uplink_keeps_saying_why_it_is_not_probed(tmp_
     async def scenario():
         probes = FakeProbes()
 
-        def make(specs, source):
+        def make(specs, source, *, device=None):
             if source == FACTS["up2"].address:
                 raise PermissionError("no permission for ICMP sockets")
-            return probes(specs, source)
+            return probes(specs, source, device=device)
 
         run = Running(path, probes=make)  # type: ignore[arg-type]
         async with run as engine:
