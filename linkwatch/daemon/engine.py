@@ -283,7 +283,7 @@ class Engine:
 
     async def start(self) -> None:
         cfg = self.config
-        self.sinks = SinkRunner(build_sinks(cfg))
+        self.sinks = SinkRunner(build_sinks(cfg, self.status))
         await self.sinks.start()
         await self.kernel.open()
         facts = await self.kernel.read_facts([u.interface for u in cfg.uplinks])
@@ -430,7 +430,7 @@ class Engine:
         """New sinks take the events at once, so one published meanwhile (a failover during the
         reload) is not lost; the old ones deliver what they hold, and each new sink starts
         delivering only when its predecessor has finished, so events stay in order."""
-        new = SinkRunner(build_sinks(config))
+        new = SinkRunner(build_sinks(config, self.status))
         old, self.sinks = self.sinks, new
         if old is not None:
             self._in_background(old.stop(drain_timeout=SINK_DRAIN))

@@ -7,12 +7,16 @@ blocks the engine: a dead trap receiver or a slow SD card cannot delay a failove
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from linkwatch.config import Config
 
 
-def build_sinks(config: Config) -> list:
-    """The sinks ``config`` asks for; the log sink always. Heavy libraries load only when used."""
+def build_sinks(config: Config, status: Callable[[], Any] | None = None) -> list:
+    """The sinks ``config`` asks for; the log sink always. Heavy libraries load only when used.
+    ``status``: the engine's current :class:`~linkwatch.core.status.Status` (a cheap, pure read),
+    for sinks that publish the whole state rather than each event (a reconnect, a start)."""
     from linkwatch.sinks.log import LogSink
 
     sinks: list = [LogSink(logging.getLogger("linkwatch.events"))]
