@@ -4,8 +4,9 @@ against the /metrics page of a real engine — every metric and label they use i
 rules fire on it as they should.
 
 The page comes from the real code: an Engine (daemon shell and core) running on the scenario
-tests' stand-in kernel and probes, asked through its control socket by the web UI (Flask's test
-client), as Prometheus would scrape it; and the page of the same web UI once the engine is gone."""
+tests' stand-in kernel and probes (tests/promrouter.py), asked through its control socket by the
+web UI (Flask's test client), as Prometheus would scrape it; and the page of the same web UI once
+the engine is gone. tests/integration/test_prometheus_fleet.py runs Prometheus itself."""
 
 from __future__ import annotations
 
@@ -20,13 +21,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scenario"))
-from fakes import FakeKernel  # noqa: E402
-from harness import FACTS  # noqa: E402
-from test_shell import FAST, Running, until  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from promrouter import QUOTA, USED, faulty_router, write_config  # noqa: E402
 
 from linkwatch.config import load  # noqa: E402
-from linkwatch.core.inputs import LinkCounters  # noqa: E402
 from linkwatch.webui.app import create_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,8 +38,6 @@ needs_promtool = pytest.mark.skipif(
     "`scripts/bootstrap.sh --test-tools` installs it)")
 
 TARGET_LABELS = {"job", "instance"}  # what Prometheus adds to every scraped series
-QUOTA = 1_000_000  # fibre's quota in the engine's config ("1MB")
-USED = 850_000  # what its interface counters show: 85 %
 
 
 # ---- the metrics page of a real engine ------------------------------------------------------------
@@ -66,12 +62,8 @@ def parse_exposition(text: str) -> tuple[dict[str, str], list[tuple[str, dict[st
 def pages(tmp_path_factory):
     """/metrics with the engine running (fibre UP and active at 85 % of its quota, lte blackholed:
     DOWN) and with the engine stopped, both served by the web UI from the engine's control socket."""
-    tmp = tmp_path_factory.mktemp("prom")
-    path = tmp / "linkwatch.toml"
-    path.write_text(f'[control]\nsocket = "{tmp}/control.sock"\n'
-                    + FAST.replace("priority = 1\n", 'priority = 1\nquota = "1MB"\n', 1))
-    config = load(path)
-    scrape = create_app(config).test_client()  # asks the engine over config.control.socket
+    path = write_config(tmp_path_factory.mktemp("prom"))
+    scrape = create_app(load(path)).test_client()  # asks the engine over [control] socket
 
     def get() -> str:
         r = scrape.get("/metrics")
@@ -79,19 +71,8 @@ def pages(tmp_path_factory):
         return r.get_data(as_text=True)
 
     async def scenario():
-        kernel = FakeKernel(FACTS)
-        up1 = FACTS["up1"].ifindex
-        kernel.counters[up1] = LinkCounters(0, 0, 0, 0)
-        run = Running(path, kernel=kernel)
-        async with run as engine:
-            await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
-            await asyncio.sleep(0.4)  # the counters' first reading is the base
-            kernel.counters[up1] = LinkCounters(600, 400, USED - 300_000, 300_000)
-            run.probes.silent.add(FACTS["up2"].address)  # lte's probes go unanswered
-            await until(lambda: run.states()["lte"] == "DOWN", what="lte DOWN")
-            await until(lambda: engine.status().uplink("fibre").month_bytes == USED, what="fibre's bytes")
-            live = await asyncio.to_thread(get)
-        return live
+        async with faulty_router(path):
+            return await asyncio.to_thread(get)
 
     live = asyncio.run(scenario())
     return {"live": live, "dead": get()}
