@@ -67,9 +67,9 @@ if [ "${need_promtool:-0}" = 1 ]; then
     fi
     apt-get install -y -qq --no-install-recommends prometheus >/dev/null
     if [ "$(trap -p EXIT)" ]; then rm -f "$policy"; trap - EXIT; fi
-    if [ -d /run/systemd/system ]; then systemctl disable -q prometheus.service || true
-    else update-rc.d prometheus disable >/dev/null 2>&1 || true
-    fi
+    # Not at boot either: systemd's link (made even where systemd is not running) and SysV's.
+    if command -v systemctl >/dev/null; then systemctl disable -q prometheus.service >/dev/null 2>&1 || true; fi
+    update-rc.d prometheus disable >/dev/null 2>&1 || true
 fi
 
 "$PY" - <<'PYEOF'
