@@ -40,6 +40,13 @@ pytestmark = pytest.mark.skipif(
     PROMETHEUS is None, reason="prometheus is not installed (Debian's package prometheus; "
     "`scripts/bootstrap.sh --test-tools` installs it)")
 
+
+@pytest.fixture(autouse=True)
+def prometheus_with_agent_mode_and_a_write_receiver():
+    usage = subprocess.run([PROMETHEUS, "--help"], capture_output=True, text=True, timeout=30)
+    if "web.enable-remote-write-receiver" not in usage.stdout + usage.stderr:  # 2.33 and newer
+        pytest.skip("this prometheus has no --web.enable-remote-write-receiver (needs 2.33 or newer)")
+
 ROUTERS = {"berlin", "hamburg", "127.0.0.1", "munich"}  # static, static, file_sd (its address), agent
 
 
@@ -166,9 +173,10 @@ def test_a_central_prometheus_and_an_agent_see_the_fleet_alert_and_fill_the_dash
 
 def watch_the_fleet(tmp_path: Path, path: Path, stop_engine) -> None:
     web = f"127.0.0.1:{free_port()}"
+    web_log = open(tmp_path / "web.log", "w")
     web_ui = subprocess.Popen([sys.executable, "-m", "linkwatch", "web", "--config", str(path), "--listen", web],
                               cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "web.log", "w"))
+                              stdout=subprocess.DEVNULL, stderr=web_log)
     central = agent = None
     try:
         wait_for(lambda: answers(f"http://{web}/healthz", web_ui), 20, "the web UI")
@@ -226,3 +234,4 @@ def watch_the_fleet(tmp_path: Path, path: Path, stop_engine) -> None:
             if p:
                 p.stop()
         stop(web_ui)
+        web_log.close()
