@@ -118,8 +118,12 @@ def format_status(st) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from linkwatch.lab import topology
+    from linkwatch.lab import pairlab, topology
 
+    pair = pairlab.discover_pair(args.name)
+    if pair is not None:
+        print(pairlab.describe(pair))
+        return 0
     print(format_status(topology.status(args.name)))
     return 0
 

@@ -175,7 +175,7 @@ def start_keepalived(spec: PairSpec, router: PairRouter) -> ProcessRecord:
     with open(router.keepalived_conf, "w") as f:
         f.write(keepalived_config(spec, router))
     argv = keepalived_argv(router, keepalived_binary() or "keepalived")
-    run_command([argv[0], "--config-test", f"--use-file={router.keepalived_conf}"])
+    run_command(netns_exec(router.ns, [argv[0], "--config-test", f"--use-file={router.keepalived_conf}"]))
     proc, rec = start_background(spec.lab.state_dir, router.keepalived_role, argv, router.keepalived_log)
     if not wait_until(lambda: "Entering" in _read(router.keepalived_log), 5.0, proc):
         raise LabError(f"keepalived of {router.role} did not enter a VRRP state: {tail(router.keepalived_log)}")
@@ -210,3 +210,29 @@ def stop_router_processes(spec: PairSpec) -> list[str]:
             stopped.append(f"{rec.role} {rec.pid}")
         forget_process(spec.lab.state_dir, rec.role)
     return stopped
+
+
+def discover_pair(name: str) -> PairSpec | None:
+    """The spec of an existing pair (its uplinks per router from its providers), None when lab
+    ``name`` is not a pair."""
+    from linkwatch.lab.namespaces import discover, namespace_exists
+
+    if not namespace_exists(f"lw-{name}-ra"):
+        return None
+    return PairSpec(name, max(1, discover(name).uplinks // 2))
+
+
+def describe(spec: PairSpec) -> str:
+    """`linkwatch lab status` of a pair: per router its engine, track file, VRRP role."""
+    from linkwatch.sinks.keepalived import read_value
+
+    lines = [f"router pair {spec.name!r}, {spec.uplinks} uplink(s) per router, state in {spec.lab.state_dir}"]
+    records = {rec.role: rec for rec in read_records(spec.lab.state_dir)}
+    for r in spec.routers:
+        engine, ka = records.get(r.engine_role), records.get(r.keepalived_role)
+        st, err = engine_status(r) if engine is not None and engine.alive else (None, "not running")
+        states = ", ".join(f"{u.name} {u.state.value}" for u in st.uplinks) if st else f"engine: {err}"
+        lines.append(f"  {r.role} ({r.ns}, priority {r.priority}): {states}; track file "
+                     f"{read_value(r.track_file)}; keepalived {'running' if ka and ka.alive else 'NOT RUNNING'}; "
+                     f"{'holds' if holds_gateway(r) else 'does not hold'} {VIRTUAL_GATEWAY}")
+    return "\n".join(lines)
