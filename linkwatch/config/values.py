@@ -282,7 +282,7 @@ class KeepalivedConfig:
     """The health file keepalived tracks (issue 15): [keepalived]."""
 
     track_file: str | None = field(default=None, metadata=_key(
-        _absolute_path(example="/run/linkwatch/keepalived.track", empty_is_off=True),
+        _absolute_path(example="/var/lib/linkwatch/keepalived.track", empty_is_off=True),
         "file kept at 0 while at least one uplink works and 1 while none does (written atomically); "
         "keepalived's track_file reads it. None or \"\" = off"))
 
