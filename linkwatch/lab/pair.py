@@ -4,10 +4,10 @@ plan, build commands and keepalived's config; :mod:`linkwatch.lab.pairlab` runs 
 
 A pair named N with U uplinks per router (1 or 2) is made of these namespaces::
 
-    lw-N-client eth0 10.77.0.2/24 ─┐            (default via the virtual gateway 10.77.0.1)
-                                   c
-    lw-N-lan    bridge br0 ── a ── lan0 10.77.0.3/24  lw-N-ra  up1 .. upU      ── lw-N-p1 .. pU
-                           └─ b ── lan0 10.77.0.4/24  lw-N-rb  upU+1 .. up2U   ── lw-N-pU+1 .. p2U
+    lw-N-client eth0 10.77.0.2/24 ──┐            (default via the virtual gateway 10.77.0.1)
+                                 client0
+    lw-N-lan    bridge br0 ── ra0 ── lan0 10.77.0.3/24  lw-N-ra  up1 .. upU     ── lw-N-p1 .. pU
+                           └─ rb0 ── lan0 10.77.0.4/24  lw-N-rb  upU+1 .. up2U  ── lw-N-pU+1 .. p2U
     lw-N-pk   in 10.200.k.1/30 ── pk 10.200.k.2/30   lw-N-inet (targets 203.0.113.1-12, .53, .7)
 
 Uplink k is the single lab's uplink k (:class:`~linkwatch.lab.plan.LabUplink`: same addresses,
@@ -192,14 +192,14 @@ def build_pair_plan(spec: PairSpec) -> list[list[str]]:
     cmds += [["ip", "-n", ns, "link", "set", "lo", "up"] for ns in spec.namespaces]
     cmds += [["ip", "-n", lan, "link", "add", BRIDGE, "type", "bridge"],
              ["ip", "-n", lan, "link", "set", BRIDGE, "up"],
-             ["ip", "-n", lan, "link", "add", "c", "type", "veth", "peer", "name", "eth0", "netns", c],
-             ["ip", "-n", lan, "link", "set", "c", "master", BRIDGE],
-             ["ip", "-n", lan, "link", "set", "c", "up"],
+             ["ip", "-n", lan, "link", "add", "client0", "type", "veth", "peer", "name", "eth0", "netns", c],
+             ["ip", "-n", lan, "link", "set", "client0", "master", BRIDGE],
+             ["ip", "-n", lan, "link", "set", "client0", "up"],
              ["ip", "-n", c, "addr", "add", f"{LAN_CLIENT}/{LAN_PREFIXLEN}", "dev", "eth0"],
              ["ip", "-n", c, "link", "set", "eth0", "up"],
              ["ip", "-n", c, "route", "add", "default", "via", VIRTUAL_GATEWAY, "dev", "eth0"]]
     for r in spec.routers:
-        port = r.role[1]  # "a" or "b"
+        port = f"{r.role}0"  # the bridge's port towards the router
         cmds += [["ip", "-n", lan, "link", "add", port, "type", "veth", "peer", "name", "lan0", "netns", r.ns],
                  ["ip", "-n", lan, "link", "set", port, "master", BRIDGE],
                  ["ip", "-n", lan, "link", "set", port, "up"],
