@@ -5,6 +5,7 @@ Run by hand, as root, from the repository (after scripts/bootstrap.sh --test-too
 
     .venv/bin/python bench/bench_keepalived.py                 # both, 10 trials each (about 5 minutes)
     .venv/bin/python bench/bench_keepalived.py --only uplink --trials 12 --advert-int 0.2
+    .venv/bin/python bench/bench_keepalived.py --only engine --engine-weight 0   # FAULT on a dead engine
 
 The lab is ``linkwatch lab up --pair`` (lab name kpbench): routers ra (VRRP priority 150) and rb
 (100), one uplink each (wan1, wan2), the engines with their defaults (only flap dampening is off:
@@ -220,7 +221,8 @@ def table(results: dict) -> str:
         e = results["engine"]
         n = e["moved_s"]["n"]
         rows += [
-            f"| master's engine SIGKILLed → the virtual address is on the other router ({n} trials) | "
+            f"| master's engine SIGKILLed (track_process weight {results['engine_weight']}) → the virtual "
+            f"address is on the other router ({n} trials) | "
             f"{ms(e['moved_s'])} | ≤ 3 adverts = {3 * adv * 1000:.0f} ms |",
             f"| … → the client's traffic flows through the other router | {ms(e['client_moved_s'])} | |",
             f"| engine restarted → the address is back on the master | {ms(e['back_s'])} | |",
@@ -234,6 +236,9 @@ def main() -> int:
     ap.add_argument("--only", default="uplink,engine", help="comma-separated: uplink, engine")
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--advert-int", type=float, default=0.2, help="VRRP advert interval, seconds (default 0.2)")
+    ap.add_argument("--engine-weight", type=int, default=-100,
+                    help="weight of keepalived's track_process on the engine: -100 (default, the sample's) "
+                         "or 0 (a dead engine puts its router in FAULT: the other trade-off of docs/keepalived.md)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_keepalived: needs root (it builds network namespaces)", file=sys.stderr)
@@ -242,9 +247,9 @@ def main() -> int:
         print("bench_keepalived: --trials must be >= 1", file=sys.stderr)
         return 2
     only = set(args.only.split(","))
-    spec = PairSpec(NAME, 1, args.advert_int)
+    spec = PairSpec(NAME, 1, args.advert_int, args.engine_weight)
     results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "kernel": os.uname().release,
-                     "advert_int_s": args.advert_int, "trials": args.trials}
+                     "advert_int_s": args.advert_int, "engine_weight": args.engine_weight, "trials": args.trials}
     topology.down(NAME)
     pairlab.up(spec, OPTIONS)
     try:

@@ -141,11 +141,14 @@ class PairSpec:
     name: str
     uplinks: int = 1  # per router
     advert_int: float = DEFAULT_ADVERT_INT
+    engine_weight: int = TRACK_WEIGHT  # 0: a dead engine puts its router in FAULT (docs/keepalived.md)
 
     def __post_init__(self) -> None:
         LabSpec(self.name)  # validates the name
         if not isinstance(self.uplinks, int) or not 1 <= self.uplinks <= MAX_UPLINKS_PER_ROUTER:
             raise LabError(f"uplinks per router={self.uplinks!r} is out of range: expected 1 to {MAX_UPLINKS_PER_ROUTER}")
+        if not isinstance(self.engine_weight, int) or not -254 <= self.engine_weight <= 0:
+            raise LabError(f"engine_weight={self.engine_weight!r} is out of range: expected -254 to 0")
         if not 0.01 <= self.advert_int <= 255:
             raise LabError(f"advert_int={self.advert_int!r} is out of range: expected 0.01 to 255 seconds")
 
@@ -234,7 +237,8 @@ def _quote(text: str) -> str:
 
 def keepalived_config(spec: PairSpec, router: PairRouter) -> str:
     """keepalived.conf of one lab router: VRRPv3 on ``lan0``, the virtual gateway, the router's
-    track file (weight -100) and its own engine by full command line (weight -100). Pure.
+    track file (weight -100) and its own engine by full command line (``spec.engine_weight``,
+    -100 unless a benchmark asks for FAULT with 0). Pure.
 
     ``net_namespace`` is not set here: the lab passes ``--namespace`` (keepalived opens its
     process-events socket before it switches)."""
@@ -254,7 +258,7 @@ def keepalived_config(spec: PairSpec, router: PairRouter) -> str:
         f"    process {_quote(argv[0])} {params}\n"
         "    param_match partial\n"
         "    full_command\n"
-        f"    weight {TRACK_WEIGHT}\n"
+        f"    weight {spec.engine_weight}\n"
         "}\n\n"
         "vrrp_instance lan {\n"
         "    state BACKUP\n"
