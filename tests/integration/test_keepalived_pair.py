@@ -105,3 +105,18 @@ def test_a_killed_engine_moves_the_gateway_and_its_restart_brings_it_back(health
     assert read_value(ra.track_file) == 0
     report = client.start_flow(NAME, duration=0.5, interval=0.02).result(timeout=20)
     assert routers_seen(report) == ["ra"], report.summary()
+
+
+def test_when_both_routers_lose_every_uplink_the_master_keeps_the_gateway(healthy):
+    """The reason for weight -100 rather than FAULT: ra 150 -> 50 beats rb 100 -> 1, so the LAN
+    keeps a gateway (and gets traffic again the moment an uplink returns)."""
+    ra, rb = healthy.routers
+    faults.apply_fault(NAME, "wan1", faults.parse_fault(["blackhole"]))
+    wait_for(lambda: pairlab.holder(healthy) == "rb", 10.0, "rb takes the virtual gateway")
+    faults.apply_fault(NAME, "wan2", faults.parse_fault(["blackhole"]))
+    wait_for(lambda: read_value(rb.track_file) == 1, 10.0, "rb's engine writes 1 too")
+    wait_for(lambda: pairlab.holder(healthy) == "ra", 10.0, "ra (50) takes the gateway back from rb (1)")
+    faults.apply_fault(NAME, "wan2", faults.parse_fault(["clear"]))  # rb's uplink returns first: rb (100) wins
+    wait_for(lambda: pairlab.holder(healthy) == "rb", 20.0, "rb, the router with an uplink, holds the gateway")
+    report = client.start_flow(NAME, duration=0.5, interval=0.02).result(timeout=20)
+    assert routers_seen(report) == ["rb"], report.summary()
