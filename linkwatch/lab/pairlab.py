@@ -36,12 +36,9 @@ from linkwatch.lab.processes import (
     read_records,
     run_command,
     start_background,
-    stop_pid,
     tail,
     wait_until,
 )
-from linkwatch.report.control import call
-from linkwatch.core.status import StatusError, status_from_dict
 
 ENGINE_TIMEOUT = 10.0  # an engine's control socket must answer within this
 MASTER_TIMEOUT = 15.0  # ra must hold the virtual gateway within this of `up`
@@ -117,16 +114,7 @@ def _build(spec: PairSpec) -> None:
 
 def engine_status(router: PairRouter, timeout: float = 1.0) -> tuple[Status | None, str | None]:
     """(status, None) from the router's engine, or (None, why not)."""
-    try:
-        answer = call(router.control_socket, {"cmd": "status"}, timeout=timeout)
-    except Exception as e:  # ControlError and anything a half-started engine might raise
-        return None, str(e)
-    if not answer.get("ok"):
-        return None, f"engine said: {answer.get('error', answer)}"
-    try:
-        return status_from_dict(answer.get("status")), None
-    except StatusError as e:
-        return None, f"unreadable status: {e}"
+    return topology.engine_status(router, timeout)  # it needs only the control socket
 
 
 def start_engine(spec: PairSpec, router: PairRouter, options: topology.EngineOptions) -> ProcessRecord:
@@ -200,16 +188,6 @@ def holder(spec: PairSpec) -> str | None:
     """``ra``, ``rb``, None (nobody) or ``both`` (split brain): who has the virtual gateway."""
     have = [r.role for r in spec.routers if holds_gateway(r)]
     return have[0] if len(have) == 1 else ("both" if have else None)
-
-
-def stop_router_processes(spec: PairSpec) -> list[str]:
-    """Stop the pair's engines and keepalived by pid (``topology.down`` does this and more)."""
-    stopped = []
-    for rec in read_records(spec.lab.state_dir):
-        if rec.role.startswith(("engine-", "keepalived-")) and stop_pid(rec.pid, rec.start_time):
-            stopped.append(f"{rec.role} {rec.pid}")
-        forget_process(spec.lab.state_dir, rec.role)
-    return stopped
 
 
 def discover_pair(name: str) -> PairSpec | None:
