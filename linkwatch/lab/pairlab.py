@@ -40,7 +40,6 @@ from linkwatch.lab.processes import (
     wait_until,
 )
 
-ENGINE_TIMEOUT = 10.0  # an engine's control socket must answer within this
 MASTER_TIMEOUT = 15.0  # ra must hold the virtual gateway within this of `up`
 
 
