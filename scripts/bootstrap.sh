@@ -30,6 +30,7 @@ if [ "$tools" = 1 ]; then
     command -v smilint >/dev/null || need_apt+=(smitools)
     command -v npm >/dev/null || need_apt+=(npm)
     command -v systemd-nspawn >/dev/null || need_apt+=(systemd-container)  # test_systemd.py
+    command -v keepalived >/dev/null || [ -x /usr/sbin/keepalived ] || need_apt+=(keepalived)  # lab up --pair, test_keepalived_pair.py
     command -v debootstrap >/dev/null || need_apt+=(debootstrap)
     [ -e /usr/libexec/qemu-binfmt/aarch64-binfmt-P ] || command -v qemu-aarch64-static >/dev/null ||
         need_apt+=(qemu-user-static)  # test_arm.py, scripts/build-deb.sh --arch

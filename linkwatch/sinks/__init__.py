@@ -1,4 +1,5 @@
-"""Where the engine's events go: the log, hook scripts, the history database, SNMP traps.
+"""Where the engine's events go: the log, hook scripts, the history database, SNMP traps,
+keepalived's track file.
 
 Every event goes to every sink through :class:`linkwatch.sinks.runner.SinkRunner`, which never
 blocks the engine: a dead trap receiver or a slow SD card cannot delay a failover.
@@ -33,4 +34,10 @@ def build_sinks(config: Config, status: Callable[[], Any] | None = None) -> list
         from linkwatch.sinks.snmp_traps import TrapSink  # pysnmp only when traps are sent
 
         sinks.append(TrapSink(config.snmp, [u.name for u in config.uplinks]))
+    if config.keepalived.track_file:
+        from linkwatch.sinks.keepalived import KeepalivedTrackSink
+
+        if status is None:
+            raise ValueError("[keepalived] track_file needs the engine's status reader")
+        sinks.append(KeepalivedTrackSink(config.keepalived.track_file, status))
     return sinks
