@@ -12,6 +12,7 @@ HELP = "run the engine in the foreground"
 
 def cmd_run(args) -> int:
     from linkwatch.daemon.engine import Engine
+    from linkwatch.daemon.memtrace import install as trace_memory
     from linkwatch.daemon.procname import set_process_name
     import asyncio
 
@@ -20,6 +21,7 @@ def cmd_run(args) -> int:
     config = load_and_log(args)
     if config is None:
         return EXIT_USAGE
+    trace_memory()  # only with LINKWATCH_TRACEMALLOC set (bench/soak.py --trace-memory)
     try:
         return asyncio.run(Engine(config, args.config).run())
     except Exception as e:  # domain errors (socket in use, no permission) as one line
