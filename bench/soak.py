@@ -36,8 +36,8 @@ import json
 import os
 import random
 import re
-import statistics
 import signal
+import statistics
 import subprocess
 import sys
 import threading
