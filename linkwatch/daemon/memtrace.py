@@ -48,7 +48,7 @@ def compare(old: str, new: str, top: int = 25, key: str = "traceback") -> list[s
     lines = [f"total {sum(s.size_diff for s in stats) / 1024:+.1f} KiB"]
     for s in stats[:top]:
         lines.append(f"{s.size_diff / 1024:+9.1f} KiB {s.count_diff:+7d} blocks  " + " <- ".join(
-            f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno}" for f in s.traceback))
+            f"{'/'.join(f.filename.split('/')[-2:])}:{f.lineno}" for f in s.traceback))
     return lines
 
 
