@@ -5,6 +5,7 @@ with ``python -m linkwatch.daemon.memtrace OLD NEW``. Off unless asked for: trac
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -29,6 +30,7 @@ def install(env: Mapping[str, str] = os.environ) -> str | None:
         taken[0] += 1
         path = os.path.join(directory, f"linkwatch-{os.getpid()}-{taken[0]}.snapshot")
         try:
+            gc.collect()  # what is still referenced, not garbage a full collection has not reached yet
             tracemalloc.take_snapshot().dump(path)
             log.warning("memory snapshot written to %s (%s)", path, ENV)
         except OSError as e:
