@@ -1,4 +1,4 @@
-"""Where the engine's events go: the log, hook scripts, the history database, SNMP traps.
+"""Where the engine's events go: the log, hook scripts, the history database, SNMP traps, MQTT.
 
 Every event goes to every sink through :class:`linkwatch.sinks.runner.SinkRunner`, which never
 blocks the engine: a dead trap receiver or a slow SD card cannot delay a failover.
@@ -33,4 +33,8 @@ def build_sinks(config: Config, status: Callable[[], Any] | None = None) -> list
         from linkwatch.sinks.snmp_traps import TrapSink  # pysnmp only when traps are sent
 
         sinks.append(TrapSink(config.snmp, [u.name for u in config.uplinks]))
+    if config.mqtt.host and status is not None:
+        from linkwatch.sinks.mqtt import MqttSink  # paho-mqtt only when MQTT is configured
+
+        sinks.append(MqttSink(config.mqtt, status, [u.name for u in config.uplinks]))
     return sinks
