@@ -119,6 +119,7 @@ class MqttSink:
         self._closed = threading.Event()
         self._sent: dict[str, str] = {}  # topic -> payload last queued on this connection
         self._tick: asyncio.Task | None = None
+        self._password: str | None = None
         self.error: str | None = None
         self.counts = {"connects": 0, "failed_attempts": 0, "published": 0, "not_queued": 0, "skipped_offline": 0}
         self.connected_at: float | None = None
@@ -129,6 +130,8 @@ class MqttSink:
     async def handle(self, event: Event) -> None:
         if isinstance(event, EngineEvent) and event.what == "stopped":
             self._stopping = True
+        if isinstance(event, EngineEvent) and event.what == "reloaded" and self.cfg.password_file:
+            asyncio.create_task(self._reread_password(), name="mqtt-password")
         if self._starting is None:  # in the background: handle() never waits for a file or a predecessor
             self._starting = asyncio.create_task(self._start(), name="mqtt-start")
         self.sync()
@@ -224,10 +227,23 @@ class MqttSink:
             return
         self._tick = asyncio.create_task(self._ticker(), name="mqtt-tick")
 
+    async def _reread_password(self) -> None:
+        """A reload that kept [mqtt] as it was keeps this sink: a new password in password_file is
+        used from the next connection attempt on (a refused login retries with it at once)."""
+        try:
+            password = await asyncio.to_thread(read_password, self.cfg)
+        except MqttSetupError as e:
+            log.error("mqtt: %s; the password read before stays in use", e)
+            return
+        if self._client is not None and password != self._password:
+            self._password = password
+            self._client.username_pw_set(self.cfg.username, password)
+            log.info("mqtt: the password in %s changed: used from the next connection on", self.cfg.password_file)
+
     def _make_client(self) -> Any:
         """In a worker thread: files are read here. paho's own thread does the connecting."""
         cfg = self.cfg
-        password = read_password(cfg)
+        password = self._password = read_password(cfg)
         ctx = tls_context(cfg) if cfg.tls else None
         mqtt, Client = _paho()
         client = Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.layout.client_id,
