@@ -120,6 +120,7 @@ class MqttSink:
         self._sent: dict[str, str] = {}  # topic -> payload last queued on this connection
         self._tick: asyncio.Task | None = None
         self._password: str | None = None
+        self._reread: asyncio.Task | None = None
         self.error: str | None = None
         self.counts = {"connects": 0, "failed_attempts": 0, "published": 0, "not_queued": 0, "skipped_offline": 0}
         self.connected_at: float | None = None
@@ -131,7 +132,7 @@ class MqttSink:
         if isinstance(event, EngineEvent) and event.what == "stopped":
             self._stopping = True
         if isinstance(event, EngineEvent) and event.what == "reloaded" and self.cfg.password_file:
-            asyncio.create_task(self._reread_password(), name="mqtt-password")
+            self._reread = asyncio.create_task(self._reread_password(), name="mqtt-password")
         if self._starting is None:  # in the background: handle() never waits for a file or a predecessor
             self._starting = asyncio.create_task(self._start(), name="mqtt-start")
         self.sync()
@@ -229,7 +230,7 @@ class MqttSink:
 
     async def _reread_password(self) -> None:
         """A reload that kept [mqtt] as it was keeps this sink: a new password in password_file is
-        used from the next connection attempt on (a refused login retries with it at once)."""
+        used from the next connection attempt on (after a refused login: within reconnect_max)."""
         try:
             password = await asyncio.to_thread(read_password, self.cfg)
         except MqttSetupError as e:
