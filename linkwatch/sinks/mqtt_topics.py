@@ -113,7 +113,7 @@ def discovery_messages(lay: Topics, uplinks: Iterable[str], version: str) -> dic
 
     def entity(component: str, object_id: str, **config: Any) -> None:
         unique = f"{lay.node_id}_{object_id}"
-        body = {"unique_id": unique, "object_id": unique, **config, **common}
+        body = {"unique_id": unique, "default_entity_id": f"{component}.{unique}", **config, **common}
         out[f"{lay.discovery_prefix}/{component}/{lay.node_id}/{object_id}/config"] = json.dumps(body, sort_keys=True)
 
     entity("sensor", "active", name="Active uplink", state_topic=f"{lay.prefix}/active", icon="mdi:router-network")

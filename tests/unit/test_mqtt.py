@@ -156,6 +156,7 @@ def test_discovery_describes_every_entity_with_availability_and_one_device():
     rtt = disc["homeassistant/sensor/linkwatch_gw/lte_rtt/config"]
     assert (rtt["unit_of_measurement"], rtt["state_topic"]) == ("ms", "linkwatch/gw/uplink/lte/rtt_ms")
     assert disc["homeassistant/sensor/linkwatch_gw/lte_loss/config"]["unit_of_measurement"] == "%"
+    assert usable["default_entity_id"] == "binary_sensor.linkwatch_gw_fibre_usable"  # object_id: gone in HA 2026.4
     ids = [c["unique_id"] for c in disc.values()]
     assert len(set(ids)) == len(ids) == 9 and all(i.startswith("linkwatch_gw_") for i in ids)
     for c in disc.values():
