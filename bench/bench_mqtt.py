@@ -7,7 +7,8 @@ Run by hand, as root, from the repository (after scripts/bootstrap.sh --test-too
     .venv/bin/python bench/bench_mqtt.py                   # about 12 minutes
     .venv/bin/python bench/bench_mqtt.py --trials 10 --down-minutes 5 --cpu-seconds 60
 
-It builds lab ``mq1`` (2 uplinks, the default health settings) whose engine publishes to a
+It builds lab ``mq1`` (2 uplinks, the default health settings; flap dampening off, as in bench.py's
+outage lab, or ten blackholes in three minutes would dampen wan1) whose engine publishes to a
 mosquitto broker in the lab's client (LAN) namespace (10.77.0.2:18830, no persistence: a restart
 starts empty); mosquitto_sub there records every message with its receipt time (``%U``).
 
@@ -112,6 +113,15 @@ def latencies(events: list[dict], messages: list[tuple], span: tuple[float, floa
     return {k: summary(v) for k, v in out.items()}
 
 
+def downs(spec, span: tuple[float, float]) -> list[dict]:
+    try:
+        with HistoryReader(spec.history_path) as reader:
+            return [e for e in reader.events(uplink="wan1", kinds=["uplink_state"], since=span[0], limit=None)
+                    if e["new"] == "DOWN"]
+    except Exception:  # not written yet
+        return []
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=10)
@@ -125,7 +135,8 @@ def main() -> int:
     results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "kernel": os.uname().release,
                      "trials": args.trials, "down_minutes": args.down_minutes, "cpu_seconds": args.cpu_seconds}
     broker = None
-    with Lab(LAB, extra_toml=MQTT_TOML) as spec:
+    # dampening off, as in bench.py's outage lab: ten blackholes in three minutes would dampen wan1
+    with Lab(LAB, overrides={"policy": {"dampening": False}}, extra_toml=MQTT_TOML) as spec:
         try:
             broker = Broker(work, PORT, address=BROKER, ns=spec.client_ns).start()
             with Subscriber(PORT, [f"{PREFIX}/#", "homeassistant/#"], work, address=BROKER, ns=spec.client_ns) as sub:
@@ -136,7 +147,8 @@ def main() -> int:
                 results["cpu_pct_broker_up"] = cpu_window(pid, args.cpu_seconds)
                 log(f"broker up: {args.trials} blackhole failovers")
                 up = failover_phase(spec, pid, args.trials)
-                time.sleep(3.0)  # history.event_delay: the last events reach the database
+                wait_for(lambda: len(downs(spec, up["span"])) >= args.trials, 20.0, "every DOWN in the history",
+                         step=0.2)
                 with HistoryReader(spec.history_path) as reader:
                     events = reader.events(kinds=["uplink_state", "active_changed"], limit=None)
                 results["broker_up"] = up
