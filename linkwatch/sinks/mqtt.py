@@ -42,6 +42,7 @@ KINDS = frozenset({"uplink_state", "active_changed", "ipv6_state", "ipv6_active"
 CONNECT_TIMEOUT = 3.0  # seconds for the TCP connect + TLS handshake of one attempt (in paho's thread)
 RECONNECT_MIN = 0.1  # the first retry; each failed attempt doubles it, up to [mqtt] reconnect_max
 QUEUE_LIMIT = 200  # QoS 1/2 messages paho may hold unacknowledged; more are dropped (counted)
+STOP_WAIT = 1.0  # seconds close() waits for paho's thread to end
 HANDOVER_WAIT = 3.0  # seconds a reloaded sink waits for its predecessor to let go of the client id
 _HOLDERS: dict[str, threading.Event] = {}  # client id -> set once the sink that used it has closed
 
@@ -274,7 +275,11 @@ class MqttSink:
                                retain=True).wait_for_publish(1.0)
         with contextlib.suppress(Exception):
             client.disconnect()
-        client.loop_stop()
+        # paho's thread may be inside a connect attempt (up to CONNECT_TIMEOUT): it ends by itself,
+        # a daemon thread, and an engine that stops does not wait for it
+        stopper = threading.Thread(target=client.loop_stop, name="mqtt-stop", daemon=True)
+        stopper.start()
+        stopper.join(STOP_WAIT)
 
     # ---- paho's thread: record, and hand the rest to the loop --------------------------------------
 

@@ -6,7 +6,8 @@ stays on loopback), and mosquitto_sub as the subscriber.
 - the broker stops for 15 s (the engine goes on failing over and says the broker is away) and
   comes back empty: the whole current state is at the broker again within 2 s;
 - TLS with a throwaway CA and a password: a wrong CA and a wrong password are the sink's error,
-  not the engine's (it keeps failing over); fixed by a reload, it connects.
+  not the engine's (it keeps failing over); fixed by a reload, it connects;
+- a broker host that accepts TCP and never answers: failover goes on, the stop does not wait.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -153,3 +155,33 @@ def test_tls_and_a_password_and_what_a_wrong_ca_or_password_does(tmp_path):
                 await in_thread(sub.wait_for, lambda m: m.get(f"{PREFIX}/status") == "offline", 5.0, "offline")
 
     asyncio.run(scenario())
+
+
+def test_a_broker_that_accepts_and_never_answers_costs_the_engine_nothing(tmp_path):
+    """A half-dead broker host: TCP connects (the kernel's backlog), the TLS handshake never ends.
+    Each attempt then blocks paho's thread for its connect timeout, never the engine, and a stop
+    in the middle of one does not wait for it to time out."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # never accepted, never answered
+    port = silent.getsockname()[1]
+    probes = FakeProbes()
+
+    async def scenario():
+        run = Running(write_config(tmp_path, mqtt_toml(port, tls="true")), probes=probes)
+        async with run as engine:
+            await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
+            probes.silent.add(FACTS["up1"].address)
+            await until(lambda: engine.state.active == ("lte",), what="failover")
+            await until(lambda: "timed out" in (mqtt_stats(engine)["error"] or ""), timeout=8,
+                        what="the timeout in status")
+            assert mqtt_stats(engine)["connected"] is False
+            await asyncio.sleep(1.0)  # the next attempt's handshake is under way (after 0.2 s, for 3 s)
+            return time.monotonic()  # the engine stops now
+
+    try:
+        stopping = asyncio.run(scenario())
+        stopped_in = time.monotonic() - stopping  # the loop and its worker threads included
+    finally:
+        silent.close()
+    assert stopped_in < 2.0, f"the engine took {stopped_in:.1f}s to stop"  # not the rest of the attempt

@@ -248,3 +248,43 @@ def test_an_unreadable_password_file_is_the_sinks_error_not_the_engines(tmp_path
         asyncio.run(run())
     assert sink.stats()["error"].startswith(f"cannot read mqtt.password_file {tmp_path}/missing")
     assert sink.stats()["connected"] is False and "nothing is published" in caplog.text
+
+
+class Reason:
+    def __init__(self, text: str, failure: bool):
+        self.text, self.is_failure = text, failure
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def test_what_pahos_thread_reports_becomes_the_sinks_error_and_a_connect_clears_it(caplog):
+    async def run():
+        sink = MqttSink(mqtt('host = "broker.lan"\nport = 1884'), statusdata.make_status, ["wan1"], hostname="gw")
+        sink._loop = asyncio.get_running_loop()
+        sink._client = StandInClient()
+        with caplog.at_level(logging.INFO, logger="linkwatch.sinks.mqtt"):
+            sink._paho_attempt_failed(ConnectionRefusedError(111, "Connection refused"))
+            sink._paho_attempt_failed(ConnectionRefusedError(111, "Connection refused"))
+            first = sink.stats()
+            sink._paho_connect(None, None, None, Reason("Not authorized", True), None)
+            refused = sink.stats()
+            sink._paho_disconnect(None, None, None, Reason("Unspecified error", True), None)  # after a refusal
+            after_refusal = sink.stats()["error"]
+            sink._paho_connect(None, None, None, Reason("Success", False), None)
+            await asyncio.sleep(0)  # the loop publishes the state
+            connected = sink.stats()
+            sink._paho_disconnect(None, None, None, Reason("Unspecified error", True), None)
+            await asyncio.sleep(0)
+        return first, refused, after_refusal, connected, sink.stats()
+
+    first, refused, after_refusal, connected, lost = asyncio.run(run())
+    assert first["error"] == "cannot connect to broker.lan:1884: Connection refused" and first["failed_attempts"] == 2
+    assert refused["error"] == "the broker broker.lan:1884 refused the connection: Not authorized"
+    assert after_refusal == refused["error"]  # the broker's close after refusing says nothing new
+    assert connected["connected"] is True and connected["error"] is None and connected["connects"] == 1
+    assert connected["published"] > 0
+    assert lost["connected"] is False and lost["error"] == "lost the connection to broker.lan:1884: Unspecified error"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 3  # one per new error, not one per attempt
+    assert any(r.getMessage().startswith("mqtt: connected to broker.lan:1884 (after ") for r in caplog.records)
