@@ -83,15 +83,20 @@ def make_ca(directory: Path, name: str, server_names: Sequence[str] = ("localhos
 
 
 class Broker:
-    """mosquitto on ``address``:``port`` (in namespace ``ns``), without persistence: a restart
-    starts empty. ``users``: name -> password (a password file; no anonymous clients then)."""
+    """mosquitto on ``address``:``port`` (in namespace ``ns``), without persistence (a restart
+    starts empty) unless ``persistence``: then it keeps its retained messages in a file across a
+    restart (:meth:`forget` deletes it). ``users``: name -> password (a password file; no
+    anonymous clients then)."""
 
     def __init__(self, directory: Path, port: int, address: str = "127.0.0.1", ns: str | None = None,
-                 users: dict[str, str] | None = None, tls: Tls | None = None):
+                 users: dict[str, str] | None = None, tls: Tls | None = None, persistence: bool = False):
         self.dir, self.port, self.address, self.ns = Path(directory), port, address, ns
         self.conf = self.dir / f"mosquitto-{port}.conf"
-        lines = ["user root", "persistence false", "log_dest stderr", "log_type error", "log_type warning",
+        self.db = self.dir / f"mosquitto-{port}.db"
+        lines = ["user root", "log_dest stderr", "log_type error", "log_type warning",
                  f"listener {port} {address}", f"allow_anonymous {'false' if users else 'true'}"]
+        lines += (["persistence true", f"persistence_location {self.dir}/", f"persistence_file {self.db.name}"]
+                  if persistence else ["persistence false"])
         if users:
             pw = self.dir / f"mosquitto-{port}.passwd"
             pw.write_text("")
@@ -140,6 +145,10 @@ class Broker:
                 self.proc.kill()
                 self.proc.wait(STOP_TIMEOUT)
         self.proc = None
+
+    def forget(self) -> None:
+        """Delete what a persistent broker kept (while it is stopped)."""
+        self.db.unlink(missing_ok=True)
 
     def log_text(self) -> str:
         path = self.dir / f"mosquitto-{self.port}.log"

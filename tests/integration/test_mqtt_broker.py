@@ -4,7 +4,8 @@ stays on loopback), and mosquitto_sub as the subscriber.
 
 - discovery and the retained state arrive; a failover arrives;
 - the broker stops for 15 s (the engine goes on failing over and says the broker is away) and
-  comes back empty: the whole current state is at the broker again within 2 s;
+  comes back with its stale retained state, then once more empty: each time the whole current
+  state is at the broker again within 2 s;
 - TLS with a throwaway CA and a password: a wrong CA and a wrong password are the sink's error,
   not the engine's (it keeps failing over); fixed by a reload, it connects;
 - a broker host that accepts TCP and never answers: failover goes on, the stop does not wait.
@@ -62,56 +63,68 @@ async def in_thread(fn, *args):
     return await asyncio.to_thread(fn, *args)
 
 
-def test_state_failover_and_a_broker_that_comes_back_empty(tmp_path):
+def test_state_failover_and_a_broker_that_comes_back_stale_or_empty(tmp_path):
     port = free_port()
-    broker = Broker(tmp_path, port).start()
+    broker = Broker(tmp_path, port, persistence=True).start()
     probes = FakeProbes()
+    topics = [f"{PREFIX}/#", "hatest/#"]
+
+    async def back_whole(fibre: str, active: str, name: str) -> float:
+        """Start the broker; seconds until a new subscriber sees the whole current state."""
+        await in_thread(broker.start)
+        with Subscriber(port, topics, tmp_path, name=name) as sub:
+            done = await in_thread(sub.wait_for, whole(fibre, active), 5.0, f"the whole state ({name})")
+        return done - broker.started_at
 
     async def scenario():
         run = Running(write_config(tmp_path, mqtt_toml(port)), probes=probes)
-        try:
-            async with run as engine:
-                with Subscriber(port, [f"{PREFIX}/#", "hatest/#"], tmp_path) as sub:
-                    await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
-                    await in_thread(sub.wait_for, whole("UP", "fibre"), 5.0, "the whole state")
-                    disc = json.loads(sub.latest()["hatest/binary_sensor/lwtest_gw/fibre_usable/config"])
-                    assert disc["state_topic"] == f"{PREFIX}/uplink/fibre/usable"
-                    assert disc["availability_topic"] == f"{PREFIX}/status"
-                    assert sub.latest()[f"{PREFIX}/uplink/fibre/rtt_ms"] != "None"
+        async with run as engine:
+            with Subscriber(port, topics, tmp_path) as sub:
+                await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
+                await in_thread(sub.wait_for, whole("UP", "fibre"), 5.0, "the whole state")
+                disc = json.loads(sub.latest()["hatest/binary_sensor/lwtest_gw/fibre_usable/config"])
+                assert disc["state_topic"] == f"{PREFIX}/uplink/fibre/usable"
+                assert disc["availability_topic"] == f"{PREFIX}/status"
+                assert sub.latest()[f"{PREFIX}/uplink/fibre/rtt_ms"] != "None"
 
-                    probes.silent.add(FACTS["up1"].address)  # blackhole fibre
-                    await until(lambda: engine.state.active == ("lte",), what="failover")
-                    switched = time.time()
-                    got = await in_thread(sub.wait_for, lambda m: m[f"{PREFIX}/active"] == "lte", 2.0, "active lte")
-                    assert sub.latest()[f"{PREFIX}/uplink/fibre/state"] == "DOWN"
-                    assert got - switched < 2.0
+                probes.silent.add(FACTS["up1"].address)  # blackhole fibre
+                await until(lambda: engine.state.active == ("lte",), what="failover")
+                switched = time.time()
+                got = await in_thread(sub.wait_for, lambda m: m[f"{PREFIX}/active"] == "lte", 2.0, "active lte")
+                assert sub.latest()[f"{PREFIX}/uplink/fibre/state"] == "DOWN"
+                assert got - switched < 2.0
 
-                broker.stop()
-                gone = time.time()
-                await until(lambda: mqtt_stats(engine)["connected"] is False, what="the sink sees the broker gone")
-                published = mqtt_stats(engine)["published"]
-                probes.silent.discard(FACTS["up1"].address)  # while the broker is away: a failback
-                await until(lambda: engine.state.active == ("fibre",), timeout=10, what="failback without a broker")
-                await asyncio.sleep(DOWN_SECONDS / 2)
-                stats = mqtt_stats(engine)
-                assert stats["connected"] is False and stats["error"].startswith(f"cannot connect to 127.0.0.1:{port}")
-                assert "Connection refused" in stats["error"]
-                probes.silent.add(FACTS["up1"].address)  # and a failover, still without a broker
-                await until(lambda: engine.state.active == ("lte",), what="failover without a broker")
-                await asyncio.sleep(max(0.0, DOWN_SECONDS - (time.time() - gone)))
-                stats = mqtt_stats(engine)  # nothing queued while away: the reconnect sends the state
-                assert stats["published"] == published and stats["skipped_offline"] >= DOWN_SECONDS / 2
+            broker.stop()  # it keeps "lte active, fibre DOWN" on disk
+            gone = time.time()
+            assert broker.db.stat().st_size > 0
+            await until(lambda: mqtt_stats(engine)["connected"] is False, what="the sink sees the broker gone")
+            published = mqtt_stats(engine)["published"]
+            probes.silent.discard(FACTS["up1"].address)  # while the broker is away: a failback
+            await until(lambda: engine.state.active == ("fibre",), timeout=10, what="failback without a broker")
+            await asyncio.sleep(DOWN_SECONDS / 2)
+            stats = mqtt_stats(engine)
+            assert stats["connected"] is False and stats["error"].startswith(f"cannot connect to 127.0.0.1:{port}")
+            assert "Connection refused" in stats["error"]
+            await asyncio.sleep(max(0.0, DOWN_SECONDS - (time.time() - gone)))
+            stats = mqtt_stats(engine)  # nothing queued while away: the reconnect sends the state
+            assert stats["published"] == published and stats["skipped_offline"] >= DOWN_SECONDS / 2
 
-                await in_thread(broker.start)  # empty: no persistence
-                back = broker.started_at
-                with Subscriber(port, [f"{PREFIX}/#", "hatest/#"], tmp_path, name="after") as sub:
-                    done = await in_thread(sub.wait_for, whole("DOWN", "lte"), 5.0, "the whole state again")
-                assert done - back <= 2.0, f"the whole state took {done - back:.2f}s after the broker came back"
-                assert mqtt_stats(engine)["connects"] == 2 and mqtt_stats(engine)["error"] is None
-        finally:
+            took = await back_whole("UP", "fibre", "stale")  # its stale retained state is replaced
+            assert took <= 2.0, f"the whole state took {took:.2f}s after the broker came back with a stale one"
+
             broker.stop()
+            broker.forget()  # it comes back empty
+            probes.silent.add(FACTS["up1"].address)  # and a failover without a broker
+            await until(lambda: engine.state.active == ("lte",), what="failover without a broker")
+            await asyncio.sleep(2.0)
+            took = await back_whole("DOWN", "lte", "empty")
+            assert took <= 2.0, f"the whole state took {took:.2f}s after the broker came back empty"
+            assert mqtt_stats(engine)["connects"] == 3 and mqtt_stats(engine)["error"] is None
 
-    asyncio.run(scenario())
+    try:
+        asyncio.run(scenario())
+    finally:
+        broker.stop()
 
 
 def test_tls_and_a_password_and_what_a_wrong_ca_or_password_does(tmp_path):
