@@ -462,7 +462,9 @@ class Soak:
                 rows.append({"pid": pid, "lifetime_s": round(samples[-1][0] - samples[0][0], 1),
                              "rss_start_kb": base[1], "rss_end_kb": int(statistics.median(s[1] for s in last)),
                              "rss_max_kb": max(s[1] for s in samples), "fds_start": base[2],
-                             "fds_end": samples[-1][2], "fds_max": max(s[2] for s in samples)})
+                             "fds_end": samples[-1][2], "fds_max": max(s[2] for s in samples),
+                             # one sample a minute: a leak climbs all along, a warm-up levels off
+                             "rss_kb_by_minute": [(t, rss) for t, rss, _ in samples[::30]]})
             out[role] = rows
             if rows:
                 longest = max(rows, key=lambda r: r["lifetime_s"])

@@ -7,7 +7,8 @@
 # (the SNMP tests), mosquitto and mosquitto-clients (the MQTT tests), npm (to fetch the IETF base
 # MIBs, scripts/fetch-ietf-mibs.sh), and
 # systemd-nspawn (systemd-container) with debootstrap (a Debian 12 booted with systemd as PID 1),
-# and qemu-user-static with binfmt-support (arm64 and armhf roots under emulation: test_arm.py).
+# and qemu-user-static with binfmt-support (arm64 and armhf roots under emulation: test_arm.py),
+# and Debian's prometheus package for its promtool (the alerting rules: test_prometheus.py).
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,10 +33,12 @@ if [ "$tools" = 1 ]; then
     command -v mosquitto_sub >/dev/null || need_apt+=(mosquitto-clients)  # ... and the subscriber
     command -v npm >/dev/null || need_apt+=(npm)
     command -v systemd-nspawn >/dev/null || need_apt+=(systemd-container)  # test_systemd.py
+    command -v keepalived >/dev/null || [ -x /usr/sbin/keepalived ] || need_apt+=(keepalived)  # lab up --pair, test_keepalived_pair.py
     command -v debootstrap >/dev/null || need_apt+=(debootstrap)
     [ -e /usr/libexec/qemu-binfmt/aarch64-binfmt-P ] || command -v qemu-aarch64-static >/dev/null ||
         need_apt+=(qemu-user-static)  # test_arm.py, scripts/build-deb.sh --arch
     command -v update-binfmts >/dev/null || need_apt+=(binfmt-support)
+    command -v promtool >/dev/null || need_promtool=1  # installed below, without starting its server
 fi
 PY=${PYTHON:-python3}
 if ! command -v "$PY" >/dev/null; then need_apt+=(python3 python3-venv python3-pip); fi
@@ -48,6 +51,30 @@ if ((${#need_apt[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+if [ "${need_promtool:-0}" = 1 ]; then
+    # Debian ships promtool only in the prometheus package, whose maintainer scripts start the
+    # Prometheus server (invoke-rc.d where systemd is not PID 1, as in a container or a chroot;
+    # deb-systemd-invoke under systemd). A test machine runs no server: a policy-rc.d that says
+    # "101: not allowed" stops both from starting it (one left by the system, e.g. Docker's, is kept),
+    # it is disabled at boot after, and --no-install-recommends leaves out prometheus-node-exporter
+    # (another service). Heavy for one tool: 14 packages, 23 MB to download, 317 MiB installed on
+    # Debian 12 (the server 94 MiB, its web UI's libjs-moment-timezone 213 MiB).
+    if [ "$(id -u)" != 0 ]; then echo "bootstrap: need root to install prometheus (promtool)" >&2; exit 1; fi
+    echo "bootstrap: installing prometheus (for promtool; its service is not started)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    ((${#need_apt[@]})) || apt-get update -qq
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        trap 'rm -f "$policy"' EXIT
+        printf '#!/bin/sh\n# bootstrap.sh: no service starts while prometheus is installed\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+    fi
+    apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    if [ "$(trap -p EXIT)" ]; then rm -f "$policy"; trap - EXIT; fi
+    # Not at boot either: systemd's link (made even where systemd is not running) and SysV's.
+    if command -v systemctl >/dev/null; then systemctl disable -q prometheus.service >/dev/null 2>&1 || true; fi
+    update-rc.d prometheus disable >/dev/null 2>&1 || true
 fi
 
 "$PY" - <<'PYEOF'

@@ -47,8 +47,10 @@ def _guard(command: str, handler: Callable[[argparse.Namespace], int]) -> Callab
 def cmd_up(args: argparse.Namespace) -> int:
     from linkwatch.lab import topology
 
+    if args.pair:
+        return _up_pair(args)
     options = topology.EngineOptions(web=args.web, ipv6=args.ipv6)
-    spec = topology.up(LabSpec(args.name, args.uplinks), engine=not args.no_engine, options=options)
+    spec = topology.up(LabSpec(args.name, args.uplinks or DEFAULT_UPLINKS), engine=not args.no_engine, options=options)
     print(f"lab {spec.name!r} is up: {', '.join(spec.namespaces)}")
     for u in spec.uplink_list:
         print(f"  {u.name}: router {u.interface} {u.address}/29 via {u.gateway} ({spec.provider_ns(u.index)})")
@@ -61,6 +63,25 @@ def cmd_up(args: argparse.Namespace) -> int:
         from linkwatch.lab import web
 
         print(f"  web UI: {web.url(args.web)} (log in with password {web.LAB_PASSWORD!r})")
+    print(f"  tear down: linkwatch lab down --name {spec.name}")
+    return 0
+
+
+def _up_pair(args: argparse.Namespace) -> int:
+    from linkwatch.lab import pair, pairlab
+
+    if args.no_engine or args.web or args.ipv6:
+        raise LabError("--pair runs both engines and keepalived, IPv4 only, without a web UI: "
+                       "leave out --no-engine, --web and --ipv6")
+    spec = pairlab.up(pair.PairSpec(args.name, args.uplinks or 1, args.advert_int))
+    print(f"router pair {spec.name!r} is up: {', '.join(spec.namespaces)}")
+    for r in spec.routers:
+        ups = ", ".join(f"{u.name} {u.interface} {u.address}" for u in r.uplink_list)
+        print(f"  {r.role} ({r.ns}): LAN {r.lan_address}, VRRP priority {r.priority}, uplinks {ups}; "
+              f"engine {r.control_socket}; keepalived log {r.keepalived_log}")
+    print(f"  client {LAN_CLIENT} in {spec.lab.client_ns}, default via the virtual gateway {pair.VIRTUAL_GATEWAY} "
+          f"(now on {pairlab.holder(spec)}); VRRPv3 advert_int {spec.advert_int:g}s")
+    print(f"  break ra: linkwatch lab fault --name {spec.name} wan1 blackhole")
     print(f"  tear down: linkwatch lab down --name {spec.name}")
     return 0
 
@@ -97,8 +118,12 @@ def format_status(st) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from linkwatch.lab import topology
+    from linkwatch.lab import pairlab, topology
 
+    pair = pairlab.discover_pair(args.name)
+    if pair is not None:
+        print(pairlab.describe(pair))
+        return 0
     print(format_status(topology.status(args.name)))
     return 0
 
@@ -130,13 +155,19 @@ def register(subparsers) -> None:
         sp.set_defaults(func=_guard(name, handler))
         return sp
 
-    def uplinks_arg(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--uplinks", type=int, default=DEFAULT_UPLINKS,
-                        help=f"number of uplinks, 1-{MAX_UPLINKS} (default {DEFAULT_UPLINKS})")
+    def uplinks_arg(sp: argparse.ArgumentParser, default: int | None = DEFAULT_UPLINKS) -> None:
+        sp.add_argument("--uplinks", type=int, default=default,
+                        help=f"number of uplinks, 1-{MAX_UPLINKS} (default {DEFAULT_UPLINKS}; with --pair: per router, "
+                             "1 or 2, default 1)" if default is None else
+                        f"number of uplinks, 1-{MAX_UPLINKS} (default {DEFAULT_UPLINKS})")
 
     sp = named("up", "build the lab (and start the engine in its router)", cmd_up)
-    uplinks_arg(sp)
+    uplinks_arg(sp, None)
     sp.add_argument("--no-engine", action="store_true", help="build the network and services only")
+    sp.add_argument("--pair", action="store_true", help="two routers sharing the LAN's gateway through keepalived "
+                    "(VRRP), each with its own engine and --uplinks (1 or 2, default 1) uplinks (docs/keepalived.md)")
+    sp.add_argument("--advert-int", type=float, default=0.2, metavar="SECONDS",
+                    help="VRRP advert interval of --pair (default 0.2)")
     sp.add_argument("--ipv6", action="store_true", help="the engine probes IPv6 targets too (dual stack)")
     sp.add_argument("--web", nargs="?", const=DEFAULT_WEB, metavar="ADDR:PORT",
                     help=f"also start the web UI on the host's loopback (default {DEFAULT_WEB})")

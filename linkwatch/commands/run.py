@@ -12,7 +12,10 @@ HELP = "run the engine in the foreground"
 
 def cmd_run(args) -> int:
     from linkwatch.daemon.engine import Engine
+    from linkwatch.daemon.procname import set_process_name
     import asyncio
+
+    set_process_name()  # "linkwatchd": what keepalived's vrrp_track_process watches (docs/keepalived.md)
 
     config = load_and_log(args)
     if config is None:

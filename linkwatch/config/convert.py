@@ -246,12 +246,17 @@ def _choice(*options: str) -> _Conv:
     return _Conv(expected, check)
 
 
-def _absolute_path(max_bytes: int | None = None, example: str = "/etc/linkwatch/hooks.d") -> _Conv:
+def _absolute_path(max_bytes: int | None = None, example: str = "/etc/linkwatch/hooks.d",
+                   empty_is_off: bool = False) -> _Conv:
     expected = f'an absolute path like "{example}"'
     if max_bytes is not None:
         expected += f" (at most {max_bytes} bytes, the limit of a unix socket address)"
+    if empty_is_off:
+        expected += ' or "" (off)'
 
-    def check(raw: Any) -> str:
+    def check(raw: Any) -> str | None:
+        if empty_is_off and raw == "":
+            return None
         if not isinstance(raw, str) or not raw.startswith("/") or "\0" in raw:
             raise _Bad(expected)
         if max_bytes is not None and (len(raw.encode()) > max_bytes or raw.endswith("/")):

@@ -281,6 +281,16 @@ class HooksConfig:
 
 
 @dataclass(frozen=True)
+class KeepalivedConfig:
+    """The health file keepalived tracks (issue 15): [keepalived]."""
+
+    track_file: str | None = field(default=None, metadata=_key(
+        _absolute_path(example="/var/lib/linkwatch/keepalived.track", empty_is_off=True),
+        "file kept at 0 while at least one uplink works and 1 while none does (written atomically); "
+        "keepalived's track_file reads it. None or \"\" = off"))
+
+
+@dataclass(frozen=True)
 class HistoryConfig:
     """The history database: [history]."""
 
@@ -467,6 +477,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig, metadata={TABLE: PolicyConfig})
     routing: RoutingConfig = field(default_factory=RoutingConfig, metadata={TABLE: RoutingConfig})
     hooks: HooksConfig = field(default_factory=HooksConfig, metadata={TABLE: HooksConfig})
+    keepalived: KeepalivedConfig = field(default_factory=KeepalivedConfig, metadata={TABLE: KeepalivedConfig})
     log: LogConfig = field(default_factory=LogConfig, metadata={TABLE: LogConfig})
     history: HistoryConfig = field(default_factory=HistoryConfig, metadata={TABLE: HistoryConfig})
     web: WebConfig = field(default_factory=WebConfig, metadata={TABLE: WebConfig})

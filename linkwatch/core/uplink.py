@@ -312,8 +312,9 @@ def _dead_by_burst(u: UplinkState, results: tuple[ProbeResult, ...], mono: float
 
 def with_counters(u: UplinkState, c: LinkCounters, mono: float, month: str, active: bool,
                   interval: float) -> UplinkState:
-    """New interface counters. An active, working uplink whose packets leave with nothing coming
-    back becomes suspect (the shell sends a burst at once); traffic coming in clears that."""
+    """New interface counters. A working uplink that carries traffic (``active``), or still holds
+    flows left on it (:func:`watched`), whose packets leave with nothing coming back becomes
+    suspect (the shell sends a burst at once); traffic coming in clears that."""
     counters = ev.observe(u.counters, c, mono, month)
     if u.quota_warned and counters.month != u.counters.month:
         u = replace(u, quota_warned=())  # a new month
@@ -325,7 +326,7 @@ def with_counters(u: UplinkState, c: LinkCounters, mono: float, month: str, acti
         if ev.rx_since(counters, u.suspect_since) > 0 or mono - u.suspect_since > burst_timeout(u) + 1.0:
             u = replace(u, suspect_since=None)
         return u
-    if not active or h.suspect_after is None or u.health.state not in USABLE or mono < u.quiet_until:
+    if not watched(u, active) or h.suspect_after is None or u.health.state not in USABLE or mono < u.quiet_until:
         return u
     window = max(h.suspect_after, RTT_MARGIN * u.path_rtt)  # on a long path replies take longer to be missed
     probe_packets = len(u.cfg.probes) * h.attempts * max(1, math.ceil(window / interval))
@@ -413,6 +414,14 @@ def is_proven(u: UplinkState, mono: float) -> bool:
     return ev.proven(u.counters, mono, tx, rx)
 
 
+def watched(u: UplinkState, carries: bool) -> bool:
+    """Is the LAN's traffic through ``u`` evidence to watch (fast counter reads, suspicion)? While
+    it carries traffic, and while flows left on it after traffic moved away (sticky flows) may
+    still send: a silence there strands them as surely as on the active uplink. Its probing stays
+    at its own pace (a metered backup pays for every probe); the LAN's packets are free."""
+    return carries or u.left_at is not None
+
+
 def _counter_interval(u: UplinkState, active: bool, other_probes: float) -> float:
     """Fast reads while the LAN sends through the active uplink (a silence must show within
     suspect_after); slower while it is idle (nothing to watch: the probes decide); standby uplinks
@@ -470,7 +479,7 @@ def probe_plan(u: UplinkState, active: bool, doubt: bool, better: bool = False,
         rotate=standby and not doubt and not eager and state not in PENDING and state != State.INIT,
         burst=u.bursts,
         burst_timeout=burst_timeout(u),
-        counter_interval=_counter_interval(u, active, other_probes),
+        counter_interval=_counter_interval(u, watched(u, active), other_probes),
         late_window=h.late_window,
         device=u.facts.ifname if u.facts and u.facts.ifindex is not None else None,
         ifindex=u.facts.ifindex if u.facts else None,

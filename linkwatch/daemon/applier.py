@@ -29,6 +29,9 @@ log = logging.getLogger("linkwatch.engine")
 
 FLUSHES_KEPT = 20  # the last conntrack flushes status shows
 EVENT_REPAIR_GAP = 0.2  # repairs asked for by netlink events start at least this far apart
+# A refusal is first a warning: most are races (an interface deleted or readdressed between the
+# plan and its apply; the next plan or repair goes through). One that lasts this long is an error.
+REFUSED_ERROR_AFTER = 3.0
 _DENIED = (errno.EPERM, errno.EACCES)  # the kernel's answer to a process without CAP_NET_ADMIN
 _DENIED_SUFFIXES = tuple(f"(errno {code})" for code in _DENIED)  # how the reconciler ends such an error
 
@@ -46,6 +49,8 @@ class Applier:
         self._pending: list[Outputs] = []
         self._attempted: RouteSet | None = None  # the plan last applied, with or without errors
         self._failed = False  # the last apply had errors: retried on the next repair only
+        self._refused_since: float | None = None  # when the current streak of refused applies began
+        self._refusal_logged = False  # ... and whether it was logged as an error
         self._denied = False  # ... and each of them was a permission error (no CAP_NET_ADMIN)
         self._change_seen = True  # a netlink event about linkwatch's own objects since the last repair
         self._last_repair = -math.inf
@@ -121,14 +126,28 @@ class Applier:
             self.last_apply_ms = report.elapsed_ms
             log.info("routing applied in %.1fms: %s", report.elapsed_ms,
                      "; ".join(report.added + report.replaced + report.removed)[:500])
-        for err in report.errors:
-            log.log(logging.DEBUG if retry else logging.ERROR, "routing: %s", err)
-        if retry and not report.errors:
-            log.info("routing: the kernel took the plan this time")
+        self._log_refusals(report.errors, retry)
         self._failed = bool(report.errors)
         routing_errors = [e for e in report.errors if not e.startswith("nft table")]
         self._denied = bool(routing_errors) and all(e.endswith(_DENIED_SUFFIXES) for e in routing_errors)
         self._unmarked = routing.flows is not None and any(e.startswith("nft table") for e in report.errors)
+
+    def _log_refusals(self, errors: list[str], retry: bool) -> None:
+        """Each plan's refusals once as a warning; an error once a streak lasts REFUSED_ERROR_AFTER."""
+        now = time.monotonic()
+        if not errors:
+            if self._refused_since is not None:
+                log.info("routing: the kernel took the plan after %.1fs of refusals", now - self._refused_since)
+            self._refused_since, self._refusal_logged = None, False
+            return
+        if self._refused_since is None:
+            self._refused_since = now
+        for err in errors:
+            log.log(logging.DEBUG if retry else logging.WARNING, "routing: %s (retried)", err)
+        if not self._refusal_logged and now - self._refused_since >= REFUSED_ERROR_AFTER:
+            self._refusal_logged = True
+            log.error("routing: the kernel has refused part of the plan for %.0fs: %s", now - self._refused_since,
+                      "; ".join(errors)[:500])
 
     def note_change(self) -> None:
         """A netlink event said linkwatch's objects may have changed: repair soon (see repair_wanted)."""

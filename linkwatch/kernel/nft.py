@@ -69,20 +69,36 @@ def library() -> ctypes.CDLL:
     return _Lib.get()
 
 
+class _Context:
+    """One libnftables context for the whole process, made after :func:`_check_netlink` passed and
+    kept: its netlink socket is opened once (at the first command) and reused. A context per
+    command opened a socket per command, and libnftables exits the whole process when it cannot
+    (nftables' netlink_init_error, e.g. EMFILE once the engine's descriptors are used up)."""
+
+    _ctx: int | None = None
+    _lock = threading.Lock()
+
+    @classmethod
+    def run(cls, lib: ctypes.CDLL, commands: bytes) -> tuple[int, str, str]:
+        with cls._lock:
+            if cls._ctx is None:
+                _check_netlink()  # the only socket libnftables will open: make sure it can
+                ctx = lib.nft_ctx_new(NFT_CTX_DEFAULT)
+                if not ctx:
+                    raise NftError("nft_ctx_new failed")
+                lib.nft_ctx_buffer_output(ctx)
+                lib.nft_ctx_buffer_error(ctx)
+                cls._ctx = ctx
+            rc = lib.nft_run_cmd_from_buffer(cls._ctx, commands)
+            # each get rewinds its buffer: the next command's output starts afresh
+            out = (lib.nft_ctx_get_output_buffer(cls._ctx) or b"").decode(errors="replace")
+            err = (lib.nft_ctx_get_error_buffer(cls._ctx) or b"").decode(errors="replace")
+            return rc, out, err
+
+
 def run(commands: str) -> str:
     """Run nft commands (one transaction: all or nothing); returns what nft printed."""
-    lib = _Lib.get()
-    ctx = lib.nft_ctx_new(NFT_CTX_DEFAULT)
-    if not ctx:
-        raise NftError("nft_ctx_new failed")
-    try:
-        lib.nft_ctx_buffer_output(ctx)
-        lib.nft_ctx_buffer_error(ctx)
-        rc = lib.nft_run_cmd_from_buffer(ctx, commands.encode())
-        out = (lib.nft_ctx_get_output_buffer(ctx) or b"").decode(errors="replace")
-        err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace")
-    finally:
-        lib.nft_ctx_free(ctx)
+    rc, out, err = _Context.run(_Lib.get(), commands.encode())
     if rc != 0:
         first = next((line for line in err.splitlines() if line.strip()), "failed")
         raise NftError(f"nft: {first}")

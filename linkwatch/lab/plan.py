@@ -64,6 +64,7 @@ RA_INTERVAL = (3, 10)  # radvd's Min/MaxRtrAdvInterval (seconds); it also answer
 RA_LIFETIME = 1800  # AdvDefaultLifetime: the router's default route expires this long after the last RA
 
 PING_GROUP_RANGE = "0 2147483647"
+PAIR_ROLES = ("ra", "rb", "lan")  # a router pair's namespaces besides inet, client and the providers
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,16}$")
 
@@ -225,12 +226,13 @@ class LabSpec:
 
 
 def lab_role(spec_name: str, namespace: str) -> str | None:
-    """``router``/``inet``/``client``/``p<k>`` when ``namespace`` belongs to lab ``spec_name``."""
+    """``router``/``inet``/``client``/``p<k>`` (a router pair's ``ra``/``rb``/``lan`` too, see
+    :mod:`linkwatch.lab.pair`) when ``namespace`` belongs to lab ``spec_name``."""
     prefix = f"lw-{spec_name}-"
     if not namespace.startswith(prefix):
         return None
     role = namespace[len(prefix):]
-    if role in ("router", "inet", "client") or re.fullmatch(r"p[1-9][0-9]*", role):
+    if role in ("router", "inet", "client", *PAIR_ROLES) or re.fullmatch(r"p[1-9][0-9]*", role):
         return role
     return None
 
@@ -255,44 +257,55 @@ def build_plan(spec: LabSpec) -> list[list[str]]:
         ["ip", "-n", c, "-6", "addr", "add", f"{LAN6_CLIENT}/64", "dev", "eth0", "nodad"],
         ["ip", "-n", c, "-6", "route", "add", "default", "via", LAN6_ROUTER, "dev", "eth0"],
     ]
+    cmds += internet_plan(i)
+    for u in spec.uplink_list:
+        cmds += uplink_plan(r, spec.provider_ns(u.index), i, u)
+    return cmds
+
+
+def internet_plan(i: str) -> list[list[str]]:
+    """The internet namespace ``i``'s probe targets, DNS and echo addresses."""
     # the internet's targets live on a port-less bridge (this kernel has no dummy driver)
-    cmds += [["ip", "-n", i, "link", "add", "targets", "type", "bridge"]]
+    cmds = [["ip", "-n", i, "link", "add", "targets", "type", "bridge"]]
     for addr in dict.fromkeys((*ICMP_TARGETS, DNS_SERVER, ECHO_SERVER)):  # .7 is both ICMP and echo
         cmds.append(["ip", "-n", i, "addr", "add", f"{addr}/32", "dev", "targets"])
     for addr in dict.fromkeys((*ICMP6_TARGETS, DNS6_SERVER, ECHO6_SERVER)):
         cmds.append(["ip", "-n", i, "-6", "addr", "add", f"{addr}/128", "dev", "targets", "nodad"])
     cmds.append(["ip", "-n", i, "link", "set", "targets", "up"])
-    for u in spec.uplink_list:
-        p, k = spec.provider_ns(u.index), u.index
-        cmds += [
-            ["ip", "-n", r, "link", "add", u.interface, "type", "veth", "peer", "name", "dn", "netns", p],
-            # no link-local address of its own on dn (made when it goes up): fe80::1 is the RAs' source
-            ["ip", "netns", "exec", p, "sysctl", "-q", "-w", f"net.ipv6.conf.{PROVIDER_LINK}.addr_gen_mode=1"],
-            ["ip", "-n", r, "addr", "add", f"{u.address}/29", "dev", u.interface],
-            ["ip", "-n", p, "addr", "add", f"{u.gateway}/29", "dev", "dn"],
-            ["ip", "-n", p, "link", "add", "in", "type", "veth", "peer", "name", f"p{k}", "netns", i],
-            ["ip", "-n", p, "addr", "add", f"{u.provider_transit}/30", "dev", "in"],
-            ["ip", "-n", i, "addr", "add", f"{u.inet_transit}/30", "dev", f"p{k}"],
-            ["ip", "-n", r, "link", "set", u.interface, "up"],
-            ["ip", "-n", p, "link", "set", "dn", "up"],
-            ["ip", "-n", p, "link", "set", "in", "up"],
-            ["ip", "-n", i, "link", "set", f"p{k}", "up"],
-            ["ip", "-n", p, "route", "add", "default", "via", u.inet_transit, "dev", "in"],
-            ["ip", "-n", i, "route", "add", str(u.network), "via", u.provider_transit, "dev", f"p{k}"],
-            ["ip", "-n", r, "route", "add", "default", "via", u.gateway, "dev", u.interface,
-             "metric", str(u.metric)],
-            ["ip", "-n", r, "-6", "addr", "add", f"{u.address6}/64", "dev", u.interface, "nodad"],
-            ["ip", "-n", p, "-6", "addr", "add", f"{u.provider_address6}/64", "dev", "dn", "nodad"],
-            ["ip", "-n", p, "-6", "addr", "add", f"{GATEWAY6}/64", "dev", "dn", "nodad"],
-            ["ip", "-n", p, "-6", "addr", "add", f"{u.provider_transit6}/64", "dev", "in", "nodad"],
-            ["ip", "-n", i, "-6", "addr", "add", f"{u.inet_transit6}/64", "dev", f"p{k}", "nodad"],
-            ["ip", "-n", p, "-6", "route", "add", "default", "via", u.inet_transit6, "dev", "in"],
-            ["ip", "-n", i, "-6", "route", "add", str(u.network6), "via", u.provider_transit6, "dev", f"p{k}"],
-            # the default route comes from the provider's router advertisements (radvd)
-            ["ip", "netns", "exec", r, "sysctl", "-q", "-w", f"net.ipv6.conf.{u.interface}.accept_ra=2",
-             f"net.ipv6.conf.{u.interface}.autoconf=0", f"net.ipv6.conf.{u.interface}.ra_defrtr_metric={u.metric}"],
-        ]
     return cmds
+
+
+def uplink_plan(r: str, p: str, i: str, u: LabUplink) -> list[list[str]]:
+    """Uplink ``u``: router ``r``'s ``up<k>`` to provider ``p``, the provider's transit to internet ``i``."""
+    k = u.index
+    return [
+        ["ip", "-n", r, "link", "add", u.interface, "type", "veth", "peer", "name", "dn", "netns", p],
+        # no link-local address of its own on dn (made when it goes up): fe80::1 is the RAs' source
+        ["ip", "netns", "exec", p, "sysctl", "-q", "-w", f"net.ipv6.conf.{PROVIDER_LINK}.addr_gen_mode=1"],
+        ["ip", "-n", r, "addr", "add", f"{u.address}/29", "dev", u.interface],
+        ["ip", "-n", p, "addr", "add", f"{u.gateway}/29", "dev", "dn"],
+        ["ip", "-n", p, "link", "add", "in", "type", "veth", "peer", "name", f"p{k}", "netns", i],
+        ["ip", "-n", p, "addr", "add", f"{u.provider_transit}/30", "dev", "in"],
+        ["ip", "-n", i, "addr", "add", f"{u.inet_transit}/30", "dev", f"p{k}"],
+        ["ip", "-n", r, "link", "set", u.interface, "up"],
+        ["ip", "-n", p, "link", "set", "dn", "up"],
+        ["ip", "-n", p, "link", "set", "in", "up"],
+        ["ip", "-n", i, "link", "set", f"p{k}", "up"],
+        ["ip", "-n", p, "route", "add", "default", "via", u.inet_transit, "dev", "in"],
+        ["ip", "-n", i, "route", "add", str(u.network), "via", u.provider_transit, "dev", f"p{k}"],
+        ["ip", "-n", r, "route", "add", "default", "via", u.gateway, "dev", u.interface,
+         "metric", str(u.metric)],
+        ["ip", "-n", r, "-6", "addr", "add", f"{u.address6}/64", "dev", u.interface, "nodad"],
+        ["ip", "-n", p, "-6", "addr", "add", f"{u.provider_address6}/64", "dev", "dn", "nodad"],
+        ["ip", "-n", p, "-6", "addr", "add", f"{GATEWAY6}/64", "dev", "dn", "nodad"],
+        ["ip", "-n", p, "-6", "addr", "add", f"{u.provider_transit6}/64", "dev", "in", "nodad"],
+        ["ip", "-n", i, "-6", "addr", "add", f"{u.inet_transit6}/64", "dev", f"p{k}", "nodad"],
+        ["ip", "-n", p, "-6", "route", "add", "default", "via", u.inet_transit6, "dev", "in"],
+        ["ip", "-n", i, "-6", "route", "add", str(u.network6), "via", u.provider_transit6, "dev", f"p{k}"],
+        # the default route comes from the provider's router advertisements (radvd)
+        ["ip", "netns", "exec", r, "sysctl", "-q", "-w", f"net.ipv6.conf.{u.interface}.accept_ra=2",
+         f"net.ipv6.conf.{u.interface}.autoconf=0", f"net.ipv6.conf.{u.interface}.ra_defrtr_metric={u.metric}"],
+    ]
 
 
 def radvd_config(u: LabUplink) -> str:

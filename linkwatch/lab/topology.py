@@ -66,6 +66,7 @@ from linkwatch.lab.processes import (
 
 READY_TIMEOUT = 5.0  # services must listen within this
 ENGINE_TIMEOUT = 10.0  # the engine's control socket must answer within this
+KEEPALIVED_RUN = "/run/keepalived"
 
 
 # --- readiness ---------------------------------------------------------------------------------
@@ -244,6 +245,9 @@ def down(name: str) -> DownReport:
             if namespace_exists(ns):
                 raise
     shutil.rmtree(state_dir, ignore_errors=True)
+    for ns in namespaces:  # keepalived --namespace (a router pair) leaves an empty directory per namespace
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(KEEPALIVED_RUN, ns))
     return report
 
 

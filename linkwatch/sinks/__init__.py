@@ -1,4 +1,5 @@
-"""Where the engine's events go: the log, hook scripts, the history database, SNMP traps, MQTT.
+"""Where the engine's events go: the log, hook scripts, the history database, SNMP traps,
+keepalived's track file, MQTT.
 
 Every event goes to every sink through :class:`linkwatch.sinks.runner.SinkRunner`, which never
 blocks the engine: a dead trap receiver or a slow SD card cannot delay a failover.
@@ -33,8 +34,16 @@ def build_sinks(config: Config, status: Callable[[], Any] | None = None) -> list
         from linkwatch.sinks.snmp_traps import TrapSink  # pysnmp only when traps are sent
 
         sinks.append(TrapSink(config.snmp, [u.name for u in config.uplinks]))
-    if config.mqtt.host and status is not None:
+    if config.keepalived.track_file:
+        from linkwatch.sinks.keepalived import KeepalivedTrackSink
+
+        if status is None:
+            raise ValueError("[keepalived] track_file needs the engine's status reader")
+        sinks.append(KeepalivedTrackSink(config.keepalived.track_file, status))
+    if config.mqtt.host:
         from linkwatch.sinks.mqtt import MqttSink  # paho-mqtt only when MQTT is configured
 
+        if status is None:
+            raise ValueError("[mqtt] needs the engine's status reader")
         sinks.append(MqttSink(config.mqtt, status, [u.name for u in config.uplinks]))
     return sinks

@@ -221,6 +221,10 @@ def test_mib_units_docs_and_protocol_name(chroot: Chroot):
     # The units' Documentation= points at the uncompressed README.
     assert (chroot.root / "usr/share/doc/linkwatch/README.md").read_bytes() == \
         (REPO / "README.md").read_bytes()
+    # The Prometheus rules, configs and Grafana dashboard, uncompressed (docs/prometheus.md).
+    examples = chroot.root / "usr/share/doc/linkwatch/examples"
+    for path in [*(REPO / "packaging/prometheus").glob("*.yml"), REPO / "packaging/grafana/linkwatch-dashboard.json"]:
+        assert (examples / path.name).read_bytes() == path.read_bytes(), path.name
 
 
 def test_install_neither_enables_nor_starts_anything(chroot: Chroot):

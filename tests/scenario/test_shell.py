@@ -391,9 +391,12 @@ def test_a_refused_plan_is_retried_at_the_repair_tick_not_after_every_round(tmp_
             await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
             await asyncio.sleep(0.3)
             before = len(kernel.applied)
-            logged = len(errors())
+            logged = len(warnings())
             await asyncio.sleep(4.1)  # ~130 probe rounds at these intervals, 2 repair ticks
             return len(kernel.applied) - before, logged
+
+    def warnings():
+        return [r for r in caplog.records if r.name == "linkwatch.engine" and r.levelno == logging.WARNING]
 
     def errors():
         return [r for r in caplog.records if r.name == "linkwatch.engine" and r.levelno >= logging.ERROR]
@@ -401,7 +404,44 @@ def test_a_refused_plan_is_retried_at_the_repair_tick_not_after_every_round(tmp_
     with caplog.at_level(logging.DEBUG, logger="linkwatch.engine"):
         applies, logged = asyncio.run(scenario())
     assert applies <= 3, f"{applies} applies in 4 s"
-    assert logged >= 1 and len(errors()) == logged, [r.getMessage() for r in errors()]  # once per plan, not per retry
+    assert logged >= 1 and len(warnings()) == logged, [r.getMessage() for r in warnings()]  # per plan, not per retry
+    # a refusal that lasts REFUSED_ERROR_AFTER (3 s) is an error, said once
+    assert [r.getMessage().split(" for ")[0] for r in errors()] == ["routing: the kernel has refused part of the plan"]
+
+
+class RacedKernel(FakeKernel):
+    """The soak's deleted interface: the plan names an index the kernel no longer has, once."""
+
+    def __init__(self, facts):
+        super().__init__(facts)
+        self.refuse_next = False
+
+    async def apply(self, routes):
+        report = await super().apply(routes)
+        if self.refuse_next:
+            self.refuse_next = False
+            report.errors.append("replace route 198.51.100.8/29 dev #12 table 102 scope link src 198.51.100.10: "
+                                 "No such device (errno 19)")
+        return report
+
+
+def test_a_refusal_the_next_plan_clears_is_a_warning_not_an_error(tmp_path, caplog):
+    """The soak logged ERROR for routes refused while an interface was deleted and re-created."""
+    async def scenario():
+        kernel = RacedKernel(FACTS)
+        run = Running(write_config(tmp_path), kernel=kernel)
+        async with run:
+            await until(lambda: run.states() == {"fibre": "UP", "lte": "UP"}, what="both UP")
+            kernel.refuse_next = True
+            kernel.change("up2", ifindex=13)  # re-created: a new plan, refused once, then the repair goes through
+            await until(lambda: not kernel.refuse_next, what="the refused apply")
+            await until(lambda: "took the plan" in caplog.text, timeout=5.0, what="the retry")
+
+    with caplog.at_level(logging.DEBUG, logger="linkwatch.engine"):
+        asyncio.run(scenario())
+    engine_records = [r for r in caplog.records if r.name == "linkwatch.engine"]
+    assert [r.levelname for r in engine_records if "No such device" in r.getMessage()] == ["WARNING"]
+    assert not [r.getMessage() for r in engine_records if r.levelno >= logging.ERROR]
 
 
 def test_hooks_see_one_uplinks_events_in_order_across_a_sink_swap(tmp_path):

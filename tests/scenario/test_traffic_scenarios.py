@@ -398,3 +398,41 @@ def test_remembered_probe_plans_are_the_plans_of_the_state_as_it_is():
     w.run(1.0, rx={"up1": 0}, tx={"up1": 3}, rounds={"fibre": (0.25, 0), "lte": (0.1, 2)})
     w.run(20.0, rx={"up1": 3, "up2": 3}, tx={"up1": 3, "up2": 3}, rounds={"fibre": (0.25, 2), "lte": (0.25, 2)})
     assert [n for _, n in s.active_events()][-2:] == [("lte",), ("fibre",)], "it failed over and back on the way"
+
+
+def test_flows_left_on_a_standby_uplink_are_watched_by_their_traffic_like_an_active_ones():
+    """Issue 14's 30-minute soak: after a failback the client's flow stayed on lte (sticky flows,
+    no move_flows_after), lte was then blackholed, and as a standby it was noticed only at its
+    standby pace: a 15 s outage for the flow. The LAN's packets that still leave through it are
+    evidence like an active uplink's: a silence makes it suspect, a burst confirms, its flows reset."""
+    s = Scenario()
+    s.rounds({"fibre": "g", "lte": "g"})
+    s.rounds({"fibre": "bbb", "lte": "ggg"})
+    s.rounds({"fibre": "ggggg", "lte": "ggggg"})
+    s.wait(10.0)
+    assert s.state.active == ("fibre",) and s.state.uplink("lte").left_at is not None, "the flow stayed on lte"
+    w = Wire(s)
+    w.run(2.0, rx={"up1": 3, "up2": 3}, tx={"up1": 3, "up2": 3}, rounds={"fibre": (0.25, 2)})
+    assert s.outputs[-1].probes["lte"].counter_interval < 1.0, "its counters are read as fast as the active one's"
+    assert s.outputs[-1].probes["lte"].interval == s.state.uplink("lte").cfg.health.standby_interval, \
+        "but it is not probed more: a metered backup pays for every probe"
+    flushed = len(s.flushed)
+    start = s.t
+    w.run(0.3, rx={"up1": 3, "up2": 0}, tx={"up1": 3, "up2": 3})  # lte blackholed: the flow sends, nothing back
+    assert s.outputs[-1].probes["lte"].burst == 1, "suspect: the core asked for a burst"
+    s.t += 0.15
+    s.seq += 1
+    s.feed(RoundDone("lte", results(s.state.uplink("lte").cfg.probes, 0), s.seq, burst=True))
+    assert s.state_of("lte") == "DOWN" and s.state.active == ("fibre",)
+    assert s.flushed[flushed:] == ["198.51.100.10"], "its flows reset: they start again through fibre"
+    assert s.t - start < 0.5
+
+
+def test_a_standby_uplink_without_flows_left_on_it_is_not_watched_by_counters():
+    """The other side of the test above: an uplink that never carried traffic is read for its month's
+    bytes only, and its idle counters raise no suspicion."""
+    s, w = settled()
+    assert s.state.uplink("lte").left_at is None
+    w.run(2.0, rx={"up1": 3}, tx={"up1": 3, "up2": 3}, rounds={"fibre": (0.25, 2)})
+    assert s.outputs[-1].probes["lte"].counter_interval >= 1.0
+    assert s.outputs[-1].probes["lte"].burst == 0

@@ -4,7 +4,11 @@ exiting the whole process ("mnl.c: Unable to initialize Netlink socket", seen un
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +62,30 @@ def test_with_netfilter_netlink_the_library_loads(fake_library, monkeypatch):
     monkeypatch.setattr(nft.socket, "socket", Sock)
     assert nft.library() is fake_library
     assert closed == [True]
+
+
+EXHAUST = """
+import resource, sys
+from linkwatch.kernel import nft
+nft.run("add table ip lwexhaust")  # the engine's first command: at start, with descriptors to spare
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+held = []
+try:
+    while True:
+        held.append(open("/dev/null"))
+except OSError:
+    pass
+print(nft.run("list table ip lwexhaust").split()[:3], flush=True)
+"""
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="nftables needs root (run in a throwaway network namespace)")
+def test_a_process_out_of_descriptors_keeps_running_its_nft_commands():
+    """Review of issue 14: libnftables opened a netlink socket per command and exits the whole
+    process (exit code 3, "Unable to initialize Netlink socket") when it cannot: an engine out of
+    descriptors died in the middle of a failover. One context, its socket opened once, is kept."""
+    done = subprocess.run(["unshare", "-n", sys.executable, "-c", EXHAUST], capture_output=True, text=True,
+                          timeout=30, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, (done.returncode, done.stderr)
+    assert done.stdout.split() == ["['table',", "'ip',", "'lwexhaust']"], done.stdout
