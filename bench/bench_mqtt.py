@@ -6,6 +6,7 @@ Run by hand, as root, from the repository (after scripts/bootstrap.sh --test-too
 
     .venv/bin/python bench/bench_mqtt.py                   # about 12 minutes
     .venv/bin/python bench/bench_mqtt.py --trials 10 --down-minutes 5 --cpu-seconds 60
+    .venv/bin/python bench/bench_mqtt.py --cpu-rounds 4 --cpu-seconds 30  # only CPU, up and down in turn
 
 It builds lab ``mq1`` (2 uplinks, the default health settings; flap dampening off, as in bench.py's
 outage lab, or ten blackholes in three minutes would dampen wan1) whose engine publishes to a
@@ -122,15 +123,47 @@ def downs(spec, span: tuple[float, float]) -> list[dict]:
         return []
 
 
+def cpu_alternating(rounds: int, seconds: float) -> dict:
+    """The engine's quiet CPU with the broker up and stopped in turn (``rounds`` windows of each),
+    so the machine's other load falls on both alike."""
+    work = Path(tempfile.mkdtemp(prefix="bench-mqtt-"))
+    up, down = [], []
+    with Lab(LAB, overrides={"policy": {"dampening": False}}, extra_toml=MQTT_TOML) as spec:
+        broker = Broker(work, PORT, address=BROKER, ns=spec.client_ns)
+        try:
+            wait_for(lambda: settled(spec), 40.0, "wan1 active, all UP")
+            pid = status(spec)["pid"]
+            for i in range(rounds):
+                broker.start()
+                wait_for(lambda: status(spec)["sinks"]["mqtt"]["detail"]["connected"], 10.0, "connected")
+                up.append(cpu_window(pid, seconds))
+                broker.stop()
+                wait_for(lambda: not status(spec)["sinks"]["mqtt"]["detail"]["connected"], 10.0, "disconnected")
+                down.append(cpu_window(pid, seconds))
+                log(f"round {i + 1}/{rounds}: CPU broker up {up[-1]:.2f} %, stopped {down[-1]:.2f} %")
+        finally:
+            broker.stop()
+    return {"rounds": rounds, "seconds": seconds, "cpu_pct_up": summary(up), "cpu_pct_down": summary(down)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--down-minutes", type=float, default=5.0)
     ap.add_argument("--cpu-seconds", type=float, default=60.0)
+    ap.add_argument("--cpu-rounds", type=int, default=0,
+                    help="only the engine's CPU: this many windows with the broker up and stopped in turn")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench: needs root (it builds network namespaces)", file=sys.stderr)
         return 2
+    if args.cpu_rounds:
+        res = cpu_alternating(args.cpu_rounds, args.cpu_seconds)
+        print(json.dumps(res, indent=2))
+        out_dir = REPO / "bench" / "results"
+        out_dir.mkdir(exist_ok=True)
+        (out_dir / time.strftime("mqtt-cpu-%Y%m%d-%H%M%S.json")).write_text(json.dumps(res, indent=2))
+        return 0
     work = Path(tempfile.mkdtemp(prefix="bench-mqtt-"))
     results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "kernel": os.uname().release,
                      "trials": args.trials, "down_minutes": args.down_minutes, "cpu_seconds": args.cpu_seconds}
