@@ -36,6 +36,7 @@ import json
 import os
 import random
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -225,6 +226,8 @@ class Soak:
                     except (OSError, AttributeError):
                         continue
                     self.mem[role].setdefault(pid, []).append((round(t, 1), rss, fds))
+                    if role == "engine" and self.args.trace_memory and len(self.mem[role][pid]) % 150 == 1:
+                        os.kill(pid, signal.SIGUSR2)  # a tracemalloc snapshot every 5 minutes (daemon/memtrace.py)
 
     def flows_loop(self, seconds: float) -> None:
         """LAN client flows, one after the other (each at most 300 s), 20 packets a second."""
@@ -563,6 +566,9 @@ def parse(argv=None):
     ap.add_argument("--web-port", type=int, default=18431)
     ap.add_argument("--max-outage", type=float, default=2.0, help="longest client outage allowed while an uplink works")
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
+    ap.add_argument("--trace-memory", metavar="DIR", help="trace the engine's allocations (LINKWATCH_TRACEMALLOC) "
+                    "and write a snapshot to DIR every 5 minutes; compare two with "
+                    "python -m linkwatch.daemon.memtrace OLD NEW (slows the engine: the timing checks mean less)")
     args = ap.parse_args(argv)
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1, 1 << 31)
@@ -573,6 +579,9 @@ def parse(argv=None):
 
 def soak(args) -> dict:
     log(f"soak: seed {args.seed}, {args.minutes:g} min, lab {args.lab}")
+    if args.trace_memory:
+        os.makedirs(args.trace_memory, exist_ok=True)
+        os.environ["LINKWATCH_TRACEMALLOC"] = args.trace_memory  # the lab's engines inherit it
     s = Soak(args)
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"soak-{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}")

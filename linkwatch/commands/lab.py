@@ -50,7 +50,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.pair:
         return _up_pair(args)
     options = topology.EngineOptions(web=args.web, ipv6=args.ipv6)
-    spec = topology.up(LabSpec(args.name, args.uplinks or DEFAULT_UPLINKS), engine=not args.no_engine, options=options)
+    spec = topology.up(LabSpec(args.name, DEFAULT_UPLINKS if args.uplinks is None else args.uplinks), engine=not args.no_engine, options=options)
     print(f"lab {spec.name!r} is up: {', '.join(spec.namespaces)}")
     for u in spec.uplink_list:
         print(f"  {u.name}: router {u.interface} {u.address}/29 via {u.gateway} ({spec.provider_ns(u.index)})")
@@ -73,7 +73,7 @@ def _up_pair(args: argparse.Namespace) -> int:
     if args.no_engine or args.web or args.ipv6:
         raise LabError("--pair runs both engines and keepalived, IPv4 only, without a web UI: "
                        "leave out --no-engine, --web and --ipv6")
-    spec = pairlab.up(pair.PairSpec(args.name, args.uplinks or 1, args.advert_int))
+    spec = pairlab.up(pair.PairSpec(args.name, 1 if args.uplinks is None else args.uplinks, args.advert_int))
     print(f"router pair {spec.name!r} is up: {', '.join(spec.namespaces)}")
     for r in spec.routers:
         ups = ", ".join(f"{u.name} {u.interface} {u.address}" for u in r.uplink_list)

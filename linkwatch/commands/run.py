@@ -12,14 +12,21 @@ HELP = "run the engine in the foreground"
 
 def cmd_run(args) -> int:
     from linkwatch.daemon.engine import Engine
+    from linkwatch.daemon.memtrace import install as trace_memory
     from linkwatch.daemon.procname import set_process_name
     import asyncio
-
-    set_process_name()  # "linkwatchd": what keepalived's vrrp_track_process watches (docs/keepalived.md)
 
     config = load_and_log(args)
     if config is None:
         return EXIT_USAGE
+    if config.keepalived.track_file:  # before keepalived can see us: the file a crashed engine left says 0
+        from linkwatch.sinks.keepalived import NONE_WORKING, TrackFileError, write_atomically
+        try:
+            write_atomically(config.keepalived.track_file, NONE_WORKING)
+        except TrackFileError as e:
+            logging.getLogger("linkwatch.engine").warning("%s (the sink retries)", e)
+    set_process_name()  # "linkwatchd": what keepalived's vrrp_track_process watches (docs/keepalived.md)
+    trace_memory()  # only with LINKWATCH_TRACEMALLOC set (bench/soak.py --trace-memory)
     try:
         return asyncio.run(Engine(config, args.config).run())
     except Exception as e:  # domain errors (socket in use, no permission) as one line

@@ -189,3 +189,74 @@ def test_linkwatch_run_names_its_process_linkwatchd(tmp_path):
     assert out.stdout.strip() == "linkwatchd"
     with open("/proc/self/comm") as f:
         assert f.read().strip() != "linkwatchd"
+
+
+def test_a_failed_write_is_retried_without_waiting_for_another_event(tmp_path, monkeypatch):
+    """Review of issue 15: the write of "1" failed when the last uplink died (a full /var, a missing
+    directory) and was retried only on the next event, which may be hours away: keepalived kept
+    reading 0 and the router without uplinks kept the gateway."""
+    monkeypatch.setattr(KeepalivedTrackSink, "RETRY_AFTER", (0.05, 0.1))
+    directory = tmp_path / "later"
+    path = directory / "track"
+    sink = KeepalivedTrackSink(str(path), Holder(status_with("DOWN")))
+
+    async def run():
+        with pytest.raises(TrackFileError):
+            await sink.handle(change())
+        await asyncio.sleep(0.3)
+        assert not path.exists() and sink.writes == 0, "still failing: retried, no file"
+        directory.mkdir()  # the directory is there now; no event comes
+        for _ in range(50):
+            if path.exists():
+                break
+            await asyncio.sleep(0.05)
+        await sink.close()
+
+    asyncio.run(run())
+    assert path.read_text() == "1\n" and sink.writes == 1
+
+
+def test_a_reload_that_changes_the_track_file_moves_the_sink_to_the_new_path(tmp_path):
+    """Review of issue 15: a reload rebuilt the sinks only for hooks, history, SNMP and the uplinks:
+    a new track_file path was accepted and never written (keepalived reads a missing file as 0)."""
+    sys.path.insert(0, str(os.path.join(os.path.dirname(__file__), "..", "scenario")))
+    from fakes import FakeKernel  # noqa: E402
+    from harness import FACTS  # noqa: E402
+    from test_shell import Running, until, write_config  # noqa: E402
+
+    first, second = tmp_path / "a.track", tmp_path / "b.track"
+
+    async def scenario():
+        path = write_config(tmp_path, f'[keepalived]\ntrack_file = "{first}"\n')
+        run = Running(path, kernel=FakeKernel(FACTS))
+        async with run as engine:
+            await until(lambda: read_value(str(first)) == 0, what="a.track at 0")
+            path.write_text(path.read_text().replace(str(first), str(second)))
+            engine.request_reload()
+            await until(lambda: read_value(str(second)) == 0, what="b.track written after the reload")
+            run.probes.silent.update(f.address for f in FACTS.values())  # every uplink dies
+            await until(lambda: read_value(str(second)) == 1, timeout=10.0, what="b.track at 1")
+    asyncio.run(scenario())
+
+
+def test_a_restarted_engine_says_1_before_keepalived_can_see_it(tmp_path):
+    """Review of issue 15: the process took the name keepalived tracks before the sink wrote "1",
+    so for a moment a restarted router showed its crashed predecessor's 0 with full priority (on
+    a slow Pi long enough to take the gateway back before proving an uplink)."""
+    track = tmp_path / "track"
+    track.write_text("0\n")  # what the crashed engine left
+    config = tmp_path / "linkwatch.toml"
+    config.write_text(f'[keepalived]\ntrack_file = "{track}"\n' + CONFIG)
+    script = textwrap.dedent(f"""
+        import argparse, linkwatch.daemon.procname as procname
+        def named():
+            print(open({str(track)!r}).read().strip())  # what keepalived reads when it first sees us
+            raise SystemExit(0)
+        procname.set_process_name = named
+        from linkwatch.commands.run import cmd_run
+        cmd_run(argparse.Namespace(config={str(config)!r}, log_level="error"))
+    """)
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"

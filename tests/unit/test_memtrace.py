@@ -1,0 +1,33 @@
+"""daemon/memtrace.py: the soak's way to find what grows in the engine (issue 14)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from linkwatch.daemon import memtrace
+
+REPO = Path(__file__).resolve().parents[2]
+
+CHILD = """
+import os, signal, sys
+from linkwatch.daemon import memtrace
+assert memtrace.install({}) is None  # off unless asked for
+assert memtrace.install({"LINKWATCH_TRACEMALLOC": sys.argv[1]}) == sys.argv[1]
+os.kill(os.getpid(), signal.SIGUSR2)
+kept = [bytearray(1000) for _ in range(2000)]  # about 2 MB that stays
+os.kill(os.getpid(), signal.SIGUSR2)
+"""
+
+
+def test_sigusr2_writes_snapshots_that_show_what_grew(tmp_path):
+    done = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path)], capture_output=True, text=True,
+                          timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    snaps = sorted(tmp_path.glob("linkwatch-*-*.snapshot"), key=lambda p: p.name[-10:])
+    assert [p.name.rsplit("-", 1)[1] for p in snaps] == ["1.snapshot", "2.snapshot"], snaps
+    lines = memtrace.compare(str(snaps[0]), str(snaps[1]), top=3)
+    total = float(lines[0].split()[1])
+    assert 1900 < total < 2600, lines  # KiB: the 2,000 kB kept, little else
+    assert "<string>:7" in lines[1], lines  # the line that kept it comes first
