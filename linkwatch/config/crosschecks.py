@@ -1,11 +1,13 @@
-"""Checks across uplinks, once each is valid on its own: (path, why) pairs for the loader."""
+"""Checks across uplinks, and across the keys of [mqtt], once each is valid on its own: (path, why) pairs
+for the loader."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Iterable
 
-from linkwatch.config.values import UplinkConfig
+from linkwatch.config.values import MqttConfig, UplinkConfig
 
 
 def _path(u: UplinkConfig, key: str) -> str:
@@ -43,4 +45,25 @@ def prefix_overlaps(uplinks: Iterable[UplinkConfig]) -> list[tuple[str, str]]:
                 out.append((_path(u, "ipv6_prefixes"), f"got {p}, which overlaps {other[1]} of uplink {other[0]}: "
                                                        "expected each uplink's own delegated prefixes"))
             seen.append((u.name, p))
+    return out
+
+
+def mqtt_clashes(m: MqttConfig, bad: set[str]) -> list[tuple[str, str]]:
+    """[mqtt] keys that only make sense together (``bad``: keys already reported)."""
+    out = []
+    if m.password is not None and m.password_file is not None:
+        out.append(("mqtt.password_file", "got both password and password_file, expected one of them"))
+    if (m.password is not None or m.password_file is not None) and m.username is None and "username" not in bad:
+        out.append(("mqtt.username", "missing, expected a user name: a password is sent with one"))
+    if (m.tls_cert_file is None) != (m.tls_key_file is None) and not {"tls_cert_file", "tls_key_file"} & bad:
+        key, other = ("tls_key_file", "tls_cert_file") if m.tls_key_file is None else ("tls_cert_file", "tls_key_file")
+        out.append((f"mqtt.{key}", f"missing, expected it with {other}: a client certificate needs its key"))
+    tls_keys = [k for k in ("tls_ca_file", "tls_cert_file", "tls_key_file") if getattr(m, k) is not None]
+    if tls_keys and not m.tls and "tls" not in bad:
+        out.append(("mqtt.tls", f"got false, expected true: {', '.join(tls_keys)} is set, which only TLS uses"))
+    if m.host is None and "host" not in bad:
+        others = [f.name for f in dataclasses.fields(m) if f.name != "host" and getattr(m, f.name) != f.default]
+        if others:
+            out.append(("mqtt.host", f"missing, expected the broker's host: {', '.join(others)} is set, and "
+                                     "without a host nothing is published"))
     return out

@@ -16,7 +16,7 @@ SAFE_MODE = 0o640  # root (or the admin) writes it; the linkwatch group (the web
 def has_secrets(config: Config) -> bool:
     snmp = config.snmp
     return bool(config.web.password_hash or snmp.agent.community or snmp.users
-                or any(t.community for t in snmp.traps))
+                or any(t.community for t in snmp.traps) or config.mqtt.password)
 
 
 def mode_warnings(path: str, config: Config | None = None) -> list[str]:
@@ -32,7 +32,7 @@ def mode_warnings(path: str, config: Config | None = None) -> list[str]:
                    "(owner root, group linkwatch)")
     if mode & stat.S_IROTH and config is not None and has_secrets(config):
         out.append(f"{path} is readable by everyone (mode {mode:04o}) and holds secrets (the web password's hash, "
-                   f"SNMP communities or keys); chmod {SAFE_MODE:04o} it")
+                   f"SNMP communities or keys, the MQTT password); chmod {SAFE_MODE:04o} it")
     return out
 
 

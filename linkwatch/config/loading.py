@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping
 
 from linkwatch.config.convert import _Bad, _Conv, _is_int, _show, format_duration
-from linkwatch.config.crosschecks import flow_mark_clashes, prefix_overlaps
+from linkwatch.config.crosschecks import flow_mark_clashes, mqtt_clashes, prefix_overlaps
 from linkwatch.config.values import (
     ABSENT,
     CONV,
@@ -542,6 +542,7 @@ def _validate(doc: Mapping[str, Any], source: str) -> Config:
     if ctl.status_socket is not None and ctl.status_socket == ctl.socket:
         issues.append(ConfigIssue("control.status_socket", f"got {_show(ctl.status_socket)}, expected another "
                                   "path than control.socket: the read-only socket is a second socket"))
+    issues.extend(ConfigIssue(path, why) for path, why in mqtt_clashes(sections["mqtt"], bad["mqtt"]))
     uplinks = _uplinks(doc, sections["health"], bad["health"], sections["routing"], bad["routing"], issues)
     if "sticky_flows" not in bad["policy"] and pol.sticky_flows:
         issues.extend(ConfigIssue(path, why) for path, why in flow_mark_clashes(uplinks))

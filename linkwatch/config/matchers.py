@@ -1,5 +1,6 @@
-"""Converters of the policy rules' match keys (prefixes, ports, DSCP, marks, uplink lists, names)
-and of an uplink's IPv6 LAN prefixes: one raw TOML value -> a typed value, or :class:`_Bad`."""
+"""Converters of the policy rules' match keys (prefixes, ports, DSCP, marks, uplink lists, names),
+of an uplink's IPv6 LAN prefixes and of the names [mqtt] uses (a broker host, a topic, a client
+id): one raw TOML value -> a typed value, or :class:`_Bad`."""
 
 from __future__ import annotations
 
@@ -195,3 +196,57 @@ def parse_ipv6_prefixes(raw: Any) -> tuple[str, ...]:
     except _Bad as e:
         raise ValueError(conv.expected + (f" ({e.why})" if e.why else "")) from None
 
+
+
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+
+
+def _host() -> _Conv:
+    """A host to connect to: a DNS name or an IP address (no port)."""
+    expected = 'a host name or address like "broker.lan", "192.168.1.5" or "fd00::5" (no port)'
+
+    def check(raw: Any) -> str:
+        if not isinstance(raw, str):
+            raise _Bad(expected)
+        text = raw.strip()
+        try:
+            return str(ipaddress.ip_address(text))
+        except ValueError:
+            pass
+        name = text.rstrip(".")
+        if ":" in text:
+            raise _Bad(expected, "the port is a key of its own (port)")
+        if len(name) > 253 or not re.fullmatch(rf"{_LABEL}(\.{_LABEL})*", name):
+            raise _Bad(expected, f"{text[:60]!r} is not a DNS name")
+        return name
+
+    return _Conv(expected, check)
+
+
+def _mqtt_topic() -> _Conv:
+    """An MQTT topic to publish under: levels joined by "/", no wildcards, no empty level."""
+    expected = 'an MQTT topic like "linkwatch/router" (no "+" or "#", no empty level, no leading "/")'
+
+    def check(raw: Any) -> str:
+        if not isinstance(raw, str) or not raw or len(raw.encode()) > 200:
+            raise _Bad(expected)
+        if "+" in raw or "#" in raw:
+            raise _Bad(expected, "wildcards are for subscribers")
+        if any(c == "\0" or ord(c) < 32 or ord(c) == 127 for c in raw):
+            raise _Bad(expected, "it holds a control character")
+        if "" in raw.split("/"):
+            raise _Bad(expected, "an empty level (a leading, trailing or double \"/\")")
+        return raw
+
+    return _Conv(expected, check)
+
+
+def _client_id() -> _Conv:
+    expected = "an MQTT client id: 1..64 letters, digits, \"_\", \"-\" or \".\""
+
+    def check(raw: Any) -> str:
+        if not isinstance(raw, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", raw):
+            raise _Bad(expected)
+        return raw
+
+    return _Conv(expected, check)

@@ -47,6 +47,9 @@ from linkwatch.config.matchers import (
     _ports,
     _prefixes,
     _uplink_names,
+    _client_id,
+    _host,
+    _mqtt_topic,
 )
 
 
@@ -417,6 +420,55 @@ class SnmpConfig:
 
 
 @dataclass(frozen=True)
+class MqttConfig:
+    """MQTT telemetry (Home Assistant and other subscribers): [mqtt]."""
+
+    host: str | None = field(default=None, metadata=_key(
+        _host(), "the broker's host name or address; None = no MQTT"))
+    port: int | None = field(default=None, metadata=_key(
+        _integer(1, 65535), "the broker's TCP port; absent = 1883, or 8883 with tls", absent=None))
+    client_id: str | None = field(default=None, metadata=_key(
+        _client_id(), "the client id at the broker; absent = linkwatch-HOSTNAME", absent=None))
+    topic_prefix: str | None = field(default=None, metadata=_key(
+        _mqtt_topic(), "every topic starts with this (PREFIX/status, PREFIX/active, PREFIX/uplink/NAME/state, "
+        "...); absent = linkwatch/HOSTNAME", absent=None))
+    qos: int = field(default=1, metadata=_key(_integer(0, 2), "QoS of the messages (all retained)"))
+    keepalive: float = field(default=30.0, metadata=_key(
+        _duration(5.0), "keepalive: a broker that hears nothing for 1.5 x this publishes the last will (offline)"))
+    interval: float = field(default=10.0, metadata=_key(
+        _duration(1.0), "RTT and loss are published this often (when they changed); states and the active "
+        "uplinks at once"))
+    reconnect_max: float = field(default=1.0, metadata=_key(
+        _duration(0.1), "reconnect attempts back off from 0.1s up to this; a returning broker gets the whole "
+        "state within about this long"))
+    username: str | None = field(default=None, metadata=_key(
+        _secret_text(1, 128, "a user name"), "user name at the broker; None = anonymous"))
+    password: str | None = field(default=None, repr=False, metadata=_key(
+        _secret_text(1, 256, "a password"), "password at the broker (password_file keeps it out of this file)",
+        secret=True))
+    password_file: str | None = field(default=None, metadata=_key(
+        _absolute_path(example="/etc/linkwatch/mqtt.password"), "a file (mode 0600) whose first line is the "
+        "password; read at start and reload"))
+    tls: bool = field(default=False, metadata=_key(_boolean(), "connect over TLS"))
+    tls_ca_file: str | None = field(default=None, metadata=_key(
+        _absolute_path(example="/etc/linkwatch/mqtt-ca.pem"), "CA certificate(s) (PEM) the broker's certificate "
+        "must chain to; None = the system's CAs"))
+    tls_cert_file: str | None = field(default=None, metadata=_key(
+        _absolute_path(example="/etc/linkwatch/mqtt-client.pem"), "client certificate (PEM), for brokers that "
+        "ask for one; needs tls_key_file"))
+    tls_key_file: str | None = field(default=None, metadata=_key(
+        _absolute_path(example="/etc/linkwatch/mqtt-client.key"), "the client certificate's private key (PEM)"))
+    tls_check_hostname: bool = field(default=True, metadata=_key(
+        _boolean(), "the broker's certificate must name host (turn off only for a certificate made for "
+        "another name)"))
+    discovery: bool = field(default=True, metadata=_key(
+        _boolean(), "publish Home Assistant MQTT discovery: a connectivity binary_sensor per uplink, the active "
+        "uplinks, RTT and loss per uplink"))
+    discovery_prefix: str = field(default="homeassistant", metadata=_key(
+        _mqtt_topic(), "Home Assistant's discovery prefix"))
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; ``health`` is the global [health], each uplink has its merged copy."""
 
@@ -430,6 +482,7 @@ class Config:
     history: HistoryConfig = field(default_factory=HistoryConfig, metadata={TABLE: HistoryConfig})
     web: WebConfig = field(default_factory=WebConfig, metadata={TABLE: WebConfig})
     snmp: SnmpConfig = field(default_factory=SnmpConfig, metadata={TABLE: SnmpConfig, CUSTOM: True})
+    mqtt: MqttConfig = field(default_factory=MqttConfig, metadata={TABLE: MqttConfig})
     uplinks: tuple[UplinkConfig, ...] = field(default=(), metadata={NAMED: UplinkConfig})
     rules: tuple[RuleConfig, ...] = field(default=(), metadata={ARRAY: RuleConfig})
     source: str = "<string>"

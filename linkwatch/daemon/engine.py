@@ -407,7 +407,7 @@ class Engine:
             self.feed(ReloadFailed(f"cannot read interfaces: {e}"))
             return
         uplinks_of = lambda c: [(u.name, u.interface) for u in c.uplinks]  # noqa: E731
-        sinks_of = lambda c: (c.hooks, c.history, c.snmp, c.keepalived, uplinks_of(c))  # noqa: E731
+        sinks_of = lambda c: (c.hooks, c.history, c.snmp, c.keepalived, c.mqtt, uplinks_of(c))  # noqa: E731
         if sinks_of(new) != sinks_of(old):
             await self._swap_sinks(new)
         self.feed(Reload(new, facts))

@@ -1,5 +1,5 @@
 """Where the engine's events go: the log, hook scripts, the history database, SNMP traps,
-keepalived's track file.
+keepalived's track file, MQTT.
 
 Every event goes to every sink through :class:`linkwatch.sinks.runner.SinkRunner`, which never
 blocks the engine: a dead trap receiver or a slow SD card cannot delay a failover.
@@ -40,4 +40,10 @@ def build_sinks(config: Config, status: Callable[[], Any] | None = None) -> list
         if status is None:
             raise ValueError("[keepalived] track_file needs the engine's status reader")
         sinks.append(KeepalivedTrackSink(config.keepalived.track_file, status))
+    if config.mqtt.host:
+        from linkwatch.sinks.mqtt import MqttSink  # paho-mqtt only when MQTT is configured
+
+        if status is None:
+            raise ValueError("[mqtt] needs the engine's status reader")
+        sinks.append(MqttSink(config.mqtt, status, [u.name for u in config.uplinks]))
     return sinks

@@ -116,7 +116,8 @@ def test_cli_runs_under_emulation(arm):
                check=False)
     assert bad.returncode == 2, bad.stdout + bad.stderr
     r.sh(f"{armutil.VENV_PYTHON} -c 'import cryptography.hazmat.bindings._rust, _cffi_backend, "
-         "markupsafe, pyroute2, pysnmp.hlapi.v3arch.asyncio, flask, sqlite_utils, icmplib, dns.resolver'")
+         "markupsafe, pyroute2, pysnmp.hlapi.v3arch.asyncio, flask, sqlite_utils, icmplib, dns.resolver, "
+         "paho.mqtt.client'")
     r.sh(f"{armutil.VENV_PYTHON} -m pip check")
 
 

@@ -54,6 +54,16 @@ def test_snmp_lines_show_traps_and_the_agent_and_say_when_it_is_not_running():
         "snmp agent: NOT RUNNING: cannot listen on udp 10.77.0.1:161: Permission denied")
 
 
+def test_mqtt_line_shows_the_broker_and_why_it_is_not_connected():
+    detail = {"broker": "broker.lan:8883", "tls": True, "connected": True, "error": None, "published": 42,
+              "topic_prefix": "linkwatch/gw"}
+    line = format_status(status(sinks={"mqtt": sink(detail)})).splitlines()[-1]
+    assert line == "mqtt broker.lan:8883 (tls): connected; 42 messages published under linkwatch/gw/"
+    detail.update(connected=False, error="the broker broker.lan:8883 refused the connection: Not authorized")
+    assert format_status(status(sinks={"mqtt": sink(detail)})).splitlines()[-1].startswith(
+        "mqtt broker.lan:8883 (tls): NOT CONNECTED: the broker broker.lan:8883 refused the connection: Not authorized;")
+
+
 def test_flapping_marker_probe_traffic_and_the_month_against_the_quota():
     st = make_status([
         uplink_dict("wan1", since=time.time() - 30, probe_bytes_per_day=24_000_000, month_bytes=312_000_000_000),

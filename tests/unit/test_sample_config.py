@@ -45,7 +45,9 @@ def test_sample_loads_without_errors():
 # password) and example entries (users, trap receivers, a second socket) that must not be live on
 # a fresh install.
 COMMENTED_OK = ("control.status_socket", "control.status_group", "web.password_hash", "snmp.engine_id", "snmp.agent.community", "snmp.users.*.*", "uplinks.*.quota",
-                "snmp.traps.*.*", "rules.*.*")
+                "snmp.traps.*.*", "rules.*.*", "mqtt.host", "mqtt.port", "mqtt.client_id", "mqtt.topic_prefix",
+                "mqtt.username", "mqtt.password", "mqtt.password_file", "mqtt.tls_ca_file", "mqtt.tls_cert_file",
+                "mqtt.tls_key_file")
 
 
 def key_lines() -> Iterator[tuple[str, bool, list[str]]]:
