@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 
 from linkwatch.commands.common import DEFAULT_CONFIG, EXIT_RUNTIME, EXIT_USAGE, fail, load_and_log
+
+# Once start-up is over (modules, the SNMP MIBs loaded), its objects leave the collector's counts
+# (gc.freeze: O(1), no collection). A full collection runs only once the objects made since the
+# last one outnumber a quarter of those counted, so with start-up's counted the netlink dumps'
+# cyclic garbage (pyroute2 messages refer to themselves) piled up: the 30-minute soak's engine RSS
+# climbed about 0.1 MB a minute, and tracemalloc saw 2 MB more in 4 minutes of faults, of which
+# 0.2 MB stayed after a full collection.
+FREEZE_AFTER = 30.0
 
 NAME = "run"
 HELP = "run the engine in the foreground"
@@ -27,8 +36,12 @@ def cmd_run(args) -> int:
             logging.getLogger("linkwatch.engine").warning("%s (the sink retries)", e)
     set_process_name()  # "linkwatchd": what keepalived's vrrp_track_process watches (docs/keepalived.md)
     trace_memory()  # only with LINKWATCH_TRACEMALLOC set (bench/soak.py --trace-memory)
+    async def run() -> int:
+        asyncio.get_running_loop().call_later(FREEZE_AFTER, gc.freeze)
+        return await Engine(config, args.config).run()
+
     try:
-        return asyncio.run(Engine(config, args.config).run())
+        return asyncio.run(run())
     except Exception as e:  # domain errors (socket in use, no permission) as one line
         logging.getLogger("linkwatch").debug("engine failed", exc_info=True)
         return fail(e, EXIT_RUNTIME)

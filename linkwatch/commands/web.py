@@ -5,6 +5,7 @@ Flask and waitress are imported only when `linkwatch web` runs: the engine never
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 
@@ -39,6 +40,7 @@ def cmd_web(args) -> int:
         server = make_server(app, host, port, args.threads, config.web.trusted_proxies)
     except OSError as e:
         return fail(f"cannot serve on {host}:{port}: {e.strerror or e}", EXIT_RUNTIME)
+    gc.freeze()  # the start-up's objects out of the collector's way: see daemon/engine.py start()
     log.info("web UI on http://%s:%d/ (engine socket %s, history %s)", host if ":" not in host else f"[{host}]",
              port, config.control.socket, config.history.path or "off")
     try:
