@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import socket
 import threading
 
@@ -69,31 +70,56 @@ def library() -> ctypes.CDLL:
     return _Lib.get()
 
 
+def _netns(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
 class _Context:
-    """One libnftables context for the whole process, made after :func:`_check_netlink` passed and
-    kept: its netlink socket is opened once (at the first command) and reused. A context per
-    command opened a socket per command, and libnftables exits the whole process when it cannot
-    (nftables' netlink_init_error, e.g. EMFILE once the engine's descriptors are used up)."""
+    """One libnftables context for the process's own network namespace, made after
+    :func:`_check_netlink` passed and kept: its netlink socket is opened once (at the first
+    command) and reused. A context per command opened a socket per command, and libnftables exits
+    the whole process when it cannot (nftables' netlink_init_error, e.g. EMFILE once the engine's
+    descriptors are used up).
+
+    A socket belongs to the namespace it was opened in: a thread that has entered another
+    namespace (the reconciler's worker with ``netns``, as the tests and the lab use it) gets a
+    context of its own for each command, checked first, as before."""
 
     _ctx: int | None = None
     _lock = threading.Lock()
 
     @classmethod
     def run(cls, lib: ctypes.CDLL, commands: bytes) -> tuple[int, str, str]:
+        if _netns("/proc/thread-self/ns/net") != _netns("/proc/self/ns/net"):
+            _check_netlink()
+            ctx = cls._new(lib)
+            try:
+                return cls._run(lib, ctx, commands)
+            finally:
+                lib.nft_ctx_free(ctx)
         with cls._lock:
             if cls._ctx is None:
-                _check_netlink()  # the only socket libnftables will open: make sure it can
-                ctx = lib.nft_ctx_new(NFT_CTX_DEFAULT)
-                if not ctx:
-                    raise NftError("nft_ctx_new failed")
-                lib.nft_ctx_buffer_output(ctx)
-                lib.nft_ctx_buffer_error(ctx)
-                cls._ctx = ctx
-            rc = lib.nft_run_cmd_from_buffer(cls._ctx, commands)
-            # each get rewinds its buffer: the next command's output starts afresh
-            out = (lib.nft_ctx_get_output_buffer(cls._ctx) or b"").decode(errors="replace")
-            err = (lib.nft_ctx_get_error_buffer(cls._ctx) or b"").decode(errors="replace")
-            return rc, out, err
+                _check_netlink()  # the only socket libnftables will open for it: make sure it can
+                cls._ctx = cls._new(lib)
+            return cls._run(lib, cls._ctx, commands)
+
+    @staticmethod
+    def _new(lib: ctypes.CDLL) -> int:
+        ctx = lib.nft_ctx_new(NFT_CTX_DEFAULT)
+        if not ctx:
+            raise NftError("nft_ctx_new failed")
+        lib.nft_ctx_buffer_output(ctx)
+        lib.nft_ctx_buffer_error(ctx)
+        return ctx
+
+    @staticmethod
+    def _run(lib: ctypes.CDLL, ctx: int, commands: bytes) -> tuple[int, str, str]:
+        rc = lib.nft_run_cmd_from_buffer(ctx, commands)
+        # each get rewinds its buffer: the next command's output starts afresh
+        out = (lib.nft_ctx_get_output_buffer(ctx) or b"").decode(errors="replace")
+        err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace")
+        return rc, out, err
 
 
 def run(commands: str) -> str:

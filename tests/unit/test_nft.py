@@ -89,3 +89,37 @@ def test_a_process_out_of_descriptors_keeps_running_its_nft_commands():
                           timeout=30, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, (done.returncode, done.stderr)
     assert done.stdout.split() == ["['table',", "'ip',", "'lwexhaust']"], done.stdout
+
+
+NAMESPACES = """
+import os, subprocess, threading
+from pyroute2.netns import setns
+from linkwatch.kernel import nft
+nft.run("add table ip lwmine")  # the process's own namespace: the kept context
+subprocess.run(["ip", "netns", "add", "lw-nftT"], check=True)
+try:
+    def other():
+        setns("lw-nftT")  # this thread only, as the reconciler's worker does with netns
+        nft.run("add table ip lwtheirs")
+        print("other:", nft.run("list tables").split())
+    t = threading.Thread(target=other)
+    t.start(); t.join()
+    print("mine:", nft.run("list tables").split())
+finally:
+    subprocess.run(["ip", "netns", "del", "lw-nftT"], check=True)
+"""
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="nftables and namespaces need root")
+def test_a_thread_in_another_namespace_changes_that_namespace_not_the_kept_contexts():
+    """CI failure of the kept context: its socket lives in the namespace it was opened in, and a
+    worker thread that had entered a lab namespace changed the first namespace's tables instead."""
+    # a throwaway network namespace, and a mount namespace with its own /run for `ip netns add`
+    done = subprocess.run(["unshare", "-n", "-m", "--propagation", "private", "sh", "-c",
+                           f'mount -t tmpfs none /run && exec {sys.executable} -c "$0"', NAMESPACES],
+                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(": ", 1) for line in done.stdout.strip().splitlines())
+    assert lines["other"] == "['table', 'ip', 'lwtheirs']", done.stdout
+    assert lines["mine"] == "['table', 'ip', 'lwmine']", done.stdout
