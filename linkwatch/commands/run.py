@@ -10,9 +10,9 @@ from linkwatch.commands.common import DEFAULT_CONFIG, EXIT_RUNTIME, EXIT_USAGE, 
 # Once start-up is over (modules, the SNMP MIBs loaded), its objects leave the collector's counts
 # (gc.freeze: O(1), no collection). A full collection runs only once the objects made since the
 # last one outnumber a quarter of those counted, so with start-up's counted the netlink dumps'
-# cyclic garbage (pyroute2 messages refer to themselves) piled up: the 30-minute soak's engine RSS
-# climbed about 0.1 MB a minute, and tracemalloc saw 2 MB more in 4 minutes of faults, of which
-# 0.2 MB stayed after a full collection.
+# cyclic garbage (pyroute2 messages refer to themselves) can pile up: tracemalloc saw 2 MB more in
+# 4 minutes of faults, of which 0.2 MB stayed after a full collection. Not a proven cure: the
+# 30-minute soak's engine RSS grew as much with it as without (+5.7 vs +5.6 MB; issue 14).
 FREEZE_AFTER = 30.0
 
 NAME = "run"

@@ -40,7 +40,7 @@ def cmd_web(args) -> int:
         server = make_server(app, host, port, args.threads, config.web.trusted_proxies)
     except OSError as e:
         return fail(f"cannot serve on {host}:{port}: {e.strerror or e}", EXIT_RUNTIME)
-    gc.freeze()  # the start-up's objects out of the collector's way: see daemon/engine.py start()
+    gc.freeze()  # the start-up's objects out of the collector's way: see FREEZE_AFTER in commands/run.py
     log.info("web UI on http://%s:%d/ (engine socket %s, history %s)", host if ":" not in host else f"[{host}]",
              port, config.control.socket, config.history.path or "off")
     try:
