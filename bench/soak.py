@@ -226,7 +226,7 @@ class Soak:
                     except (OSError, AttributeError):
                         continue
                     self.mem[role].setdefault(pid, []).append((round(t, 1), rss, fds))
-                    if role == "engine" and self.args.trace_memory and len(self.mem[role][pid]) % 150 == 1:
+                    if self.args.trace_memory and len(self.mem[role][pid]) % 150 == 1:
                         os.kill(pid, signal.SIGUSR2)  # a tracemalloc snapshot every 5 minutes (daemon/memtrace.py)
 
     def flows_loop(self, seconds: float) -> None:
@@ -566,7 +566,7 @@ def parse(argv=None):
     ap.add_argument("--web-port", type=int, default=18431)
     ap.add_argument("--max-outage", type=float, default=2.0, help="longest client outage allowed while an uplink works")
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
-    ap.add_argument("--trace-memory", metavar="DIR", help="trace the engine's allocations (LINKWATCH_TRACEMALLOC) "
+    ap.add_argument("--trace-memory", metavar="DIR", help="trace the engine's and the web UI's allocations (LINKWATCH_TRACEMALLOC) "
                     "and write a snapshot to DIR every 5 minutes; compare two with "
                     "python -m linkwatch.daemon.memtrace OLD NEW (slows the engine: the timing checks mean less)")
     args = ap.parse_args(argv)

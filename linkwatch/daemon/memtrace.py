@@ -1,5 +1,5 @@
 """Finding what grows in a long run: ``LINKWATCH_TRACEMALLOC=<directory>`` in the engine's
-environment starts :mod:`tracemalloc` (``LINKWATCH_TRACEMALLOC_FRAMES`` frames, default 1) and
+environment (of the engine or the web UI) starts :mod:`tracemalloc` (``LINKWATCH_TRACEMALLOC_FRAMES`` frames, default 1) and
 writes a snapshot to ``<directory>/linkwatch-<pid>-<n>.snapshot`` on every SIGUSR2. Compare two
 with ``python -m linkwatch.daemon.memtrace OLD NEW``. Off unless asked for: tracing costs CPU."""
 
@@ -13,7 +13,7 @@ import sys
 import tracemalloc
 from collections.abc import Mapping
 
-log = logging.getLogger("linkwatch.engine")
+log = logging.getLogger("linkwatch")
 ENV, FRAMES_ENV = "LINKWATCH_TRACEMALLOC", "LINKWATCH_TRACEMALLOC_FRAMES"
 
 
