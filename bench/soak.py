@@ -226,8 +226,10 @@ class Soak:
                     except (OSError, AttributeError):
                         continue
                     self.mem[role].setdefault(pid, []).append((round(t, 1), rss, fds))
-                    if self.args.trace_memory and len(self.mem[role][pid]) % 150 == 1:
-                        os.kill(pid, signal.SIGUSR2)  # a tracemalloc snapshot every 5 minutes (daemon/memtrace.py)
+                    if self.args.trace_memory and len(self.mem[role][pid]) % 150 == 15:
+                        # a tracemalloc snapshot every 5 minutes (daemon/memtrace.py), the first 30 s after
+                        # the start: before its handler is in place SIGUSR2 would kill the process
+                        os.kill(pid, signal.SIGUSR2)
 
     def flows_loop(self, seconds: float) -> None:
         """LAN client flows, one after the other (each at most 300 s), 20 packets a second."""
@@ -601,6 +603,8 @@ def soak(args) -> dict:
 
 def main(argv=None) -> int:
     args = parse(argv)
+    # `kill` of the soak tears its lab down like Ctrl-C does (the finally in soak())
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     result = soak(args)
     print(report(result))
     print(f"raw results: {result['path']}")

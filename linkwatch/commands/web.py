@@ -22,6 +22,8 @@ def cmd_web(args) -> int:
     if config is None:
         return EXIT_USAGE
     log = logging.getLogger("linkwatch.web")
+    from linkwatch.daemon.memtrace import install as trace_memory
+    trace_memory()  # only with LINKWATCH_TRACEMALLOC set (bench/soak.py --trace-memory)
     try:
         host, port = parse_listen(args.listen or config.web.listen)
     except ValueError as e:
@@ -41,8 +43,6 @@ def cmd_web(args) -> int:
     except OSError as e:
         return fail(f"cannot serve on {host}:{port}: {e.strerror or e}", EXIT_RUNTIME)
     gc.freeze()  # the start-up's objects out of the collector's way: see FREEZE_AFTER in commands/run.py
-    from linkwatch.daemon.memtrace import install as trace_memory
-    trace_memory()  # only with LINKWATCH_TRACEMALLOC set (bench/soak.py --trace-memory)
     log.info("web UI on http://%s:%d/ (engine socket %s, history %s)", host if ":" not in host else f"[{host}]",
              port, config.control.socket, config.history.path or "off")
     try:
