@@ -583,6 +583,7 @@ def soak(args) -> dict:
     log(f"soak: seed {args.seed}, {args.minutes:g} min, lab {args.lab}")
     if args.trace_memory:
         os.makedirs(args.trace_memory, exist_ok=True)
+        os.chmod(args.trace_memory, 0o1777)  # the lab's web UI runs as nobody
         os.environ["LINKWATCH_TRACEMALLOC"] = args.trace_memory  # the lab's engines inherit it
     s = Soak(args)
     os.makedirs(args.out, exist_ok=True)

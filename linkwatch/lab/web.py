@@ -51,8 +51,11 @@ def in_router(listen: str) -> bool:
 
 def _unprivileged_env() -> dict[str, str]:
     paths = [PYTHON_ROOT] + [p for p in site.getsitepackages() if os.path.isdir(p)]
-    return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": os.pathsep.join(paths),
-            "PYTHONUNBUFFERED": "1", "HOME": "/nonexistent"}
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": os.pathsep.join(paths),
+           "PYTHONUNBUFFERED": "1", "HOME": "/nonexistent"}
+    # bench/soak.py --trace-memory: the web UI traces its allocations too (daemon/memtrace.py)
+    env.update({k: v for k, v in os.environ.items() if k.startswith("LINKWATCH_TRACEMALLOC")})
+    return env
 
 
 def unprivileged_python() -> tuple[list[str], dict[str, str]] | str:

@@ -31,3 +31,18 @@ def test_sigusr2_writes_snapshots_that_show_what_grew(tmp_path):
     total = float(lines[0].split()[1])
     assert 1900 < total < 2600, lines  # KiB: the 2,000 kB kept, little else
     assert "<string>:7" in lines[1], lines  # the line that kept it comes first
+
+
+def test_the_lab_web_ui_inherits_the_tracing_request_and_nothing_else(monkeypatch):
+    """The lab runs the web UI as nobody with a clean environment: the soak's --trace-memory must
+    reach it (else its SIGUSR2 would kill the web UI), and nothing else of root's environment may."""
+    from linkwatch.lab.web import _unprivileged_env
+    monkeypatch.setenv("LINKWATCH_TRACEMALLOC", "/tmp/somewhere")
+    monkeypatch.setenv("LINKWATCH_TRACEMALLOC_FRAMES", "3")
+    monkeypatch.setenv("SECRET_OF_ROOT", "x")
+    env = _unprivileged_env()
+    assert env["LINKWATCH_TRACEMALLOC"] == "/tmp/somewhere" and env["LINKWATCH_TRACEMALLOC_FRAMES"] == "3"
+    assert "SECRET_OF_ROOT" not in env
+    monkeypatch.delenv("LINKWATCH_TRACEMALLOC")
+    monkeypatch.delenv("LINKWATCH_TRACEMALLOC_FRAMES")
+    assert not any(k.startswith("LINKWATCH_TRACEMALLOC") for k in _unprivileged_env())
