@@ -1,10 +1,16 @@
 """Finding what grows in a long run: ``LINKWATCH_TRACEMALLOC=<directory>`` in the engine's
 environment (of the engine or the web UI) starts :mod:`tracemalloc` (``LINKWATCH_TRACEMALLOC_FRAMES`` frames, default 1) and
 writes a snapshot to ``<directory>/linkwatch-<pid>-<n>.snapshot`` on every SIGUSR2. Compare two
-with ``python -m linkwatch.daemon.memtrace OLD NEW``. Off unless asked for: tracing costs CPU."""
+with ``python -m linkwatch.daemon.memtrace OLD NEW``. Off unless asked for: tracing costs CPU.
+
+Each snapshot also logs the process's RSS, what tracemalloc holds, and the RSS after glibc's
+``malloc_trim(0)``: what the C allocator kept of memory Python had given back (a high-water mark,
+not a leak) shows as the difference."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import logging
 import os
@@ -32,13 +38,37 @@ def install(env: Mapping[str, str] = os.environ) -> str | None:
         try:
             gc.collect()  # what is still referenced, not garbage a full collection has not reached yet
             tracemalloc.take_snapshot().dump(path)
-            log.warning("memory snapshot written to %s (%s)", path, ENV)
+            before, traced = rss_kb(), tracemalloc.get_traced_memory()[0] // 1024
+            trimmed = malloc_trim()
+            log.warning("memory snapshot written to %s (%s): RSS %s kB, traced %d kB, RSS after malloc_trim %s",
+                        path, ENV, before, traced, f"{rss_kb()} kB" if trimmed else "(no malloc_trim)")
         except OSError as e:
             log.warning("cannot write the memory snapshot %s: %s", path, e)
 
     signal.signal(signal.SIGUSR2, dump)
     log.warning("tracing memory allocations (%s=%s): SIGUSR2 writes a snapshot; this costs CPU", ENV, directory)
     return directory
+
+
+def rss_kb() -> int | None:
+    """This process's resident set size in kB (/proc/self/status), None if unreadable."""
+    try:
+        with open("/proc/self/status") as f:
+            return next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), None)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def malloc_trim() -> bool:
+    """glibc's ``malloc_trim(0)``: free pages in every malloc arena go back to the kernel. False
+    where the C library has none (musl)."""
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+    return True
 
 
 def compare(old: str, new: str, top: int = 25, key: str = "traceback") -> list[str]:
