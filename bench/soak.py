@@ -571,6 +571,8 @@ def parse(argv=None):
     ap.add_argument("--trace-memory", metavar="DIR", help="trace the engine's and the web UI's allocations (LINKWATCH_TRACEMALLOC) "
                     "and write a snapshot to DIR every 5 minutes; compare two with "
                     "python -m linkwatch.daemon.memtrace OLD NEW (slows the engine: the timing checks mean less)")
+    ap.add_argument("--malloc-trim", metavar="SECONDS", help="the engine's and web UI's malloc_trim period "
+                    "(LINKWATCH_MALLOC_TRIM; 0 = off, to measure what it saves; default: theirs, 60 s)")
     args = ap.parse_args(argv)
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1, 1 << 31)
@@ -585,6 +587,8 @@ def soak(args) -> dict:
         os.makedirs(args.trace_memory, exist_ok=True)
         os.chmod(args.trace_memory, 0o1777)  # the lab's web UI runs as nobody
         os.environ["LINKWATCH_TRACEMALLOC"] = args.trace_memory  # the lab's engines inherit it
+    if args.malloc_trim is not None:
+        os.environ["LINKWATCH_MALLOC_TRIM"] = args.malloc_trim  # the lab's engines and web UIs inherit it
     s = Soak(args)
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"soak-{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -21,6 +21,7 @@ HELP = "run the engine in the foreground"
 
 def cmd_run(args) -> int:
     from linkwatch.daemon.engine import Engine
+    from linkwatch.daemon.memory import trim_every
     from linkwatch.daemon.memtrace import install as trace_memory
     from linkwatch.daemon.procname import set_process_name
     import asyncio
@@ -36,6 +37,7 @@ def cmd_run(args) -> int:
             logging.getLogger("linkwatch.engine").warning("%s (the sink retries)", e)
     set_process_name()  # "linkwatchd": what keepalived's vrrp_track_process watches (docs/keepalived.md)
     trace_memory()  # only with LINKWATCH_TRACEMALLOC set (bench/soak.py --trace-memory)
+    trim_every()  # the allocator's free pages back to the kernel every minute (daemon/memory.py)
     async def run() -> int:
         asyncio.get_running_loop().call_later(FREEZE_AFTER, gc.freeze)
         return await Engine(config, args.config).run()

@@ -9,8 +9,6 @@ not a leak) shows as the difference."""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import logging
 import os
@@ -18,6 +16,8 @@ import signal
 import sys
 import tracemalloc
 from collections.abc import Mapping
+
+from linkwatch.daemon.memory import malloc_trim, rss_kb
 
 log = logging.getLogger("linkwatch")
 ENV, FRAMES_ENV = "LINKWATCH_TRACEMALLOC", "LINKWATCH_TRACEMALLOC_FRAMES"
@@ -48,27 +48,6 @@ def install(env: Mapping[str, str] = os.environ) -> str | None:
     signal.signal(signal.SIGUSR2, dump)
     log.warning("tracing memory allocations (%s=%s): SIGUSR2 writes a snapshot; this costs CPU", ENV, directory)
     return directory
-
-
-def rss_kb() -> int | None:
-    """This process's resident set size in kB (/proc/self/status), None if unreadable."""
-    try:
-        with open("/proc/self/status") as f:
-            return next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), None)
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def malloc_trim() -> bool:
-    """glibc's ``malloc_trim(0)``: free pages in every malloc arena go back to the kernel. False
-    where the C library has none (musl)."""
-    try:
-        trim = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
-    except (OSError, AttributeError):
-        return False
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    trim(0)
-    return True
 
 
 def compare(old: str, new: str, top: int = 25, key: str = "traceback") -> list[str]:

@@ -53,8 +53,10 @@ def _unprivileged_env() -> dict[str, str]:
     paths = [PYTHON_ROOT] + [p for p in site.getsitepackages() if os.path.isdir(p)]
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": os.pathsep.join(paths),
            "PYTHONUNBUFFERED": "1", "HOME": "/nonexistent"}
-    # bench/soak.py --trace-memory: the web UI traces its allocations too (daemon/memtrace.py)
-    env.update({k: v for k, v in os.environ.items() if k.startswith("LINKWATCH_TRACEMALLOC")})
+    # bench/soak.py: the web UI traces its allocations too (--trace-memory, daemon/memtrace.py) and
+    # trims its malloc arenas as the engine does (LINKWATCH_MALLOC_TRIM, daemon/memory.py)
+    passed = ("LINKWATCH_TRACEMALLOC", "LINKWATCH_MALLOC_TRIM")
+    env.update({k: v for k, v in os.environ.items() if k.startswith(passed)})
     return env
 
 

@@ -33,29 +33,33 @@ def test_sigusr2_writes_snapshots_that_show_what_grew(tmp_path):
     assert "<string>:7" in lines[1], lines  # the line that kept it comes first
 
 
-def test_the_lab_web_ui_inherits_the_tracing_request_and_nothing_else(monkeypatch):
+def test_the_lab_web_ui_inherits_the_memory_settings_and_nothing_else(monkeypatch):
     """The lab runs the web UI as nobody with a clean environment: the soak's --trace-memory must
-    reach it (else its SIGUSR2 would kill the web UI), and nothing else of root's environment may."""
+    reach it (else its SIGUSR2 would kill the web UI), and so must --malloc-trim; nothing else of
+    root's environment may."""
     from linkwatch.lab.web import _unprivileged_env
     monkeypatch.setenv("LINKWATCH_TRACEMALLOC", "/tmp/somewhere")
     monkeypatch.setenv("LINKWATCH_TRACEMALLOC_FRAMES", "3")
     monkeypatch.setenv("SECRET_OF_ROOT", "x")
+    monkeypatch.setenv("LINKWATCH_MALLOC_TRIM", "0")
     env = _unprivileged_env()
     assert env["LINKWATCH_TRACEMALLOC"] == "/tmp/somewhere" and env["LINKWATCH_TRACEMALLOC_FRAMES"] == "3"
+    assert env["LINKWATCH_MALLOC_TRIM"] == "0"
     assert "SECRET_OF_ROOT" not in env
     monkeypatch.delenv("LINKWATCH_TRACEMALLOC")
     monkeypatch.delenv("LINKWATCH_TRACEMALLOC_FRAMES")
-    assert not any(k.startswith("LINKWATCH_TRACEMALLOC") for k in _unprivileged_env())
+    monkeypatch.delenv("LINKWATCH_MALLOC_TRIM")
+    assert not any(k.startswith("LINKWATCH_") for k in _unprivileged_env())
 
 
 TRIM_CHILD = """
-from linkwatch.daemon import memtrace
+from linkwatch.daemon import memory
 blocks = [bytes(4000) for _ in range(10000)]  # 40 MB from malloc's heap (over pymalloc's 512 bytes)
 keep = blocks[-1]
 del blocks  # all free, but below a live block: the heap cannot shrink by itself
-before = memtrace.rss_kb()
-assert memtrace.malloc_trim()
-print(before, memtrace.rss_kb())
+before = memory.rss_kb()
+assert memory.malloc_trim()
+print(before, memory.rss_kb())
 """
 
 

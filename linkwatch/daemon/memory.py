@@ -1,0 +1,96 @@
+"""Giving the C allocator's free pages back to the kernel, now and then.
+
+Python hands memory it frees back to glibc's malloc, which keeps it for reuse: one heap per thread
+(an "arena"), grown to the busiest moment's size and given back only from its top. A burst (the
+web UI's worker threads answering a flood, the engine's netlink dumps during a storm of faults)
+leaves each arena at its high-water mark, the free pages below the blocks still in use resident.
+``malloc_trim(0)`` returns those pages (madvise) without moving anything; :func:`trim_every` calls
+it periodically, off the caller's thread. Where the C library has no ``malloc_trim`` (musl) nothing
+happens. ``LINKWATCH_MALLOC_TRIM=<seconds>`` in the environment changes the period, ``0`` turns it
+off (bench/soak.py compares both).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+
+log = logging.getLogger("linkwatch")
+TRIM_EVERY = 60.0  # seconds
+ENV = "LINKWATCH_MALLOC_TRIM"
+
+
+def rss_kb() -> int | None:
+    """This process's resident set size in kB (/proc/self/status), None if unreadable."""
+    try:
+        with open("/proc/self/status") as f:
+            return next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), None)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _load_trim():
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_TRIM = _load_trim()
+
+
+def malloc_trim() -> bool:
+    """glibc's ``malloc_trim(0)``: free pages in every malloc arena go back to the kernel. False
+    where the C library has none."""
+    if _TRIM is None:
+        return False
+    _TRIM(0)
+    return True
+
+
+def trim_interval(env: Mapping[str, str]) -> float:
+    """The period from ``LINKWATCH_MALLOC_TRIM`` (seconds, 0 = off), else :data:`TRIM_EVERY`; a
+    value that is not a number is ignored with a warning."""
+    raw = env.get(ENV)
+    if raw is None:
+        return TRIM_EVERY
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        log.warning("%s=%r is not a number of seconds (0 turns trimming off): every %g s", ENV, raw, TRIM_EVERY)
+        return TRIM_EVERY
+    return seconds
+
+
+def trim_every(env: Mapping[str, str] = os.environ, stop: threading.Event | None = None) -> threading.Thread | None:
+    """Start a daemon thread that calls :func:`malloc_trim` every :func:`trim_interval` seconds;
+    None (nothing started) when that is 0 or there is no ``malloc_trim``. A thread, so that neither
+    the engine's event loop nor a web request waits for it (it takes the arenas' locks one at a
+    time, a few ms each). It ends when ``stop`` is set; the processes let it die with them."""
+    seconds = trim_interval(env)
+    if seconds == 0:
+        return None
+    if _TRIM is None:
+        log.debug("no malloc_trim in this C library: the allocator keeps what it keeps")
+        return None
+
+    stop = threading.Event() if stop is None else stop
+
+    def loop() -> None:
+        while not stop.wait(seconds):
+            started = time.monotonic()
+            malloc_trim()
+            log.debug("malloc_trim(0) took %.1f ms, RSS now %s kB", (time.monotonic() - started) * 1000, rss_kb())
+
+    thread = threading.Thread(target=loop, name="malloc-trim", daemon=True)
+    thread.start()
+    return thread
