@@ -22,10 +22,11 @@ def cmd_web(args) -> int:
     if config is None:
         return EXIT_USAGE
     log = logging.getLogger("linkwatch.web")
-    from linkwatch.daemon.memory import trim_every
+    from linkwatch.daemon.memory import limit_arenas, trim_every
     from linkwatch.daemon.memtrace import install as trace_memory
     trace_memory()  # only with LINKWATCH_TRACEMALLOC set (bench/soak.py --trace-memory)
-    trim_every()  # what a flood's worker threads left in their malloc arenas goes back (daemon/memory.py)
+    limit_arenas(1)  # the worker threads share the main heap, whose free top malloc_trim gives back
+    trim_every()  # what a flood's worker threads left in the heap goes back (daemon/memory.py)
     try:
         host, port = parse_listen(args.listen or config.web.listen)
     except ValueError as e:

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 
 log = logging.getLogger("linkwatch")
 TRIM_EVERY = 60.0  # seconds
+M_ARENA_MAX = -8  # <malloc.h>
 ENV = "LINKWATCH_MALLOC_TRIM"
 
 
@@ -53,6 +54,19 @@ def malloc_trim() -> bool:
         return False
     _TRIM(0)
     return True
+
+
+def limit_arenas(count: int) -> bool:
+    """Let at most ``count`` malloc arenas serve this process's threads (``mallopt(M_ARENA_MAX)``);
+    call it before starting threads. With one, the web UI's worker threads share the main heap,
+    whose free top ``malloc_trim`` gives back; each thread's own arena keeps its top chunk resident
+    (glibc trims only the main arena's top). False where the C library cannot."""
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt(M_ARENA_MAX, count) == 1
 
 
 def trim_interval(env: Mapping[str, str]) -> float:

@@ -41,3 +41,43 @@ def test_without_malloc_trim_nothing_starts(monkeypatch):
     monkeypatch.setattr(memory, "_TRIM", None)
     assert memory.trim_every({}) is None
     assert memory.malloc_trim() is False
+
+
+ARENAS_CHILD = """
+import ctypes, ctypes.util, sys, threading
+from linkwatch.daemon import memory
+if sys.argv[1] == "limit":
+    assert memory.limit_arenas(1)
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+go = threading.Barrier(4)
+def work():
+    go.wait()  # all at once: contention is what makes glibc give a thread its own arena
+    for _ in range(2000):
+        libc.malloc(64)
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+# a thread arena's heap: a 64 MiB-aligned anonymous mapping (HEAP_MAX_SIZE)
+heaps = 0
+for line in open("/proc/self/maps"):
+    fields = line.split()
+    start = int(fields[0].split("-")[0], 16)
+    if len(fields) == 5 and start % (64 << 20) == 0 and fields[1] == "rw-p":
+        heaps += 1
+print(heaps)
+"""
+
+
+def test_limit_arenas_keeps_the_worker_threads_on_the_main_heap():
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[2]
+    counts = {}
+    for mode in ("default", "limit"):
+        done = subprocess.run([sys.executable, "-c", ARENAS_CHILD, mode], capture_output=True, text=True,
+                              timeout=60, cwd=repo)
+        assert done.returncode == 0, done.stderr
+        counts[mode] = int(done.stdout)
+    assert counts["default"] >= 1 and counts["limit"] == 0, counts
