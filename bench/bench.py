@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from linkwatch.lab import client, topology  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from labbench import fault, log, settled, status, wait_for  # noqa: E402
+from labbench import fault, log, report, settled, status, wait_for  # noqa: E402
 from linkwatch.lab.plan import LabSpec  # noqa: E402
 from linkwatch.lab.processes import run_command  # noqa: E402
 from linkwatch.lab.topology import EngineOptions  # noqa: E402
@@ -285,12 +285,7 @@ def main() -> int:
             results["false_failovers"] = false_failovers(spec, 10, args.loss_minutes)
     if "cpu" in only:
         results["cpu"] = cpu_memory_traffic("benchcpu", args.cpu_seconds)
-    out_dir = REPO / "bench" / "results"
-    out_dir.mkdir(exist_ok=True)
-    path = out_dir / time.strftime("%Y%m%d-%H%M%S.json")
-    path.write_text(json.dumps(results, indent=2))
-    print(table(results))
-    print(f"\nraw figures: {path.relative_to(REPO)}")
+    report(results, table(results))
     return 0
 
 

@@ -28,7 +28,6 @@ It prints a Markdown table and writes the raw figures to bench/results/ipv6-<tim
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -39,7 +38,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench import proc_cpu_rss, summary  # noqa: E402
-from labbench import fault, log, status, wait_for  # noqa: E402
+from labbench import fault, log, report, status, wait_for  # noqa: E402
 
 from linkwatch.lab import client, topology  # noqa: E402
 from linkwatch.lab.plan import ECHO6_SERVER, ECHO_PORT, LabSpec  # noqa: E402
@@ -256,12 +255,7 @@ def main() -> int:
             r["loss"] = false_failovers(spec, args.loss_minutes)
     if "cpu" in only:
         r["cpu"] = cpu(args.cpu_seconds)
-    out_dir = REPO / "bench" / "results"
-    out_dir.mkdir(exist_ok=True)
-    path = out_dir / time.strftime("ipv6-%Y%m%d-%H%M%S.json")
-    path.write_text(json.dumps(r, indent=2))
-    print(table(r))
-    print(f"\nraw figures: {path.relative_to(REPO)}")
+    report(r, table(r), "ipv6-")
     return 0
 
 

@@ -30,7 +30,6 @@ It prints a Markdown table and writes the raw figures to bench/results/keepalive
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -42,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from labbench import fault, log, wait_for  # noqa: E402
+from labbench import fault, log, report, wait_for  # noqa: E402
 from linkwatch.lab import client, pairlab, topology  # noqa: E402
 from linkwatch.lab.pair import PairSpec  # noqa: E402
 from linkwatch.lab.topology import EngineOptions  # noqa: E402
@@ -259,12 +258,7 @@ def main() -> int:
             results["engine"] = engine_trials(spec, args.trials)
     finally:
         topology.down(NAME)
-    out_dir = REPO / "bench" / "results"
-    out_dir.mkdir(exist_ok=True)
-    path = out_dir / time.strftime("keepalived-%Y%m%d-%H%M%S.json")
-    path.write_text(json.dumps(results, indent=2))
-    print(table(results))
-    print(f"\nraw figures: {path.relative_to(REPO)}")
+    report(results, table(results), "keepalived-")
     return 0
 
 

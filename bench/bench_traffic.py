@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench import Lab, proc_cpu_rss, summary  # noqa: E402
-from labbench import fault, log, status, wait_for  # noqa: E402
+from labbench import fault, log, report, status, wait_for  # noqa: E402
 
 from linkwatch.lab import client  # noqa: E402
 from linkwatch.lab.bulk import start_bulk  # noqa: E402
@@ -373,12 +373,7 @@ def main() -> int:
             r["flap_standby1s"] = flap(spec, args.flap_seconds)
     if "counters" in only:
         r["counters"] = counters_cost(args.cpu_seconds)
-    out_dir = REPO / "bench" / "results"
-    out_dir.mkdir(exist_ok=True)
-    path = out_dir / time.strftime("traffic-%Y%m%d-%H%M%S.json")
-    path.write_text(json.dumps(r, indent=2))
-    print(table(r))
-    print(f"\nraw figures: {path.relative_to(REPO)}")
+    report(r, table(r), "traffic-")
     return 0
 
 

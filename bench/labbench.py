@@ -1,16 +1,33 @@
-"""Helpers every lab benchmark uses: progress lines, the engine's status, bounded waits, faults."""
+"""Helpers every lab benchmark uses: progress lines, the engine's status, bounded waits, faults,
+and the raw figures saved next to the printed table."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from pathlib import Path
 
 from linkwatch.lab import faults, topology
 from linkwatch.lab.plan import LabSpec
 
 
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def report(results: dict, table: str, prefix: str = "") -> Path:
+    """Write ``results`` to bench/results/<prefix><time>.json, print ``table`` and where the raw
+    figures went; returns the file's path."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / time.strftime(f"{prefix}%Y%m%d-%H%M%S.json")
+    path.write_text(json.dumps(results, indent=2))
+    print(table)
+    print(f"\nraw figures: {path.relative_to(RESULTS.parent.parent)}")
+    return path
 
 
 def status(spec: LabSpec) -> dict:
