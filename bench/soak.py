@@ -22,9 +22,12 @@ Checked all the time: the router has a route for the LAN client (``ip route get`
 the client's flow never stops longer than ``--max-outage`` (1.5 s, the blackhole worst case, plus
 load margin) while an uplink works; the engine answers ``status`` within 100 ms (every 0.5 s;
 floods and restarts reported apart); engine and web RSS and open fds (every 2 s, per process
-lifetime). At the end: no Traceback or dead task in any log; every state change and traffic move in
-the engine's log is in the history and (DOWN, DEGRADED, traffic moves) reached the trap receiver,
-except those the docs allow to be lost (decided < 3 s before a kill -9). It prints the seed, the
+lifetime; RSS may grow 5 MB from 30 s into the longest-lived process's life to its end, and the
+report adds the slope once it is warm, from 5 minutes on: a leak climbs all along, a warm-up levels
+off). ``--trace-memory DIR`` and ``--malloc-trim SECONDS`` help find what grows. At the end: no
+Traceback or dead task in any log; every state change and traffic move in the engine's log is in
+the history and (DOWN, DEGRADED, traffic moves) reached the trap receiver, except those the docs
+allow to be lost (decided < 3 s before a kill -9). It prints the seed, the
 figures and every violation, and writes everything to bench/results/soak-<seed>-<time>.json. The
 same seed gives the same schedule. Exit code 1 when a check failed.
 """
@@ -40,6 +43,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -463,16 +467,12 @@ class Soak:
                 if len(samples) < 4:
                     continue
                 base = next((s for s in samples if s[0] - samples[0][0] >= 30), samples[len(samples) // 2])
-                # a process that lives long enough is judged from WARM_UP_S on: its first minutes are
-                # when each code path first runs (the web UI's first API flood: +2.4-3.5 MB, then flat)
                 lifetime = samples[-1][0] - samples[0][0]
-                warm = next((s for s in samples if s[0] - samples[0][0] >= WARM_UP_S), None) \
-                    if lifetime >= 4 * WARM_UP_S else None
                 last = samples[-3:]
-                rows.append({"pid": pid, "lifetime_s": round(lifetime, 1),
-                             "rss_start_kb": base[1], "rss_warm_kb": (warm or base)[1],
-                             "warm_up_s": WARM_UP_S if warm else 30,
+                rows.append({"pid": pid, "lifetime_s": round(lifetime, 1), "rss_start_kb": base[1],
                              "rss_end_kb": int(statistics.median(s[1] for s in last)),
+                             # a leak climbs all along, a warm-up levels off: the slope after it
+                             "steady_kb_per_h": steady_slope_kb_per_h(samples),
                              "rss_max_kb": max(s[1] for s in samples), "fds_start": base[2],
                              "fds_end": samples[-1][2], "fds_max": max(s[2] for s in samples),
                              # one sample a minute: a leak climbs all along, a warm-up levels off
@@ -480,10 +480,9 @@ class Soak:
             out[role] = rows
             if rows:
                 longest = max(rows, key=lambda r: r["lifetime_s"])
-                growth = (longest["rss_end_kb"] - longest["rss_warm_kb"]) / 1024
+                growth = (longest["rss_end_kb"] - longest["rss_start_kb"]) / 1024
                 if growth > 5.0:
-                    self.violations.append(f"{role} RSS grew {growth:.1f} MB from {longest['warm_up_s']} s "
-                                           f"to the end ({longest['lifetime_s']:.0f} s)")
+                    self.violations.append(f"{role} RSS grew {growth:.1f} MB over {longest['lifetime_s']:.0f}s")
                 if longest["fds_end"] > longest["fds_start"] + 10 or longest["fds_max"] > 1000:
                     self.violations.append(f"{role} fds not bounded: {longest}")
         return out
@@ -558,10 +557,11 @@ def report(r: dict) -> str:
              f"traps {r['sinks'].get('traps')}"]
     for role, rows in r["memory"].items():
         for row in rows:
-            lines.append(f"- {role} pid {row['pid']} ({row['lifetime_s']:.0f} s): RSS {row['rss_start_kb'] / 1024:.1f} -> "
-                         f"{row['rss_end_kb'] / 1024:.1f} MB from 30 s, {row['rss_warm_kb'] / 1024:.1f} -> "
-                         f"{row['rss_end_kb'] / 1024:.1f} MB from {row['warm_up_s']} s "
-                         f"(max {row['rss_max_kb'] / 1024:.1f}), fds "
+            steady = "" if row["steady_kb_per_h"] is None else \
+                f", {row['steady_kb_per_h'] / 1024:+.2f} MB/h once warm"
+            lines.append(f"- {role} pid {row['pid']} ({row['lifetime_s']:.0f} s): RSS "
+                         f"{row['rss_start_kb'] / 1024:.1f} -> {row['rss_end_kb'] / 1024:.1f} MB "
+                         f"(max {row['rss_max_kb'] / 1024:.1f}{steady}), fds "
                          f"{row['fds_start']} -> {row['fds_end']} (max {row['fds_max']})")
     lines.append(f"- logs: " + ", ".join(f"{k} {v['lines']} lines, {v['bad_count']} bad" for k, v in r["logs"].items()))
     lines.append(f"- violations: {len(r['violations'])}")
@@ -570,7 +570,24 @@ def report(r: dict) -> str:
     return "\n".join(lines)
 
 
-WARM_UP_S = 300  # the RSS check's baseline for processes that live at least 4 times as long
+WARM_UP_S = 300  # the RSS slope is taken from here on, for processes that live 4 times as long
+
+
+def steady_slope_kb_per_h(samples: list[tuple[float, int, int]]) -> float | None:
+    """How fast RSS climbs once the process is warm (from WARM_UP_S on), in kB per hour: the
+    Theil-Sen slope (median of the pairwise slopes, deaf to a few spikes and steps) of the per-minute
+    medians of the (t, RSS kB, fds) samples. None for a process that lived under 4 x WARM_UP_S.
+    Reported beside the RSS check (growth from 30 s to the end), which it does not replace."""
+    t0 = samples[0][0]
+    if samples[-1][0] - t0 < 4 * WARM_UP_S:
+        return None
+    minutes: dict[int, list[int]] = {}
+    for t, rss, _ in samples:
+        if t - t0 >= WARM_UP_S:
+            minutes.setdefault(int((t - t0) // 60), []).append(rss)
+    points = [(m, statistics.median(v)) for m, v in sorted(minutes.items())]
+    slopes = [(b[1] - a[1]) / (b[0] - a[0]) for i, a in enumerate(points) for b in points[i + 1:]]
+    return round(statistics.median(slopes) * 60, 1)
 
 
 def parse(argv=None):
@@ -581,9 +598,10 @@ def parse(argv=None):
     ap.add_argument("--web-port", type=int, default=18431)
     ap.add_argument("--max-outage", type=float, default=2.0, help="longest client outage allowed while an uplink works")
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
-    ap.add_argument("--trace-memory", metavar="DIR", help="trace the engine's and the web UI's allocations (LINKWATCH_TRACEMALLOC) "
-                    "and write a snapshot to DIR every 5 minutes; compare two with "
-                    "python -m linkwatch.daemon.memtrace OLD NEW (slows the engine: the timing checks mean less)")
+    ap.add_argument("--trace-memory", metavar="DIR", help="trace the engine's and the web UI's allocations "
+                    "(LINKWATCH_TRACEMALLOC) and write a snapshot every 5 minutes to a new directory in DIR; "
+                    "compare two with python -m linkwatch.daemon.memtrace OLD NEW (slows the engine and "
+                    "grows its RSS: the timing and memory checks mean less)")
     ap.add_argument("--malloc-trim", metavar="SECONDS", help="the engine's and web UI's malloc_trim period "
                     "(LINKWATCH_MALLOC_TRIM; 0 = off, to measure what it saves; default: theirs, 60 s)")
     args = ap.parse_args(argv)
@@ -597,9 +615,13 @@ def parse(argv=None):
 def soak(args) -> dict:
     log(f"soak: seed {args.seed}, {args.minutes:g} min, lab {args.lab}")
     if args.trace_memory:
-        os.makedirs(args.trace_memory, exist_ok=True)
-        os.chmod(args.trace_memory, 0o1777)  # the lab's web UI runs as nobody
-        os.environ["LINKWATCH_TRACEMALLOC"] = args.trace_memory  # the lab's engines inherit it
+        # a new directory of its own (the processes run with cwd /): the web UI (nobody) writes in
+        # it too, so it is sticky and world-writable, and no directory that exists is changed
+        os.makedirs(os.path.abspath(args.trace_memory), exist_ok=True)
+        traces = tempfile.mkdtemp(prefix=f"soak-{args.seed}-", dir=os.path.abspath(args.trace_memory))
+        os.chmod(traces, 0o1777)
+        log(f"memory snapshots in {traces}")
+        os.environ["LINKWATCH_TRACEMALLOC"] = traces  # the lab's engines and web UIs inherit it
     if args.malloc_trim is not None:
         os.environ["LINKWATCH_MALLOC_TRIM"] = args.malloc_trim  # the lab's engines and web UIs inherit it
     s = Soak(args)

@@ -25,7 +25,7 @@ def cmd_web(args) -> int:
     from linkwatch.daemon.memory import limit_arenas, trim_every
     from linkwatch.daemon.memtrace import install as trace_memory
     trace_memory()  # only with LINKWATCH_TRACEMALLOC set (bench/soak.py --trace-memory)
-    limit_arenas(1)  # the worker threads share the main heap, whose free top malloc_trim gives back
+    limit_arenas(1)  # the worker threads share the main heap (unless MALLOC_ARENA_MAX says otherwise)
     trim_every()  # what a flood's worker threads left in the heap goes back (daemon/memory.py)
     try:
         host, port = parse_listen(args.listen or config.web.listen)

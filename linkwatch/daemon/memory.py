@@ -5,15 +5,14 @@ Python hands memory it frees back to glibc's malloc, which keeps it for reuse: o
 web UI's worker threads answering a flood, the engine's netlink dumps during a storm of faults)
 leaves each arena at its high-water mark, the free pages below the blocks still in use resident.
 ``malloc_trim(0)`` returns those pages (madvise) without moving anything; :func:`trim_every` calls
-it periodically, off the caller's thread. Where the C library has no ``malloc_trim`` (musl) nothing
-happens. ``LINKWATCH_MALLOC_TRIM=<seconds>`` in the environment changes the period, ``0`` turns it
-off (bench/soak.py compares both).
+it periodically from a thread of its own. Where the C library has no ``malloc_trim`` (musl) nothing
+happens. ``LINKWATCH_MALLOC_TRIM=<seconds>`` in the environment changes the period (1 s to a day),
+``0`` turns it off (bench/soak.py compares both).
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import threading
@@ -22,6 +21,7 @@ from collections.abc import Mapping
 
 log = logging.getLogger("linkwatch")
 TRIM_EVERY = 60.0  # seconds
+TRIM_RANGE = (1.0, 86400.0)  # what LINKWATCH_MALLOC_TRIM may ask for, besides 0
 M_ARENA_MAX = -8  # <malloc.h>
 ENV = "LINKWATCH_MALLOC_TRIM"
 
@@ -35,16 +35,18 @@ def rss_kb() -> int | None:
         return None
 
 
-def _load_trim():
+def _libc_function(name: str, argtypes: list, restype):
+    """``name`` from the C library this process runs on (no ldconfig lookup), typed; None if absent."""
     try:
-        trim = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
-    except (OSError, AttributeError, TypeError):
+        function = getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
         return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
+    function.argtypes, function.restype = argtypes, restype
+    return function
 
 
-_TRIM = _load_trim()
+_TRIM = _libc_function("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
+_MALLOPT = _libc_function("mallopt", [ctypes.c_int, ctypes.c_int], ctypes.c_int)
 
 
 def malloc_trim() -> bool:
@@ -56,22 +58,20 @@ def malloc_trim() -> bool:
     return True
 
 
-def limit_arenas(count: int) -> bool:
-    """Let at most ``count`` malloc arenas serve this process's threads (``mallopt(M_ARENA_MAX)``);
-    call it before starting threads. With one, the web UI's worker threads share the main heap,
-    whose free top ``malloc_trim`` gives back; each thread's own arena keeps its top chunk resident
-    (glibc trims only the main arena's top). False where the C library cannot."""
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
-    except (OSError, AttributeError, TypeError):
+def limit_arenas(count: int, env: Mapping[str, str] = os.environ) -> bool:
+    """Let at most ``count`` malloc arenas serve this process's threads (``mallopt(M_ARENA_MAX)``),
+    unless ``MALLOC_ARENA_MAX`` in ``env`` already says (an operator's setting wins); call it before
+    starting threads. With one, the web UI's worker threads share the main heap, whose free top
+    ``malloc_trim`` gives back; a thread's own arena keeps its top chunk resident (glibc trims only
+    the main arena's top). False where nothing was changed."""
+    if _MALLOPT is None or "MALLOC_ARENA_MAX" in env:
         return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return mallopt(M_ARENA_MAX, count) == 1
+    return _MALLOPT(M_ARENA_MAX, count) == 1
 
 
 def trim_interval(env: Mapping[str, str]) -> float:
-    """The period from ``LINKWATCH_MALLOC_TRIM`` (seconds, 0 = off), else :data:`TRIM_EVERY`; a
-    value that is not a number is ignored with a warning."""
+    """The period from ``LINKWATCH_MALLOC_TRIM`` (seconds in :data:`TRIM_RANGE`, 0 = off), else
+    :data:`TRIM_EVERY`; any other value is ignored with a warning."""
     raw = env.get(ENV)
     if raw is None:
         return TRIM_EVERY
@@ -79,24 +79,24 @@ def trim_interval(env: Mapping[str, str]) -> float:
         seconds = float(raw)
     except ValueError:
         seconds = -1.0
-    if not 0 <= seconds < float("inf"):
-        log.warning("%s=%r is not a number of seconds (0 turns trimming off): every %g s", ENV, raw, TRIM_EVERY)
-        return TRIM_EVERY
-    return seconds
+    if seconds == 0 or TRIM_RANGE[0] <= seconds <= TRIM_RANGE[1]:
+        return seconds
+    log.warning("%s=%r: expected 0 (off) or %g to %g seconds; trimming every %g s", ENV, raw, *TRIM_RANGE, TRIM_EVERY)
+    return TRIM_EVERY
 
 
 def trim_every(env: Mapping[str, str] = os.environ, stop: threading.Event | None = None) -> threading.Thread | None:
     """Start a daemon thread that calls :func:`malloc_trim` every :func:`trim_interval` seconds;
-    None (nothing started) when that is 0 or there is no ``malloc_trim``. A thread, so that neither
-    the engine's event loop nor a web request waits for it (it takes the arenas' locks one at a
-    time, a few ms each). It ends when ``stop`` is set; the processes let it die with them."""
+    None (nothing started) when that is 0 or there is no ``malloc_trim``. Neither the engine's event
+    loop nor a web request runs it; while it trims an arena (a few ms) a thread of the process that
+    allocates from that arena waits for its lock. It ends when ``stop`` is set; the processes let it
+    die with them."""
     seconds = trim_interval(env)
     if seconds == 0:
         return None
     if _TRIM is None:
         log.debug("no malloc_trim in this C library: the allocator keeps what it keeps")
         return None
-
     stop = threading.Event() if stop is None else stop
 
     def loop() -> None:

@@ -1,11 +1,10 @@
-"""Finding what grows in a long run: ``LINKWATCH_TRACEMALLOC=<directory>`` in the engine's
-environment (of the engine or the web UI) starts :mod:`tracemalloc` (``LINKWATCH_TRACEMALLOC_FRAMES`` frames, default 1) and
-writes a snapshot to ``<directory>/linkwatch-<pid>-<n>.snapshot`` on every SIGUSR2. Compare two
-with ``python -m linkwatch.daemon.memtrace OLD NEW``. Off unless asked for: tracing costs CPU.
-
-Each snapshot also logs the process's RSS, what tracemalloc holds, and the RSS after glibc's
-``malloc_trim(0)``: what the C allocator kept of memory Python had given back (a high-water mark,
-not a leak) shows as the difference."""
+"""Finding what grows in a long run: ``LINKWATCH_TRACEMALLOC=<directory>`` in the environment of
+the engine or the web UI starts :mod:`tracemalloc` (``LINKWATCH_TRACEMALLOC_FRAMES`` frames,
+default 1) and writes a snapshot to ``<directory>/linkwatch-<pid>-<n>.snapshot`` on every SIGUSR2.
+Compare two with ``python -m linkwatch.daemon.memtrace OLD NEW``. Off unless asked for: tracing
+costs CPU. Each snapshot's log line gives the process's RSS and what tracemalloc holds, both read
+before the snapshot is taken: RSS that grows while the traced memory stays flat is the C
+allocator's (or a C library's), not Python objects kept."""
 
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ import sys
 import tracemalloc
 from collections.abc import Mapping
 
-from linkwatch.daemon.memory import malloc_trim, rss_kb
+from linkwatch.daemon.memory import rss_kb
 
 log = logging.getLogger("linkwatch")
 ENV, FRAMES_ENV = "LINKWATCH_TRACEMALLOC", "LINKWATCH_TRACEMALLOC_FRAMES"
@@ -28,20 +27,22 @@ def install(env: Mapping[str, str] = os.environ) -> str | None:
     directory = env.get(ENV)
     if not directory:
         return None
-    frames = int(env.get(FRAMES_ENV, "1"))
+    try:
+        frames = max(1, int(env.get(FRAMES_ENV, "1")))
+    except ValueError:
+        log.warning("%s=%r is not a number of frames: 1", FRAMES_ENV, env.get(FRAMES_ENV))
+        frames = 1
     tracemalloc.start(frames)
     taken = [0]
 
     def dump(signum, frame) -> None:
         taken[0] += 1
         path = os.path.join(directory, f"linkwatch-{os.getpid()}-{taken[0]}.snapshot")
+        rss, traced = rss_kb(), tracemalloc.get_traced_memory()[0] // 1024  # before the snapshot's own
         try:
             gc.collect()  # what is still referenced, not garbage a full collection has not reached yet
             tracemalloc.take_snapshot().dump(path)
-            before, traced = rss_kb(), tracemalloc.get_traced_memory()[0] // 1024
-            trimmed = malloc_trim()
-            log.warning("memory snapshot written to %s (%s): RSS %s kB, traced %d kB, RSS after malloc_trim %s",
-                        path, ENV, before, traced, f"{rss_kb()} kB" if trimmed else "(no malloc_trim)")
+            log.warning("memory snapshot written to %s (%s): RSS %s kB, traced %d kB", path, ENV, rss, traced)
         except OSError as e:
             log.warning("cannot write the memory snapshot %s: %s", path, e)
 

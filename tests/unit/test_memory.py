@@ -11,7 +11,9 @@ def test_the_period_comes_from_the_environment_and_bad_values_keep_the_default(c
     assert memory.trim_interval({}) == memory.TRIM_EVERY
     assert memory.trim_interval({"LINKWATCH_MALLOC_TRIM": "0"}) == 0
     assert memory.trim_interval({"LINKWATCH_MALLOC_TRIM": "2.5"}) == 2.5
-    for bad in ("soon", "-1", "inf", "nan", ""):
+    assert memory.trim_interval({"LINKWATCH_MALLOC_TRIM": "86400"}) == 86400
+    # past threading.TIMEOUT_MAX Event.wait raises in the thread; below 1 s it trims back to back
+    for bad in ("soon", "-1", "inf", "nan", "", "1e10", "1e-9", "0.5"):
         caplog.clear()
         assert memory.trim_interval({"LINKWATCH_MALLOC_TRIM": bad}) == memory.TRIM_EVERY, bad
         assert "LINKWATCH_MALLOC_TRIM" in caplog.text, bad
@@ -27,6 +29,7 @@ def test_the_thread_trims_again_and_again(monkeypatch):
     calls = threading.Semaphore(0)
     monkeypatch.setattr(memory, "_TRIM", lambda pad: calls.release() or 1)
     stop = threading.Event()
+    monkeypatch.setattr(memory, "TRIM_RANGE", (0.01, 1.0))  # fast, for the test
     thread = memory.trim_every({"LINKWATCH_MALLOC_TRIM": "0.01"}, stop)
     try:
         assert thread is not None and thread.daemon and thread.name == "malloc-trim"
@@ -47,12 +50,13 @@ ARENAS_CHILD = """
 import ctypes, ctypes.util, sys, threading
 from linkwatch.daemon import memory
 if sys.argv[1] == "limit":
-    assert memory.limit_arenas(1)
+    assert memory.limit_arenas(1, {})
+    assert not memory.limit_arenas(1, {"MALLOC_ARENA_MAX": "4"})  # the operator's setting wins
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 go = threading.Barrier(4)
 def work():
-    go.wait()  # all at once: contention is what makes glibc give a thread its own arena
+    go.wait()  # each thread's first malloc gets it an arena of its own, up to M_ARENA_MAX
     for _ in range(2000):
         libc.malloc(64)
 threads = [threading.Thread(target=work) for _ in range(4)]

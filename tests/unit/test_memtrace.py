@@ -69,3 +69,39 @@ def test_malloc_trim_gives_back_what_the_allocator_kept():
     assert done.returncode == 0, done.stderr
     before, after = map(int, done.stdout.split())
     assert before - after > 30_000, (before, after)  # kB of the 40 MB freed
+
+
+SNAP_CHILD = """
+import gc, logging, os, signal, sys
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
+from linkwatch.daemon import memory, memtrace
+memtrace.install({"LINKWATCH_TRACEMALLOC": sys.argv[1]})
+keep = [str(i) * 3 for i in range(300000)]  # a daemon's live blocks: a snapshot of them is tens of MB
+gc.collect(); memory.malloc_trim()
+print("RSS_BEFORE", memory.rss_kb())
+os.kill(os.getpid(), signal.SIGUSR2)
+"""
+
+
+def test_the_snapshot_log_line_gives_the_rss_before_the_snapshot(tmp_path):
+    """Found in review: RSS was read after take_snapshot(), so the snapshot's own garbage was in it."""
+    done = subprocess.run([sys.executable, "-c", SNAP_CHILD, str(tmp_path)], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    before = int(next(line for line in lines if line.startswith("RSS_BEFORE")).split()[1])
+    logged = next(line for line in lines if "memory snapshot written" in line)
+    assert abs(int(logged.split("RSS ")[1].split()[0]) - before) < 5_000, (before, logged)  # kB
+
+
+def test_a_bad_frame_count_is_one_frame_not_a_crash(tmp_path):
+    import signal
+    import tracemalloc
+    handler = signal.getsignal(signal.SIGUSR2)
+    try:
+        assert memtrace.install({"LINKWATCH_TRACEMALLOC": str(tmp_path), "LINKWATCH_TRACEMALLOC_FRAMES": "x"}) \
+            == str(tmp_path)
+        assert tracemalloc.get_traceback_limit() == 1
+    finally:
+        tracemalloc.stop()
+        signal.signal(signal.SIGUSR2, handler)
