@@ -300,14 +300,14 @@ def _uplink(name: str, raw: Any, health: HealthConfig, health_bad: set[str],
     probe_count = len(probes_raw) if isinstance(probes_raw, list) else 0
     probes = _probes(probes_raw, f"{path}.probes", issues)
     if "min_targets" not in health_bad and probe_count and effective.min_targets > probe_count:
-        got = str(effective.min_targets)
-        if "min_targets" not in overridden:
-            got += " (inherited from health.min_targets)"
+        # blamed where the value was written: the uplink's own [health], else the global one
         plural = "probe" if probe_count == 1 else "probes"
-        issues.append(ConfigIssue(
-            f"{path}.health.min_targets",
-            f"got {got}, expected at most {probe_count}: uplink {name} has only {probe_count} {plural}, "
-            "so no round could ever count as good"))
+        why = (f"got {effective.min_targets}, expected at most {probe_count}: uplink {name} has only "
+               f"{probe_count} {plural}, so no round could ever count as good")
+        if "min_targets" in overridden:
+            issues.append(ConfigIssue(f"{path}.health.min_targets", why))
+        else:
+            issues.append(ConfigIssue("health.min_targets", f"{why} (or set {path}.health.min_targets for it)"))
     if len(issues) > before:
         return None
     return _UplinkDraft(values, effective, probes)
