@@ -190,3 +190,35 @@ def test_engine_logs_land_in_the_journal(machine):
     assert "routing applied" in journal
     web = machine.sh("journalctl -u linkwatch-web --no-pager -o cat").stdout
     assert web.strip(), "the web UI logged nothing to the journal"
+
+
+def test_malloc_trim_runs_under_the_units_syscall_filter(machine):
+    """Both processes call malloc_trim (madvise, brk) from a thread: the units' SystemCallFilter
+    must allow it, or seccomp kills them with SIGSYS at the first trim (a minute after the start).
+    Once a second here, with debug logs, for a few seconds: same PIDs, no restart, the trims logged."""
+    units = {"linkwatch": "run", "linkwatch-web": "web"}
+    dropins = []
+    for unit, command in units.items():
+        dropin = machine.root / f"etc/systemd/system/{unit}.service.d/40-test-malloc-trim.conf"
+        dropin.parent.mkdir(parents=True, exist_ok=True)
+        dropin.write_text("[Service]\nEnvironment=LINKWATCH_MALLOC_TRIM=1\nExecStart=\n"
+                          f"ExecStart=/usr/bin/linkwatch {command} --config /etc/linkwatch/linkwatch.toml "
+                          "--log-level debug\n")
+        dropins.append(dropin)
+    machine.sh("systemctl daemon-reload")
+    try:
+        machine.sh("systemctl restart linkwatch linkwatch-web", timeout=60)
+        before = {unit: machine.show(unit, "MainPID", "NRestarts") for unit in units}
+        time.sleep(4.5)
+        after = {unit: machine.show(unit, "MainPID", "NRestarts", "ActiveState") for unit in units}
+        for unit in units:
+            assert after[unit]["ActiveState"] == "active", after
+            assert after[unit]["MainPID"] == before[unit]["MainPID"], (before, after)
+            assert after[unit]["NRestarts"] == before[unit]["NRestarts"], (before, after)
+            journal = machine.sh(f"journalctl -u {unit} --no-pager -o cat --since=-10s").stdout
+            assert len(re.findall(r"malloc_trim\(0\) took [\d.]+ ms", journal)) >= 2, (unit, journal[-2000:])
+    finally:
+        for dropin in dropins:
+            dropin.unlink()
+        machine.sh("systemctl daemon-reload")
+        machine.sh("systemctl restart linkwatch linkwatch-web", timeout=60)
