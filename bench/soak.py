@@ -55,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import soakfaults as sf  # noqa: E402
 from labbench import fault, log  # noqa: E402
 
+from linkwatch.daemon.memory import rss_kb  # noqa: E402
 from linkwatch.history import HistoryReader  # noqa: E402
 from linkwatch.lab import client, topology, web  # noqa: E402
 from linkwatch.lab.plan import ECHO_SERVER, LAN_CLIENT, LAN_ROUTER, LabSpec, LabUplink  # noqa: E402
@@ -223,11 +224,12 @@ class Soak:
                     pid = sf.pid_of(self.spec, role)
                     if pid is None:
                         continue
+                    rss = rss_kb(pid)
                     try:
-                        with open(f"/proc/{pid}/status") as f:
-                            rss = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
                         fds = len(os.listdir(f"/proc/{pid}/fd"))
-                    except (OSError, AttributeError):
+                    except OSError:
+                        continue
+                    if rss is None:
                         continue
                     self.mem[role].setdefault(pid, []).append((round(t, 1), rss, fds))
                     if self.args.trace_memory and len(self.mem[role][pid]) % 150 == 15:

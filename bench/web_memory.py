@@ -36,10 +36,7 @@ import soak  # noqa: E402
 import soakfaults as sf  # noqa: E402
 from labbench import log, report  # noqa: E402
 
-
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+from linkwatch.daemon.memory import rss_kb  # noqa: E402
 
 
 def measure(args) -> dict:
@@ -70,7 +67,7 @@ def measure(args) -> dict:
             time.sleep(args.gap)
             rss.append(rss_kb(proc.pid))
             log(f"flood {i + 1}/{args.floods}: {floods[-1]}, RSS {rss[-1] / 1024:.1f} MB")
-        if proc.poll() is not None:
+        if proc.poll() is not None or None in rss:
             raise RuntimeError(f"the web UI exited ({proc.returncode}); see {work}/web.log")
         half = len(rss) // 2
         return {"history_hours": args.history_hours, "trim_s": args.trim, "gap_s": args.gap,

@@ -26,10 +26,11 @@ M_ARENA_MAX = -8  # <malloc.h>
 ENV = "LINKWATCH_MALLOC_TRIM"
 
 
-def rss_kb() -> int | None:
-    """This process's resident set size in kB (/proc/self/status), None if unreadable."""
+def rss_kb(pid: int | str = "self") -> int | None:
+    """A process's resident set size in kB (/proc/<pid>/status; this one's by default), None if
+    unreadable (gone, or no such field)."""
     try:
-        with open("/proc/self/status") as f:
+        with open(f"/proc/{pid}/status") as f:
             return next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), None)
     except (OSError, ValueError, IndexError):
         return None

@@ -85,3 +85,21 @@ def test_limit_arenas_keeps_the_worker_threads_on_the_main_heap():
         assert done.returncode == 0, done.stderr
         counts[mode] = int(done.stdout)
     assert counts["default"] >= 1 and counts["limit"] == 0, counts
+
+
+def test_rss_of_this_process_or_another_and_none_when_gone():
+    import os
+    import subprocess
+    import sys
+    assert abs(memory.rss_kb(os.getpid()) - memory.rss_kb()) < 2000  # kB, a moment apart
+    child = subprocess.Popen([sys.executable, "-c", "import time; b = b'x' * 30_000_000; time.sleep(60)"])
+    try:
+        for _ in range(300):  # until the child has written its 30 MB (at most 30 s)
+            if (memory.rss_kb(child.pid) or 0) > 30_000:
+                break
+            threading.Event().wait(0.1)
+        assert memory.rss_kb(child.pid) > 30_000
+    finally:
+        child.kill()
+        child.wait()
+    assert memory.rss_kb(child.pid) is None
